@@ -1,0 +1,1 @@
+"""Candor demo: replays the seed incident on one machine and measures the fix."""

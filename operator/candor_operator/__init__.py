@@ -1,0 +1,1 @@
+"""Candor operator: reconciles HealthPolicy into HAProxy ingress annotations and sidecar config."""

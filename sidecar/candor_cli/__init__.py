@@ -1,0 +1,1 @@
+"""The `candor` command line: one click group, each subcommand imported lazily."""

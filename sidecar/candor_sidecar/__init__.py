@@ -1,0 +1,1 @@
+"""Candor sidecar: introspective /health, HAProxy agent-check endpoint, /metrics from the journals."""

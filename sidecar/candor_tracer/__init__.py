@@ -1,0 +1,1 @@
+"""Candor tracer: job-seconds counters that include in-flight work at every scrape."""
