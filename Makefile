@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-quick test lint bench venv system-deps clean
+.PHONY: demo demo-quick test lint bench venv system-deps clean k8s-bin cluster
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,16 @@ demo: venv system-deps
 demo-quick: venv system-deps
 	$(VENV)/bin/candor demo --quick
 
-test: venv system-deps
+test: venv system-deps k8s-bin
 	$(PY) -m pytest
+
+# kube-apiserver + kube-controller-manager, compiled once into ~/.cache/candor/k8s (tests/k8s/build.sh).
+k8s-bin:
+	bash tests/k8s/build.sh
+
+# A real control plane on 127.0.0.1 for humans: prints the KUBECONFIG path, Ctrl-C stops it.
+cluster: venv k8s-bin
+	$(PY) -m tests.support.k8s_cluster
 
 lint: venv
 	$(VENV)/bin/ruff check .
