@@ -1,0 +1,205 @@
+"""What a HealthPolicy becomes: ingress annotations, an HAProxy backend section, the sidecar config.
+
+Annotation names and value forms, as documented by each controller:
+- haproxytech (haproxy.org/…): `check` ("true"), `check-http` (URI with method, `GET /health`),
+  `check-interval`, `timeout-check` (time), `pod-maxconn` (number), `backend-config-snippet`
+  (raw directives, inserted in the backend before its `server` lines). It has no Service-level
+  key for rise/fall, the check port, the agent, the expected status or `timeout queue`
+  (`timeout-queue` is ConfigMap-only there), so those go into the snippet.
+- haproxy-ingress (haproxy-ingress.github.io/…): `health-check-uri` (the controller writes
+  `option httpchk <uri>`, so HAProxy sends OPTIONS), `health-check-port`, `health-check-interval`,
+  `health-check-rise-count`, `health-check-fall-count`, `agent-check-port`, `agent-check-interval`,
+  `initial-weight` (default 1: agent percentages need 100), `maxconn-server`, `timeout-queue`,
+  and `config-backend` for what has no key (expected status, `timeout check`, slowstart, passive checks).
+Times are written in HAProxy's form (`500ms`, `2s`, `1m`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from candor_operator.policy import HealthPolicy
+from candor_sidecar.durations import format_duration
+
+HAPROXYTECH = "haproxytech"
+HAPROXY_INGRESS = "haproxy-ingress"
+_TECH = "haproxy.org/"
+_HI = "haproxy-ingress.github.io/"
+
+# Every key Candor may write, per controller: reconcile removes the ones a new render no longer has.
+MANAGED_ANNOTATIONS: dict[str, tuple[str, ...]] = {
+    HAPROXYTECH: tuple(
+        _TECH + key
+        for key in ("check", "check-http", "check-interval", "timeout-check", "pod-maxconn", "backend-config-snippet")
+    ),
+    HAPROXY_INGRESS: tuple(
+        _HI + key
+        for key in (
+            "health-check-uri", "health-check-port", "health-check-interval", "health-check-rise-count",
+            "health-check-fall-count", "agent-check-port", "agent-check-interval", "initial-weight",
+            "maxconn-server", "timeout-queue", "config-backend",
+        )
+    ),
+}
+
+# Where the injected pod mounts the tracer's shared volume and the downward API (the webhook uses these).
+STATE_DIR = "/var/run/candor"
+POD_INFO_DIR = "/etc/podinfo"
+AGENT_WEIGHT = 100  # HAProxy's default weight is 1, which no agent percentage can scale
+
+
+@dataclass(frozen=True)
+class Server:
+    """One backend server for render_backend. The ports override the policy's check and agent ports,
+    for tests that run several pods' sidecars on one host; in a cluster every pod has its own IP."""
+
+    name: str
+    address: str  # "ip:port" of the app
+    check_port: int | None = None
+    agent_port: int | None = None
+
+
+def _controller(policy: HealthPolicy, controller: str | None) -> str:
+    chosen = controller or policy.ingress.controller
+    if chosen not in MANAGED_ANNOTATIONS:
+        raise ValueError(f"controller: must be one of {', '.join(MANAGED_ANNOTATIONS)}, got {chosen!r}")
+    return chosen
+
+
+def _t(seconds: float) -> str:
+    return format_duration(seconds)
+
+
+def _server_defaults(policy: HealthPolicy, *, with_checks: bool, with_agent: bool) -> str:
+    """The `default-server` keywords; the ones a controller writes itself from its own keys are left out."""
+    check = policy.http_check
+    words: list[str] = []
+    if with_checks:
+        words += ["check", "port", str(check.port), "inter", _t(check.interval), "rise", str(check.rise),
+                  "fall", str(check.fall)]
+    if with_agent:
+        words += ["agent-check", "agent-port", str(policy.agent_check.port),
+                  "agent-inter", _t(policy.agent_check.interval), "weight", str(AGENT_WEIGHT)]
+    if policy.slow_start:
+        words += ["slowstart", _t(policy.slow_start)]
+    if policy.passive is not None:
+        words += ["observe", policy.passive.observe, "error-limit", str(policy.passive.error_limit),
+                  "on-error", policy.passive.on_error]
+    return "default-server " + " ".join(words) if words else ""
+
+
+def render_annotations(policy: HealthPolicy, controller: str | None = None) -> dict[str, str]:
+    """The Service annotations for the policy's (or the given) ingress controller."""
+    chosen = _controller(policy, controller)
+    check = policy.http_check
+    if chosen == HAPROXYTECH:
+        snippet = [f"http-check expect status {check.expect_status}"]
+        if policy.queue_timeout is not None:
+            snippet.append(f"timeout queue {_t(policy.queue_timeout)}")
+        # `check` itself comes from haproxy.org/check; the rest has no Service-level key.
+        snippet.append(
+            "default-server "
+            + " ".join(["port", str(check.port), "rise", str(check.rise), "fall", str(check.fall)])
+            + " "
+            + _server_defaults(policy, with_checks=False, with_agent=True).removeprefix("default-server ")
+        )
+        annotations = {
+            _TECH + "check": "true",
+            _TECH + "check-http": f"GET {check.path}",
+            _TECH + "check-interval": _t(check.interval),
+            _TECH + "timeout-check": _t(check.effective_timeout),
+            _TECH + "backend-config-snippet": "\n".join(snippet) + "\n",
+        }
+        if policy.max_conn is not None:
+            annotations[_TECH + "pod-maxconn"] = str(policy.max_conn)
+        return annotations
+
+    config_backend = [f"http-check expect status {check.expect_status}", f"timeout check {_t(check.effective_timeout)}"]
+    defaults = _server_defaults(policy, with_checks=False, with_agent=False)
+    if defaults:
+        config_backend.append(defaults)
+    annotations = {
+        _HI + "health-check-uri": check.path,
+        _HI + "health-check-port": str(check.port),
+        _HI + "health-check-interval": _t(check.interval),
+        _HI + "health-check-rise-count": str(check.rise),
+        _HI + "health-check-fall-count": str(check.fall),
+        _HI + "agent-check-port": str(policy.agent_check.port),
+        _HI + "agent-check-interval": _t(policy.agent_check.interval),
+        _HI + "initial-weight": str(AGENT_WEIGHT),
+        _HI + "config-backend": "\n".join(config_backend) + "\n",
+    }
+    if policy.max_conn is not None:
+        annotations[_HI + "maxconn-server"] = str(policy.max_conn)
+    if policy.queue_timeout is not None:
+        annotations[_HI + "timeout-queue"] = _t(policy.queue_timeout)
+    return annotations
+
+
+def render_backend(
+    policy: HealthPolicy,
+    servers: Sequence[Server] = (),
+    *,
+    name: str = "candor",
+    controller: str | None = None,
+) -> str:
+    """The HAProxy `backend` section the annotations amount to (what `haproxy -c` can check)."""
+    chosen = _controller(policy, controller)
+    check = policy.http_check
+    # haproxy-ingress writes `option httpchk <uri>`: HAProxy then checks with OPTIONS.
+    request = f"GET {check.path}" if chosen == HAPROXYTECH else check.path
+    lines = [
+        f"backend {name}",
+        "    mode http",
+        "    balance roundrobin",
+        f"    option httpchk {request}",
+        f"    http-check expect status {check.expect_status}",
+        f"    timeout check {_t(check.effective_timeout)}",
+    ]
+    if policy.queue_timeout is not None:
+        lines.append(f"    timeout queue {_t(policy.queue_timeout)}")
+    defaults = _server_defaults(policy, with_checks=True, with_agent=True)
+    if policy.max_conn is not None:
+        defaults += f" maxconn {policy.max_conn}"
+    lines.append(f"    {defaults}")
+    for server in servers:
+        line = f"    server {server.name} {server.address}"
+        if server.check_port is not None:
+            line += f" port {server.check_port}"
+        if server.agent_port is not None:
+            line += f" agent-port {server.agent_port}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def render_sidecar_config(policy: HealthPolicy) -> dict[str, Any]:
+    """The sidecar's YAML config (issue 3's schema), validated by candor_sidecar.config.parse_config."""
+    config: dict[str, Any] = {
+        "stateDir": STATE_DIR,
+        "podInfoDir": POD_INFO_DIR,
+        "http": {"port": policy.http_check.port},
+        "agent": {"port": policy.agent_check.port},
+        "memory": {"maxPercent": policy.memory.max_percent},
+        "disk": {"paths": list(policy.disk.paths), "maxPercent": policy.disk.max_percent},
+        "deadlock": {
+            "heartbeatTimeout": _t(policy.deadlock.heartbeat_timeout),
+            "maxJobDuration": _t(policy.deadlock.max_job_duration),
+        },
+        "slowStart": _t(policy.slow_start),
+        # Fresh state for every agent poll: evaluate at least twice per agent interval, at most once a second.
+        "evaluationInterval": _t(min(1.0, max(0.1, policy.agent_check.interval / 2))),
+        "finalScrapeTimeout": _t(policy.metrics.final_scrape_timeout),
+    }
+    if policy.max_conn is not None:
+        config["maxConn"] = policy.max_conn
+    _validate_with_sidecar(config)
+    return config
+
+
+def _validate_with_sidecar(config: dict[str, Any]) -> None:
+    """The sidecar's own parser must accept what the operator writes (a mismatch is a Candor bug)."""
+    module = importlib.import_module("candor_sidecar.config")
+    module.parse_config(config)
