@@ -1,0 +1,195 @@
+"""The health checks, computed from one journal snapshot plus the filesystem, off the request path.
+
+Each result is one entry of draft-inadarei-api-health-check's `checks` map. A check without data says so
+with `warn`: it never reports a pass it cannot see.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from candor_sidecar.config import SidecarConfig
+from candor_sidecar.memory import MemoryReading, app_memory_limit, read_own_cgroup, read_visible_processes
+
+if TYPE_CHECKING:
+    from candor_tracer.journal import JournalSnapshot, WriterInfo
+
+PASS, WARN, FAIL = "pass", "warn", "fail"
+_RANK = {PASS: 0, WARN: 1, FAIL: 2}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    key: str  # "memory:utilization", "disk:utilization", "deadlock:heartbeat", ...
+    status: str  # pass | warn | fail
+    output: str  # what a human needs to know (always set; the HTTP layer omits it for pass)
+    observed_value: float | None = None
+    observed_unit: str | None = None
+    component_id: str | None = None
+    component_type: str = "system"
+    reason: str = ""  # short form for the agent's `# ...` comment, e.g. "memory 91% > 80%"
+
+
+def worst(statuses: Sequence[str]) -> str:
+    return max(statuses, key=_RANK.__getitem__, default=PASS)
+
+
+def _exceeds(name: str, percent: float, maximum: float) -> tuple[str, str]:
+    """(status, reason) for a percentage against its threshold; fails at the threshold."""
+    if percent >= maximum:
+        return FAIL, f"{name} {percent:.0f}% {'>' if percent > maximum else '>='} {maximum:g}%"
+    return PASS, ""
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1048576:.0f}MiB"
+
+
+# --- memory --------------------------------------------------------------------------------------------
+
+def _journal_memory(writers: Sequence[WriterInfo], env_limit: int | None) -> MemoryReading | None:
+    best: MemoryReading | None = None
+    for writer in writers:
+        if writer.memory_current is None:
+            continue
+        limit = writer.memory_max or env_limit
+        working_set = max(writer.memory_current - (writer.inactive_file or 0), 0)
+        reading = MemoryReading(working_set, limit, f"app journal (pid {writer.pid})")
+        if best is None or (limit and (not best.limit or working_set / limit > best.working_set / best.limit)):
+            best = reading
+    return best
+
+
+def memory_check(config: SidecarConfig, writers: Sequence[WriterInfo],
+                 own_cgroup: Callable[[], MemoryReading | None] = read_own_cgroup) -> CheckResult:
+    env_limit = app_memory_limit()
+    readings: list[MemoryReading] = []
+    from_journal = _journal_memory(writers, env_limit)
+    if from_journal is not None:
+        readings.append(from_journal)
+    if (from_journal is None or from_journal.limit is None) and env_limit:
+        visible = read_visible_processes(env_limit)
+        if visible is not None:
+            readings.append(visible)
+    if not any(reading.limit for reading in readings):
+        own = own_cgroup()
+        if own is not None:
+            readings.append(own)
+    usable = next((reading for reading in readings if reading.limit), None)
+    key = "memory:utilization"
+    if usable is None or not usable.limit:
+        seen = "; ".join(f"{_mib(r.working_set)} from {r.source}" for r in readings) or "no memory figures found"
+        return CheckResult(key, WARN, f"no memory limit known ({seen})", reason="memory limit unknown")
+    percent = 100.0 * usable.working_set / usable.limit
+    status, reason = _exceeds("memory", percent, config.memory.max_percent)
+    output = (f"working set {_mib(usable.working_set)} of {_mib(usable.limit)} limit ({percent:.1f}%, "
+              f"fails at {config.memory.max_percent:g}%) from {usable.source}")
+    return CheckResult(key, status, output, round(percent, 2), "percent", reason=reason)
+
+
+# --- disk ----------------------------------------------------------------------------------------------
+
+def disk_checks(config: SidecarConfig) -> list[CheckResult]:
+    results = []
+    for path in config.disk.paths:
+        key = "disk:utilization"
+        try:
+            stat = os.statvfs(path)
+        except OSError as error:
+            results.append(CheckResult(key, WARN, f"cannot statvfs {path}: {error.strerror}", component_id=path,
+                                       reason=f"disk {path} unreadable"))
+            continue
+        used = (stat.f_blocks - stat.f_bfree) * stat.f_frsize
+        usable = used + stat.f_bavail * stat.f_frsize  # as df: space reserved for root does not count
+        if usable <= 0:
+            results.append(CheckResult(key, WARN, f"{path} reports no size", component_id=path,
+                                       reason=f"disk {path} has no size"))
+            continue
+        percent = 100.0 * used / usable
+        status, reason = _exceeds(f"disk {path}", percent, config.disk.max_percent)
+        output = f"{path} {percent:.1f}% used of {_mib(usable)} (fails at {config.disk.max_percent:g}%)"
+        results.append(CheckResult(key, status, output, round(percent, 2), "percent", component_id=path,
+                                   reason=reason))
+    return results
+
+
+# --- deadlock ------------------------------------------------------------------------------------------
+
+def deadlock_checks(config: SidecarConfig, writers: Sequence[WriterInfo], now: float) -> list[CheckResult]:
+    """Heartbeat age, oldest in-flight trace and recorded event-loop stalls, per live app process."""
+    timeout = config.deadlock.heartbeat_timeout
+    if not writers:
+        note = "no live app process writes a journal (not started yet, exited, or not traced)"
+        return [CheckResult("deadlock:heartbeat", WARN, note, component_type="component", reason="no app heartbeat")]
+    results: list[CheckResult] = []
+    for writer in writers:
+        component = f"pid {writer.pid}"
+        if writer.heartbeat is None:
+            results.append(CheckResult("deadlock:heartbeat", WARN, f"{component} has not sent a heartbeat yet",
+                                       component_id=component, component_type="component",
+                                       reason="no app heartbeat"))
+        else:
+            age = max(now - writer.heartbeat, 0.0)
+            failing = age > timeout
+            results.append(CheckResult(
+                "deadlock:heartbeat", FAIL if failing else PASS,
+                f"{component}: last heartbeat {age:.1f}s ago (fails after {timeout:g}s)", round(age, 3), "s",
+                component, "component", f"no heartbeat for {age:.0f}s > {timeout:g}s" if failing else ""))
+        oldest = 0.0 if writer.oldest_inflight_start is None else max(now - writer.oldest_inflight_start, 0.0)
+        limit = config.deadlock.max_job_duration
+        too_long = oldest > limit
+        results.append(CheckResult(
+            "deadlock:jobDuration", FAIL if too_long else PASS,
+            f"{component}: {writer.inflight} traces in flight, oldest {oldest:.1f}s (fails after {limit:g}s)",
+            round(oldest, 3), "s", component, "component",
+            f"job running {oldest:.0f}s > {limit:g}s" if too_long else ""))
+        if writer.last_stall_at is not None:
+            stalled = writer.last_stall_seconds or 0.0
+            since = max(now - (writer.last_stall_at + stalled), 0.0)  # since the stall ended (0 while it lasts)
+            recent = since <= timeout
+            results.append(CheckResult(
+                "deadlock:eventLoop", FAIL if recent else PASS,
+                f"{component}: event loop stalled {stalled:.1f}s, ended {since:.1f}s ago (counts for {timeout:g}s)",
+                round(stalled, 3), "s", component, "component",
+                f"event loop stalled {stalled:.1f}s" if recent else ""))
+    return results
+
+
+def journal_check(snapshot: JournalSnapshot | None, error: str | None) -> list[CheckResult]:
+    if snapshot is None:
+        return [CheckResult("journal:readable", WARN, f"journals unreadable: {error}", reason="journals unreadable")]
+    if snapshot.skipped:
+        return [CheckResult("journal:readable", WARN, f"skipped corrupt journals: {', '.join(snapshot.skipped)}",
+                            float(len(snapshot.skipped)), "files")]
+    return []
+
+
+def evaluate(config: SidecarConfig, snapshot: JournalSnapshot | None, error: str | None = None,
+             now: float | None = None) -> list[CheckResult]:
+    """Every check once; `now` is time.monotonic() (the journal's clock)."""
+    now = time.monotonic() if now is None else now
+    writers = snapshot.writers if snapshot is not None else ()
+    return [memory_check(config, writers), *disk_checks(config), *deadlock_checks(config, writers, now),
+            *journal_check(snapshot, error)]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One background evaluation: what /health, /readyz and the agent answer from until the next one."""
+
+    checks: tuple[CheckResult, ...]
+    wall_time: float  # time.time(), for the `time` fields
+    monotonic: float
+    maintenance: bool
+    snapshot: JournalSnapshot | None
+
+    @property
+    def status(self) -> str:
+        return worst([check.status for check in self.checks])
+
+    def failing(self) -> list[CheckResult]:
+        return [check for check in self.checks if check.status == FAIL]

@@ -1,0 +1,210 @@
+"""The sidecar's YAML config: camelCase keys, the same schema the operator renders, validated strictly.
+
+An unknown key or a bad value raises ConfigError naming the key (dotted path, e.g. `disk.maxPercent`)
+and what is allowed; the CLI turns that into exit status 2.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+import yaml
+
+from candor_sidecar.durations import DurationError, parse_duration
+
+DEFAULT_HTTP_PORT = 9898
+DEFAULT_AGENT_PORT = 9999
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A bad sidecar config; `field` is the dotted key, `problem` says what is allowed."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    port: int
+    address: str = "0.0.0.0"
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    max_percent: float = 80.0
+
+
+@dataclass(frozen=True)
+class DiskConfig:
+    paths: tuple[str, ...] = ()
+    max_percent: float = 90.0
+
+
+@dataclass(frozen=True)
+class DeadlockConfig:
+    heartbeat_timeout: float = 30.0
+    max_job_duration: float = 600.0
+
+
+@dataclass(frozen=True)
+class SidecarConfig:
+    state_dir: str = "/var/run/candor"
+    pod_info_dir: str | None = "/etc/podinfo"
+    http: ListenConfig = field(default_factory=lambda: ListenConfig(DEFAULT_HTTP_PORT))
+    agent: ListenConfig = field(default_factory=lambda: ListenConfig(DEFAULT_AGENT_PORT))
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    disk: DiskConfig = field(default_factory=DiskConfig)
+    deadlock: DeadlockConfig = field(default_factory=DeadlockConfig)
+    slow_start: float = 30.0
+    max_conn: int | None = None
+    evaluation_interval: float = 1.0
+    final_scrape_timeout: float = 20.0
+
+    def with_overrides(self, *, state_dir: str | None = None, http_port: int | None = None,
+                       agent_port: int | None = None) -> SidecarConfig:
+        """The CLI flags win over the file."""
+        result = self
+        if state_dir is not None:
+            result = replace(result, state_dir=state_dir)
+        if http_port is not None:
+            result = replace(result, http=replace(result.http, port=_port(http_port, "--http-port")))
+        if agent_port is not None:
+            result = replace(result, agent=replace(result.agent, port=_port(agent_port, "--agent-port")))
+        if result.http.port == result.agent.port and result.http.address == result.agent.address:
+            raise ConfigError("agent.port", f"must differ from http.port ({result.http.port})")
+        return result
+
+
+# --- value readers: each names the key and what is allowed -----------------------------------------
+
+def _section(value: object, key: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(key or "(top level)",
+                          f"expected a mapping with keys {', '.join(allowed)}, got {_show(value)}")
+    for name in value:
+        if name not in allowed:
+            raise ConfigError(f"{key}.{name}" if key else str(name),
+                              f"unknown key; allowed here: {', '.join(allowed)}")
+    return value
+
+
+def _show(value: object) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _port(value: object, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ConfigError(key, f"expected a TCP port, an integer from 1 to 65535, got {_show(value)}")
+    return value
+
+
+def _percent(value: object, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or not 0 < value <= 100:
+        raise ConfigError(key, f"expected a percentage, a number above 0 and at most 100, got {_show(value)}")
+    return float(value)
+
+
+def _path(value: object, key: str) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ConfigError(key, f"expected an absolute path, got {_show(value)}")
+    return value
+
+
+def _address(value: object, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(key, f"expected an IP address to listen on such as 0.0.0.0 or 127.0.0.1, got {_show(value)}")
+    return value
+
+
+def _duration(minimum: float, maximum: float | None) -> Callable[[object, str], float]:
+    def read(value: object, key: str) -> float:
+        try:
+            return parse_duration(value, key, minimum=minimum, maximum=maximum)
+        except DurationError as error:
+            raise ConfigError(error.field, error.problem) from None
+    return read
+
+
+def _max_conn(value: object, key: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
+        raise ConfigError(key, f"expected an integer from 1 to 1000000 (or null for no limit), got {_show(value)}")
+    return value
+
+
+def _paths(value: object, key: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(key, f"expected a list of absolute paths, got {_show(value)}")
+    return tuple(_path(item, f"{key}[{index}]") for index, item in enumerate(value))
+
+
+def _get(section: Mapping[str, Any], name: str, key: str, read: Callable[[object, str], T], default: T) -> T:
+    return read(section[name], key) if name in section else default
+
+
+# --- the schema -----------------------------------------------------------------------------------
+
+_TOP = ("stateDir", "podInfoDir", "http", "agent", "memory", "disk", "deadlock", "slowStart", "maxConn",
+        "evaluationInterval", "finalScrapeTimeout")
+
+
+def parse_config(mapping: object) -> SidecarConfig:
+    """A validated SidecarConfig from the parsed YAML mapping (None or {} gives the defaults)."""
+    top = _section(mapping, "", _TOP)
+    defaults = SidecarConfig()
+
+    def listen(name: str, default_port: int) -> ListenConfig:
+        section = _section(top.get(name), name, ("port", "address"))
+        return ListenConfig(port=_get(section, "port", f"{name}.port", _port, default_port),
+                            address=_get(section, "address", f"{name}.address", _address, "0.0.0.0"))
+
+    memory = _section(top.get("memory"), "memory", ("maxPercent",))
+    disk = _section(top.get("disk"), "disk", ("paths", "maxPercent"))
+    deadlock = _section(top.get("deadlock"), "deadlock", ("heartbeatTimeout", "maxJobDuration"))
+    pod_info: str | None = defaults.pod_info_dir
+    if "podInfoDir" in top:
+        pod_info = None if top["podInfoDir"] is None else _path(top["podInfoDir"], "podInfoDir")
+    config = SidecarConfig(
+        state_dir=_get(top, "stateDir", "stateDir", _path, defaults.state_dir),
+        pod_info_dir=pod_info,
+        http=listen("http", DEFAULT_HTTP_PORT),
+        agent=listen("agent", DEFAULT_AGENT_PORT),
+        memory=MemoryConfig(_get(memory, "maxPercent", "memory.maxPercent", _percent, 80.0)),
+        disk=DiskConfig(paths=_get(disk, "paths", "disk.paths", _paths, ()),
+                        max_percent=_get(disk, "maxPercent", "disk.maxPercent", _percent, 90.0)),
+        deadlock=DeadlockConfig(
+            heartbeat_timeout=_get(deadlock, "heartbeatTimeout", "deadlock.heartbeatTimeout",
+                                   _duration(0.1, 86400.0), 30.0),
+            max_job_duration=_get(deadlock, "maxJobDuration", "deadlock.maxJobDuration",
+                                  _duration(0.1, 30 * 86400.0), 600.0)),
+        slow_start=_get(top, "slowStart", "slowStart", _duration(0.0, 3600.0), 30.0),
+        max_conn=_get(top, "maxConn", "maxConn", _max_conn, None),
+        evaluation_interval=_get(top, "evaluationInterval", "evaluationInterval", _duration(0.1, 60.0), 1.0),
+        final_scrape_timeout=_get(top, "finalScrapeTimeout", "finalScrapeTimeout", _duration(0.0, 3600.0), 20.0),
+    )
+    return config.with_overrides()
+
+
+def load_config(path: str | os.PathLike[str]) -> SidecarConfig:
+    """Read and validate a YAML file; unreadable or non-YAML files are ConfigErrors too."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except OSError as error:
+        raise ConfigError(str(path), f"cannot read the config file: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(str(path), f"not valid YAML: {error}") from None
+    return parse_config(data)

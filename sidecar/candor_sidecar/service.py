@@ -1,0 +1,246 @@
+"""The sidecar process: background evaluation, the agent and HTTP servers, and the termination sequence.
+
+Journal reads run on one worker thread (they touch files; serialising them keeps folds ordered), so the
+event loop only ever formats cached answers and /health stays fast whatever the journals cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, TypeVar
+
+from candor_sidecar.agent import AgentState, start_agent_server
+from candor_sidecar.checks import Evaluation, evaluate
+from candor_sidecar.config import SidecarConfig
+from candor_sidecar.health import CONTENT_TYPE, health_document, select
+from candor_sidecar.http_server import HttpServer, Request, Response
+from candor_sidecar.metrics import SidecarFacts, render_metrics
+from candor_sidecar.podinfo import maintenance_requested, read_annotations
+
+if TYPE_CHECKING:
+    from candor_tracer.journal import JournalSnapshot
+
+log = logging.getLogger("candor.sidecar")
+T = TypeVar("T")
+
+
+def raise_open_file_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit, so thousands of idle clients cannot starve us of sockets."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+class Sidecar:
+    def __init__(self, config: SidecarConfig) -> None:
+        self.config = config
+        self.agent = AgentState(config.slow_start, config.max_conn)
+        self.evaluation: Evaluation | None = None
+        self.journal_error: str | None = None
+        self.draining = False
+        self.fold_done = False
+        self.final_scrape = asyncio.Event()
+        self.stop_now = asyncio.Event()
+        self.terminate = asyncio.Event()
+        self.http = HttpServer(self.handle)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="candor-journal")
+        self._servers: list[asyncio.Server] = []
+        self._last_word = ""
+
+    # journals -----------------------------------------------------------------------------------------
+    async def _in_worker(self, function: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function)
+
+    def _read_snapshot(self) -> JournalSnapshot:
+        from candor_tracer.journal import read_totals  # the tracer is imported once, lazily
+
+        return read_totals(self.config.state_dir)
+
+    def _fold(self) -> int:
+        from candor_tracer.journal import fold_dead_writers
+
+        return fold_dead_writers(self.config.state_dir)
+
+    # evaluation ---------------------------------------------------------------------------------------
+    def _evaluate_now(self) -> Evaluation:
+        """Runs on the journal worker thread."""
+        snapshot: JournalSnapshot | None
+        try:
+            snapshot, error = self._read_snapshot(), None
+        except (OSError, ValueError) as exc:
+            snapshot, error = None, f"{type(exc).__name__}: {exc}"
+        monotonic = time.monotonic()
+        checks = tuple(evaluate(self.config, snapshot, error, now=monotonic))
+        maintenance = maintenance_requested(read_annotations(self.config.pod_info_dir))
+        return Evaluation(checks, time.time(), monotonic, maintenance, snapshot)
+
+    def _apply(self, evaluation: Evaluation) -> None:
+        previous = self.evaluation
+        self.evaluation = evaluation
+        failing = evaluation.failing()
+        self.agent.update(bool(failing), "; ".join(check.reason for check in failing), evaluation.maintenance)
+        if previous is None or previous.status != evaluation.status:
+            problems = [f"{c.key}={c.status} ({c.output})" for c in evaluation.checks if c.status != "pass"]
+            log.info("health %s%s", evaluation.status, (": " + "; ".join(problems)) if problems else "")
+        word = self.agent.word()
+        if word != self._last_word:
+            log.info("agent answers %s", self.agent.line().decode().strip())
+            self._last_word = word
+
+    async def _evaluation_loop(self) -> None:
+        interval = self.config.evaluation_interval
+        next_at = time.monotonic()
+        while True:
+            next_at += interval
+            try:
+                self._apply(await self._in_worker(self._evaluate_now))
+            except Exception:  # keep evaluating: a stale answer is worse than one failed round
+                log.exception("evaluation failed")
+            delay = next_at - time.monotonic()
+            if delay < 0:  # fell behind (suspended, overloaded): do not burst to catch up
+                next_at, delay = time.monotonic(), 0.0
+            await asyncio.sleep(delay)
+
+    # HTTP ---------------------------------------------------------------------------------------------
+    async def handle(self, request: Request) -> Response:
+        path = request.path.rstrip("/") or "/"
+        if path == "/health" or path.startswith("/health/"):
+            return self._health(request, path[len("/health/"):] if path != "/health" else None)
+        if path == "/livez":
+            return self._livez()
+        if path == "/readyz":
+            return self._readyz()
+        if path == "/metrics":
+            return await self._metrics(request)
+        if path == "/":
+            return Response(200, b"candor sidecar: /health /health/<check> /livez /readyz /metrics\n")
+        return Response(404, b"not found; try /health, /livez, /readyz or /metrics\n")
+
+    def _health(self, request: Request, name: str | None) -> Response:
+        evaluation = self.evaluation
+        if evaluation is None:
+            return Response(503, b'{"status":"warn","output":"not evaluated yet"}\n', CONTENT_TYPE)
+        checks = evaluation.checks if name is None else select(evaluation.checks, name)
+        if name is not None and not checks:
+            known = sorted({check.key for check in evaluation.checks})
+            return Response(404, f"unknown check {name!r}; known: {', '.join(known)}\n".encode())
+        notes = []
+        if self.draining:
+            notes.append("sidecar terminating: the agent answers drain")
+        if evaluation.maintenance:
+            notes.append("maintenance annotation set: the agent answers maint")
+        status, body = health_document(evaluation, checks, request.flag("verbose"), notes)
+        return Response(status, body, CONTENT_TYPE)
+
+    def _livez(self) -> Response:
+        evaluation = self.evaluation
+        budget = max(3 * self.config.evaluation_interval, 5.0)
+        if evaluation is None or time.monotonic() - evaluation.monotonic > budget:
+            return Response(503, b"evaluation loop stalled\n")
+        return Response(200, b"ok\n")
+
+    def _readyz(self) -> Response:
+        evaluation = self.evaluation
+        reasons = []
+        if evaluation is None:
+            reasons.append("not evaluated yet")
+        else:
+            reasons += [f"{check.key}: {check.reason or check.output}" for check in evaluation.failing()]
+            if evaluation.maintenance:
+                reasons.append("maintenance annotation set")
+        if self.draining:
+            reasons.append("terminating")
+        if reasons:
+            return Response(503, ("not ready: " + "; ".join(reasons) + "\n").encode())
+        return Response(200, b"ok\n")
+
+    async def _metrics(self, request: Request) -> Response:
+        after_fold = self.fold_done  # this scrape's snapshot is taken after the final fold
+        try:
+            snapshot = await self._in_worker(self._read_snapshot)
+        except (OSError, ValueError) as exc:
+            return Response(503, f"journals unreadable: {exc}\n".encode())
+        facts = SidecarFacts(self.evaluation, self.agent.weight_percent(), self.agent.word(), self.draining,
+                             self.agent.answers)
+        body, content_type = render_metrics(snapshot, facts, request.headers.get("accept", ""))
+        return Response(200, body, content_type, after_sent=self.final_scrape.set if after_fold else None)
+
+    # lifecycle ----------------------------------------------------------------------------------------
+    def _on_signal(self) -> None:
+        if self.draining:
+            log.warning("second termination signal: exiting at once")
+            self.stop_now.set()
+            return
+        log.info("termination signal: agent answers drain, folding journals")
+        self.draining = True
+        self.agent.drain()
+        self.terminate.set()
+
+    async def start(self) -> None:
+        limit = raise_open_file_limit()
+        self._apply(await self._in_worker(self._evaluate_now))  # never serve before the first evaluation
+        agent_server = await start_agent_server(self.agent, self.config.agent.address, self.config.agent.port)
+        http_server = await self.http.start(self.config.http.address, self.config.http.port)
+        self._servers = [agent_server, http_server]
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal)
+        log.info("listening: http %s:%d, agent %s:%d, state dir %s (open files %d)", self.config.http.address,
+                 self.config.http.port, self.config.agent.address, self.config.agent.port, self.config.state_dir, limit)
+
+    async def run(self) -> int:
+        """Serves until SIGTERM has been handled; the exit status."""
+        await self.start()
+        evaluator = asyncio.create_task(self._evaluation_loop())
+        terminated = asyncio.create_task(self.terminate.wait())
+        stopped = asyncio.create_task(self.stop_now.wait())
+        await asyncio.wait([terminated, stopped], return_when=asyncio.FIRST_COMPLETED)
+        status = 0
+        if not self.stop_now.is_set():
+            shutdown = asyncio.create_task(self._final_sequence())
+            await asyncio.wait([shutdown, stopped], return_when=asyncio.FIRST_COMPLETED)
+            if self.stop_now.is_set():
+                shutdown.cancel()
+                status = 143
+        else:
+            status = 143
+        evaluator.cancel()
+        terminated.cancel()
+        stopped.cancel()
+        for server in self._servers:
+            server.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        return status
+
+    async def _final_sequence(self) -> None:
+        try:
+            folded = await self._in_worker(self._fold)
+        except Exception:
+            log.exception("final fold failed")
+            folded = 0
+        self.fold_done = True
+        self._apply(await self._in_worker(self._evaluate_now))
+        timeout = self.config.final_scrape_timeout
+        log.info("folded %d journals; serving until one /metrics scrape or %.0fs", folded, timeout)
+        try:
+            await asyncio.wait_for(self.final_scrape.wait(), timeout)
+            log.info("final scrape served; exiting")
+        except TimeoutError:
+            log.info("no scrape within finalScrapeTimeout; exiting")
+
+
+async def run_sidecar(config: SidecarConfig) -> int:
+    return await Sidecar(config).run()
+
