@@ -1,0 +1,41 @@
+"""render_sidecar_config: the sidecar's own parser accepts it and reads back the policy's values."""
+
+from __future__ import annotations
+
+import pytest
+
+from candor_operator.policy import parse_policy
+from candor_operator.render import POD_INFO_DIR, STATE_DIR, render_sidecar_config
+from candor_sidecar.config import parse_config
+from tests.support.policy_cases import FULL_SPEC, valid_spec
+
+
+def test_full_policy_round_trips_through_the_sidecar_parser() -> None:
+    rendered = render_sidecar_config(parse_policy(FULL_SPEC))
+    config = parse_config(rendered)
+    assert (config.state_dir, config.pod_info_dir) == (STATE_DIR, POD_INFO_DIR)
+    assert (config.http.port, config.agent.port) == (9898, 9999)
+    assert config.memory.max_percent == 75
+    assert (config.disk.paths, config.disk.max_percent) == (("/data", "/tmp"), 85)
+    assert (config.deadlock.heartbeat_timeout, config.deadlock.max_job_duration) == (15.0, 1800.0)
+    assert (config.slow_start, config.max_conn, config.final_scrape_timeout) == (60.0, 30, 30.0)
+    assert config.evaluation_interval == 0.5  # twice per 1s agent interval
+
+
+def test_defaults_and_no_connection_limit() -> None:
+    rendered = render_sidecar_config(parse_policy(valid_spec()))
+    assert "maxConn" not in rendered
+    config = parse_config(rendered)
+    assert config.max_conn is None and config.evaluation_interval == 1.0 and config.slow_start == 30.0
+
+
+@pytest.mark.parametrize(("interval", "evaluation"), [("100ms", 0.1), ("300ms", 0.15), ("5s", 1.0)])
+def test_evaluation_keeps_up_with_the_agent(interval: str, evaluation: float) -> None:
+    policy = parse_policy(valid_spec(agentCheck={"interval": interval}, slowStart="10s"))
+    assert parse_config(render_sidecar_config(policy)).evaluation_interval == pytest.approx(evaluation)
+
+
+def test_ports_follow_the_policy() -> None:
+    policy = parse_policy(valid_spec(httpCheck={"port": 8081}, agentCheck={"port": 8082}))
+    config = parse_config(render_sidecar_config(policy))
+    assert (config.http.port, config.agent.port) == (8081, 8082)
