@@ -1,1 +1,48 @@
-"""Candor tracer: job-seconds counters that include in-flight work at every scrape."""
+"""Candor tracer: job-seconds counters that include in-flight work at every scrape.
+
+    from prometheus_client import Counter
+    from candor_tracer import trace
+
+    JOB_SECONDS = Counter("job_worked_seconds_total", "Time spent on jobs", ["job"])
+
+    with trace(JOB_SECONDS, job="resize"):
+        resize()
+
+    @trace(JOB_SECONDS, job="send")
+    async def send(): ...
+
+With CANDOR_STATE_DIR set (the sidecar injection sets it), every process also keeps a journal there,
+read by `candor_tracer.journal.read_totals`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prometheus_client import Counter
+
+from candor_tracer.tracer import Trace, Tracer
+from candor_tracer.watchdog import LoopWatch
+
+__all__ = ["LoopWatch", "Trace", "Tracer", "default_tracer", "heartbeat", "trace", "watch_event_loop"]
+
+default_tracer = Tracer()
+
+
+def trace(counter: Counter, **labels: Any) -> Trace:
+    """Count the seconds of a block or function into `counter`, in flight included, on the default tracer."""
+    return default_tracer.trace(counter, **labels)
+
+
+def heartbeat() -> None:
+    """Mark app progress for the sidecar's deadlock check (journal mode; nearly free otherwise)."""
+    default_tracer.heartbeat()
+
+
+def watch_event_loop(loop: asyncio.AbstractEventLoop | None = None, threshold: float = 0.5,
+                     tracer: Tracer | None = None) -> LoopWatch:
+    """Record stalls of `loop` (default: the running loop) longer than `threshold` seconds."""
+    if loop is None:
+        loop = asyncio.get_running_loop()  # RuntimeError outside a loop: pass loop= instead
+    return LoopWatch(tracer or default_tracer, loop, threshold)

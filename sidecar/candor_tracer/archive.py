@@ -1,0 +1,106 @@
+"""The archive: totals of dead writers, folded out of their journals, kept in the state directory.
+
+Written as a whole to a temporary file, fsynced and renamed over the old one, so a reader killed at any
+moment leaves either the old or the new archive. It also lists the journals already folded, so a
+reader that died between the rename and the journal's unlink does not count that journal twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from candor_tracer.journal_format import ARCHIVE_NAME
+
+SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+class ArchiveError(ValueError):
+    """The archive file exists but cannot be understood."""
+
+
+@dataclass
+class Archive:
+    totals: dict[SeriesKey, float] = field(default_factory=dict)
+    documentation: dict[SeriesKey, str] = field(default_factory=dict)
+    folded: list[str] = field(default_factory=list)
+    last_fold: float | None = None
+
+    def add(self, key: SeriesKey, documentation: str, seconds: float) -> None:
+        self.totals[key] = self.totals.get(key, 0.0) + seconds
+        self.documentation.setdefault(key, documentation)
+
+
+def _parse(raw: object) -> Archive:
+    if not isinstance(raw, dict) or raw.get("version") != 1:
+        raise ArchiveError("missing or unsupported 'version'")
+    archive = Archive()
+    series = raw.get("series")
+    folded = raw.get("folded")
+    last_fold = raw.get("last_fold")
+    if not isinstance(series, list) or not isinstance(folded, list):
+        raise ArchiveError("'series' and 'folded' must be lists")
+    for item in series:
+        if not isinstance(item, dict):
+            raise ArchiveError("a 'series' entry is not an object")
+        name, doc, labels, value = item.get("name"), item.get("documentation"), item.get("labels"), item.get("value")
+        if not isinstance(name, str) or not isinstance(doc, str) or not isinstance(labels, list):
+            raise ArchiveError("a 'series' entry lacks name/documentation/labels")
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+            raise ArchiveError(f"series {name!r} has an invalid value")
+        pairs: list[tuple[str, str]] = []
+        for pair in labels:
+            if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+                raise ArchiveError(f"series {name!r} has invalid labels")
+            pairs.append((pair[0], pair[1]))
+        archive.add((name, tuple(pairs)), doc, float(value))
+    if not all(isinstance(n, str) for n in folded):
+        raise ArchiveError("'folded' must list journal names")
+    archive.folded = list(folded)
+    if last_fold is not None and not isinstance(last_fold, int | float):
+        raise ArchiveError("'last_fold' must be a number")
+    archive.last_fold = None if last_fold is None else float(last_fold)
+    return archive
+
+
+def load_archive(state_dir: Path) -> Archive:
+    """The archive in `state_dir`; an empty one when there is none yet. Raises ArchiveError when corrupt."""
+    path = state_dir / ARCHIVE_NAME
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return Archive()
+    try:
+        raw = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ArchiveError(f"not JSON: {exc}") from None
+    return _parse(raw)
+
+
+def save_archive(state_dir: Path, archive: Archive) -> None:
+    """Replace the archive atomically (temp file, fsync, rename, fsync the directory)."""
+    doc = {
+        "version": 1,
+        "last_fold": archive.last_fold,
+        "folded": archive.folded,
+        "series": [
+            {"name": key[0], "documentation": archive.documentation.get(key, ""),
+             "labels": [list(pair) for pair in key[1]], "value": value}
+            for key, value in sorted(archive.totals.items())
+        ],
+    }
+    data = json.dumps(doc, indent=1).encode()
+    tmp = state_dir / f".{ARCHIVE_NAME}.{os.getpid()}.tmp"
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, state_dir / ARCHIVE_NAME)
+    dir_fd = os.open(state_dir, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

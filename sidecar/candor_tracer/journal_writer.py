@@ -1,0 +1,246 @@
+"""The app side of a trace journal: one mmap'd, flock'd file per process (layout in journal_format).
+
+Not thread-safe by itself: the tracer calls start/end/series_index under its own lock, and `beat` is
+serialised by a lock of its own (the heartbeat thread and atexit are its only callers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import mmap
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+
+from candor_tracer.cgroup import MemoryFigures
+from candor_tracer.journal_format import (
+    ACTIVE,
+    COUNTERS,
+    COUNTERS_OFFSET,
+    DESC_HEAD,
+    DESC_OFFSET,
+    DESC_SIZE,
+    ENDING,
+    FILE_SIZE,
+    FREE,
+    GEN,
+    GEN_OFFSET,
+    HEADER_OFFSET,
+    HEARTBEAT,
+    HEARTBEAT_OFFSET,
+    MAX_SERIES,
+    MAX_SLOTS,
+    SERIES,
+    SERIES_BODY,
+    SERIES_OFFSET,
+    SERIES_STRIDE,
+    SLOT,
+    SLOT_STATE_OFFSET,
+    SLOTS_OFFSET,
+    TEMP_PREFIX,
+    Counters,
+    Header,
+    Heartbeat,
+    crc,
+    journal_name,
+    pack_counters,
+    pack_header,
+    pack_heartbeat,
+    pack_series,
+    pad8,
+)
+from candor_tracer.procinfo import process_start_ticks
+
+SeriesIdentity = tuple[str, str, tuple[tuple[str, str], ...]]
+
+
+class JournalFull(Exception):
+    """No room for another series or in-flight slot: that trace is counted in-process only."""
+
+
+class JournalWriter:
+    def __init__(self, state_dir: Path) -> None:
+        self.pid = os.getpid()
+        self.starttime = process_start_ticks()
+        self.path, self._fd = self._create(state_dir)
+        try:
+            self._mm = mmap.mmap(self._fd, FILE_SIZE)
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self._series: dict[SeriesIdentity, int] = {}
+        self._totals: list[float] = []
+        self._commits: list[int] = []
+        self._desc_used = 0
+        self._counters_seq = 1
+        self._free: list[int] = []
+        self._hwm = 0
+        self._gen = 0
+        self._beat_lock = threading.Lock()
+        self._beat_seq = 1
+        # Figures the heartbeat carries, set by heartbeat() and the event-loop watchdog.
+        self.progress_at: float | None = None
+        self.stall_at: float | None = None
+        self.stall_seconds: float | None = None
+        self.loop_turned_at: float | None = None
+        self.closed = False
+
+    def _create(self, state_dir: Path) -> tuple[Path, int]:
+        """Create, lock and initialise the file under a temporary name, then publish it.
+
+        Readers only look at published names, so they never see an unlocked journal of a live writer.
+        """
+        state_dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(16):
+            nonce = secrets.token_hex(4)
+            final = state_dir / journal_name(self.pid, self.starttime, nonce)
+            temp = state_dir / f"{TEMP_PREFIX}{self.pid}-{nonce}.tmp"
+            try:
+                fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            except FileExistsError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.fchmod(fd, 0o666)  # the sidecar may run as another user and records its reads here
+                os.ftruncate(fd, FILE_SIZE)
+                self._init_file(fd)
+                try:
+                    os.link(temp, final)  # fails instead of replacing an existing journal
+                except FileExistsError:
+                    os.unlink(temp)
+                    os.close(fd)
+                    continue
+                except OSError as exc:
+                    if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                        raise
+                    if final.exists():
+                        os.unlink(temp)
+                        os.close(fd)
+                        continue
+                    os.rename(temp, final)
+                else:
+                    os.unlink(temp)
+                return final, fd
+            except BaseException:
+                os.close(fd)
+                temp.unlink(missing_ok=True)
+                raise
+        raise FileExistsError(f"cannot find a free journal name in {state_dir}")
+
+    def _init_file(self, fd: int) -> None:
+        now = time.monotonic()
+        header = pack_header(Header(pid=self.pid, starttime=self.starttime, created_mono=now,
+                                    created_wall=time.time()))
+        os.pwrite(fd, header, HEADER_OFFSET)
+        os.pwrite(fd, GEN.pack(0), GEN_OFFSET)
+        os.pwrite(fd, pack_counters(Counters(seq=1, series_count=0, slot_hwm=0, desc_used=0)), COUNTERS_OFFSET)
+        beat = Heartbeat(seq=1, alive_at=now, progress_at=None, memory_current=None, memory_max=None,
+                         inactive_file=None, stall_at=None, stall_seconds=None, loop_turned_at=None)
+        os.pwrite(fd, pack_heartbeat(beat), HEARTBEAT_OFFSET)
+
+    # --- series and counters ---------------------------------------------------------------
+
+    def _write_counters(self) -> None:
+        self._counters_seq += 1
+        seq = self._counters_seq
+        data = pack_counters(Counters(seq=seq, series_count=len(self._totals), slot_hwm=self._hwm,
+                                      desc_used=self._desc_used))
+        self._mm[COUNTERS_OFFSET + (seq % 2) * COUNTERS.size: COUNTERS_OFFSET + (seq % 2 + 1) * COUNTERS.size] = data
+
+    def series_index(self, name: str, documentation: str, labels: tuple[tuple[str, str], ...]) -> int:
+        identity = (name, documentation, labels)
+        index = self._series.get(identity)
+        if index is not None:
+            return index
+        raw = json.dumps({"n": name, "h": documentation, "l": [list(p) for p in labels]},
+                         separators=(",", ":")).encode()
+        size = pad8(DESC_HEAD.size + len(raw))
+        if len(self._totals) >= MAX_SERIES or self._desc_used + size > DESC_SIZE:
+            raise JournalFull(f"journal {self.path} has no room for another series")
+        index = len(self._totals)
+        pos = DESC_OFFSET + self._desc_used
+        self._mm[pos: pos + DESC_HEAD.size + len(raw)] = DESC_HEAD.pack(len(raw), crc(raw)) + raw
+        record = pack_series(0, 0.0)
+        base = SERIES_OFFSET + index * SERIES_STRIDE
+        self._mm[base: base + SERIES_STRIDE] = record + record
+        self._desc_used += size
+        self._totals.append(0.0)
+        self._commits.append(0)
+        self._write_counters()  # publishes the series last
+        self._series[identity] = index
+        return index
+
+    # --- in-flight slots -------------------------------------------------------------------
+
+    def start(self, series: int, now: float) -> int:
+        """Record a trace start; returns its slot."""
+        if self._free:
+            slot = self._free.pop()
+        else:
+            if self._hwm >= MAX_SLOTS:
+                raise JournalFull(f"journal {self.path} has no free in-flight slot")
+            slot = self._hwm
+            self._hwm += 1
+            self._write_counters()  # before the slot turns ACTIVE, so a reader scans it
+        SLOT.pack_into(self._mm, SLOTS_OFFSET + slot * SLOT.size, now, 0.0, 0, series, ACTIVE)
+        return slot
+
+    def end(self, slot: int, series: int, start: float, end: float) -> None:
+        """Move a trace's seconds from its slot into its series total, crash-consistently."""
+        mm = self._mm
+        offset = SLOTS_OFFSET + slot * SLOT.size
+        commit = self._commits[series] + 1
+        total = self._totals[series] + max(end - start, 0.0)
+        self._gen += 1
+        GEN.pack_into(mm, GEN_OFFSET, self._gen)
+        SLOT.pack_into(mm, offset, start, end, commit, series, ENDING)
+        SERIES.pack_into(mm, SERIES_OFFSET + series * SERIES_STRIDE + (commit % 2) * SERIES.size,
+                         commit, total, crc(SERIES_BODY.pack(commit, total)))
+        mm[offset + SLOT_STATE_OFFSET] = FREE
+        self._gen += 1
+        GEN.pack_into(mm, GEN_OFFSET, self._gen)
+        self._commits[series] = commit
+        self._totals[series] = total
+        self._free.append(slot)
+
+    # --- heartbeat -------------------------------------------------------------------------
+
+    def beat(self, memory: MemoryFigures, now: float | None = None) -> None:
+        with self._beat_lock:
+            if self.closed:
+                return
+            self._beat_seq += 1
+            seq = self._beat_seq
+            data = pack_heartbeat(Heartbeat(
+                seq=seq, alive_at=time.monotonic() if now is None else now, progress_at=self.progress_at,
+                memory_current=memory.current, memory_max=memory.limit, inactive_file=memory.inactive_file,
+                stall_at=self.stall_at, stall_seconds=self.stall_seconds, loop_turned_at=self.loop_turned_at))
+            offset = HEARTBEAT_OFFSET + (seq % 2) * HEARTBEAT.size
+            self._mm[offset: offset + HEARTBEAT.size] = data
+
+    # --- lifetime --------------------------------------------------------------------------
+
+    def abandon_after_fork(self) -> None:
+        """In a forked child: drop the parent's journal without touching it (the parent still owns it).
+
+        Closing our copy of the descriptor keeps the parent's lock: flock belongs to the open file
+        description, which the parent still holds.
+        """
+        self.closed = True
+        self._beat_lock = threading.Lock()
+        for close in (self._mm.close, lambda: os.close(self._fd)):
+            with contextlib.suppress(OSError, ValueError, BufferError):
+                close()
+
+    def close(self) -> None:
+        """Release the journal (the lock goes with the descriptor); readers then fold it."""
+        with self._beat_lock:
+            self.closed = True
+        for close in (self._mm.close, lambda: os.close(self._fd)):
+            with contextlib.suppress(OSError, ValueError, BufferError):
+                close()

@@ -1,0 +1,425 @@
+"""`Tracer.trace(counter, **labels)`: count a job's seconds while it runs, not only when it ends.
+
+In-process: each traced counter child gets a hook on its sample method, so *any* scrape of *any*
+registry first moves the in-flight seconds since the previous scrape into the counter. A trace that ends
+adds exactly its seconds since the last scrape, so the total over a job is the job's duration, and
+overlapping traces with equal labels each count. Journal mode (CANDOR_STATE_DIR) additionally records
+every trace in this process's journal for the sidecar (see journal_writer).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import inspect
+import itertools
+import logging
+import math
+import os
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar, cast
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+
+from candor_tracer.heartbeat import HeartbeatThread
+from candor_tracer.journal_writer import JournalFull, JournalWriter
+
+log = logging.getLogger("candor_tracer")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+STATE_DIR_ENV = "CANDOR_STATE_DIR"
+HEARTBEAT_ENV = "CANDOR_HEARTBEAT_INTERVAL"
+DEFAULT_HEARTBEAT_INTERVAL = 1.0
+
+_UNRESOLVED, _JOURNAL, _IN_PROCESS = 0, 1, 2
+_FROM_ENV = object()
+_tokens = itertools.count(1)  # next() is atomic under the GIL: no lock needed
+_FLUSHERS = "_candor_flushers"
+
+
+def _heartbeat_interval_from_env() -> float:
+    raw = os.environ.get(HEARTBEAT_ENV)
+    if raw is None or raw == "":
+        return DEFAULT_HEARTBEAT_INTERVAL
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (0.01 <= value <= 3600):
+        log.warning("candor: %s=%r is not a number of seconds in [0.01, 3600]; using %s",
+                    HEARTBEAT_ENV, raw, DEFAULT_HEARTBEAT_INTERVAL)
+        return DEFAULT_HEARTBEAT_INTERVAL
+    return value
+
+
+def _install_flush_hook(child: Counter, flush: Callable[[], None]) -> None:
+    """Make every sampling of `child` (from any registry, any exposition) call `flush` first."""
+    flushers: list[Callable[[], None]] | None = child.__dict__.get(_FLUSHERS)
+    if flushers is None:
+        flushers = []
+        original = child._child_samples
+
+        def sampled() -> Iterable[Any]:
+            for f in flushers:
+                f()
+            return original()
+
+        child.__dict__[_FLUSHERS] = flushers
+        child.__dict__["_child_samples"] = sampled
+    flushers.append(flush)
+
+
+class _Series:
+    """One (counter child, tracer): its in-flight traces and their journal slots."""
+
+    __slots__ = ("__weakref__", "child", "counter", "documentation", "inflight", "jindex", "journal", "labels",
+                 "name", "slots", "tracer", "value")
+
+    def __init__(self, tracer: Tracer, counter: Counter, child: Counter) -> None:
+        self.tracer = tracer
+        self.counter = counter
+        self.child = child
+        self.value = child._value
+        self.name: str = counter._name
+        self.documentation: str = counter._documentation
+        self.labels: tuple[tuple[str, str], ...] = tuple(zip(counter._labelnames, child._labelvalues, strict=True))
+        # token -> time up to which this trace's seconds are already in the counter
+        self.inflight: dict[int, float] = {}
+        # token -> (journal slot, start time) in journal mode
+        self.slots: dict[int, tuple[int, float]] = {}
+        self.journal: JournalWriter | None = None
+        self.jindex = -1
+
+    def start(self) -> int:
+        tracer = self.tracer
+        now = tracer._clock()
+        token = next(_tokens)
+        with tracer._lock:
+            self.inflight[token] = now
+            if tracer._mode != _IN_PROCESS:
+                tracer._journal_start(self, token, now)
+        return token
+
+    def stop(self, token: int) -> None:
+        tracer = self.tracer
+        now = tracer._clock()
+        with tracer._lock:
+            last = self.inflight.pop(token, None)
+            if last is None:  # a trace inherited across fork(): its seconds belong to the parent
+                return
+            if now > last:
+                self.value.inc(now - last)
+            if self.slots:
+                slot = self.slots.pop(token, None)
+                if slot is not None:
+                    tracer._journal_end(self, slot, now)
+
+    def flush(self) -> None:
+        """Move in-flight seconds since the previous flush into the counter (called at each scrape)."""
+        tracer = self.tracer
+        with tracer._lock:
+            inflight = self.inflight
+            if not inflight:
+                return
+            now = tracer._clock()
+            total = 0.0
+            for token, last in inflight.items():
+                if now > last:
+                    total += now - last
+                    inflight[token] = now
+            if total > 0:
+                self.value.inc(total)
+
+
+class Trace:
+    """What `trace()` returns: a context manager (sync and async) and a decorator (sync and async)."""
+
+    __slots__ = ("_series", "_stack")
+
+    def __init__(self, series: _Series) -> None:
+        self._series = series
+        self._stack: list[int] = []
+
+    def __enter__(self) -> Trace:
+        self._stack.append(self._series.start())
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._stack:
+            self._series.stop(self._stack.pop())
+
+    async def __aenter__(self) -> Trace:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __call__(self, fn: F) -> F:
+        series = self._series
+        if inspect.iscoroutinefunction(fn):
+            async_fn = cast(Callable[..., Awaitable[Any]], fn)
+
+            @functools.wraps(fn)
+            async def traced_async(*args: Any, **kwargs: Any) -> Any:
+                token = series.start()
+                try:
+                    return await async_fn(*args, **kwargs)
+                finally:
+                    series.stop(token)
+
+            return cast(F, traced_async)
+
+        @functools.wraps(fn)
+        def traced(*args: Any, **kwargs: Any) -> Any:
+            token = series.start()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                series.stop(token)
+
+        return cast(F, traced)
+
+
+class _InflightCollector:
+    """`candor_tracer_inflight_traces{metric=...}`, registered when a Tracer is given a registry."""
+
+    def __init__(self, tracer: Tracer) -> None:
+        self._tracer = weakref.ref(tracer)
+
+    def describe(self) -> list[Metric]:
+        return [GaugeMetricFamily("candor_tracer_inflight_traces", "Traces in flight", labels=["metric"])]
+
+    def collect(self) -> list[Metric]:
+        family = GaugeMetricFamily("candor_tracer_inflight_traces", "Traces in flight", labels=["metric"])
+        tracer = self._tracer()
+        if tracer is not None:
+            counts: dict[str, int] = {}
+            with tracer._lock:
+                for series in set(tracer._series.values()):
+                    counts[series.name] = counts.get(series.name, 0) + len(series.inflight)
+            for name, count in sorted(counts.items()):
+                family.add_metric([name], count)
+        return [family]
+
+
+class Tracer:
+    """Traces job seconds into prometheus_client Counters; journals them when a state directory is set.
+
+    `state_dir` defaults to $CANDOR_STATE_DIR (read at the first trace); None forces in-process mode.
+    `clock` serves in-process accounting; the journal always uses time.monotonic (shared by a node's
+    containers). `registry`, when given, receives a gauge of in-flight traces per metric.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.monotonic,
+                 state_dir: str | os.PathLike[str] | object | None = _FROM_ENV,
+                 heartbeat_interval: float | None = None) -> None:
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._monotonic_clock = clock is time.monotonic
+        self._series: dict[tuple[int, tuple[tuple[str, Any], ...]], _Series] = {}
+        self._state_dir_setting = state_dir
+        self._heartbeat_interval = heartbeat_interval
+        self._mode = _UNRESOLVED
+        self._journal: JournalWriter | None = None
+        self._heartbeat: HeartbeatThread | None = None
+        self._warned: set[str] = set()
+        _tracers.add(self)
+        if registry is not None:
+            registry.register(_InflightCollector(self))
+
+    # --- public ----------------------------------------------------------------------------
+
+    def trace(self, counter: Counter, **labels: Any) -> Trace:
+        """Trace a block or function into `counter` (labelled by `labels`). Wrong labels raise ValueError."""
+        series = self._series.get((id(counter), tuple(labels.items())))
+        if series is None or series.counter is not counter:
+            series = self._new_series(counter, labels)
+        return Trace(series)
+
+    def heartbeat(self) -> None:
+        """Mark app progress (journal mode): the sidecar's deadlock check watches it once it is used."""
+        journal = self._journal
+        if journal is not None:
+            journal.progress_at = time.monotonic()
+        elif self._mode == _UNRESOLVED:
+            with self._lock:
+                journal = self._ensure_journal()
+            if journal is not None:
+                journal.progress_at = time.monotonic()
+
+    @property
+    def journal_path(self) -> Path | None:
+        """This process's journal, once created (None in in-process mode)."""
+        journal = self._journal
+        return journal.path if journal is not None else None
+
+    def close(self) -> None:
+        """Stop journaling: final heartbeat, release the journal for the sidecar to fold."""
+        with self._lock:
+            journal, heartbeat = self._journal, self._heartbeat
+            self._journal, self._heartbeat = None, None
+            self._mode = _IN_PROCESS
+            for series in set(self._series.values()):
+                series.slots.clear()
+        if heartbeat is not None:
+            heartbeat.beat_now()
+            heartbeat.stop()
+        if journal is not None:
+            journal.close()
+
+    # --- series ----------------------------------------------------------------------------
+
+    def _new_series(self, counter: Counter, labels: dict[str, Any]) -> _Series:
+        if not isinstance(counter, Counter):
+            raise TypeError(f"trace() needs a prometheus_client Counter, got {type(counter).__name__}")
+        if counter._labelnames and not counter._labelvalues:
+            child = counter.labels(**labels)  # raises ValueError naming wrong or missing labels
+        elif labels:
+            raise ValueError(f"counter {counter._name} has no label names, but trace() got labels {sorted(labels)}")
+        else:
+            child = counter
+        with self._lock:
+            canonical = (id(counter), tuple(zip(counter._labelnames, child._labelvalues, strict=False)))
+            series = self._series.get(canonical)
+            if series is None or series.counter is not counter:
+                series = _Series(self, counter, child)
+                _install_flush_hook(child, series.flush)
+                self._series[canonical] = series
+            self._series[(id(counter), tuple(labels.items()))] = series
+        return series
+
+    # --- journal ---------------------------------------------------------------------------
+
+    def _warn_once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message, *args)
+
+    def _ensure_journal(self) -> JournalWriter | None:
+        """Create the journal on first use (called under the lock); fall back to in-process on failure."""
+        if self._mode == _JOURNAL:
+            return self._journal
+        if self._mode == _IN_PROCESS:
+            return None
+        setting = self._state_dir_setting
+        state_dir = os.environ.get(STATE_DIR_ENV) or None if setting is _FROM_ENV else setting
+        if state_dir is None:
+            self._mode = _IN_PROCESS
+            return None
+        try:
+            journal = JournalWriter(Path(cast(str, state_dir)))
+        except Exception as exc:
+            self._mode = _IN_PROCESS
+            self._warn_once("state_dir", "candor: state directory %s is not usable (%s); tracing in-process only",
+                            state_dir, exc)
+            return None
+        interval = self._heartbeat_interval or _heartbeat_interval_from_env()
+        try:
+            self._heartbeat = HeartbeatThread(journal, interval)
+        except Exception as exc:  # e.g. no threads left: the journal still works, the heartbeat is stale
+            self._warn_once("heartbeat", "candor: cannot start the heartbeat thread: %s", exc)
+        self._journal = journal
+        self._mode = _JOURNAL
+        _register_atexit()
+        return journal
+
+    def _journal_failed(self, exc: BaseException) -> None:
+        """A journal write failed: keep counting in-process, say so once."""
+        journal = self._journal
+        self._journal = None
+        self._mode = _IN_PROCESS
+        for series in self._series.values():
+            series.slots.clear()
+        if journal is not None and not journal.closed:
+            self._warn_once("journal", "candor: journal %s failed (%s); tracing in-process only", journal.path, exc)
+
+    def _journal_start(self, series: _Series, token: int, now: float) -> None:
+        try:
+            journal = self._journal if self._mode == _JOURNAL else self._ensure_journal()
+            if journal is None:
+                return
+            if series.journal is not journal:
+                series.jindex = journal.series_index(series.name, series.documentation, series.labels)
+                series.journal = journal
+            at = now if self._monotonic_clock else time.monotonic()
+            series.slots[token] = (journal.start(series.jindex, at), at)
+        except JournalFull as exc:
+            self._warn_once(f"full:{series.name}", "candor: %s; this trace is counted in-process only", exc)
+        except Exception as exc:
+            self._journal_failed(exc)
+
+    def _journal_end(self, series: _Series, slot: tuple[int, float], now: float) -> None:
+        journal = self._journal
+        if journal is None:
+            return
+        try:
+            journal.end(slot[0], series.jindex, slot[1], now if self._monotonic_clock else time.monotonic())
+        except Exception as exc:
+            self._journal_failed(exc)
+
+    def _watch_note(self, loop_turned_at: float | None = None, stall: tuple[float, float] | None = None) -> None:
+        """Event-loop watchdog figures for the next heartbeat; a stall is written at once."""
+        journal = self._journal
+        if journal is None:
+            return
+        if loop_turned_at is not None:
+            journal.loop_turned_at = loop_turned_at
+        if stall is not None:
+            journal.stall_at, journal.stall_seconds = stall
+            heartbeat = self._heartbeat
+            if heartbeat is not None:
+                heartbeat.beat_now()
+
+    # --- fork and exit ---------------------------------------------------------------------
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child gets its own journal (on its first trace); the parent's traces stay the parent's."""
+        self._lock = threading.Lock()
+        journal = self._journal
+        self._journal, self._heartbeat = None, None
+        if journal is not None:
+            journal.abandon_after_fork()
+        if self._mode == _JOURNAL:
+            self._mode = _UNRESOLVED
+        for series in self._series.values():
+            series.inflight.clear()
+            series.slots.clear()
+            series.journal = None
+
+    def _at_exit(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown: nothing useful left to do
+            self.close()
+
+
+_tracers: weakref.WeakSet[Tracer] = weakref.WeakSet()
+_atexit_registered = False
+
+
+def _after_fork_in_child() -> None:
+    for tracer in list(_tracers):
+        tracer._after_fork_in_child()
+
+
+def _at_exit() -> None:
+    for tracer in list(_tracers):
+        tracer._at_exit()
+
+
+def _register_atexit() -> None:
+    global _atexit_registered
+    if not _atexit_registered:
+        _atexit_registered = True
+        atexit.register(_at_exit)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
