@@ -59,16 +59,16 @@ def _stat_value(path: Path, key: str) -> int:
     return 0
 
 
-def _process_memory(pid: str) -> int | None:
+def _process_memory(proc: Path, pid: str) -> int | None:
     """Proportional set size when readable (shared pages counted once), else VmRSS; bytes."""
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        for line in (proc / pid / "smaps_rollup").read_text().splitlines():
             if line.startswith("Pss:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        for line in (proc / pid / "status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
@@ -93,7 +93,7 @@ def read_visible_processes(limit: int, proc: Path = Path("/proc")) -> MemoryRead
                 continue
         except OSError:
             continue
-        size = _process_memory(pid)
+        size = _process_memory(proc, pid)
         if size:
             total += size
             counted += 1

@@ -1,0 +1,125 @@
+"""A real `python -m candor_sidecar` process on 127.0.0.1 for integration tests."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import yaml
+
+from tests.support.ports import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class SidecarProcess:
+    def __init__(self, state_dir: str | os.PathLike[str], *, config: dict[str, Any] | None = None,
+                 pod_info_dir: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> None:
+        self.state_dir = Path(state_dir)
+        self.http_port = free_port()
+        self.agent_port = free_port()
+        self.workdir = Path(tempfile.mkdtemp(prefix="candor-sidecar-"))
+        self.pod_info_dir = Path(pod_info_dir) if pod_info_dir is not None else self.workdir / "podinfo"
+        document: dict[str, Any] = {
+            "stateDir": str(self.state_dir), "podInfoDir": str(self.pod_info_dir),
+            "http": {"port": self.http_port, "address": "127.0.0.1"},
+            "agent": {"port": self.agent_port, "address": "127.0.0.1"},
+        }
+        document.update(config or {})
+        self.config_path = self.workdir / "sidecar.yaml"
+        self.config_path.write_text(yaml.safe_dump(document))
+        self.log_path = self.workdir / "sidecar.log"
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> SidecarProcess:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "candor_sidecar", "--config", str(self.config_path)],
+                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            env=self.env, cwd=ROOT)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"sidecar exited {self.process.returncode}:\n{self.logs()}")
+            try:
+                if self.get("/livez")[0] == 200:
+                    return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"sidecar not live within {timeout}s:\n{self.logs()}")
+            time.sleep(0.05)
+
+    def __enter__(self) -> SidecarProcess:
+        return self.start() if self.process is None else self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.kill()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def logs(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def get(self, path: str, headers: dict[str, str] | None = None,
+            timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout)
+        try:
+            connection.request("GET", path, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        finally:
+            connection.close()
+
+    def agent_line(self, timeout: float = 5.0) -> str:
+        with socket.create_connection(("127.0.0.1", self.agent_port), timeout=timeout) as sock:
+            chunks = []
+            while chunk := sock.recv(1024):
+                chunks.append(chunk)
+                if b"\n" in chunk:
+                    break
+        return b"".join(chunks).decode()
+
+    def set_annotations(self, annotations: dict[str, str]) -> None:
+        """As the kubelet does: a new directory, then an atomic swap of the ..data symlink."""
+        root = self.pod_info_dir
+        root.mkdir(parents=True, exist_ok=True)
+        version = f"..{time.time_ns()}"
+        (root / version).mkdir()
+        (root / version / "annotations").write_text(
+            "".join(f'{key}="{value}"\n' for key, value in annotations.items()))
+        tmp = root / "..data_tmp"
+        tmp.symlink_to(version)
+        os.replace(tmp, root / "..data")
+        if not (root / "annotations").is_symlink():
+            (root / "annotations").symlink_to("..data/annotations")

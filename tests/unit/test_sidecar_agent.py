@@ -1,0 +1,80 @@
+"""The agent-check line: words, reasons, the slow-start ramp, maintenance and drain."""
+
+from __future__ import annotations
+
+import asyncio
+
+from candor_sidecar.agent import READY_WINDOW, AgentState, start_agent_server
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_new_sidecar_ramps_its_weight_linearly_over_slow_start() -> None:
+    clock = Clock()
+    state = AgentState(slow_start=30.0, max_conn=30, clock=clock)
+    state.update(False, "", False)
+    assert state.line() == b"ready up 1% maxconn:30\n"
+    clock.now += 15
+    assert state.line() == b"ready up 50% maxconn:30\n"
+    clock.now += READY_WINDOW
+    assert state.line() == b"up 100% maxconn:30\n"
+
+
+def test_failing_answers_down_with_the_reason_then_ramps_again_after_recovery() -> None:
+    clock = Clock()
+    state = AgentState(slow_start=10.0, max_conn=None, clock=clock)
+    clock.now += 100
+    state.update(True, "memory 91% > 80%\nsecond line", False)
+    assert state.line() == b"down # memory 91% > 80% second line\n"
+    clock.now += 5
+    state.update(False, "", False)
+    assert state.line() == b"up 1%\n"
+    clock.now += 2.5
+    assert state.line() == b"up 25%\n"
+    clock.now += 100
+    assert state.line() == b"up 100%\n"
+
+
+def test_maintenance_answers_maint_and_its_removal_answers_ready() -> None:
+    clock = Clock()
+    state = AgentState(slow_start=0.0, max_conn=None, clock=clock)
+    clock.now += 100
+    state.update(False, "", True)
+    assert state.line().startswith(b"maint")
+    clock.now += 1
+    state.update(False, "", False)
+    assert state.line() == b"ready up 100%\n"
+    clock.now += READY_WINDOW + 1
+    assert state.line() == b"up 100%\n"
+
+
+def test_drain_wins_over_everything() -> None:
+    state = AgentState(slow_start=0.0, max_conn=None)
+    state.update(True, "disk", True)
+    state.drain()
+    assert state.line().startswith(b"drain")
+    assert state.word() == "drain"
+
+
+async def test_the_server_answers_at_once_without_waiting_for_agent_send() -> None:
+    state = AgentState(slow_start=0.0, max_conn=5)
+    server = await start_agent_server(state, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        line = await asyncio.wait_for(reader.read(), 2.0)  # EOF comes right after the line
+        assert line == b"ready up 100% maxconn:5\n"
+        writer.close()
+        # HAProxy's agent-send, or garbage, before reading: still one line
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"\x00\xffhello agent\r\n" * 100)
+        assert await asyncio.wait_for(reader.readline(), 2.0) == b"ready up 100% maxconn:5\n"
+        writer.close()
+    finally:
+        server.close()

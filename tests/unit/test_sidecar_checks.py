@@ -1,0 +1,101 @@
+"""Health checks from real statvfs, real /proc-shaped files and journal writer figures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from candor_sidecar.checks import FAIL, PASS, WARN, deadlock_checks, disk_checks, memory_check
+from candor_sidecar.config import parse_config
+from candor_sidecar.memory import MemoryReading, parse_quantity, read_visible_processes
+from candor_tracer.journal import WriterInfo
+
+
+def _writer(**overrides: object) -> WriterInfo:
+    values: dict[str, object] = dict(journal="j", pid=42, heartbeat=100.0, memory_current=None, memory_max=None,
+                                     inactive_file=None, inflight=0, oldest_inflight_start=None,
+                                     last_stall_at=None, last_stall_seconds=None)
+    values.update(overrides)
+    return WriterInfo(**values)  # type: ignore[arg-type]
+
+
+def test_disk_fails_at_a_threshold_below_the_real_usage_and_passes_above(tmp_path: Path) -> None:
+    stat = os.statvfs(tmp_path)
+    used = 100.0 * (stat.f_blocks - stat.f_bfree) / (stat.f_blocks - stat.f_bfree + stat.f_bavail)
+    if used < 1 or used > 99:
+        pytest.skip(f"disk usage {used:.1f}% leaves no room for thresholds on both sides")
+    low = parse_config({"disk": {"paths": [str(tmp_path)], "maxPercent": max(used - 1, 0.5)}})
+    high = parse_config({"disk": {"paths": [str(tmp_path)], "maxPercent": min(used + 1, 100)}})
+    [failing] = disk_checks(low)
+    [passing] = disk_checks(high)
+    assert failing.status == FAIL and failing.reason.startswith(f"disk {tmp_path}")
+    assert passing.status == PASS
+    assert failing.observed_unit == "percent" and abs(failing.observed_value - used) < 1  # type: ignore[operator]
+
+
+def test_a_missing_disk_path_warns_instead_of_passing(tmp_path: Path) -> None:
+    [result] = disk_checks(parse_config({"disk": {"paths": [str(tmp_path / "gone")]}}))
+    assert result.status == WARN and "cannot statvfs" in result.output
+
+
+def test_memory_from_the_journal_uses_working_set_over_limit() -> None:
+    config = parse_config({"memory": {"maxPercent": 80}})
+    mib = 1 << 20
+    hot = _writer(memory_current=950 * mib, inactive_file=40 * mib, memory_max=1000 * mib)
+    result = memory_check(config, [hot], own_cgroup=lambda: None)
+    assert result.status == FAIL and result.observed_value == 91.0
+    assert result.reason == "memory 91% > 80%"
+    cool = _writer(memory_current=950 * mib, inactive_file=500 * mib, memory_max=1000 * mib)
+    assert memory_check(config, [cool], own_cgroup=lambda: None).status == PASS
+
+
+def test_memory_without_any_limit_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CANDOR_APP_MEMORY_LIMIT", raising=False)
+    unlimited = _writer(memory_current=100, memory_max=None)
+    result = memory_check(parse_config({}), [unlimited], own_cgroup=lambda: MemoryReading(5, None, "cgroup"))
+    assert result.status == WARN and "no memory limit" in result.output
+
+
+def test_memory_falls_back_to_the_sidecar_cgroup_limit() -> None:
+    result = memory_check(parse_config({}), [], own_cgroup=lambda: MemoryReading(900, 1000, "sidecar cgroup"))
+    assert result.status == FAIL and "sidecar cgroup" in result.output
+
+
+def test_visible_processes_are_summed_leaving_out_pause_and_the_sidecar(tmp_path: Path) -> None:
+    def process(pid: int, comm: str, rss_kib: int) -> None:
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "comm").write_text(comm + "\n")
+        (tmp_path / str(pid) / "status").write_text(f"Name:\t{comm}\nVmRSS:\t{rss_kib} kB\n")
+
+    process(1, "pause", 500)
+    process(7, "python3", 1000)
+    process(8, "worker", 3000)
+    process(os.getpid(), "candor", 9000)
+    reading = read_visible_processes(8 << 20, proc=tmp_path)
+    assert reading is not None and reading.working_set == 4000 * 1024 and reading.limit == 8 << 20
+    assert parse_quantity("512Mi") == 512 << 20 and parse_quantity("536870912") == 536870912
+    assert parse_quantity("lots") is None
+
+
+def test_deadlock_heartbeat_job_duration_and_stall() -> None:
+    config = parse_config({"deadlock": {"heartbeatTimeout": "5s", "maxJobDuration": "60s"}})
+    fresh = _writer(heartbeat=98.0, inflight=1, oldest_inflight_start=50.0)
+    results = {r.key: r for r in deadlock_checks(config, [fresh], now=100.0)}
+    assert results["deadlock:heartbeat"].status == PASS and results["deadlock:heartbeat"].observed_value == 2.0
+    assert results["deadlock:jobDuration"].status == PASS
+    stuck = _writer(heartbeat=90.0, inflight=2, oldest_inflight_start=10.0, last_stall_at=95.0,
+                    last_stall_seconds=4.0)
+    results = {r.key: r for r in deadlock_checks(config, [stuck], now=100.0)}
+    assert results["deadlock:heartbeat"].status == FAIL
+    assert results["deadlock:jobDuration"].status == FAIL and "90s > 60s" in results["deadlock:jobDuration"].reason
+    assert results["deadlock:eventLoop"].status == FAIL
+    old_stall = _writer(heartbeat=99.0, last_stall_at=50.0, last_stall_seconds=1.0)
+    results = {r.key: r for r in deadlock_checks(config, [old_stall], now=100.0)}
+    assert results["deadlock:eventLoop"].status == PASS
+
+
+def test_no_live_app_is_a_warning_never_a_pass() -> None:
+    [result] = deadlock_checks(parse_config({}), [], now=100.0)
+    assert result.status == WARN and result.key == "deadlock:heartbeat"
