@@ -1,0 +1,244 @@
+"""kopf registrations: indices, HealthPolicy reconcile/delete, Service and Deployment events, the pod webhook.
+
+The handlers are thin: they pick the namespace's slice of each index and call the pure decision
+modules and the idempotent writers. Indices keep small summaries, not whole objects, so holding
+thousands of policies and Services stays cheap.
+
+Policy handlers store kopf's bookkeeping in `candor.io/...` annotations on the policy (not in
+status, which the CRD schema prunes); Services and Deployments get `on.event` handlers, which keep
+no state on those objects, so Candor writes nothing to them but the annotations it owns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import kopf
+
+from candor_operator import injection, rollout, webhook
+from candor_operator.kube import ApiError, KubeClient, connection_info, path_for
+from candor_operator.ownership import record_of
+from candor_operator.reconcile import reconcile_policy, release_policy
+from candor_operator.services import reconcile_service, slim_service
+from candor_operator.settings import OperatorSettings
+from candor_operator.summary import GROUP, PLURAL, VERSION, PolicySummary, summarize
+
+logger = logging.getLogger("candor.operator")
+
+POLICIES, SERVICES, DEPLOYMENTS = "candor_policies", "candor_services", "candor_deployments"
+FINALIZER = "candor.io/finalizer"
+
+
+def _slice(index: Any, namespace: str) -> list[Any]:
+    """The values an index holds for one namespace (an absent key is an empty list)."""
+    store = index.get(namespace) if index is not None else None
+    return list(store) if store is not None else []
+
+
+class CandorOperator:
+    """Holds the settings and the API client shared by all handlers of one operator process."""
+
+    def __init__(self, settings: OperatorSettings, kubeconfig: str | None = None) -> None:
+        self.settings = settings
+        self.kubeconfig = kubeconfig
+        self._client: KubeClient | None = None
+
+    @property
+    def client(self) -> KubeClient:
+        if self._client is None:
+            self._client = KubeClient(connection_info(self.kubeconfig))
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    def configure(self, settings: kopf.OperatorSettings) -> None:
+        settings.persistence.finalizer = FINALIZER
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="candor.io")
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="candor.io", key="last-handled-configuration"
+        )
+        settings.posting.level = logging.WARNING  # our own Events say what happened; no "handler succeeded" noise
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.peering.clusterwide = not self.settings.namespaces
+        if self.settings.peering and not self.settings.standalone:
+            settings.peering.name = self.settings.peering
+        settings.peering.standalone = self.settings.standalone or not self.settings.peering
+        settings.peering.priority = (
+            self.settings.priority if self.settings.priority is not None else random.SystemRandom().randint(1, 2**30)
+        )
+        if self.settings.webhook.enabled:
+            settings.admission.server = webhook.server(self.settings.webhook)
+            settings.admission.managed = self.settings.webhook.managed
+
+    # ---- HealthPolicy --------------------------------------------------------------------------
+
+    async def reconcile(self, body: kopf.Body, status: Mapping[str, Any], patch: kopf.Patch, indices: Any) -> None:
+        summary = summarize(_plain(body))
+        outcome = await reconcile_policy(
+            self.client,
+            summary,
+            status,
+            services=_slice(indices[SERVICES], summary.namespace),
+            policies=_slice(indices[POLICIES], summary.namespace),
+            deployments=_slice(indices[DEPLOYMENTS], summary.namespace),
+            sidecar_image=self.settings.sidecar.image,
+        )
+        for key, value in outcome.status.items():
+            if status.get(key) != value:
+                patch.status[key] = value
+        for event_type, reason, message in outcome.events:
+            kopf.event(body, type=event_type, reason=reason, message=message)
+
+    async def delete(self, body: kopf.Body, indices: Any) -> None:
+        summary = summarize(_plain(body))
+        released = await release_policy(self.client, summary, _slice(indices[POLICIES], summary.namespace))
+        logger.info("HealthPolicy %s/%s deleted; released Services: %s", summary.namespace, summary.name, released)
+
+    # ---- Services and Deployments ----------------------------------------------------------------
+
+    async def service_event(self, event_type: str | None, body: kopf.Body, indices: Any) -> None:
+        if event_type == "DELETED":
+            return
+        service = slim_service(_plain(body))
+        namespace = str(service["metadata"]["namespace"])
+        policies = _slice(indices[POLICIES], namespace)
+        if not policies and record_of(service["metadata"]["annotations"]).policy is None:
+            return
+        await reconcile_service(self.client, service, [p.view for p in policies])
+
+    async def deployment_event(self, event_type: str | None, body: kopf.Body, indices: Any) -> None:
+        if event_type == "DELETED":
+            return
+        deployment = rollout.slim_deployment(_plain(body))
+        if deployment is None:
+            return
+        policy = rollout.governing_policy(deployment["labels"], _slice(indices[POLICIES], str(deployment["namespace"])))
+        config_hash = rollout.restart_needed(deployment, policy, self.settings.sidecar.image)
+        if config_hash is not None:
+            await rollout.restart(self.client, str(deployment["namespace"]), str(deployment["name"]), config_hash)
+            logger.info("restarted Deployment %s/%s for the sidecar", deployment["namespace"], deployment["name"])
+
+    # ---- the pod webhook -------------------------------------------------------------------------
+
+    async def _deployment_asks(self, pod: Mapping[str, Any], namespace: str, indices: Any) -> bool:
+        name = injection.deployment_name_of(pod)
+        if name is None:
+            return False
+        if any(d.get("name") == name for d in _slice(indices[DEPLOYMENTS], namespace)):
+            return True
+        # A standby replica (paused by peering) does not watch, so its index can lag: ask the API server.
+        try:
+            deployment = await self.client.get_or_none(
+                path_for("apps/v1", "deployments", namespace, name), timeout=self.settings.lookup_timeout
+            )
+        except (ApiError, TimeoutError, OSError) as error:
+            logger.warning("cannot look up Deployment %s/%s for injection: %s", namespace, name, error)
+            return False
+        return deployment is not None and rollout.slim_deployment(deployment) is not None
+
+    async def _policies_for(self, namespace: str, indices: Any) -> list[PolicySummary]:
+        policies = _slice(indices[POLICIES], namespace)
+        if policies:
+            return policies
+        try:
+            items = await asyncio.wait_for(
+                self.client.list_items(path_for(f"{GROUP}/{VERSION}", PLURAL, namespace)), self.settings.lookup_timeout
+            )
+        except (ApiError, TimeoutError, OSError) as error:
+            logger.warning("cannot list HealthPolicies in %s for injection: %s", namespace, error)
+            return []
+        return [summarize(item) for item in items]
+
+    async def mutate_pod(self, body: kopf.Body, patch: kopf.Patch, warnings: list[str], indices: Any) -> None:
+        pod = _plain(body)
+        metadata = pod.get("metadata") or {}
+        namespace = str(metadata.get("namespace") or "")
+        if namespace in injection.SYSTEM_NAMESPACES or injection.already_injected(pod):
+            return
+        if not (injection.inject_requested(metadata.get("annotations"))
+                or await self._deployment_asks(pod, namespace, indices)):
+            return
+        policy = rollout.governing_policy(metadata.get("labels") or {}, await self._policies_for(namespace, indices))
+        if policy is None or policy.target is None:
+            warnings.append("candor: injection requested but no valid HealthPolicy selects this pod; no sidecar added")
+            return
+        mutated = injection.inject(pod, policy.target, self.settings.sidecar)
+        for key in ("initContainers", "containers", "volumes", "terminationGracePeriodSeconds"):
+            patch.spec[key] = mutated["spec"][key]
+        for key in (injection.STATUS_ANNOTATION, injection.POLICY_ANNOTATION):
+            patch.metadata.annotations[key] = mutated["metadata"]["annotations"][key]
+
+
+def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    """kopf bodies are live views; decisions and indices keep plain snapshots."""
+    return {key: body[key] for key in body}
+
+
+def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    resync = operator.settings.resync_seconds
+
+    def indices_of(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        return {name: kwargs.get(name) for name in (POLICIES, SERVICES, DEPLOYMENTS)}
+
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        operator.configure(settings)
+
+    @kopf.on.cleanup(registry=registry)
+    async def close(**_: Any) -> None:
+        await operator.close()
+
+    @kopf.index(GROUP, VERSION, PLURAL, id=POLICIES, registry=registry)
+    def index_policies(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, PolicySummary]:
+        return {namespace or "": summarize(_plain(body))}
+
+    @kopf.index("", "v1", "services", id=SERVICES, registry=registry)
+    def index_services(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, dict[str, Any]]:
+        return {namespace or "": slim_service(body)}
+
+    @kopf.index("apps", "v1", "deployments", id=DEPLOYMENTS, registry=registry)
+    def index_deployments(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, dict[str, Any]] | None:
+        deployment = rollout.slim_deployment(body)
+        return {namespace or "": deployment} if deployment is not None else None
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, id="reconcile")
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="reconcile")
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, id="reconcile")
+    async def reconcile(body: kopf.Body, status: Any, patch: kopf.Patch, **kwargs: Any) -> None:
+        await operator.reconcile(body, status, patch, indices_of(kwargs))
+
+    @kopf.timer(GROUP, VERSION, PLURAL, interval=resync, initial_delay=resync, registry=registry, id="resync")
+    async def resync_policy(body: kopf.Body, status: Any, patch: kopf.Patch, **kwargs: Any) -> None:
+        await operator.reconcile(body, status, patch, indices_of(kwargs))
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, id="release")
+    async def release(body: kopf.Body, **kwargs: Any) -> None:
+        await operator.delete(body, indices_of(kwargs))
+
+    @kopf.on.event("", "v1", "services", registry=registry, id="service")
+    async def service_event(event: Mapping[str, Any], body: kopf.Body, **kwargs: Any) -> None:
+        await operator.service_event(event.get("type"), body, indices_of(kwargs))
+
+    @kopf.on.event("apps", "v1", "deployments", registry=registry, id="deployment")
+    async def deployment_event(event: Mapping[str, Any], body: kopf.Body, **kwargs: Any) -> None:
+        await operator.deployment_event(event.get("type"), body, indices_of(kwargs))
+
+    if operator.settings.webhook.enabled:
+        @kopf.on.mutate("", "v1", "pods", operations=["CREATE"], id=webhook.HANDLER_ID, side_effects=False,
+                        ignore_failures=True, registry=registry)
+        async def inject_pod(body: kopf.Body, patch: kopf.Patch, warnings: list[str], **kwargs: Any) -> None:
+            await operator.mutate_pod(body, patch, warnings, indices_of(kwargs))
+
+    return registry
+
+
+def namespaces_of(settings: OperatorSettings) -> Iterable[str]:
+    return settings.namespaces

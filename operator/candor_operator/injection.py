@@ -1,0 +1,189 @@
+"""The pod mutation that adds the Candor sidecar (pure: pod in, mutated pod out).
+
+The sidecar runs as a native sidecar (an init container with `restartPolicy: Always`, GA since
+Kubernetes 1.29/1.33): it starts before the app and, on termination, receives SIGTERM only after
+the app containers have exited, so it can fold the journals and serve one last scrape.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+INJECT_ANNOTATION = "candor.io/inject"
+STATUS_ANNOTATION = "candor.io/status"
+POLICY_ANNOTATION = "candor.io/policy"
+INJECTED = "injected"
+
+SIDECAR_NAME = "candor-sidecar"
+STATE_VOLUME = "candor-state"
+PODINFO_VOLUME = "candor-podinfo"
+CONFIG_VOLUME = "candor-config"
+STATE_DIR = "/var/run/candor"
+PODINFO_DIR = "/etc/podinfo"
+CONFIG_DIR = "/etc/candor"
+CONFIG_KEY = "sidecar.yaml"
+
+SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+
+
+@dataclass(frozen=True)
+class SidecarSettings:
+    """Operator-wide settings for the injected container (from `candor operator` options / env)."""
+
+    image: str = "candor-sidecar:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    run_as_user: int = 65532
+    requests: Mapping[str, str] = field(default_factory=lambda: {"cpu": "10m", "memory": "48Mi"})
+    limits: Mapping[str, str] = field(default_factory=lambda: {"memory": "128Mi"})
+    grace_margin_seconds: int = 10
+
+
+@dataclass(frozen=True)
+class PolicyTarget:
+    """What the pod needs from the HealthPolicy that governs it."""
+
+    policy: str
+    configmap: str
+    http_port: int = 9898
+    agent_port: int = 9999
+    final_scrape_timeout: float = 30.0
+
+
+def inject_requested(annotations: Mapping[str, str] | None) -> bool:
+    return (annotations or {}).get(INJECT_ANNOTATION, "").strip().lower() == "true"
+
+
+def already_injected(pod: Mapping[str, Any]) -> bool:
+    """Never inject twice: our status annotation, or a container of ours already present."""
+    metadata = pod.get("metadata") or {}
+    if (metadata.get("annotations") or {}).get(STATUS_ANNOTATION) == INJECTED:
+        return True
+    spec = pod.get("spec") or {}
+    names = {c.get("name") for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])}
+    return SIDECAR_NAME in names
+
+
+def deployment_name_of(pod: Mapping[str, Any]) -> str | None:
+    """The Deployment that owns the pod's ReplicaSet: the RS is named `<deployment>-<pod-template-hash>`."""
+    metadata = pod.get("metadata") or {}
+    template_hash = (metadata.get("labels") or {}).get("pod-template-hash")
+    for owner in metadata.get("ownerReferences") or []:
+        if owner.get("kind") == "ReplicaSet" and owner.get("controller", True):
+            name = str(owner.get("name") or "")
+            if template_hash and name.endswith(f"-{template_hash}"):
+                return name[: -len(template_hash) - 1]
+    return None
+
+
+def _sidecar_container(app_container: str, target: PolicyTarget, settings: SidecarSettings) -> dict[str, Any]:
+    resources: dict[str, Any] = {}
+    if settings.requests:
+        resources["requests"] = dict(settings.requests)
+    if settings.limits:
+        resources["limits"] = dict(settings.limits)
+    return {
+        "name": SIDECAR_NAME,
+        "image": settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "restartPolicy": "Always",
+        "command": [
+            "candor", "sidecar",
+            "--config", f"{CONFIG_DIR}/{CONFIG_KEY}",
+            "--state-dir", STATE_DIR,
+            "--http-port", str(target.http_port),
+            "--agent-port", str(target.agent_port),
+        ],
+        "ports": [
+            {"name": "candor-http", "containerPort": target.http_port, "protocol": "TCP"},
+            {"name": "candor-agent", "containerPort": target.agent_port, "protocol": "TCP"},
+        ],
+        "env": [
+            {"name": "CANDOR_STATE_DIR", "value": STATE_DIR},
+            {
+                "name": "CANDOR_APP_MEMORY_LIMIT",
+                "valueFrom": {"resourceFieldRef": {"containerName": app_container, "resource": "limits.memory"}},
+            },
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        ],
+        "resources": resources,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": settings.run_as_user,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": STATE_VOLUME, "mountPath": STATE_DIR},
+            {"name": PODINFO_VOLUME, "mountPath": PODINFO_DIR, "readOnly": True},
+            {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
+        ],
+        "livenessProbe": {
+            "httpGet": {"path": "/livez", "port": target.http_port},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+    }
+
+
+def _volumes(target: PolicyTarget) -> list[dict[str, Any]]:
+    return [
+        {"name": STATE_VOLUME, "emptyDir": {}},
+        {
+            "name": PODINFO_VOLUME,
+            "downwardAPI": {
+                "items": [
+                    {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                    {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}},
+                ]
+            },
+        },
+        {
+            "name": CONFIG_VOLUME,
+            "configMap": {"name": target.configmap, "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}]},
+        },
+    ]
+
+
+def _with_app_wiring(container: dict[str, Any]) -> dict[str, Any]:
+    """An app container sees the shared journal folder and knows where it is (unless it chose already)."""
+    env = list(container.get("env") or [])
+    if not any(e.get("name") == "CANDOR_STATE_DIR" for e in env):
+        env.append({"name": "CANDOR_STATE_DIR", "value": STATE_DIR})
+    mounts = list(container.get("volumeMounts") or [])
+    if not any(m.get("name") == STATE_VOLUME or m.get("mountPath") == STATE_DIR for m in mounts):
+        mounts.append({"name": STATE_VOLUME, "mountPath": STATE_DIR})
+    return {**container, "env": env, "volumeMounts": mounts}
+
+
+def grace_period(current: int | None, target: PolicyTarget, settings: SidecarSettings) -> int:
+    """Long enough for the sidecar's final scrape after the app exits (never shortened)."""
+    needed = math.ceil(target.final_scrape_timeout) + settings.grace_margin_seconds
+    return max(current if current is not None else 30, needed)
+
+
+def inject(pod: Mapping[str, Any], target: PolicyTarget, settings: SidecarSettings) -> dict[str, Any]:
+    """The pod with the sidecar added; raises ValueError for a pod with no app container."""
+    mutated = copy.deepcopy(dict(pod))
+    spec = mutated.setdefault("spec", {})
+    containers = spec.get("containers") or []
+    if not containers:
+        raise ValueError("spec.containers: a pod needs at least one app container to inject the sidecar")
+    app_container = str(containers[0].get("name"))
+    spec["containers"] = [_with_app_wiring(c) for c in containers]
+    spec["initContainers"] = [_sidecar_container(app_container, target, settings), *(spec.get("initContainers") or [])]
+    existing = {v.get("name") for v in spec.get("volumes") or []}
+    spec["volumes"] = list(spec.get("volumes") or []) + [v for v in _volumes(target) if v["name"] not in existing]
+    spec["terminationGracePeriodSeconds"] = grace_period(spec.get("terminationGracePeriodSeconds"), target, settings)
+    metadata = mutated.setdefault("metadata", {})
+    annotations = dict(metadata.get("annotations") or {})
+    annotations[STATUS_ANNOTATION] = INJECTED
+    annotations[POLICY_ANNOTATION] = target.policy
+    metadata["annotations"] = annotations
+    return mutated

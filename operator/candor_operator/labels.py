@@ -1,0 +1,115 @@
+"""Label-selector matching, and which Services a HealthPolicy targets.
+
+The API server evaluates selectors for list calls, but the operator must also decide for Services it
+already holds (from a list or a watch event), so the Kubernetes rules are implemented here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+_SET_OPERATORS = {"In", "NotIn", "Exists", "DoesNotExist"}
+
+
+class SelectorError(ValueError):
+    """A selector the operator cannot evaluate; names the field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def _as_label_selector(selector: Mapping[str, Any]) -> tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]:
+    """(matchLabels, matchExpressions) of a LabelSelector; a plain map of labels means matchLabels."""
+    if "matchLabels" in selector or "matchExpressions" in selector:
+        return selector.get("matchLabels") or {}, selector.get("matchExpressions") or []
+    return selector, []
+
+
+def selector_is_empty(selector: Mapping[str, Any] | None) -> bool:
+    """An empty selector matches everything in Kubernetes; a policy must never mean that by accident."""
+    if not selector:
+        return True
+    labels, expressions = _as_label_selector(selector)
+    return not labels and not expressions
+
+
+def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str], field: str = "spec.selector") -> bool:
+    """True when `labels` satisfy the LabelSelector (matchLabels AND every matchExpression)."""
+    match_labels, expressions = _as_label_selector(selector)
+    for key, value in match_labels.items():
+        if labels.get(key) != value:
+            return False
+    for index, expression in enumerate(expressions):
+        where = f"{field}.matchExpressions[{index}]"
+        expression_key = expression.get("key")
+        operator = expression.get("operator")
+        values = list(expression.get("values") or [])
+        if not isinstance(expression_key, str) or not expression_key:
+            raise SelectorError(f"{where}.key", "must be a non-empty label key")
+        key = expression_key
+        if operator not in _SET_OPERATORS:
+            raise SelectorError(f"{where}.operator", f"{operator!r} is not one of {sorted(_SET_OPERATORS)}")
+        if operator in ("In", "NotIn") and not values:
+            raise SelectorError(f"{where}.values", f"must not be empty for operator {operator}")
+        if operator in ("Exists", "DoesNotExist") and values:
+            raise SelectorError(f"{where}.values", f"must be empty for operator {operator}")
+        present = key in labels
+        if operator == "In" and not (present and labels[key] in values):
+            return False
+        if operator == "NotIn" and present and labels[key] in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def explicit_services(spec: Mapping[str, Any]) -> list[str] | None:
+    """`spec.ingress.services` when given (names in the policy's namespace), else None."""
+    ingress = spec.get("ingress") or {}
+    services = ingress.get("services") if isinstance(ingress, Mapping) else None
+    if not services:
+        return None
+    return [str(name) for name in services]
+
+
+def policy_targets_service(spec: Mapping[str, Any], service: Mapping[str, Any]) -> bool:
+    """Does the policy (raw spec) govern this Service?
+
+    Explicit `ingress.services` wins. Otherwise a Service is targeted when every pod it selects is governed
+    by the policy, i.e. the policy selector matches the Service's own selector labels. A Service
+    without a selector (external endpoints) is never targeted implicitly.
+    """
+    name = (service.get("metadata") or {}).get("name")
+    names = explicit_services(spec)
+    if names is not None:
+        return name in names
+    selector = spec.get("selector")
+    if not isinstance(selector, Mapping) or selector_is_empty(selector):
+        return False
+    service_selector = (service.get("spec") or {}).get("selector")
+    if not service_selector:
+        return False
+    return selector_matches(selector, service_selector)
+
+
+def selector_to_query(selector: Mapping[str, Any]) -> str:
+    """The `labelSelector=` query form of a LabelSelector (for server-side filtered lists)."""
+    match_labels, expressions = _as_label_selector(selector)
+    parts = [f"{key}={value}" for key, value in sorted(match_labels.items())]
+    for expression in expressions:
+        key, operator = expression.get("key"), expression.get("operator")
+        values = ",".join(sorted(str(v) for v in expression.get("values") or []))
+        if operator == "In":
+            parts.append(f"{key} in ({values})")
+        elif operator == "NotIn":
+            parts.append(f"{key} notin ({values})")
+        elif operator == "Exists":
+            parts.append(str(key))
+        elif operator == "DoesNotExist":
+            parts.append(f"!{key}")
+    return ",".join(parts)

@@ -1,0 +1,166 @@
+"""Reconcile one HealthPolicy: validate, render, write the ConfigMap and Service annotations, report status.
+
+Idempotent by construction: every step compares what is there with what should be and writes only
+the difference, so running it again after a crash, on resume, on a resync timer or on two replicas
+converges to the same state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from candor_operator import status as conditions
+from candor_operator.claims import PolicyView, targets
+from candor_operator.configmap import apply_configmap, delete_configmap
+from candor_operator.kube import ApiError, KubeClient, path_for
+from candor_operator.labels import selector_to_query
+from candor_operator.ownership import record_of
+from candor_operator.rollout import governing_policy, restart, restart_needed
+from candor_operator.services import reconcile_service, slim_service
+from candor_operator.summary import PolicySummary
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    status: dict[str, Any]
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+
+
+def _views(policies: Iterable[PolicySummary], me: PolicySummary) -> list[PolicyView]:
+    """The namespace's policies, with this one as freshly read (the index may lag a little behind)."""
+    others = [p.view for p in policies if p.uid != me.uid and p.name != me.name]
+    return [*others, me.view]
+
+
+def _owned_by(service: Mapping[str, Any], name: str) -> bool:
+    return record_of((service.get("metadata") or {}).get("annotations")).policy == name
+
+
+async def count_pods(client: KubeClient, summary: PolicySummary) -> int | None:
+    selector = summary.spec.get("selector")
+    if not isinstance(selector, Mapping):
+        return None
+    try:
+        query = selector_to_query(selector)
+        pods = await client.list_items(path_for("v1", "pods", summary.namespace), label_selector=query)
+    except ApiError as error:
+        logger.warning("cannot count the pods of %s/%s: %s", summary.namespace, summary.name, error)
+        return None
+    return len(pods)
+
+
+async def reconcile_policy(
+    client: KubeClient,
+    summary: PolicySummary,
+    previous_status: Mapping[str, Any],
+    services: Sequence[Mapping[str, Any]],
+    policies: Iterable[PolicySummary],
+    deployments: Sequence[Mapping[str, Any]] = (),
+    sidecar_image: str = "",
+) -> Outcome:
+    previous_conditions = previous_status.get("conditions")
+    if not summary.valid:
+        field_name, problem = summary.error_field or "spec", summary.error_problem or "invalid"
+        merged = conditions.merge_conditions(
+            previous_conditions, conditions.invalid(field_name, problem), summary.generation
+        )
+        events = [] if _was_invalid(previous_conditions, field_name, problem) else [
+            ("Warning", "Invalid", f"{field_name}: {problem}; nothing was written")
+        ]
+        return Outcome({"observedGeneration": summary.generation, "conditions": merged}, events)
+
+    events = []
+    if await apply_configmap(client, summary):
+        events.append(("Normal", "ConfigMapWritten", f"sidecar config written to ConfigMap {summary.configmap}"))
+
+    views = _views(policies, summary)
+    owned: list[str] = []
+    lost: dict[str, str] = {}
+    for service in services:
+        name = str((service.get("metadata") or {}).get("name"))
+        if not (targets(summary.view, service) or _owned_by(service, summary.name)):
+            continue
+        before = record_of((service.get("metadata") or {}).get("annotations")).policy
+        decision = await reconcile_service(client, service, views)
+        if decision is None:
+            continue
+        if decision.owner == summary.name:
+            owned.append(name)
+            if before != summary.name:
+                events.append(("Normal", "Annotated", f"Service {name} now carries this policy's annotations"))
+        elif targets(summary.view, service):
+            lost[name] = decision.owner or "(an invalid policy)"
+        elif before == summary.name:
+            events.append(("Normal", "Released", f"Service {name} no longer targeted; Candor's annotations removed"))
+
+    for deployment in deployments:
+        labels = deployment.get("labels") or {}
+        if governing_policy(labels, [*[p for p in policies if p.uid != summary.uid], summary]) is not summary:
+            continue
+        config_hash = restart_needed(deployment, summary, sidecar_image)
+        if config_hash is not None:
+            await restart(client, summary.namespace, str(deployment["name"]), config_hash)
+            events.append(("Normal", "RolloutRestart", f"Deployment {deployment['name']} restarted to get the sidecar"))
+
+    owned.sort()
+    if lost:
+        new_conditions = conditions.conflict(owned, lost, summary.configmap)
+        for service_name, owner in sorted(lost.items()):
+            if not _was_conflict(previous_conditions):
+                events.append(("Warning", "Conflict", f"Service {service_name} is owned by older HealthPolicy {owner}"))
+    else:
+        new_conditions = conditions.ready(owned, summary.configmap)
+    status: dict[str, Any] = {
+        "observedGeneration": summary.generation,
+        "services": len(owned),
+        "serviceNames": owned,
+        "configMap": summary.configmap,
+        "conditions": conditions.merge_conditions(previous_conditions, new_conditions, summary.generation),
+    }
+    pods = await count_pods(client, summary)
+    if pods is not None:
+        status["pods"] = pods
+    return Outcome(status, events)
+
+
+def _condition(previous: object, kind: str) -> Mapping[str, Any] | None:
+    for condition in previous if isinstance(previous, list) else []:
+        if isinstance(condition, Mapping) and condition.get("type") == kind:
+            return condition
+    return None
+
+
+def _was_invalid(previous: object, field_name: str, problem: str) -> bool:
+    condition = _condition(previous, conditions.INVALID)
+    if not condition or condition.get("status") != "True":
+        return False
+    return f"{field_name}: {problem}" in str(condition.get("message", ""))
+
+
+def _was_conflict(previous: object) -> bool:
+    condition = _condition(previous, conditions.CONFLICT)
+    return bool(condition and condition.get("status") == "True")
+
+
+async def release_policy(
+    client: KubeClient, summary: PolicySummary, policies: Iterable[PolicySummary]
+) -> list[str]:
+    """On deletion: hand each owned Service to the next policy in line or remove exactly what Candor wrote.
+
+    Lists the Services fresh from the API server: deletion may follow creation within milliseconds,
+    before the watch-fed index has seen the annotations written a moment ago.
+    """
+    me = PolicyView(summary.name, summary.created, summary.spec, summary.annotations, deleting=True)
+    views = [p.view for p in policies if p.uid != summary.uid and p.name != summary.name] + [me]
+    released: list[str] = []
+    for service in await client.list_items(path_for("v1", "services", summary.namespace)):
+        if _owned_by(service, summary.name):
+            await reconcile_service(client, slim_service(service), views)
+            released.append(str(service["metadata"]["name"]))
+    await delete_configmap(client, summary.namespace, summary.name, summary.uid)
+    return released

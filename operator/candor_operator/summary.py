@@ -1,0 +1,129 @@
+"""One HealthPolicy as the operator sees it: validated, rendered, and reduced to what decisions need.
+
+Built from the raw object by every handler and indexer, so the webhook, the Service reconcile and
+the policy reconcile all agree on what a policy means.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from candor_operator.claims import PolicyView
+from candor_operator.injection import CONFIG_KEY, PolicyTarget
+from candor_operator.labels import SelectorError, selector_is_empty, selector_matches
+from candor_operator.policy import PolicyError, parse_policy
+from candor_operator.render import render_annotations, render_sidecar_config
+from candor_sidecar.config import ConfigError, parse_config
+
+GROUP, VERSION, PLURAL, KIND = "candor.io", "v1alpha1", "healthpolicies", "HealthPolicy"
+API_VERSION = f"{GROUP}/{VERSION}"
+_MAX_NAME = 253
+
+
+def configmap_name(policy: str) -> str:
+    name = f"candor-sidecar-{policy}"
+    if len(name) <= _MAX_NAME:
+        return name
+    digest = hashlib.sha256(policy.encode()).hexdigest()[:10]
+    return f"{name[: _MAX_NAME - 11]}-{digest}"
+
+
+@dataclass(frozen=True)
+class PolicySummary:
+    namespace: str
+    name: str
+    uid: str
+    created: str
+    generation: int | None
+    spec: Mapping[str, Any]
+    deleting: bool
+    annotations: Mapping[str, str] | None  # None when invalid
+    sidecar_yaml: str | None
+    target: PolicyTarget | None
+    rollout: str
+    error_field: str | None = None
+    error_problem: str | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.annotations is not None
+
+    @property
+    def configmap(self) -> str:
+        return configmap_name(self.name)
+
+    @property
+    def view(self) -> PolicyView:
+        return PolicyView(self.name, self.created, self.spec, self.annotations, self.deleting)
+
+    def governs(self, labels: Mapping[str, str]) -> bool:
+        selector = self.spec.get("selector")
+        if not self.valid or self.deleting or not isinstance(selector, Mapping) or selector_is_empty(selector):
+            return False
+        try:
+            return selector_matches(selector, labels)
+        except SelectorError:
+            return False
+
+    def config_hash(self, sidecar_image: str) -> str:
+        """Changes whenever what an injected pod runs would change: restart trigger for rollout Automatic."""
+        text = f"{self.name}\n{sidecar_image}\n{self.sidecar_yaml or ''}"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def summarize(body: Mapping[str, Any]) -> PolicySummary:
+    metadata = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    base: dict[str, Any] = {
+        "namespace": str(metadata.get("namespace") or ""),
+        "name": str(metadata.get("name") or ""),
+        "uid": str(metadata.get("uid") or ""),
+        "created": str(metadata.get("creationTimestamp") or ""),
+        "generation": metadata.get("generation"),
+        "spec": spec,
+        "deleting": bool(metadata.get("deletionTimestamp")),
+        "rollout": str(spec.get("rollout") or "Automatic"),
+    }
+    try:
+        policy = parse_policy(spec)
+        annotations = dict(render_annotations(policy))
+        sidecar = render_sidecar_config(policy)
+        config = parse_config(sidecar)
+    except PolicyError as error:
+        return PolicySummary(**base, annotations=None, sidecar_yaml=None, target=None,
+                             error_field=error.field, error_problem=error.problem)
+    except ConfigError as error:
+        return PolicySummary(**base, annotations=None, sidecar_yaml=None, target=None,
+                             error_field=f"sidecar config {error.field}", error_problem=error.problem)
+    target = PolicyTarget(
+        policy=base["name"],
+        configmap=configmap_name(base["name"]),
+        http_port=config.http.port,
+        agent_port=config.agent.port,
+        final_scrape_timeout=config.final_scrape_timeout,
+    )
+    return PolicySummary(**base, annotations=annotations, target=target,
+                         sidecar_yaml=yaml.safe_dump(sidecar, sort_keys=True, default_flow_style=False))
+
+
+def configmap_body(summary: PolicySummary) -> dict[str, Any]:
+    """The ConfigMap holding the sidecar config; owned by the policy, so the garbage collector follows it."""
+    assert summary.sidecar_yaml is not None
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": summary.configmap,
+            "namespace": summary.namespace,
+            "labels": {"app.kubernetes.io/managed-by": "candor", "candor.io/policy": summary.name[:63].rstrip("-._")},
+            "ownerReferences": [
+                {"apiVersion": API_VERSION, "kind": KIND, "name": summary.name, "uid": summary.uid, "controller": True}
+            ],
+        },
+        "data": {CONFIG_KEY: summary.sidecar_yaml},
+    }
