@@ -101,3 +101,75 @@ def render_command(path: str, controller: str | None, output: str) -> None:
 def _fail(message: str) -> Any:
     click.echo(f"candor render: {message}", err=True)
     sys.exit(2)
+
+
+# ---- `candor operator` (kopf; imported lazily so `candor render` never pays for it) -----------------
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    import os
+
+    return os.environ.get(name, default)
+
+
+@click.command("operator")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None,
+              help="Kubeconfig to use (default: KUBECONFIG, ~/.kube/config, then the pod's service account).")
+@click.option("-n", "--namespace", "namespaces", multiple=True,
+              help="Serve only these namespaces (repeatable; default: cluster-wide).")
+@click.option("--sidecar-image", default=lambda: _env("CANDOR_SIDECAR_IMAGE", "candor-sidecar:0.1.0"),
+              show_default="CANDOR_SIDECAR_IMAGE or candor-sidecar:0.1.0", help="Image of the injected sidecar.")
+@click.option("--sidecar-pull-policy", default=lambda: _env("CANDOR_SIDECAR_PULL_POLICY", "IfNotPresent"),
+              type=click.Choice(["Always", "IfNotPresent", "Never"]), show_default="IfNotPresent")
+@click.option("--webhook/--no-webhook", "webhook_enabled", default=True, show_default=True,
+              help="Serve the pod-injection webhook.")
+@click.option("--webhook-listen", default="0.0.0.0", show_default=True, help="Address the webhook listens on.")
+@click.option("--webhook-port", type=click.IntRange(1, 65535), default=9443, show_default=True)
+@click.option("--webhook-path", default="/candor", show_default=True,
+              help="URL path prefix; the injection endpoint is <path>/inject.")
+@click.option("--webhook-host", default=None, help="Host name the API server reaches the webhook at (managed mode).")
+@click.option("--webhook-cert", default=lambda: _env("CANDOR_WEBHOOK_CERT"), type=click.Path(dir_okay=False),
+              help="Serving certificate (PEM), e.g. /etc/candor/webhook/tls.crt. [env CANDOR_WEBHOOK_CERT]")
+@click.option("--webhook-key", default=lambda: _env("CANDOR_WEBHOOK_KEY"), type=click.Path(dir_okay=False),
+              help="Its private key (PEM). [env CANDOR_WEBHOOK_KEY]")
+@click.option("--webhook-ca", default=lambda: _env("CANDOR_WEBHOOK_CA"), type=click.Path(dir_okay=False),
+              help="CA bundle for a kopf-managed webhook configuration. [env CANDOR_WEBHOOK_CA]")
+@click.option("--webhook-managed", default=None,
+              help="Let the operator keep a MutatingWebhookConfiguration of this name (needs extra RBAC).")
+@click.option("--resync", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              help="Seconds between full re-reconciles of each policy (drift, late Services, conflicts).")
+@click.option("--peering", default="candor", show_default=True, help="kopf peering object shared by replicas.")
+@click.option("--standalone", is_flag=True, help="Run without peering (a single replica, or tests).")
+@click.option("--priority", type=int, default=None,
+              help="Peering priority (default random: exactly one of several replicas is active).")
+@click.option("--liveness", default=None, help="Liveness endpoint, e.g. http://0.0.0.0:8080/healthz.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def operator_command(
+    kubeconfig: str | None, namespaces: tuple[str, ...], sidecar_image: str, sidecar_pull_policy: str,
+    webhook_enabled: bool, webhook_listen: str, webhook_port: int, webhook_path: str, webhook_host: str | None,
+    webhook_cert: str | None, webhook_key: str | None, webhook_ca: str | None, webhook_managed: str | None,
+    resync: float, peering: str, standalone: bool, priority: int | None, liveness: str | None,
+    log_format: str, verbose: bool,
+) -> None:
+    """Run the HealthPolicy operator: Service annotations, sidecar ConfigMaps, pod injection."""
+    from candor_operator.runner import run_operator
+    from candor_operator.settings import OperatorSettings, WebhookSettings, sidecar_settings
+
+    if webhook_enabled and not (webhook_cert and webhook_key):
+        _fail_operator("--webhook-cert and --webhook-key are required for the injection webhook (or --no-webhook)")
+    settings = OperatorSettings(
+        sidecar=sidecar_settings(image=sidecar_image, pull_policy=sidecar_pull_policy),
+        webhook=WebhookSettings(
+            enabled=webhook_enabled, listen=webhook_listen, port=webhook_port, path=webhook_path, host=webhook_host,
+            cert_file=webhook_cert, key_file=webhook_key, ca_file=webhook_ca, managed=webhook_managed,
+        ),
+        namespaces=namespaces, resync_seconds=resync, peering=peering, standalone=standalone, priority=priority,
+        liveness=liveness,
+    )
+    run_operator(settings, kubeconfig=kubeconfig, log_format=log_format, verbose=verbose)
+
+
+def _fail_operator(message: str) -> Any:
+    click.echo(f"candor operator: {message}", err=True)
+    sys.exit(2)
