@@ -1,0 +1,178 @@
+"""The Helm chart: `helm lint --strict`, `helm template | kubernetes-validate --strict -`, and what it renders.
+
+Real helm (tests/support/helm.py) and the real kubernetes-validate CLI; the chart's ClusterRole is
+compared with the operator's own statement of what it touches (candor_operator.webhook.RBAC_RULES).
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from candor_operator import webhook
+from candor_operator.injection import SYSTEM_NAMESPACES
+from tests.support.helm import helm_binary
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "candor"
+NAMESPACE = "candor-system"
+MONITORING = ("monitoring.coreos.com/v1", "monitoring.coreos.com/v1/PodMonitor",
+              "monitoring.coreos.com/v1/PrometheusRule")
+KUBERNETES_VALIDATE = Path(sys.executable).with_name("kubernetes-validate")
+
+
+def _helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(helm_binary()), *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def _template(*args: str) -> str:
+    result = _helm("template", "candor", str(CHART), "--namespace", NAMESPACE, *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _objects(text: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def _one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (found,) = [o for o in objects if o["kind"] == kind]
+    return found
+
+
+def _validate(text: str) -> None:
+    result = subprocess.run([str(KUBERNETES_VALIDATE), "--strict", "-k", "1.33.0", "-"], input=text,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ERROR" not in result.stdout + result.stderr
+
+
+def test_chart_crd_is_byte_identical_to_the_top_level_one() -> None:
+    assert (CHART / "crds" / "healthpolicy.yaml").read_bytes() == (ROOT / "crds" / "healthpolicy.yaml").read_bytes()
+
+
+def test_helm_lint_strict() -> None:
+    result = _helm("lint", "--strict", str(CHART))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param((), id="defaults"),
+        pytest.param(("--include-crds", *[f"--api-versions={v}" for v in MONITORING]), id="crds+monitoring"),
+        pytest.param(("--set", "webhook.certManager.enabled=true", "--api-versions=cert-manager.io/v1"),
+                     id="cert-manager"),
+        pytest.param(("--set", "webhook.enabled=false", "--set", "operator.namespaces={shop,blog}"), id="no-webhook"),
+    ],
+)
+def test_rendered_chart_validates_strictly(args: tuple[str, ...]) -> None:
+    _validate(_template(*args))
+
+
+def test_monitoring_extras_follow_the_cluster_capabilities() -> None:
+    bare = {o["kind"] for o in _objects(_template())}
+    assert not {"PodMonitor", "PrometheusRule", "ConfigMap"} & bare
+    rich = _objects(_template(*[f"--api-versions={v}" for v in MONITORING]))
+    assert {"PodMonitor", "PrometheusRule", "ConfigMap"} <= {o["kind"] for o in rich}
+    monitor = _one(rich, "PodMonitor")
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "candor-http"
+    rules = _one(rich, "PrometheusRule")["spec"]["groups"][0]["rules"]
+    assert all("{{ $labels.pod }}" in rule["annotations"]["summary"] for rule in rules)
+    dashboard = _one(rich, "ConfigMap")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert '"uid": "candor-overview"' in dashboard["data"]["candor.json"]
+
+
+def test_cluster_role_is_exactly_what_the_operator_touches() -> None:
+    role = _one(_objects(_template()), "ClusterRole")
+    assert role["rules"] == webhook.RBAC_RULES
+
+
+def test_operator_deployment_is_replicated_probed_and_restricted() -> None:
+    objects = _objects(_template())
+    deployment = _one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == _one(objects, "ServiceAccount")["metadata"]["name"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    (container,) = pod["containers"]
+    args = container["args"]
+    assert args[0] == "operator" and "--peering=candor" in args
+    assert "--webhook-cert=/etc/candor/webhook/tls.crt" in args
+    peering = _one(objects, "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == "candor"
+    probe = container["livenessProbe"]["httpGet"]
+    assert probe["path"] == "/healthz" and "--liveness=http://0.0.0.0:8080/healthz" in args
+    context = container["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False and context["readOnlyRootFilesystem"] is True
+    assert context["capabilities"]["drop"] == ["ALL"]
+    assert container["resources"]["limits"]["memory"] and container["resources"]["requests"]["cpu"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["CANDOR_SIDECAR_IMAGE"] == "candor-sidecar:0.1.0"
+
+
+def test_webhook_targets_pod_creation_and_never_blocks_it() -> None:
+    objects = _objects(_template())
+    configuration = _one(objects, "MutatingWebhookConfiguration")
+    (hook,) = configuration["webhooks"]
+    assert hook["rules"] == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                              "resources": ["pods"], "scope": "Namespaced"}]
+    assert (hook["failurePolicy"], hook["sideEffects"]) == ("Ignore", "None")
+    excluded = hook["namespaceSelector"]["matchExpressions"][0]
+    assert excluded["operator"] == "NotIn" and set(SYSTEM_NAMESPACES) | {NAMESPACE} <= set(excluded["values"])
+    service = _one(objects, "Service")
+    reference = hook["clientConfig"]["service"]
+    assert (reference["name"], reference["namespace"]) == (service["metadata"]["name"], NAMESPACE)
+    assert webhook.url("https://x", webhook.DEFAULT_PATH).removeprefix("https://x") == reference["path"]
+    assert service["spec"]["ports"][0]["port"] == reference["port"]
+    container_ports = {p["name"]: p["containerPort"] for p in
+                       _one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert container_ports["webhook"] == webhook.DEFAULT_PORT
+
+
+def test_generated_certificate_is_signed_by_the_ca_bundle_for_the_service_name() -> None:
+    objects = _objects(_template())
+    secret = _one(objects, "Secret")
+    hook = _one(objects, "MutatingWebhookConfiguration")["webhooks"][0]
+    assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+    ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"]))
+    serving = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    serving.verify_directly_issued_by(ca)
+    names = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName)
+    assert f"candor-webhook.{NAMESPACE}.svc" in names
+    usages = serving.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert ExtendedKeyUsageOID.SERVER_AUTH in usages
+    assert base64.b64decode(secret["data"]["tls.key"]).startswith(b"-----BEGIN RSA PRIVATE KEY-----")
+
+
+def test_cert_manager_variant_injects_the_ca_instead() -> None:
+    objects = _objects(_template("--set", "webhook.certManager.enabled=true", "--api-versions=cert-manager.io/v1"))
+    kinds = {o["kind"] for o in objects}
+    assert {"Issuer", "Certificate"} <= kinds and "Secret" not in kinds
+    configuration = _one(objects, "MutatingWebhookConfiguration")
+    assert configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+        f"{NAMESPACE}/candor-webhook-tls")
+    assert "caBundle" not in configuration["webhooks"][0]["clientConfig"]
+
+
+def test_cert_manager_without_cert_manager_fails_with_a_clear_message() -> None:
+    result = _helm("template", "candor", str(CHART), "--set", "webhook.certManager.enabled=true")
+    assert result.returncode != 0 and "needs cert-manager" in result.stderr
+
+
+def test_webhook_can_be_turned_off() -> None:
+    objects = _objects(_template("--set", "webhook.enabled=false"))
+    assert not {"MutatingWebhookConfiguration", "Secret"} & {o["kind"] for o in objects}
+    assert "--no-webhook" in _one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
