@@ -138,7 +138,7 @@ def deadlock_checks(config: SidecarConfig, writers: Sequence[WriterInfo], now: f
             results.append(CheckResult(
                 "deadlock:heartbeat", FAIL if failing else PASS,
                 f"{component}: last heartbeat {age:.1f}s ago (fails after {timeout:g}s)", round(age, 3), "s",
-                component, "component", f"no heartbeat for {age:.0f}s > {timeout:g}s" if failing else ""))
+                component, "component", f"no heartbeat for {age:.1f}s > {timeout:g}s" if failing else ""))
         oldest = 0.0 if writer.oldest_inflight_start is None else max(now - writer.oldest_inflight_start, 0.0)
         limit = config.deadlock.max_job_duration
         too_long = oldest > limit

@@ -123,3 +123,62 @@ class SidecarProcess:
         os.replace(tmp, root / "..data")
         if not (root / "annotations").is_symlink():
             (root / "annotations").symlink_to("..data/annotations")
+
+
+class AppProcess:
+    """`python -m tests.support.traced_app` with CANDOR_STATE_DIR: a real traced app writing a journal."""
+
+    def __init__(self, state_dir: str | os.PathLike[str], name: str = "app") -> None:
+        self.state_dir = Path(state_dir)
+        self.name = name
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> AppProcess:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "CANDOR_STATE_DIR": str(self.state_dir)}
+        self.process = subprocess.Popen([sys.executable, "-m", "tests.support.traced_app", "--port", str(self.port),
+                                         "--name", self.name], env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"app {self.name} exited {self.process.returncode}")
+            try:
+                if self.get("/")[0] == 200:
+                    return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"app {self.name} not answering within {timeout}s")
+            time.sleep(0.05)
+
+    def __enter__(self) -> AppProcess:
+        return self.start() if self.process is None else self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.kill()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a stopped process must run to die
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
