@@ -34,7 +34,7 @@ def run_job(seconds: float, task: str) -> None:
 
 def make_handler(name: str) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             url = urlsplit(self.path)
             if url.path == "/metrics":
                 self._send(200, generate_latest(REGISTRY), "text/plain; version=0.0.4")
@@ -55,7 +55,7 @@ def make_handler(name: str) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     return Handler
