@@ -261,7 +261,7 @@ def fold_dead_writers(state_dir: str | os.PathLike[str]) -> int:
 
 def _writer_info(opened: _Opened, reading: JournalReading) -> WriterInfo:
     hb = reading.heartbeat
-    starts = [slot.start for slot in reading.active_slots()]
+    starts = reading.active_starts()
     return WriterInfo(
         journal=str(opened.path),
         pid=reading.header.pid,

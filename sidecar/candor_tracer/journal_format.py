@@ -1,21 +1,22 @@
 """The binary layout of a trace journal, shared by the writer (the app) and the reader (the sidecar).
 
 One sparse file per process. Everything a reader must trust after a SIGKILL at any instant is either
-a single byte (slot states) or a record kept in two CRC-checked copies, written alternately, so a torn
-write leaves the previous copy intact. Layout (little-endian):
+a single byte (slot states), a record kept in two CRC-checked copies written alternately (a torn write
+leaves the previous copy intact), or a series record whose commit number is written both first and last
+(struct writes fields in order, so a torn record shows two different commits). Layout (little-endian):
 
     0       header (written once, before the file gets its public name)
-    64      gen: seqlock counter, odd while a trace end is being applied (live readers retry)
     128     counters x2: seq, series_count, slot_hwm, desc_used, crc
     256     heartbeat x2: seq, alive_at, progress_at, memory figures, stall figures, loop_turned_at, crc
     512     observed x2 (written by readers): seq, latest monotonic time a reader saw the writer alive, crc
     4096    descriptors: [len][crc][json {"n": name, "h": help, "l": [[k, v], ...]}] padded to 8 bytes
-    DESC_END series x2 per series: commit, total seconds, crc
+    DESC_END series x2 per series: commit, total seconds, commit again
     SLOTS   in-flight slots: start, end, target commit, series index, state byte (written last)
 
 A trace end marks its slot ENDING (with end time and the series commit it will produce), writes the
 series total, then frees the slot: a reader of a dead journal adds an ENDING slot only when the series
-record has not reached its target commit, so nothing is lost or counted twice.
+record has not reached its target commit, so nothing is lost or counted twice. A reader of a live
+journal reads the series records before and after the slots and retries when a commit moved.
 """
 
 from __future__ import annotations
@@ -38,9 +39,6 @@ HEADER = struct.Struct("<8sIIQddIIII")  # magic, version, pid, starttime, create
 HEADER_BODY = struct.Struct("<8sIIQddIII")
 HEADER_OFFSET = 0
 
-GEN = struct.Struct("<Q")
-GEN_OFFSET = 64
-
 COUNTERS = struct.Struct("<QIIII")  # seq, series_count, slot_hwm, desc_used, crc
 COUNTERS_BODY = struct.Struct("<QIII")
 COUNTERS_OFFSET = 128
@@ -60,8 +58,7 @@ FIRST_PAGE = 4096
 
 DESC_HEAD = struct.Struct("<II")  # length, crc of the json bytes
 
-SERIES = struct.Struct("<QdI4x")  # commit, total, crc
-SERIES_BODY = struct.Struct("<Qd")
+SERIES = struct.Struct("<QdQ")  # commit, total, commit again (equal only when the write completed)
 SERIES_OFFSET = DESC_OFFSET + DESC_SIZE
 SERIES_STRIDE = 2 * SERIES.size
 
@@ -237,17 +234,15 @@ def unpack_observed(data: bytes) -> tuple[int, float | None]:
 
 
 def pack_series(commit: int, total: float) -> bytes:
-    body = SERIES_BODY.pack(commit, total)
-    return body + struct.pack("<I4x", crc(body))
+    return SERIES.pack(commit, total, commit)
 
 
 def unpack_series(data: bytes, offset: int) -> tuple[int, float]:
-    """(commit, total) of the newest valid copy of the series record starting at `offset`."""
+    """(commit, total) of the newest complete copy of the series record starting at `offset`."""
     best: tuple[int, float] | None = None
     for copy in (0, 1):
-        start = offset + copy * SERIES.size
-        commit, total, check = SERIES.unpack_from(data, start)
-        if check != crc(data[start: start + SERIES_BODY.size]) or not math.isfinite(total) or total < 0:
+        commit, total, commit_again = SERIES.unpack_from(data, offset + copy * SERIES.size)
+        if commit != commit_again or not math.isfinite(total) or total < 0:
             continue
         if best is None or commit > best[0]:
             best = (commit, total)

@@ -14,8 +14,6 @@ from candor_tracer.journal_format import (
     DESC_OFFSET,
     ENDING,
     FIRST_PAGE,
-    GEN,
-    GEN_OFFSET,
     SERIES_OFFSET,
     SERIES_STRIDE,
     SLOT,
@@ -44,13 +42,9 @@ class SeriesDesc:
     labels: tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True)
-class Slot:
-    series: int
-    state: int
-    start: float
-    end: float
-    target: int
+# (start, end, target commit, series index, state) as stored; only ACTIVE and ENDING slots are kept.
+Slot = tuple[float, float, int, int, int]
+START, END, TARGET, SERIES_INDEX, STATE = range(5)
 
 
 @dataclass(frozen=True)
@@ -64,8 +58,8 @@ class JournalReading:
     totals: tuple[float, ...]
     slots: tuple[Slot, ...]  # ACTIVE and ENDING slots only
 
-    def active_slots(self) -> list[Slot]:
-        return [s for s in self.slots if s.state == ACTIVE]
+    def active_starts(self) -> list[float]:
+        return [s[START] for s in self.slots if s[STATE] == ACTIVE]
 
 
 def _decode_desc(raw: bytes) -> SeriesDesc:
@@ -127,32 +121,30 @@ def _pread_exact(fd: int, size: int, offset: int) -> bytes:
     return data
 
 
-def _read_once(fd: int) -> tuple[int, JournalReading, int]:
+def _read_once(fd: int) -> tuple[bytes, JournalReading, bytes]:
     page = _pread_exact(fd, FIRST_PAGE, 0)
-    (gen_before,) = GEN.unpack_from(page, GEN_OFFSET)
     header = unpack_header(page)
     counters = unpack_counters(page)
     heartbeat = unpack_heartbeat(page)
     observed_seq, observed_at = unpack_observed(page)
     descs = _descs(fd, header, counters.series_count, counters.desc_used)
-    series_data = _pread_exact(fd, counters.series_count * SERIES_STRIDE, SERIES_OFFSET)
+    series_size = counters.series_count * SERIES_STRIDE
+    series_before = _pread_exact(fd, series_size, SERIES_OFFSET)
+    slot_data = _pread_exact(fd, counters.slot_hwm * SLOT.size, SLOTS_OFFSET)
+    series_after = _pread_exact(fd, series_size, SERIES_OFFSET)
     commits: list[int] = []
     totals: list[float] = []
     for i in range(counters.series_count):
-        commit, total = unpack_series(series_data, i * SERIES_STRIDE)
+        commit, total = unpack_series(series_before, i * SERIES_STRIDE)
         commits.append(commit)
         totals.append(total)
-    slot_data = _pread_exact(fd, counters.slot_hwm * SLOT.size, SLOTS_OFFSET)
-    slots: list[Slot] = []
     count = counters.series_count
-    for start, end, target, series, state in SLOT.iter_unpack(slot_data):
-        if state in (ACTIVE, ENDING) and series < count and start == start:  # start == start: not NaN
-            slots.append(Slot(series=series, state=state, start=start, end=end, target=target))
-    (gen_after,) = GEN.unpack(_pread_exact(fd, GEN.size, GEN_OFFSET))
+    # state != FREE, a known series, a start that is not NaN (s[0] == s[0])
+    slots = tuple(s for s in SLOT.iter_unpack(slot_data) if s[4] and s[3] < count and s[0] == s[0])
     reading = JournalReading(header=header, heartbeat=heartbeat, observed_seq=observed_seq,
                              observed_at=observed_at, descs=descs, commits=tuple(commits),
-                             totals=tuple(totals), slots=tuple(slots))
-    return gen_before, reading, gen_after
+                             totals=tuple(totals), slots=slots)
+    return series_before, reading, series_after
 
 
 def read_journal(fd: int, live: bool) -> JournalReading:
@@ -161,7 +153,7 @@ def read_journal(fd: int, live: bool) -> JournalReading:
     reading: JournalReading | None = None
     for attempt in range(attempts):
         before, reading, after = _read_once(fd)
-        if before == after and before % 2 == 0:
+        if before == after:
             return reading
         time.sleep(0.0001 * (attempt + 1))
     assert reading is not None
@@ -171,10 +163,11 @@ def read_journal(fd: int, live: bool) -> JournalReading:
 def series_values(reading: JournalReading, close_at: float) -> list[float]:
     """Seconds per series: completed + ACTIVE traces up to `close_at` + ENDING traces not yet applied."""
     values = list(reading.totals)
-    for slot in reading.slots:
-        if slot.state == ACTIVE:
-            if close_at > slot.start:
-                values[slot.series] += close_at - slot.start
-        elif reading.commits[slot.series] < slot.target and slot.end > slot.start:
-            values[slot.series] += slot.end - slot.start
+    commits = reading.commits
+    for start, end, target, series, state in reading.slots:
+        if state == ACTIVE:
+            if close_at > start:
+                values[series] += close_at - start
+        elif state == ENDING and commits[series] < target and end > start:
+            values[series] += end - start
     return values

@@ -28,15 +28,12 @@ from candor_tracer.journal_format import (
     ENDING,
     FILE_SIZE,
     FREE,
-    GEN,
-    GEN_OFFSET,
     HEADER_OFFSET,
     HEARTBEAT,
     HEARTBEAT_OFFSET,
     MAX_SERIES,
     MAX_SLOTS,
     SERIES,
-    SERIES_BODY,
     SERIES_OFFSET,
     SERIES_STRIDE,
     SLOT,
@@ -80,7 +77,7 @@ class JournalWriter:
         self._counters_seq = 1
         self._free: list[int] = []
         self._hwm = 0
-        self._gen = 0
+        self._starts: list[float] = []  # start time per slot
         self._beat_lock = threading.Lock()
         self._beat_seq = 1
         # Figures the heartbeat carries, set by heartbeat() and the event-loop watchdog.
@@ -137,7 +134,6 @@ class JournalWriter:
         header = pack_header(Header(pid=self.pid, starttime=self.starttime, created_mono=now,
                                     created_wall=time.time()))
         os.pwrite(fd, header, HEADER_OFFSET)
-        os.pwrite(fd, GEN.pack(0), GEN_OFFSET)
         os.pwrite(fd, pack_counters(Counters(seq=1, series_count=0, slot_hwm=0, desc_used=0)), COUNTERS_OFFSET)
         beat = Heartbeat(seq=1, alive_at=now, progress_at=None, memory_current=None, memory_max=None,
                          inactive_file=None, stall_at=None, stall_seconds=None, loop_turned_at=None)
@@ -181,29 +177,27 @@ class JournalWriter:
         """Record a trace start; returns its slot."""
         if self._free:
             slot = self._free.pop()
+            self._starts[slot] = now
         else:
             if self._hwm >= MAX_SLOTS:
                 raise JournalFull(f"journal {self.path} has no free in-flight slot")
             slot = self._hwm
             self._hwm += 1
+            self._starts.append(now)
             self._write_counters()  # before the slot turns ACTIVE, so a reader scans it
         SLOT.pack_into(self._mm, SLOTS_OFFSET + slot * SLOT.size, now, 0.0, 0, series, ACTIVE)
         return slot
 
-    def end(self, slot: int, series: int, start: float, end: float) -> None:
+    def end(self, slot: int, series: int, end: float) -> None:
         """Move a trace's seconds from its slot into its series total, crash-consistently."""
         mm = self._mm
         offset = SLOTS_OFFSET + slot * SLOT.size
+        start = self._starts[slot]
         commit = self._commits[series] + 1
-        total = self._totals[series] + max(end - start, 0.0)
-        self._gen += 1
-        GEN.pack_into(mm, GEN_OFFSET, self._gen)
+        total = self._totals[series] + (end - start if end > start else 0.0)
         SLOT.pack_into(mm, offset, start, end, commit, series, ENDING)
-        SERIES.pack_into(mm, SERIES_OFFSET + series * SERIES_STRIDE + (commit % 2) * SERIES.size,
-                         commit, total, crc(SERIES_BODY.pack(commit, total)))
+        SERIES.pack_into(mm, SERIES_OFFSET + series * SERIES_STRIDE + (commit & 1) * SERIES.size, commit, total, commit)
         mm[offset + SLOT_STATE_OFFSET] = FREE
-        self._gen += 1
-        GEN.pack_into(mm, GEN_OFFSET, self._gen)
         self._commits[series] = commit
         self._totals[series] = total
         self._free.append(slot)

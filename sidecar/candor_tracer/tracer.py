@@ -78,10 +78,14 @@ def _install_flush_hook(child: Counter, flush: Callable[[], None]) -> None:
 
 
 class _Series:
-    """One (counter child, tracer): its in-flight traces and their journal slots."""
+    """One (counter child, tracer) and its in-flight traces.
+
+    A token identifies an in-flight trace: -1 - slot for a trace with a journal slot, a positive number
+    otherwise. `inflight` maps it to the time up to which its seconds are already in the counter.
+    """
 
     __slots__ = ("__weakref__", "child", "counter", "documentation", "inflight", "jindex", "journal", "labels",
-                 "name", "slots", "tracer", "value")
+                 "name", "tracer", "value")
 
     def __init__(self, tracer: Tracer, counter: Counter, child: Counter) -> None:
         self.tracer = tracer
@@ -91,21 +95,20 @@ class _Series:
         self.name: str = counter._name
         self.documentation: str = counter._documentation
         self.labels: tuple[tuple[str, str], ...] = tuple(zip(counter._labelnames, child._labelvalues, strict=True))
-        # token -> time up to which this trace's seconds are already in the counter
         self.inflight: dict[int, float] = {}
-        # token -> (journal slot, start time) in journal mode
-        self.slots: dict[int, tuple[int, float]] = {}
         self.journal: JournalWriter | None = None
         self.jindex = -1
 
     def start(self) -> int:
         tracer = self.tracer
         now = tracer._clock()
-        token = next(_tokens)
+        if tracer._journal is None and tracer._mode == _IN_PROCESS:
+            token = next(_tokens)
+            self.inflight[token] = now  # atomic under the GIL; flush() iterates over a copy
+            return token
         with tracer._lock:
+            token = tracer._journal_start(self, now)
             self.inflight[token] = now
-            if tracer._mode != _IN_PROCESS:
-                tracer._journal_start(self, token, now)
         return token
 
     def stop(self, token: int) -> None:
@@ -117,10 +120,13 @@ class _Series:
                 return
             if now > last:
                 self.value.inc(now - last)
-            if self.slots:
-                slot = self.slots.pop(token, None)
-                if slot is not None:
-                    tracer._journal_end(self, slot, now)
+            if token < 0:
+                journal = tracer._journal
+                if journal is not None:
+                    try:
+                        journal.end(-1 - token, self.jindex, now if tracer._monotonic_clock else time.monotonic())
+                    except Exception as exc:
+                        tracer._journal_failed(exc)
 
     def flush(self) -> None:
         """Move in-flight seconds since the previous flush into the counter (called at each scrape)."""
@@ -131,7 +137,7 @@ class _Series:
                 return
             now = tracer._clock()
             total = 0.0
-            for token, last in inflight.items():
+            for token, last in list(inflight.items()):
                 if now > last:
                     total += now - last
                     inflight[token] = now
@@ -142,20 +148,28 @@ class _Series:
 class Trace:
     """What `trace()` returns: a context manager (sync and async) and a decorator (sync and async)."""
 
-    __slots__ = ("_series", "_stack")
+    __slots__ = ("_nested", "_series", "_token")
 
     def __init__(self, series: _Series) -> None:
         self._series = series
-        self._stack: list[int] = []
+        self._token = 0  # 0: not entered (tokens are never 0)
+        self._nested: list[int] | None = None  # outer tokens when the same object is re-entered
 
     def __enter__(self) -> Trace:
-        self._stack.append(self._series.start())
+        token = self._series.start()
+        if self._token:
+            if self._nested is None:
+                self._nested = []
+            self._nested.append(self._token)
+        self._token = token
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if self._stack:
-            self._series.stop(self._stack.pop())
+        token = self._token
+        if token:
+            self._token = self._nested.pop() if self._nested else 0
+            self._series.stop(token)
 
     async def __aenter__(self) -> Trace:
         return self.__enter__()
@@ -269,8 +283,6 @@ class Tracer:
             journal, heartbeat = self._journal, self._heartbeat
             self._journal, self._heartbeat = None, None
             self._mode = _IN_PROCESS
-            for series in set(self._series.values()):
-                series.slots.clear()
         if heartbeat is not None:
             heartbeat.beat_now()
             heartbeat.stop()
@@ -338,34 +350,23 @@ class Tracer:
         journal = self._journal
         self._journal = None
         self._mode = _IN_PROCESS
-        for series in self._series.values():
-            series.slots.clear()
         if journal is not None and not journal.closed:
             self._warn_once("journal", "candor: journal %s failed (%s); tracing in-process only", journal.path, exc)
 
-    def _journal_start(self, series: _Series, token: int, now: float) -> None:
+    def _journal_start(self, series: _Series, now: float) -> int:
+        """A token for a new trace (called under the lock): its journal slot when there is a journal."""
         try:
             journal = self._journal if self._mode == _JOURNAL else self._ensure_journal()
-            if journal is None:
-                return
-            if series.journal is not journal:
-                series.jindex = journal.series_index(series.name, series.documentation, series.labels)
-                series.journal = journal
-            at = now if self._monotonic_clock else time.monotonic()
-            series.slots[token] = (journal.start(series.jindex, at), at)
+            if journal is not None:
+                if series.journal is not journal:
+                    series.jindex = journal.series_index(series.name, series.documentation, series.labels)
+                    series.journal = journal
+                return -1 - journal.start(series.jindex, now if self._monotonic_clock else time.monotonic())
         except JournalFull as exc:
             self._warn_once(f"full:{series.name}", "candor: %s; this trace is counted in-process only", exc)
         except Exception as exc:
             self._journal_failed(exc)
-
-    def _journal_end(self, series: _Series, slot: tuple[int, float], now: float) -> None:
-        journal = self._journal
-        if journal is None:
-            return
-        try:
-            journal.end(slot[0], series.jindex, slot[1], now if self._monotonic_clock else time.monotonic())
-        except Exception as exc:
-            self._journal_failed(exc)
+        return next(_tokens)
 
     def _watch_note(self, loop_turned_at: float | None = None, stall: tuple[float, float] | None = None) -> None:
         """Event-loop watchdog figures for the next heartbeat; a stall is written at once."""
@@ -393,7 +394,6 @@ class Tracer:
             self._mode = _UNRESOLVED
         for series in self._series.values():
             series.inflight.clear()
-            series.slots.clear()
             series.journal = None
 
     def _at_exit(self) -> None:
