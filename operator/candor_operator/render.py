@@ -6,8 +6,9 @@ Annotation names and value forms, as documented by each controller:
   (raw directives, inserted in the backend before its `server` lines). It has no Service-level
   key for rise/fall, the check port, the agent, the expected status or `timeout queue`
   (`timeout-queue` is ConfigMap-only there), so those go into the snippet.
-- haproxy-ingress (haproxy-ingress.github.io/…): `health-check-uri` (the controller writes
-  `option httpchk <uri>`, so HAProxy sends OPTIONS), `health-check-port`, `health-check-interval`,
+- haproxy-ingress (haproxy-ingress.github.io/…): `health-check-uri` (the controller copies the value
+  verbatim into `option httpchk <value>`; a bare URI would make HAProxy check with OPTIONS, which the
+  sidecar refuses, so Candor writes `GET /health`), `health-check-port`, `health-check-interval`,
   `health-check-rise-count`, `health-check-fall-count`, `agent-check-port`, `agent-check-interval`,
   `initial-weight` (default 1: agent percentages need 100), `maxconn-server`, `timeout-queue`,
   and `config-backend` for what has no key (expected status, `timeout check`, slowstart, passive checks).
@@ -122,7 +123,7 @@ def render_annotations(policy: HealthPolicy, controller: str | None = None) -> d
     if defaults:
         config_backend.append(defaults)
     annotations = {
-        _HI + "health-check-uri": check.path,
+        _HI + "health-check-uri": f"GET {check.path}",
         _HI + "health-check-port": str(check.port),
         _HI + "health-check-interval": _t(check.interval),
         _HI + "health-check-rise-count": str(check.rise),
@@ -147,15 +148,13 @@ def render_backend(
     controller: str | None = None,
 ) -> str:
     """The HAProxy `backend` section the annotations amount to (what `haproxy -c` can check)."""
-    chosen = _controller(policy, controller)
+    _controller(policy, controller)  # both controllers end up with the same section
     check = policy.http_check
-    # haproxy-ingress writes `option httpchk <uri>`: HAProxy then checks with OPTIONS.
-    request = f"GET {check.path}" if chosen == HAPROXYTECH else check.path
     lines = [
         f"backend {name}",
         "    mode http",
         "    balance roundrobin",
-        f"    option httpchk {request}",
+        f"    option httpchk GET {check.path}",
         f"    http-check expect status {check.expect_status}",
         f"    timeout check {_t(check.effective_timeout)}",
     ]

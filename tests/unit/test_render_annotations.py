@@ -57,7 +57,7 @@ def test_haproxytech_full_policy() -> None:
 def test_haproxy_ingress_defaults() -> None:
     annotations = render_annotations(parse_policy(valid_spec(ingress={"controller": "haproxy-ingress"})))
     assert annotations == {
-        HI + "health-check-uri": "/health",
+        HI + "health-check-uri": "GET /health",
         HI + "health-check-port": "9898",
         HI + "health-check-interval": "2s",
         HI + "health-check-rise-count": "2",
@@ -123,10 +123,11 @@ def test_backend_section_for_haproxytech() -> None:
     assert lines[-2:] == ["    server pod-a 10.0.0.1:8080", "    server pod-b 10.0.0.2:8080"]
 
 
-def test_backend_for_haproxy_ingress_checks_with_its_own_httpchk_form() -> None:
-    text = render_backend(parse_policy(valid_spec()), controller="haproxy-ingress")
-    # haproxy-ingress writes `option httpchk <uri>`, which HAProxy sends as OPTIONS.
-    assert "    option httpchk /health" in text.splitlines()
+def test_both_controllers_check_with_get() -> None:
+    # haproxy-ingress pastes health-check-uri after `option httpchk`; a bare URI would mean OPTIONS.
+    policy = parse_policy(valid_spec())
+    for controller in ("haproxytech", "haproxy-ingress"):
+        assert "    option httpchk GET /health" in render_backend(policy, controller=controller).splitlines()
 
 
 def test_server_port_overrides_for_one_host() -> None:

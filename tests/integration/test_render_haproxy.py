@@ -1,0 +1,215 @@
+"""The rendered HAProxy backend, checked by a real `haproxy -c` and run against live sidecars.
+
+Two "pods" on 127.0.0.1, each a real HTTP app plus a real `candor sidecar` configured by
+render_sidecar_config; a real HAProxy runs the section render_backend produced (the pods share one
+host here, so each server line overrides the check and agent ports). HAProxy's own stats socket says
+what it thinks of each server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from candor_demo.haproxy_process import HAProxyProcess, check_config
+from candor_operator.policy import parse_policy
+from candor_operator.render import Server, render_backend, render_sidecar_config
+from tests.support.policy_cases import FULL_SPEC, valid_spec
+from tests.support.ports import free_port
+
+pytestmark = pytest.mark.integration
+
+GLOBAL = """\
+global
+    maxconn 200
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 10s
+    timeout server 10s
+"""
+
+POLICIES = {
+    "defaults": valid_spec(),
+    "full": FULL_SPEC,
+    "no-slowstart": valid_spec(slowStart="0s"),
+    "layer4-sudden-death": valid_spec(passive={"observe": "layer4", "onError": "sudden-death"}),
+    "fastinter": valid_spec(passive={"observe": "layer7", "onError": "fastinter", "errorLimit": 1}),
+    "fractional-times": valid_spec(httpCheck={"interval": "1.5s", "timeout": "250ms"}, agentCheck={"interval": "750ms"},
+                                   maxConn=1, queueTimeout="1m30s"),
+}
+
+
+@pytest.mark.parametrize("controller", ["haproxytech", "haproxy-ingress"])
+@pytest.mark.parametrize("spec", list(POLICIES.values()), ids=list(POLICIES))
+def test_haproxy_accepts_every_rendered_backend(spec: dict[str, Any], controller: str) -> None:
+    backend = render_backend(parse_policy(spec), [Server("pod-a", "10.0.0.1:8080"), Server("pod-b", "10.0.0.2:8080")],
+                             controller=controller)
+    config = GLOBAL + "frontend fe\n    bind 127.0.0.1:1\n    default_backend candor\n" + backend
+    result = check_config(config)
+    assert result.returncode == 0, result.stdout + result.stderr + config
+    assert "[WARNING]" not in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_haproxy_refuses_a_broken_section() -> None:
+    """The check above can fail: a mangled keyword is caught by the same `haproxy -c`."""
+    backend = render_backend(parse_policy(valid_spec()), [Server("a", "10.0.0.1:80")]).replace("slowstart", "slowstrat")
+    result = check_config(GLOBAL + backend)
+    assert result.returncode != 0
+
+
+# --- live: real apps, real sidecars, real HAProxy -------------------------------------------------
+
+LIVE_SPEC = valid_spec(
+    httpCheck={"interval": "500ms", "timeout": "400ms", "rise": 1, "fall": 2},
+    agentCheck={"interval": "500ms"},
+    slowStart="2s",
+    maxConn=10,
+    queueTimeout="2s",
+    passive={"observe": "layer7", "errorLimit": 10, "onError": "fail-check"},
+)
+
+
+@dataclass
+class Pod:
+    name: str
+    app_port: int
+    http_port: int
+    agent_port: int
+    podinfo: Path
+    app: subprocess.Popen[bytes]
+    sidecar: subprocess.Popen[bytes]
+
+    def server(self) -> Server:
+        return Server(self.name, f"127.0.0.1:{self.app_port}", check_port=self.http_port, agent_port=self.agent_port)
+
+
+def _wait_http(url: str, timeout: float, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"{process.args!r} exited with {process.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{url} did not answer within {timeout}s") from None
+            time.sleep(0.05)
+
+
+def _start_pod(name: str, root: Path, controller: str) -> Pod:
+    policy = parse_policy({**LIVE_SPEC, "ingress": {"controller": controller}})
+    home = root / name
+    (home / "www").mkdir(parents=True)
+    (home / "www" / "index.html").write_text(name)
+    podinfo = home / "podinfo"
+    podinfo.mkdir()
+    (podinfo / "annotations").write_text('candor.io/inject="true"\n')
+    config = render_sidecar_config(policy)
+    config["stateDir"] = str(home / "state")
+    config["podInfoDir"] = str(podinfo)
+    (home / "state").mkdir()
+    (home / "sidecar.yaml").write_text(yaml.safe_dump(config))
+    app_port, http_port, agent_port = free_port(), free_port(), free_port()
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "stdin": subprocess.DEVNULL}
+    app = subprocess.Popen([sys.executable, "-m", "http.server", str(app_port), "--bind", "127.0.0.1",
+                            "--directory", str(home / "www")], **quiet)  # type: ignore[call-overload]
+    log = (home / "sidecar.log").open("wb")
+    sidecar = subprocess.Popen([sys.executable, "-m", "candor_sidecar", "--config", str(home / "sidecar.yaml"),
+                                "--http-port", str(http_port), "--agent-port", str(agent_port)],
+                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    pod = Pod(name, app_port, http_port, agent_port, podinfo, app, sidecar)
+    _wait_http(f"http://127.0.0.1:{app_port}/", 10, app)
+    _wait_http(f"http://127.0.0.1:{http_port}/livez", 15, sidecar)
+    return pod
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGCONT)
+        process.kill()
+    process.wait(10)
+
+
+@pytest.fixture(params=["haproxytech", "haproxy-ingress"])
+def live(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[HAProxyProcess, list[Pod], int]]:
+    controller: str = request.param
+    pods: list[Pod] = []
+    try:
+        pods = [_start_pod("pod-a", tmp_path, controller), _start_pod("pod-b", tmp_path, controller)]
+        front = free_port()
+        backend = render_backend(parse_policy(LIVE_SPEC), [p.server() for p in pods], name="candor",
+                                 controller=controller)
+        config = GLOBAL + f"frontend fe\n    bind 127.0.0.1:{front}\n    default_backend candor\n" + backend
+        with HAProxyProcess(config) as haproxy:
+            yield haproxy, pods, front
+    finally:
+        for pod in pods:
+            _stop(pod.sidecar)
+            _stop(pod.app)
+
+
+def _answers(front: int, count: int) -> set[str]:
+    seen = set()
+    for _ in range(count):
+        with urllib.request.urlopen(f"http://127.0.0.1:{front}/", timeout=5) as response:
+            seen.add(response.read().decode())
+    return seen
+
+
+def _wait_weight(haproxy: HAProxyProcess, server: str, weight: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while (state := haproxy.server_state("candor", server)).weight != weight:
+        assert time.monotonic() < deadline, f"{server} weight {state.weight} (want {weight}): {state}"
+        time.sleep(0.1)
+
+
+def _wait_agent_answered(haproxy: HAProxyProcess, server: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not (state := haproxy.server_state("candor", server)).agent_status.startswith("L7"):
+        assert time.monotonic() < deadline, f"{server}: the agent never answered: {state}"
+        time.sleep(0.05)
+
+
+def test_rendered_backend_runs_against_live_sidecars(live: tuple[HAProxyProcess, list[Pod], int]) -> None:
+    haproxy, (pod_a, pod_b), front = live
+    policy = parse_policy(LIVE_SPEC)
+    check, agent = policy.http_check, policy.agent_check
+    for pod in (pod_a, pod_b):
+        haproxy.wait_for_status("candor", pod.name, "UP", timeout=15)
+        _wait_agent_answered(haproxy, pod.name, timeout=10)
+        # `weight 100` and the agent's percentage: full weight once the sidecar's ramp is over.
+        _wait_weight(haproxy, pod.name, 100, timeout=policy.slow_start + 10)
+        state = haproxy.server_state("candor", pod.name)
+        assert state.check_status == "L7OK" and state.agent_status.startswith("L7"), state
+    assert _answers(front, 20) == {"pod-a", "pod-b"}
+
+    # A sidecar that stops answering: HAProxy's active check (the rendered inter/timeout/fall) takes b out.
+    os.kill(pod_b.sidecar.pid, signal.SIGSTOP)
+    bound = check.fall * (check.interval + check.effective_timeout) + check.interval + 3.0
+    took = haproxy.wait_for_status("candor", "pod-b", "DOWN", timeout=bound + 10)
+    assert took <= bound, f"DOWN after {took:.1f}s, rendered checks allow {bound:.1f}s"
+    assert _answers(front, 20) == {"pod-a"}
+
+    os.kill(pod_b.sidecar.pid, signal.SIGCONT)
+    haproxy.wait_for_status("candor", "pod-b", "UP", timeout=check.rise * check.interval + 10)
+
+    # The agent speaks for the pod: the maintenance annotation puts a into MAINT, its removal brings it back.
+    (pod_a.podinfo / "annotations").write_text('candor.io/maintenance="true"\n')
+    took = haproxy.wait_for_status("candor", "pod-a", "MAINT", timeout=agent.interval + 10)
+    assert took <= agent.interval + 1.0 + 3.0, f"MAINT after {took:.1f}s"
+    assert _answers(front, 10) == {"pod-b"}
+    (pod_a.podinfo / "annotations").write_text("")
+    haproxy.wait_for_status("candor", "pod-a", "UP", timeout=agent.interval + 10)
