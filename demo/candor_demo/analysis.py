@@ -1,0 +1,311 @@
+"""From Prometheus' raw samples and the truth files to the demo's figures and self-checks.
+
+Busy workers per scrape interval = increase of the job-seconds counter between two consecutive scrapes
+divided by the time between them (what `rate()` shows, without its extrapolation). The truth is the
+worker-seconds the truth files say were worked in the same interval. Prometheus stamps a sample with the
+scrape's start; the sidecar computes its totals a little later, so each interval edge is moved by half the
+scrape's measured duration (`scrape_duration_seconds`), which keeps loaded-machine latency out of the error.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from candor_demo.prometheus_process import PrometheusProcess
+from candor_demo.samplers import ServerSample
+from candor_demo.scenario import RunRecord
+from candor_demo.settings import WORKERS_PER_INSTANCE
+from candor_demo.truth import BusyInterval, busy_seconds, close_open, read_intervals
+
+COUNTER = "job_worked_seconds_total"
+ACCURACY = 0.02  # traced busy workers within 2 % of the truth per scrape interval
+
+
+@dataclass(frozen=True)
+class Series:
+    labels: dict[str, str]
+    samples: list[tuple[float, float]]  # (wall time, value)
+
+
+@dataclass(frozen=True)
+class IntervalFigure:
+    start: float  # monotonic, interval edges after the latency correction
+    end: float
+    truth: float  # busy workers
+    traced: float | None
+    naive: float | None
+
+    @property
+    def traced_error(self) -> float | None:
+        """|traced − truth| relative to the truth (at least one worker, so an idle instance is not 0/0)."""
+        if self.traced is None:
+            return None
+        return abs(self.traced - self.truth) / max(self.truth, 1.0)
+
+    @property
+    def naive_error(self) -> float | None:
+        if self.naive is None:
+            return None
+        return abs(self.naive - self.truth) / max(self.truth, 1.0)
+
+
+@dataclass
+class LostWork:
+    """Work seconds of what a signal hit (one worker slot, or a whole instance), from its start to its end:
+    done (truth) and the final value Prometheus holds for each counter. Counters start at 0 with the process,
+    and nothing is worked after the signal, so truth − final is exactly what each method lost."""
+
+    what: str
+    truth: float
+    candor: float | None
+    naive: float | None
+    in_flight: float  # truth: seconds of the jobs running when the signal came, up to the signal
+
+    @property
+    def candor_lost(self) -> float | None:
+        return None if self.candor is None else self.truth - self.candor
+
+    @property
+    def naive_lost(self) -> float | None:
+        return None if self.naive is None else self.truth - self.naive
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    measured: str
+    target: str
+
+
+@dataclass
+class Figures:
+    intervals: dict[str, list[IntervalFigure]] = field(default_factory=dict)  # instance -> per scrape interval
+    sigkill: LostWork | None = None
+    sigterm: LostWork | None = None
+    out_delay: float | None = None  # memory crossing -> HAProxy stops routing to instance 2
+    agent_down_delay: float | None = None  # memory crossing -> the agent answers down
+    ramp_weights: list[int] = field(default_factory=list)
+    ramp_seconds: float | None = None
+    prometheus_haproxy: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # weight per server
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+
+# --- Prometheus -------------------------------------------------------------------------------------------
+
+def raw_series(prometheus: PrometheusProcess, selector: str, end_wall: float, window: float) -> list[Series]:
+    """Every raw sample of `selector` in the `window` seconds up to `end_wall` (no step, no interpolation)."""
+    result = prometheus.query(f"{selector}[{int(window) + 1}s]", at=end_wall)
+    return [Series(dict(item["metric"]), [(float(t), float(v)) for t, v in item.get("values", [])])
+            for item in result]
+
+
+def summed_by_time(series: Iterable[Series]) -> list[tuple[float, float]]:
+    """Sum over series per scrape timestamp; a series not yet created counts 0 (a counter that never moved)."""
+    series = list(series)
+    times = sorted({t for s in series for t, _ in s.samples})
+    totals = []
+    for moment in times:
+        total = 0.0
+        for one in series:
+            earlier = [value for t, value in one.samples if t <= moment]
+            total += earlier[-1] if earlier else 0.0
+        totals.append((moment, total))
+    return totals
+
+
+def _by_instance(series: Iterable[Series], port_to_name: dict[str, str]) -> dict[str, list[Series]]:
+    grouped: dict[str, list[Series]] = defaultdict(list)
+    for one in series:
+        name = port_to_name.get(one.labels.get("instance", "").rsplit(":", 1)[-1])
+        if name is not None:
+            grouped[name].append(one)
+    return grouped
+
+
+# --- figures ----------------------------------------------------------------------------------------------
+
+def truth_intervals(record: RunRecord) -> dict[str, list[BusyInterval]]:
+    killed = {record.kill.pid: record.kill.at} if record.kill else {}
+    return {name: close_open(read_intervals(path), killed) for name, path in record.truth_files.items()}
+
+
+def interval_figures(record: RunRecord, truth: Sequence[BusyInterval], traced: list[tuple[float, float]],
+                     naive: list[tuple[float, float]], latency: dict[float, float]) -> list[IntervalFigure]:
+    figures = []
+    skip = record.settings.skip_first_scrapes
+    naive_at = dict(naive)
+    for (t0, v0), (t1, v1) in list(itertools.pairwise(traced))[skip:]:
+        start = record.mono(t0) + latency.get(t0, 0.0) / 2
+        end = record.mono(t1) + latency.get(t1, 0.0) / 2
+        seconds = t1 - t0
+        if seconds <= 0:
+            continue
+        worked = busy_seconds(truth, start, end, record.ended)
+        naive_rate = None
+        # The naive counter is scraped from another target at slightly different moments: take its samples
+        # nearest to the interval's edges.
+        n0, n1 = _nearest(naive, t0), _nearest(naive, t1)
+        if n0 is not None and n1 is not None and n1[0] > n0[0]:
+            naive_rate = (naive_at[n1[0]] - naive_at[n0[0]]) / (n1[0] - n0[0])
+        figures.append(IntervalFigure(start, end, worked / (end - start), (v1 - v0) / (end - start), naive_rate))
+    return figures
+
+
+def _nearest(samples: list[tuple[float, float]], moment: float) -> tuple[float, float] | None:
+    if not samples:
+        return None
+    best = min(samples, key=lambda sample: abs(sample[0] - moment))
+    return best if abs(best[0] - moment) < 1.0 + 0.5 * (samples[-1][0] - samples[0][0]) / max(len(samples), 1) \
+        else None
+
+
+def _last_value(series: Iterable[Series], worker: str | None = None) -> float | None:
+    values = [one.samples[-1][1] for one in series if one.samples and (worker is None or
+                                                                        one.labels.get("worker") == worker)]
+    return sum(values) if values else None
+
+
+def compute(record: RunRecord, prometheus: PrometheusProcess) -> Figures:
+    figures = Figures()
+    end_wall = record.wall(record.ended) + 1.0
+    window = record.ended - record.started + 30.0
+    sidecar_ports = {str(ports["sidecar"]): name for name, ports in record.ports.items()}
+    metrics_ports = {str(ports["metrics"]): name for name, ports in record.ports.items()}
+    traced = _by_instance(raw_series(prometheus, f'{COUNTER}{{job="candor"}}', end_wall, window), sidecar_ports)
+    naive = _by_instance(raw_series(prometheus, f'{COUNTER}{{job="naive"}}', end_wall, window), metrics_ports)
+    durations = _by_instance(raw_series(prometheus, 'scrape_duration_seconds{job="candor"}', end_wall, window),
+                             sidecar_ports)
+    truth = truth_intervals(record)
+
+    for name in record.instance_names:
+        latency = {t: v for one in durations.get(name, []) for t, v in one.samples}
+        figures.intervals[name] = interval_figures(record, truth.get(name, []), summed_by_time(traced.get(name, [])),
+                                                   summed_by_time(naive.get(name, [])), latency)
+
+    if record.kill is not None:
+        kill, worker = record.kill, str(record.kill.slot)
+        slot_truth = [i for i in truth.get(kill.instance, []) if i.slot == kill.slot]
+        figures.sigkill = LostWork(
+            f"SIGKILL {kill.instance} worker {kill.slot}", _total(slot_truth, record),
+            _last_value(traced.get(kill.instance, []), worker), _last_value(naive.get(kill.instance, []), worker),
+            kill.at - kill.job_started)
+    if record.term is not None:
+        term = record.term
+        hit = truth.get(term.instance, [])
+        figures.sigterm = LostWork(
+            f"SIGTERM {term.instance}", _total(hit, record),
+            _last_value(traced.get(term.instance, [])), _last_value(naive.get(term.instance, [])),
+            sum(term.app_term_at - i.start for i in hit
+                if i.start <= term.app_term_at and (i.end is None or i.end >= term.app_term_at)))
+
+    _haproxy_figures(record, figures)
+    figures.prometheus_haproxy = _prometheus_weights(prometheus, end_wall, window)
+    figures.checks = self_checks(record, figures)
+    return figures
+
+
+def _total(intervals: Sequence[BusyInterval], record: RunRecord) -> float:
+    return busy_seconds(intervals, float("-inf"), float("inf"), record.ended)
+
+
+def _haproxy_figures(record: RunRecord, figures: Figures) -> None:
+    victim = record.instance_names[1]
+    crossed = record.memory_crossed_at
+    mine = [s for s in record.haproxy_samples if s.server == victim]
+    if crossed is not None:
+        out = next((s for s in mine if s.at >= crossed and not s.in_rotation), None)
+        figures.out_delay = None if out is None else out.at - crossed
+        down = next((a for a in record.agent_samples
+                     if a.server == victim and a.at >= crossed and a.answer.startswith("down")), None)
+        figures.agent_down_delay = None if down is None else down.at - crossed
+    if record.memory_freed_at is not None:
+        after = [s for s in mine if s.at >= record.memory_freed_at and (record.kill is None or s.at < record.kill.at)]
+        back = next((s for s in after if s.in_rotation), None)
+        if back is not None:
+            weights: list[int] = []
+            for sample in after:
+                if sample.at >= back.at and sample.in_rotation and (not weights or sample.weight != weights[-1]):
+                    weights.append(sample.weight)
+            figures.ramp_weights = weights
+            full = next((s for s in after if s.at >= back.at and s.weight >= _full_weight(mine)), None)
+            figures.ramp_seconds = None if full is None else full.at - back.at
+
+
+def _full_weight(samples: Sequence[ServerSample]) -> int:
+    return max((s.weight for s in samples), default=100)
+
+
+def _prometheus_weights(prometheus: PrometheusProcess, end_wall: float,
+                        window: float) -> dict[str, list[tuple[float, float]]]:
+    try:
+        series = raw_series(prometheus, 'haproxy_server_weight{job="haproxy"}', end_wall, window)
+    except Exception:  # the exporter's metric names are HAProxy's; a missing one must not sink the report
+        return {}
+    return {one.labels.get("server", "?"): one.samples for one in series}
+
+
+# --- the self-checks ---------------------------------------------------------------------------------------
+
+def _agent_inter(record: RunRecord) -> float:
+    from candor_sidecar.durations import parse_duration
+
+    return parse_duration(record.settings.agent_interval, "agentCheck.interval")
+
+
+def self_checks(record: RunRecord, figures: Figures) -> list[Check]:
+    checks = []
+    worst: tuple[float, str] = (0.0, "")
+    count = 0
+    for name, rows in figures.intervals.items():
+        for row in rows:
+            if row.traced_error is None:
+                continue
+            count += 1
+            if row.traced_error >= worst[0]:
+                worst = (row.traced_error, f"{name} at {row.start - record.started:.0f} s: traced {row.traced:.2f}, "
+                                           f"truth {row.truth:.2f}")
+    checks.append(Check("traced busy workers match the truth in every scrape interval",
+                        count > 0 and worst[0] <= ACCURACY,
+                        f"worst {100 * worst[0]:.2f} % over {count} intervals ({worst[1]})" if count else
+                        "no intervals", f"≤ {100 * ACCURACY:.0f} %"))
+
+    limit = _agent_inter(record) + 1.0
+    checks.append(Check("HAProxy took resizer-2 out after its memory crossed 80 %",
+                        figures.out_delay is not None and figures.out_delay <= limit,
+                        "never" if figures.out_delay is None else f"{figures.out_delay:.2f} s after the crossing",
+                        f"≤ agent-inter + 1 s = {limit:g} s"))
+
+    heartbeat = record.settings.heartbeat_interval
+    lost = figures.sigkill.candor_lost if figures.sigkill else None
+    checks.append(Check("work seconds lost at the SIGKILL",
+                        lost is not None and lost <= heartbeat,
+                        "no measurement" if lost is None else f"{lost:.3f} s",
+                        f"≤ one heartbeat = {heartbeat:g} s"))
+
+    ramp = [w for w in figures.ramp_weights if 0 < w < _full_weight(record.haproxy_samples)]
+    rising = all(b >= a for a, b in zip(figures.ramp_weights, figures.ramp_weights[1:], strict=False))
+    checks.append(Check("resizer-2 came back on a slow-start ramp",
+                        len(ramp) >= 3 and rising,
+                        f"weights {', '.join(map(str, figures.ramp_weights[:12]))}"
+                        f"{' …' if len(figures.ramp_weights) > 12 else ''}" if figures.ramp_weights else "never back",
+                        "≥ 3 rising weights between 0 and full"))
+
+    term = record.term
+    sigterm_lost = figures.sigterm.candor_lost if figures.sigterm else None
+    drained = term is not None and term.sidecar_status == 0 and sigterm_lost is not None \
+        and abs(sigterm_lost) <= WORKERS_PER_INSTANCE * heartbeat
+    checks.append(Check("SIGTERM: the sidecar drained, served the final scrape and exited 0",
+                        drained,
+                        "no measurement" if term is None else
+                        f"exit {term.sidecar_status}, lost {sigterm_lost:.3f} s" if sigterm_lost is not None else
+                        f"exit {term.sidecar_status}, no final value",
+                        "exit 0, nothing lost"))
+    return checks

@@ -1,0 +1,167 @@
+"""demo-report/report.md and the same table for the terminal."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from pathlib import Path
+
+from candor_demo.analysis import Figures, IntervalFigure
+from candor_demo.scenario import RunRecord
+from candor_demo.settings import MEMORY_LIMIT_BYTES
+
+Row = tuple[str, str, str, str]  # figure, naive counter, Candor, truth / target
+HEADER: Row = ("figure", "naive counter", "Candor", "truth / target")
+
+
+def _seconds(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f} s"
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _errors(rows: Sequence[IntervalFigure], traced: bool) -> list[float]:
+    values = [row.traced_error if traced else row.naive_error for row in rows]
+    return [value for value in values if value is not None]
+
+
+def table_rows(record: RunRecord, figures: Figures) -> list[Row]:
+    rows: list[Row] = []
+    for name, job_max in zip(record.instance_names, record.settings.job_max, strict=True):
+        intervals = figures.intervals.get(name, [])
+        naive, traced = _errors(intervals, False), _errors(intervals, True)
+        rows.append((f"{name} (jobs ≤ {job_max:g} s): busy-worker error per scrape, mean / worst",
+                     f"{_percent(_mean(naive))} / {_percent(max(naive, default=None))}",
+                     f"{_percent(_mean(traced))} / {_percent(max(traced, default=None))}",
+                     f"≤ 2 % ({len(intervals)} intervals)"))
+    for lost in (figures.sigkill, figures.sigterm):
+        if lost is None:
+            continue
+        rows.append((f"{lost.what}: work seconds in Prometheus", _seconds(lost.naive), _seconds(lost.candor),
+                     _seconds(lost.truth)))
+        rows.append((f"{lost.what}: work seconds lost", _seconds(lost.naive_lost, 3), _seconds(lost.candor_lost, 3),
+                     f"0 (in flight at the signal: {lost.in_flight:.2f} s)"))
+    rows.append(("resizer-2 memory > 80 %: agent answers down after", "—", _seconds(figures.agent_down_delay),
+                 "—"))
+    rows.append(("resizer-2 memory > 80 %: HAProxy stops routing to it after", "—", _seconds(figures.out_delay),
+                 f"≤ agent-inter + 1 s ({record.settings.agent_interval} + 1 s)"))
+    ramp = figures.ramp_weights
+    rows.append(("resizer-2 back: slow-start weights seen", "—",
+                 (", ".join(map(str, ramp[:8])) + (" …" if len(ramp) > 8 else "")) if ramp else "none",
+                 f"ramp over slowStart {record.settings.slow_start}"))
+    rows.append(("resizer-2 back: seconds to full weight", "—", _seconds(figures.ramp_seconds, 1),
+                 record.settings.slow_start))
+    term = record.term
+    if term is not None and term.sidecar_term_at is not None:
+        term_at: float = term.sidecar_term_at
+        waited = None if term.sidecar_exit_at is None else term.sidecar_exit_at - term_at
+        rows.append(("resizer-1 sidecar after SIGTERM: exit status, seconds until the final scrape let it go", "—",
+                     f"{term.sidecar_status}, {_seconds(waited, 1)}",
+                     f"0, ≤ finalScrapeTimeout {record.settings.final_scrape_timeout}"))
+    requests = record.requests
+    if requests:
+        failed = sum(1 for r in requests if r.status != 200)
+        rows.append(("requests through HAProxy: served / failed", "—", f"{len(requests) - failed} / {failed}", "—"))
+    return rows
+
+
+def markdown_table(rows: Sequence[Row]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def text_table(rows: Sequence[Row]) -> str:
+    widths = [max(len(row[i]) for row in [HEADER, *rows]) for i in range(len(HEADER))]
+    line = "  ".join("-" * width for width in widths)
+    out = ["  ".join(cell.ljust(width) for cell, width in zip(HEADER, widths, strict=True)), line]
+    out += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(out)
+
+
+def checks_text(figures: Figures) -> str:
+    return "\n".join(f"{'PASS' if check.passed else 'FAIL'}  {check.name}: {check.measured} (target {check.target})"
+                     for check in figures.checks)
+
+
+def write_report(record: RunRecord, figures: Figures, directory: Path, charts: Sequence[Path]) -> Path:
+    rows = table_rows(record, figures)
+    settings = record.settings
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    verdict = "Candor kept its promises" if figures.passed else "Candor MISSED at least one target"
+    events = "\n".join(f"| {at - record.started:7.1f} s | {text} |" for at, text in record.events)
+    checks = "\n".join(f"| {'✅ pass' if c.passed else '❌ FAIL'} | {c.name} | {c.measured} | {c.target} |"
+                       for c in figures.checks)
+    peak, limit_mib = 100 * (record.memory_rss_peak or 0) / MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES // 2**20
+    text = f"""# Candor demo report ({settings.name} run, {when})
+
+**{verdict}.** Everything below was measured on this machine: three resizer app instances (ten workers each),
+three `candor sidecar` processes, a real HAProxy configured from `candor render` of the demo HealthPolicy
+(`healthpolicy.yaml` here), a real Prometheus scraping every {settings.scrape_interval:g} s, and a load
+generator. The truth comes from the workers themselves: each appends its busy intervals to a file.
+
+## Measured figures
+
+{markdown_table(rows)}
+
+## Self-checks (the demo exits non-zero when one fails)
+
+| result | check | measured | target |
+|---|---|---|---|
+{checks}
+
+## Busy workers: the seed's figure, per job length
+
+![busy workers](busy_workers.png)
+
+Each panel is one instance with its own job-length setting. The naive counter adds a job's seconds when the job
+ends, so with jobs longer than the scrape interval it shows silence and spikes; the traced counter includes the
+seconds of jobs still running at each scrape and follows the truth.
+
+## HAProxy: taken out before failing, brought back slowly
+
+![haproxy](haproxy.png)
+
+## Work lost when a process dies
+
+![lost work](lost_work.png)
+
+- **SIGKILL**: instance 3 runs its workers as separate processes, so one worker is killed mid-job while the
+  instance keeps running. The killed job's seconds never reach the naive counter. Candor's journal closes the
+  job at the worker's last heartbeat (every {settings.heartbeat_interval:g} s), so it loses less than one heartbeat.
+  Both are measured as (truth − the final value Prometheus holds) for that worker's series, whose counters start at 0
+  and stop moving at the kill.
+- **SIGTERM**: instance 1's app exits (its interrupted jobs end at the signal), then its sidecar gets SIGTERM,
+  answers `drain` to HAProxy, folds the journals and keeps serving `/metrics` until Prometheus has scraped once
+  more. The naive counter's last scrape was up to one interval before the exit, so everything since is lost.
+
+## How the figures are computed
+
+- Busy workers in a scrape interval = (counter increase between two consecutive scrapes) ÷ (time between them),
+  the value `rate()` approximates, computed from the raw samples. The truth is the busy worker-seconds from the
+  truth files inside the same interval. Interval edges are moved by half of Prometheus' `scrape_duration_seconds`
+  for the sidecar target, because the sidecar computes its totals after the scrape started.
+- The memory fault is real: instance 2 allocates and touches pages until its resident set is
+  {peak:.0f} % of its {limit_mib} MiB limit. On this host the instances are plain processes, so each one's
+  heartbeat reports its resident set size against `CANDOR_APP_MEMORY_LIMIT` where a pod would report its cgroup.
+- HAProxy's state and weight are sampled from its stats socket every 0.1 s; Prometheus also scrapes HAProxy's
+  built-in exporter (dots on the chart).
+
+## Timeline
+
+| at | event |
+|---|---|
+{events}
+
+Re-run with `make demo` (or `candor demo --quick` for the one-minute version); see what the policy renders to
+with `candor render -f demo-report/healthpolicy.yaml`.
+"""
+    path = directory / "report.md"
+    path.write_text(text)
+    return path
