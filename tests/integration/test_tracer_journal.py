@@ -1,0 +1,243 @@
+"""Journal mode with real processes and real signals: SIGKILL, fork, reader restarts, PID reuse."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from candor_tracer.journal import JournalSnapshot, read_totals
+from tests.support.tracer_apps import (
+    next_message,
+    read_in_new_process,
+    series_value,
+    start_app,
+    stop_app,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+HEARTBEAT = 0.5
+
+LONG_JOB_APP = """
+    with trace(JOB, job="short"):
+        time.sleep(0.3)
+    before = time.monotonic()
+    with trace(JOB, job="long"):
+        say(before=before, inside=time.monotonic())
+        time.sleep(10)
+    say(finished=time.monotonic())
+"""
+
+IDLE_WRITER_APP = """
+    with trace(JOB, job="other"):
+        say(inside=time.monotonic())
+        sys.stdin.read()
+"""
+
+
+def test_sigkill_three_seconds_into_a_ten_second_job_loses_at_most_one_heartbeat(tmp_path: Path) -> None:
+    app = start_app(LONG_JOB_APP, tmp_path, heartbeat_interval=HEARTBEAT)
+    other = start_app(IDLE_WRITER_APP, tmp_path, heartbeat_interval=HEARTBEAT)
+    try:
+        started = next_message(app)
+        next_message(other)
+        time.sleep(max(0.0, started["inside"] + 3.0 - time.monotonic()))
+        os.kill(app.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        app.wait(timeout=10)
+        assert app.returncode == -signal.SIGKILL
+
+        # Five reader restarts: each a new process, as a restarted sidecar.
+        readings = [read_in_new_process(tmp_path) for _ in range(5)]
+        long_values = [series_value(r, "long") for r in readings]
+        other_values = [series_value(r, "other") for r in readings]
+        assert long_values == sorted(long_values), f"total went backwards across restarts: {long_values}"
+        assert other_values == sorted(other_values), f"live writer's total went backwards: {other_values}"
+        assert other_values[-1] > other_values[0]  # the live writer's in-flight time keeps counting
+
+        worked = killed_at - started["before"]  # upper bound of the job's real seconds
+        long_total = long_values[0]
+        assert worked - HEARTBEAT - 0.1 <= long_total <= worked + 0.01, (long_total, worked)
+        assert abs(long_total - 3.0) <= HEARTBEAT + 0.1
+        assert long_values[-1] == pytest.approx(long_total, abs=1e-9)  # folded once, never again
+        assert 0.3 <= series_value(readings[0], "short") <= 0.3 + 0.2
+
+        # The dead journal is folded into the archive and removed; the live one stays.
+        names = sorted(p.name for p in tmp_path.iterdir())
+        assert "archive.json" in names
+        journals = [n for n in names if n.startswith("journal-")]
+        assert len(journals) == 1 and journals[0].startswith(f"journal-{other.pid}-")
+        assert [w[1] for w in readings[-1]["writers"]] == [other.pid]
+    finally:
+        stop_app(app)
+        stop_app(other)
+
+
+def test_a_read_just_before_the_kill_is_never_undone_by_the_fold(tmp_path: Path) -> None:
+    """The fold closes in-flight time no earlier than the last reported read, even across a reader restart."""
+    app = start_app(IDLE_WRITER_APP, tmp_path, heartbeat_interval=2.0)  # a slow heartbeat: the gap shows
+    try:
+        next_message(app)
+        time.sleep(1.0)
+        reported = series_value(read_in_new_process(tmp_path), "other")
+        os.kill(app.pid, signal.SIGKILL)
+        app.wait(timeout=10)
+        after = series_value(read_in_new_process(tmp_path), "other")
+        assert after >= reported
+        assert after - reported < 0.5
+    finally:
+        stop_app(app)
+
+
+def test_a_reader_dying_between_archive_and_unlink_does_not_count_twice(tmp_path: Path) -> None:
+    app = start_app(LONG_JOB_APP, tmp_path, heartbeat_interval=HEARTBEAT)
+    try:
+        next_message(app)
+        time.sleep(1.0)
+        os.kill(app.pid, signal.SIGKILL)
+        app.wait(timeout=10)
+        journal = next(tmp_path.glob("journal-*.cj"))
+        saved = tmp_path / "saved.bin"
+        shutil.copyfile(journal, saved)
+        first = read_totals(tmp_path, now=time.monotonic())
+        assert not journal.exists()
+        os.replace(saved, journal)  # as if the reader died after renaming the archive, before the unlink
+        second = read_in_new_process(tmp_path)
+        assert not journal.exists()
+        long_first = next(s.value for s in first.series if s.labels == (("job", "long"),))
+        assert series_value(second, "long") == pytest.approx(long_first, abs=1e-9)
+    finally:
+        stop_app(app)
+
+
+FORKING_APP = """
+    child = None
+    parent_before = time.monotonic()
+    with trace(JOB, job="parent"):  # in flight while forking: the children must not count it
+        for index in range(4):
+            if os.fork() == 0:
+                child = index
+                break
+        if child is not None:
+            durations = []
+            for _ in range(2):
+                before = time.monotonic()
+                with trace(JOB, job="worker"):
+                    time.sleep(0.8 + 0.2 * child)
+                durations.append(time.monotonic() - before)
+        else:
+            say(forked=True, journal=str(default_tracer.journal_path))
+            sys.stdin.readline()  # the test reads the journals while everyone works
+    if child is not None:  # left the parent's trace in the child: ignored there
+        say(child=child, pid=os.getpid(), journal=str(default_tracer.journal_path), durations=durations)
+        os._exit(0)
+    parent_seconds = time.monotonic() - parent_before
+    for _ in range(4):
+        os.wait()
+    say(parent_seconds=parent_seconds)
+    sys.stdin.read()
+"""
+
+
+def test_four_forked_workers_each_get_a_journal_and_the_sum_is_right(tmp_path: Path) -> None:
+    app = start_app(FORKING_APP, tmp_path, heartbeat_interval=HEARTBEAT)
+    try:
+        forked = next_message(app)
+
+        def five_writers() -> JournalSnapshot | None:
+            snap = read_totals(tmp_path)
+            return snap if len(snap.writers) == 5 else None
+
+        snapshot = wait_until(five_writers, timeout=20, what="parent and 4 children writing journals")
+        assert len({w.journal for w in snapshot.writers}) == 5
+        assert len({w.pid for w in snapshot.writers}) == 5
+        assert forked["journal"] in {w.journal for w in snapshot.writers}
+        children = [next_message(app) for _ in range(4)]
+        assert app.stdin is not None
+        app.stdin.write("go\n")
+        app.stdin.flush()
+        parent = next_message(app)
+
+        final = read_totals(tmp_path)
+        workers = next(s.value for s in final.series if s.labels == (("job", "worker"),))
+        parent_total = next(s.value for s in final.series if s.labels == (("job", "parent"),))
+        expected_workers = sum(sum(c["durations"]) for c in children)
+        # Each measured duration brackets the traced one by a few microseconds of Python.
+        assert expected_workers - 0.05 <= workers <= expected_workers + 1e-6, (workers, expected_workers)
+        assert parent_total <= parent["parent_seconds"] + 1e-6
+        assert parent_total >= parent["parent_seconds"] - 0.05
+        assert len({c["journal"] for c in children}) == 4
+        assert all(c["journal"] != forked["journal"] for c in children)
+        assert [w.pid for w in final.writers] == [app.pid]  # the children exited: folded
+    finally:
+        stop_app(app)
+
+
+def _unshare_works() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    try:
+        result = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True,
+                                timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
+def _inner_pid(outer: int) -> int:
+    """The host pid of the process unshare started (its only child)."""
+    def child() -> int | None:
+        try:
+            text = Path(f"/proc/{outer}/task/{outer}/children").read_text().split()
+        except OSError:
+            return None
+        return int(text[0]) if text else None
+    pid: int = wait_until(child, timeout=10, what="the app inside the PID namespace")
+    return pid
+
+
+PID_APP = """
+    with trace(JOB, job="done"):
+        time.sleep(0.2)
+    with trace(JOB, job="open"):
+        say(pid=os.getpid(), journal=str(default_tracer.journal_path), inside=time.monotonic())
+        sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs `unshare --pid` (root or user namespaces)")
+def test_a_reused_pid_never_collides_with_a_dead_or_live_journal(tmp_path: Path) -> None:
+    """Processes in fresh PID namespaces all run as pid 1, like app containers of one pod."""
+    prefix = ["unshare", "--pid", "--fork", "--mount-proc"]
+    first = start_app(PID_APP, tmp_path, heartbeat_interval=HEARTBEAT, prefix=prefix)
+    second = third = None
+    try:
+        one = next_message(first)
+        assert one["pid"] == 1
+        time.sleep(1.0)
+        os.kill(_inner_pid(first.pid), signal.SIGKILL)  # dies holding an open trace, journal not folded yet
+        first.wait(timeout=10)
+        second = start_app(PID_APP, tmp_path, heartbeat_interval=HEARTBEAT, prefix=prefix)
+        third = start_app(PID_APP, tmp_path, heartbeat_interval=HEARTBEAT, prefix=prefix)
+        two, three = next_message(second), next_message(third)
+        assert two["pid"] == three["pid"] == 1
+        assert len({one["journal"], two["journal"], three["journal"]}) == 3
+        assert all(Path(j).name.startswith("journal-1-") for j in (one["journal"], two["journal"], three["journal"]))
+        snapshot = read_totals(tmp_path)
+        assert len(snapshot.writers) == 2  # the dead one was folded, the two live ones are read
+        done = next(s.value for s in snapshot.series if s.labels == (("job", "done"),))
+        assert 3 * 0.2 <= done <= 3 * 0.2 + 0.15
+        open_total = next(s.value for s in snapshot.series if s.labels == (("job", "open"),))
+        first_part = open_total - (snapshot.now - two["inside"]) - (snapshot.now - three["inside"])
+        assert 1.0 - HEARTBEAT - 0.1 <= first_part <= 1.0 + 0.3, first_part
+    finally:
+        for proc in (first, second, third):
+            if proc is not None:
+                stop_app(proc)
