@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -55,11 +56,13 @@ def busy_workers_chart(record: RunRecord, figures: Figures, path: Path) -> None:
                       color=NAIVE, linewidth=1.4, linestyle="--", label="naive end-of-job counter")
         ax.set_title(f"{name}: ten workers, jobs of half-normal length up to {job_max:g} s", fontsize=10, loc="left")
         ax.set_ylabel("busy workers")
-        ax.set_ylim(bottom=0)
+        top = max([row.truth for row in rows] + [row.naive or 0.0 for row in rows] + [10.0])
+        ax.set_ylim(0, top * 1.3)  # room for the legend and the event labels
         ax.grid(alpha=0.3)
         _mark(ax, _events_for(record, name))
-    axes[0].legend(loc="upper right", fontsize=8, ncol=3)
-    axes[-1].set_xlabel(f"seconds since start (Prometheus scrapes every {record.settings.scrape_interval:g} s)")
+    axes[0].legend(loc="upper left", fontsize=8, ncol=3)
+    axes[-1].set_xlabel(f"seconds since the script's start (Prometheus scrapes every "
+                        f"{record.settings.scrape_interval:g} s)")
     fig.suptitle("Busy workers per scrape interval: what Prometheus sees vs what the workers did", fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -94,17 +97,20 @@ def haproxy_chart(record: RunRecord, figures: Figures, path: Path) -> None:
     ax = axes[-1]
     per_second: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for result in record.requests:
-        per_second[result.server or "error"][int(result.at - record.started)] += 1
-    for name in [*names, "error"]:
-        counts = per_second.get(name)
-        if counts:
-            seconds = sorted(counts)
-            ax.plot(seconds, [counts[s] for s in seconds], label=name, linewidth=1.2,
-                    color="#d62728" if name == "error" else None)
+        per_second[result.server or "error"][math.floor(result.at - record.started)] += 1
+    if record.requests:
+        first = math.floor(min(r.at for r in record.requests) - record.started)
+        last = math.floor(max(r.at for r in record.requests) - record.started)
+        seconds = list(range(first, last + 1))
+        for name in [*names, "error"]:
+            counts = per_second.get(name)
+            if counts:  # seconds without an answer from an instance are zeros, not gaps
+                ax.step(seconds, [counts.get(s, 0) for s in seconds], where="post", label=name, linewidth=1.2,
+                        color="#d62728" if name == "error" else None)
     ax.set_ylabel("requests / s")
     ax.set_title("requests served per instance (load generator through HAProxy)", fontsize=10, loc="left")
     ax.legend(loc="upper right", fontsize=8, ncol=4)
-    ax.set_xlabel("seconds since start")
+    ax.set_xlabel("seconds since the script's start")
     for each in axes:
         each.grid(alpha=0.3)
     fig.suptitle("HAProxy: server state and weight (agent-check answers from the Candor sidecars)", fontsize=12)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable
 
 from prometheus_client import Counter
@@ -39,11 +40,15 @@ def run_worker(slot: int, max_seconds: float, stop: threading.Event, truth: Trut
     rng = random.Random(seed)
     while not stop.is_set():
         length = job_length(rng, max_seconds)
-        started = truth.start(slot)
-        on_start(slot, started, length)
+        # The truth brackets the trace as tightly as the clock allows; its bookkeeping (the truth line, the
+        # parent's notice) happens inside the job, so both sides count it.
+        started = time.monotonic()
         try:
             with trace(TRACED_JOB_SECONDS, job_class=JOB_CLASS, worker=str(slot)):
+                truth.start(slot, at=started)
+                on_start(slot, started, length)
                 stop.wait(length)  # the "work": the seed's workers mostly wait on I/O
         finally:
-            ended = truth.end(slot)
+            ended = time.monotonic()
+            truth.end(slot, at=ended)
             on_done(slot, ended - started)

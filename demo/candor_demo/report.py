@@ -45,8 +45,11 @@ def table_rows(record: RunRecord, figures: Figures) -> list[Row]:
             continue
         rows.append((f"{lost.what}: work seconds in Prometheus", _seconds(lost.naive), _seconds(lost.candor),
                      _seconds(lost.truth)))
-        rows.append((f"{lost.what}: work seconds lost", _seconds(lost.naive_lost, 3), _seconds(lost.candor_lost, 3),
-                     f"0 (in flight at the signal: {lost.in_flight:.2f} s)"))
+        rows.append((f"{lost.what}: work seconds lost (truth − Prometheus)", _seconds(lost.naive_lost, 3),
+                     _seconds(lost.candor_lost, 3), f"0 (in flight at the signal: {lost.in_flight:.2f} s)"))
+        heartbeat = record.settings.heartbeat_interval
+        rows.append((f"{lost.what}: … of which the signal cost (gap before it left out)", "—",
+                     _seconds(lost.candor_lost_at_signal, 3), f"≤ one heartbeat ({heartbeat:g} s)"))
     rows.append(("resizer-2 memory > 80 %: agent answers down after", "—", _seconds(figures.agent_down_delay),
                  "—"))
     rows.append(("resizer-2 memory > 80 %: HAProxy stops routing to it after", "—", _seconds(figures.out_delay),

@@ -53,7 +53,8 @@ class TermRecord:
 class RunRecord:
     settings: DemoSettings
     wall_minus_mono: float
-    started: float  # monotonic: instances started
+    started: float  # monotonic: the script's zero, once Prometheus scrapes every target (fault times count from here)
+    launched: float  # monotonic: the first process started
     ended: float = 0.0
     instance_names: tuple[str, ...] = INSTANCES
     truth_files: dict[str, Path] = field(default_factory=dict)
@@ -98,7 +99,8 @@ class Demo:
         self.tools = tools or {}
         self.instances = [Instance(name, index, workdir / name, settings.job_max[index],
                                    "process" if index == 2 else "thread") for index, name in enumerate(INSTANCES)]
-        self.record = RunRecord(settings, clock_offset(), time.monotonic())
+        now = time.monotonic()
+        self.record = RunRecord(settings, clock_offset(), now, now)
         self.stack = ExitStack()
         self.haproxy: HAProxyProcess | None = None
         self.prometheus: PrometheusProcess | None = None
@@ -144,7 +146,6 @@ class Demo:
                                                   instance.agent_port))
         for instance in self.instances:
             instance.start_app(settings)
-        self.record.started = time.monotonic()
         for instance in self.instances:
             instance.wait_ready(60.0)
             self.record.truth_files[instance.name] = instance.truth_file
@@ -179,6 +180,10 @@ class Demo:
         self.load = LoadGenerator(frontend, settings.request_rate)
         self.load.start()
         self.event(f"load generator: {settings.request_rate:g} requests/s through HAProxy")
+        self.progress.set_phase("waiting for Prometheus' first scrape of every target")
+        self.prometheus.wait_for_targets_up(timeout=30.0 + 2 * settings.scrape_interval)
+        self.record.started = time.monotonic()
+        self.event("Prometheus scrapes every target: the script's clock starts (0 s)")
 
     def stop_samplers(self) -> None:
         if self.load is not None:
@@ -227,7 +232,8 @@ class Demo:
         self.wait_until(settings.sigterm_at)
         self.sigterm_instance()
         self.progress.set_phase("waiting for the last scrapes")
-        self.wait_until(max(settings.end_at, time.monotonic() - self.record.started + settings.scrape_interval * 1.5))
+        # At least one more scrape of the surviving instances after the last fault.
+        self.wait_until(max(settings.end_at, time.monotonic() - self.record.started + settings.scrape_interval))
         self.record.ended = time.monotonic()
         self.stop_samplers()
         return self.record

@@ -1,7 +1,8 @@
 """The demo's two timetables: the full run (~3 min, 15 s scrapes as in the seed) and --quick (~60 s, 2 s scrapes).
 
-Times are seconds after the instances started. Instance i has job-length setting `job_max[i]`, so the three
-panels of the busy-workers figure are the seed's three experiments (jobs up to 1 s, 15 s, 30 s).
+Times are seconds after Prometheus first scraped every target (the script's zero). Instance i has job-length
+setting `job_max[i]`, so the three panels of the busy-workers figure are the seed's three experiments (jobs up
+to 1 s, 15 s, 30 s).
 """
 
 from __future__ import annotations
@@ -33,20 +34,20 @@ class DemoSettings:
     sigterm_at: float  # instance 1 (app, then its sidecar) gets SIGTERM
     end_at: float  # the last scrape we wait for
     request_rate: float  # load generator requests per second through HAProxy
-    skip_first_scrapes: int = 2  # warm-up: workers still starting
+    skip_first_scrapes: int = 1  # the first interval may still hold a worker's start-up
 
 
 FULL = DemoSettings(
     name="full", scrape_interval=15.0, job_max=(1.0, 15.0, 30.0), heartbeat_interval=0.5, evaluation_interval=0.25,
     agent_interval="2s", http_interval="2s", slow_start="20s", final_scrape_timeout="40s",
-    memory_fault_at=60.0, memory_free_at=85.0, sigkill_at=115.0, sigkill_min_inflight=5.0, sigterm_at=150.0,
-    end_at=185.0, request_rate=25.0)
+    memory_fault_at=40.0, memory_free_at=65.0, sigkill_at=95.0, sigkill_min_inflight=5.0, sigterm_at=130.0,
+    end_at=165.0, request_rate=25.0, skip_first_scrapes=1)
 
 QUICK = DemoSettings(
     name="quick", scrape_interval=2.0, job_max=(0.5, 4.0, 8.0), heartbeat_interval=0.1, evaluation_interval=0.2,
     agent_interval="1s", http_interval="1s", slow_start="6s", final_scrape_timeout="10s",
-    memory_fault_at=10.0, memory_free_at=18.0, sigkill_at=30.0, sigkill_min_inflight=1.0, sigterm_at=38.0,
-    end_at=46.0, request_rate=25.0)
+    memory_fault_at=6.0, memory_free_at=13.0, sigkill_at=24.0, sigkill_min_inflight=1.0, sigterm_at=31.0,
+    end_at=39.0, request_rate=25.0, skip_first_scrapes=1)
 
 
 def settings_for(quick: bool) -> DemoSettings:
