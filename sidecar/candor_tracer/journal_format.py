@@ -1,16 +1,18 @@
 """The binary layout of a trace journal, shared by the writer (the app) and the reader (the sidecar).
 
 One sparse file per process. Everything a reader must trust after a SIGKILL at any instant is either
-a single byte (slot states), a record kept in two CRC-checked copies written alternately (a torn write
-leaves the previous copy intact), or a series record whose commit number is written both first and last
-(struct writes fields in order, so a torn record shows two different commits). Layout (little-endian):
+a single byte (slot states) or a record kept in two CRC-checked copies written alternately (a torn write
+leaves the previous copy intact). The writer copies packed bytes into the map with slice assignments and
+writes a slot's state byte on its own, after the rest of the slot: no ordering inside one copy is
+assumed (struct.pack_into zeroes its whole record before filling it; memcpy may store in any order).
+Layout (little-endian):
 
     0       header (written once, before the file gets its public name)
     128     counters x2: seq, series_count, slot_hwm, desc_used, crc
     256     heartbeat x2: seq, alive_at, progress_at, memory figures, stall figures, loop_turned_at, crc
     512     observed x2 (written by readers): seq, latest monotonic time a reader saw the writer alive, crc
     4096    descriptors: [len][crc][json {"n": name, "h": help, "l": [[k, v], ...]}] padded to 8 bytes
-    DESC_END series x2 per series: commit, total seconds, commit again
+    DESC_END series x2 per series: commit, total seconds, crc
     SLOTS   in-flight slots: start, end, target commit, series index, state byte (written last)
 
 A trace end marks its slot ENDING (with end time and the series commit it will produce), writes the
@@ -58,11 +60,15 @@ FIRST_PAGE = 4096
 
 DESC_HEAD = struct.Struct("<II")  # length, crc of the json bytes
 
-SERIES = struct.Struct("<QdQ")  # commit, total, commit again (equal only when the write completed)
+SERIES = struct.Struct("<QdI4x")  # commit, total, crc
+SERIES_BODY = struct.Struct("<Qd")
 SERIES_OFFSET = DESC_OFFSET + DESC_SIZE
 SERIES_STRIDE = 2 * SERIES.size
 
 SLOT = struct.Struct("<ddQI3xB")  # start, end, target commit, series index, state (last byte)
+SLOT_FIELDS = struct.Struct("<ddQI")  # start .. series index: written before the state byte
+SLOT_END_FIELDS = struct.Struct("<dQ")  # end, target commit
+SLOT_END_OFFSET = 8
 SLOTS_OFFSET = SERIES_OFFSET + MAX_SERIES * SERIES_STRIDE
 SLOT_STATE_OFFSET = SLOT.size - 1
 FILE_SIZE = SLOTS_OFFSET + MAX_SLOTS * SLOT.size
@@ -234,15 +240,17 @@ def unpack_observed(data: bytes) -> tuple[int, float | None]:
 
 
 def pack_series(commit: int, total: float) -> bytes:
-    return SERIES.pack(commit, total, commit)
+    body = SERIES_BODY.pack(commit, total)
+    return body + struct.pack("<I4x", crc(body))
 
 
 def unpack_series(data: bytes, offset: int) -> tuple[int, float]:
-    """(commit, total) of the newest complete copy of the series record starting at `offset`."""
+    """(commit, total) of the newest valid copy of the series record starting at `offset`."""
     best: tuple[int, float] | None = None
     for copy in (0, 1):
-        commit, total, commit_again = SERIES.unpack_from(data, offset + copy * SERIES.size)
-        if commit != commit_again or not math.isfinite(total) or total < 0:
+        start = offset + copy * SERIES.size
+        commit, total, check = SERIES.unpack_from(data, start)
+        if check != crc(data[start: start + SERIES_BODY.size]) or not math.isfinite(total) or total < 0:
             continue
         if best is None or commit > best[0]:
             best = (commit, total)

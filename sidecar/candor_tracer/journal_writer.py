@@ -37,6 +37,9 @@ from candor_tracer.journal_format import (
     SERIES_OFFSET,
     SERIES_STRIDE,
     SLOT,
+    SLOT_END_FIELDS,
+    SLOT_END_OFFSET,
+    SLOT_FIELDS,
     SLOT_STATE_OFFSET,
     SLOTS_OFFSET,
     TEMP_PREFIX,
@@ -185,7 +188,10 @@ class JournalWriter:
             self._hwm += 1
             self._starts.append(now)
             self._write_counters()  # before the slot turns ACTIVE, so a reader scans it
-        SLOT.pack_into(self._mm, SLOTS_OFFSET + slot * SLOT.size, now, 0.0, 0, series, ACTIVE)
+        offset = SLOTS_OFFSET + slot * SLOT.size
+        mm = self._mm
+        mm[offset: offset + SLOT_FIELDS.size] = SLOT_FIELDS.pack(now, 0.0, 0, series)
+        mm[offset + SLOT_STATE_OFFSET] = ACTIVE  # last: a torn start leaves a FREE slot
         return slot
 
     def end(self, slot: int, series: int, end: float) -> None:
@@ -195,8 +201,14 @@ class JournalWriter:
         start = self._starts[slot]
         commit = self._commits[series] + 1
         total = self._totals[series] + (end - start if end > start else 0.0)
-        SLOT.pack_into(mm, offset, start, end, commit, series, ENDING)
-        SERIES.pack_into(mm, SERIES_OFFSET + series * SERIES_STRIDE + (commit & 1) * SERIES.size, commit, total, commit)
+        # 1. ENDING: "my seconds are in the series record once it reaches `commit`".
+        fields = offset + SLOT_END_OFFSET
+        mm[fields: fields + SLOT_END_FIELDS.size] = SLOT_END_FIELDS.pack(end, commit)
+        mm[offset + SLOT_STATE_OFFSET] = ENDING
+        # 2. The series record, into the copy not holding the previous commit.
+        record = SERIES_OFFSET + series * SERIES_STRIDE + (commit & 1) * SERIES.size
+        mm[record: record + SERIES.size] = pack_series(commit, total)
+        # 3. FREE.
         mm[offset + SLOT_STATE_OFFSET] = FREE
         self._commits[series] = commit
         self._totals[series] = total

@@ -346,12 +346,18 @@ class Tracer:
         return journal
 
     def _journal_failed(self, exc: BaseException) -> None:
-        """A journal write failed: keep counting in-process, say so once."""
-        journal = self._journal
-        self._journal = None
+        """A journal write failed (called under the lock): keep counting in-process, say so once.
+
+        The journal is released, so the sidecar folds what it holds (consistent up to the failure).
+        """
+        journal, heartbeat = self._journal, self._heartbeat
+        self._journal, self._heartbeat = None, None
         self._mode = _IN_PROCESS
+        if heartbeat is not None:
+            heartbeat.stop()
         if journal is not None and not journal.closed:
             self._warn_once("journal", "candor: journal %s failed (%s); tracing in-process only", journal.path, exc)
+            journal.close()
 
     def _journal_start(self, series: _Series, now: float) -> int:
         """A token for a new trace (called under the lock): its journal slot when there is a journal."""
