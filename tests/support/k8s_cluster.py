@@ -68,6 +68,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import uuid
@@ -149,7 +150,9 @@ class _Process:
         with log_file.open("ab") as log:
             self.popen = subprocess.Popen(
                 list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                start_new_session=True,
+                # PDEATHSIG fires when the *thread* that forked exits, so only tie it to the main thread.
+                preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
             )
 
     def check_alive(self) -> None:
