@@ -176,3 +176,15 @@ def test_webhook_can_be_turned_off() -> None:
     objects = _objects(_template("--set", "webhook.enabled=false"))
     assert not {"MutatingWebhookConfiguration", "Secret"} & {o["kind"] for o in objects}
     assert "--no-webhook" in _one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+@pytest.mark.parametrize("values", [(), ("--set", "webhook.enabled=false", "--set", "operator.namespaces={shop}")])
+def test_the_operator_accepts_the_arguments_the_chart_passes(values: tuple[str, ...]) -> None:
+    from candor_operator.cli import operator_command
+
+    container = _one(_objects(_template(*values)), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][0] == "operator"
+    # click parses (and would refuse unknown options or bad values) without running the operator.
+    context = operator_command.make_context("operator", list(container["args"][1:]))
+    assert context.params["peering"] == "candor"
+    assert context.params["liveness"] == "http://0.0.0.0:8080/healthz"
