@@ -188,6 +188,11 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
     def indices_of(kwargs: Mapping[str, Any]) -> dict[str, Any]:
         return {name: kwargs.get(name) for name in (POLICIES, SERVICES, DEPLOYMENTS)}
 
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        # A private registry does not get kopf's default login handlers: use the same credentials as our client.
+        return connection_info(operator.kubeconfig)
+
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         operator.configure(settings)

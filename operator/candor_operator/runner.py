@@ -49,7 +49,8 @@ def run_operator(
         registry=registry,
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
+        # The peering name is set at startup (handlers.CandorOperator.configure), not here: kopf.run's
+        # peering_name makes peering mandatory, which would pause a cluster without kopf's peering CRD.
         standalone=settings.standalone or not settings.peering,
-        peering_name=settings.peering if settings.peering and not settings.standalone else None,
         liveness_endpoint=settings.liveness,
     )
