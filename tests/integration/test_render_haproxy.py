@@ -24,7 +24,7 @@ import yaml
 
 from candor_demo.haproxy_process import HAProxyProcess, check_config
 from candor_operator.policy import parse_policy
-from candor_operator.render import Server, render_backend, render_sidecar_config
+from candor_operator.render import Server, render_annotations, render_backend, render_sidecar_config
 from tests.support.policy_cases import FULL_SPEC, valid_spec
 from tests.support.ports import free_port
 
@@ -213,3 +213,57 @@ def test_rendered_backend_runs_against_live_sidecars(live: tuple[HAProxyProcess,
     assert _answers(front, 10) == {"pod-b"}
     (pod_a.podinfo / "annotations").write_text("")
     haproxy.wait_for_status("candor", "pod-a", "UP", timeout=agent.interval + 10)
+
+
+# --- the annotations themselves, placed the way each controller places them -----------------------
+
+
+def _haproxytech_backend(annotations: dict[str, str], servers: list[tuple[str, str]]) -> str:
+    """A backend as the haproxytech controller builds it: check-http → option httpchk, timeout-check,
+    the backend-config-snippet before the server lines, `check inter <check-interval>` and
+    `maxconn <pod-maxconn>` on each server."""
+    lines = ["backend svc", "    mode http", f"    option httpchk {annotations['haproxy.org/check-http']}",
+             f"    timeout check {annotations['haproxy.org/timeout-check']}"]
+    lines += [f"    {line}" for line in annotations["haproxy.org/backend-config-snippet"].splitlines()]
+    extra = f" maxconn {annotations['haproxy.org/pod-maxconn']}" if "haproxy.org/pod-maxconn" in annotations else ""
+    lines += [f"    server {name} {address} check inter {annotations['haproxy.org/check-interval']}{extra}"
+              for name, address in servers]
+    return "\n".join(lines) + "\n"
+
+
+def _haproxy_ingress_backend(annotations: dict[str, str], servers: list[tuple[str, str]]) -> str:
+    """A backend as haproxy-ingress's template builds it: `option httpchk <health-check-uri>`,
+    `timeout queue`, config-backend before the servers, and per server `weight <initial-weight>`,
+    `maxconn`, `check port … inter … rise … fall …`, `agent-check agent-port … agent-inter …`."""
+    def key(name: str) -> str:
+        return f"haproxy-ingress.github.io/{name}"
+
+    lines = ["backend svc", "    mode http"]
+    if key("timeout-queue") in annotations:
+        lines.append(f"    timeout queue {annotations[key('timeout-queue')]}")
+    lines.append(f"    option httpchk {annotations[key('health-check-uri')]}")
+    lines += [f"    {line}" for line in annotations[key("config-backend")].splitlines()]
+    for name, address in servers:
+        line = f"    server {name} {address} weight {annotations[key('initial-weight')]}"
+        if key("maxconn-server") in annotations:
+            line += f" maxconn {annotations[key('maxconn-server')]}"
+        line += (f" check port {annotations[key('health-check-port')]}"
+                 f" inter {annotations[key('health-check-interval')]}"
+                 f" rise {annotations[key('health-check-rise-count')]}"
+                 f" fall {annotations[key('health-check-fall-count')]}"
+                 f" agent-check agent-port {annotations[key('agent-check-port')]}"
+                 f" agent-inter {annotations[key('agent-check-interval')]}")
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("spec", list(POLICIES.values()), ids=list(POLICIES))
+def test_annotation_values_are_valid_haproxy_where_each_controller_puts_them(spec: dict[str, Any]) -> None:
+    policy = parse_policy(spec)
+    servers = [("SRV_1", "10.0.0.1:8080"), ("SRV_2", "10.0.0.2:8080")]
+    for backend in (_haproxytech_backend(render_annotations(policy, "haproxytech"), servers),
+                    _haproxy_ingress_backend(render_annotations(policy, "haproxy-ingress"), servers)):
+        config = GLOBAL + "frontend fe\n    bind 127.0.0.1:1\n    default_backend svc\n" + backend
+        result = check_config(config)
+        assert result.returncode == 0, result.stdout + result.stderr + config
+        assert "[WARNING]" not in result.stdout + result.stderr, result.stdout + result.stderr + config
