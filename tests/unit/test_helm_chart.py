@@ -188,3 +188,16 @@ def test_the_operator_accepts_the_arguments_the_chart_passes(values: tuple[str, 
     context = operator_command.make_context("operator", list(container["args"][1:]))
     assert context.params["peering"] == "candor"
     assert context.params["liveness"] == "http://0.0.0.0:8080/healthz"
+
+
+def test_bad_values_are_refused_naming_the_value() -> None:
+    result = _helm("template", "candor", str(CHART), "--set", "webhook.failurePolicy=Sometimes")
+    assert result.returncode != 0 and "/webhook/failurePolicy" in result.stderr
+    typo = _helm("template", "candor", str(CHART), "--set", "replicas=3")
+    assert typo.returncode != 0 and "replicas" in typo.stderr
+
+
+def test_two_replicas_get_a_disruption_budget_one_does_not() -> None:
+    budget = _one(_objects(_template()), "PodDisruptionBudget")
+    assert budget["spec"]["minAvailable"] == 1
+    assert "PodDisruptionBudget" not in {o["kind"] for o in _objects(_template("--set", "replicaCount=1"))}
