@@ -24,7 +24,11 @@ STARTUP_SECONDS = 8.0  # roughly: sidecars, apps, HAProxy, Prometheus
 @click.option("--report-dir", default="demo-report", show_default=True, type=click.Path(file_okay=False),
               help="Where report.md, the PNG charts and figures.json go.")
 @click.option("--keep-workdir", is_flag=True, help="Keep the processes' state dirs, journals and truth files.")
-def demo_command(quick: bool, report_dir: str, keep_workdir: bool) -> None:
+@click.option("--haproxy", "haproxy_binary", metavar="PATH", help="HAProxy binary (default: Debian's, or on PATH).")
+@click.option("--prometheus", "prometheus_binary", metavar="PATH",
+              help="Prometheus binary (default: Debian's, or on PATH).")
+def demo_command(quick: bool, report_dir: str, keep_workdir: bool, haproxy_binary: str | None,
+                 prometheus_binary: str | None) -> None:
     """Replay the seed incident locally and measure Candor.
 
     Three resizer instances with ten workers each, their Candor sidecars, a real HAProxy configured from a
@@ -34,7 +38,8 @@ def demo_command(quick: bool, report_dir: str, keep_workdir: bool) -> None:
     """
     settings = settings_for(quick)
     try:
-        tools = ensure_tools(say=lambda text: click.echo(text, err=True))
+        tools = ensure_tools({"haproxy": haproxy_binary, "prometheus": prometheus_binary},
+                             say=lambda text: click.echo(text, err=True))
     except MissingTools as error:
         click.echo(str(error), err=True)
         sys.exit(EXIT_MISSING_TOOLS)
@@ -117,4 +122,6 @@ def _figures_json(record: Any, figures: Any) -> dict[str, Any]:
         "ramp_weights": figures.ramp_weights,
         "ramp_seconds": figures.ramp_seconds,
         "events": [[at - record.started, text] for at, text in record.events],
+        "wall_minus_monotonic": record.wall_minus_mono,
+        "raw_samples": figures.raw,
     }

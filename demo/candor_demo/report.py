@@ -148,8 +148,8 @@ seconds of jobs still running at each scrape and follows the truth.
 
 - Busy workers in a scrape interval = (counter increase between two consecutive scrapes) ÷ (time between them),
   the value `rate()` approximates, computed from the raw samples. The truth is the busy worker-seconds from the
-  truth files inside the same interval. Interval edges are moved by half of Prometheus' `scrape_duration_seconds`
-  for the sidecar target, because the sidecar computes its totals after the scrape started.
+  truth files inside the same interval. Interval edges are moved to the end of each scrape (Prometheus'
+  `scrape_duration_seconds` for the sidecar target), because the sidecar reads the journals just before it answers.
 - The memory fault is real: instance 2 allocates and touches pages until its resident set is
   {peak:.0f} % of its {limit_mib} MiB limit. On this host the instances are plain processes, so each one's
   heartbeat reports its resident set size against `CANDOR_APP_MEMORY_LIMIT` where a pod would report its cgroup.

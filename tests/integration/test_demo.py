@@ -1,0 +1,93 @@
+"""`candor demo --quick` end to end: real apps, sidecars, HAProxy and Prometheus; the report and the exit status."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path, float]:
+    report = tmp_path_factory.mktemp("demo-report")
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "candor_cli.main", "demo", "--quick", "--report-dir", str(report)],
+                            capture_output=True, text=True, timeout=240, check=False)
+    return result, report, time.monotonic() - started
+
+
+def _figures(report: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((report / "figures.json").read_text())
+    return data
+
+
+def test_the_quick_demo_passes_its_self_checks_and_exits_0(demo_run: tuple[Any, Path, float]) -> None:
+    result, report, seconds = demo_run
+    assert result.returncode == 0, f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+    figures = _figures(report)
+    assert figures["passed"] is True
+    assert [check["passed"] for check in figures["checks"]] == [True] * len(figures["checks"])
+    assert len(figures["checks"]) == 5
+    assert seconds < 150, f"--quick took {seconds:.0f} s"
+
+
+def test_the_report_has_the_table_the_charts_and_the_policy(demo_run: tuple[Any, Path, float]) -> None:
+    result, report, _ = demo_run
+    text = (report / "report.md").read_text()
+    assert "| figure | naive counter | Candor | truth / target |" in text
+    for row in ("busy-worker error per scrape", "SIGKILL resizer-3 worker", "SIGTERM resizer-1",
+                "HAProxy stops routing to it after", "slow-start weights seen"):
+        assert row in text, row
+        assert row in result.stdout, f"the terminal table lacks {row!r}"
+    for chart in ("busy_workers.png", "haproxy.png", "lost_work.png"):
+        data = (report / chart).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 20_000, chart
+        assert f"({chart})" in text
+    policy = (report / "healthpolicy.yaml").read_text()
+    assert "kind: HealthPolicy" in policy and "agentCheck" in policy
+
+
+def test_traced_counter_follows_the_truth_where_the_naive_one_does_not(demo_run: tuple[Any, Path, float]) -> None:
+    _, report, _ = demo_run
+    intervals = _figures(report)["intervals"]
+    for name in ("resizer-1", "resizer-2", "resizer-3"):
+        rows = intervals[name]
+        assert len(rows) >= 8, f"{name}: only {len(rows)} scrape intervals"
+        for row in rows:
+            assert abs(row["traced"] - row["truth"]) <= 0.02 * max(row["truth"], 1.0), (name, row)
+    # Jobs up to 8 s against 2 s scrapes: the end-of-job counter saws (the seed's figure).
+    long_jobs = [row for row in intervals["resizer-3"] if row["naive"] is not None]
+    worst_naive = max(abs(row["naive"] - row["truth"]) / row["truth"] for row in long_jobs if row["truth"] > 1)
+    assert worst_naive > 0.15, worst_naive
+
+
+def test_signals_lose_work_for_the_naive_counter_and_not_for_candor(demo_run: tuple[Any, Path, float]) -> None:
+    _, report, _ = demo_run
+    figures = _figures(report)
+    heartbeat = figures["settings"]["heartbeat_interval"]
+    kill = figures["sigkill"]
+    assert kill["in_flight"] >= figures["settings"]["sigkill_min_inflight"]
+    # The killed job's seconds never reach the naive counter; Candor loses under one heartbeat of them.
+    assert kill["truth"] - kill["naive"] == pytest.approx(kill["in_flight"], abs=0.01)
+    assert kill["truth"] - kill["candor"] - (kill["candor_gap_before"] or 0.0) <= heartbeat * 1.05
+    term = figures["sigterm"]
+    assert term["truth"] - term["candor"] - (term["candor_gap_before"] or 0.0) <= heartbeat * 1.05
+    assert term["truth"] - term["naive"] > term["in_flight"] * 0.5
+
+
+def test_haproxy_routed_around_the_memory_fault_and_ramped_back(demo_run: tuple[Any, Path, float]) -> None:
+    _, report, _ = demo_run
+    figures = _figures(report)
+    assert figures["out_delay"] is not None and figures["out_delay"] <= 2.0  # agent-inter 1 s + 1 s
+    weights = figures["ramp_weights"]
+    assert weights[-1] == 100 and len([w for w in weights if 0 < w < 100]) >= 3
+    assert weights == sorted(weights)

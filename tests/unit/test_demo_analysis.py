@@ -1,0 +1,65 @@
+"""How the demo turns raw Prometheus samples and truth intervals into per-scrape busy workers and lost work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from candor_demo.analysis import IntervalFigure, LostWork, Series, interval_figures, summed_by_time
+from candor_demo.scenario import RunRecord
+from candor_demo.settings import QUICK
+from candor_demo.truth import BusyInterval
+
+OFFSET = 1_000_000.0  # wall − monotonic in these records
+
+
+def _record() -> RunRecord:
+    record = RunRecord(QUICK, wall_minus_mono=OFFSET, started=0.0, launched=0.0, ended=100.0)
+    record.truth_files = {"resizer-1": Path("/dev/null")}
+    return record
+
+
+def test_series_created_late_count_zero_before_their_first_sample() -> None:
+    early = Series({"worker": "0"}, [(10.0, 1.0), (12.0, 3.0), (14.0, 5.0)])
+    late = Series({"worker": "1"}, [(14.0, 2.0)])
+    assert summed_by_time([early, late]) == [(10.0, 1.0), (12.0, 3.0), (14.0, 7.0)]
+
+
+def test_busy_workers_per_interval_compare_counter_increase_with_truth() -> None:
+    record = _record()
+    # Two workers busy all the time; the traced counter has every second, the naive one only finished jobs.
+    truth = [BusyInterval(0, 1, 0.0, None), BusyInterval(1, 1, 0.0, None)]
+    traced = [(OFFSET + t, 2.0 * t) for t in (10.0, 12.0, 14.0, 16.0)]
+    naive = [(OFFSET + 10.0, 18.0), (OFFSET + 12.0, 18.0), (OFFSET + 14.0, 30.0), (OFFSET + 16.0, 30.0)]
+    rows = interval_figures(record, truth, traced, naive, latency={})
+    assert len(rows) == 3 - QUICK.skip_first_scrapes
+    for row in rows:
+        assert row.truth == pytest.approx(2.0)
+        assert row.traced == pytest.approx(2.0)
+        assert row.traced_error == pytest.approx(0.0)
+    assert [row.naive for row in rows][-2:] == [pytest.approx(6.0), pytest.approx(0.0)]
+
+
+def test_scrape_latency_moves_the_interval_edges() -> None:
+    record = _record()
+    truth = [BusyInterval(0, 1, 11.1, None)]  # starts after the scrape at 11.0 began, before the sidecar read
+    traced = [(OFFSET + 9.0, 0.0), (OFFSET + 11.0, 0.0), (OFFSET + 13.0, 2.0)]
+    rows = interval_figures(record, truth, traced, [], latency={OFFSET + 11.0: 0.1, OFFSET + 13.0: 0.1})
+    # Edges at 11.1 and 13.1 (each scrape's end): the worker was busy the whole corrected interval.
+    assert rows[-1].truth == pytest.approx(1.0)
+    assert rows[-1].traced == pytest.approx(1.0)
+
+
+def test_an_idle_instance_is_judged_against_one_worker_not_zero() -> None:
+    row = IntervalFigure(0.0, 2.0, truth=0.0, traced=0.01, naive=0.5)
+    assert row.traced_error == pytest.approx(0.01)
+    assert row.naive_error == pytest.approx(0.5)
+
+
+def test_lost_work_separates_what_the_signal_cost_from_the_gap_before_it() -> None:
+    lost = LostWork("SIGKILL x", truth=30.0, candor=29.9, naive=24.0, in_flight=6.0, candor_gap_before=0.04)
+    assert lost.naive_lost == pytest.approx(6.0)
+    assert lost.candor_lost == pytest.approx(0.1)
+    assert lost.candor_lost_at_signal == pytest.approx(0.06)
+    assert LostWork("x", 1.0, None, None, 0.0).candor_lost_at_signal is None
