@@ -39,3 +39,9 @@ def test_ports_follow_the_policy() -> None:
     policy = parse_policy(valid_spec(httpCheck={"port": 8081}, agentCheck={"port": 8082}))
     config = parse_config(render_sidecar_config(policy))
     assert (config.http.port, config.agent.port) == (8081, 8082)
+
+
+def test_paths_match_what_the_webhook_mounts() -> None:
+    from candor_operator import injection
+
+    assert (STATE_DIR, POD_INFO_DIR) == (injection.STATE_DIR, injection.PODINFO_DIR)
