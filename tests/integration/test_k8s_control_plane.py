@@ -285,10 +285,21 @@ def _example_files() -> list[Path]:
     return sorted(path for path in (ROOT / "examples").glob("*.y*ml") if path.is_file())
 
 
+def _example_namespace(policy_name: str) -> str:
+    for path in _example_files():
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "HealthPolicy" and doc["metadata"]["name"] == policy_name:
+                namespace: str = doc["metadata"].get("namespace", "default")
+                return namespace
+    raise AssertionError(f"no HealthPolicy {policy_name!r} in examples/")
+
+
 def test_kubectl_apply_get_annotate_the_user_path(
     k8s_cluster: K8sCluster, healthpolicy_crd: str, k8s_namespace: str, tmp_path: Path
 ) -> None:
-    # The CRD is Established (fixture), so one `kubectl apply -f crds/ -f examples/` works, as users run it.
+    # The CRD is Established (fixture), so one `kubectl apply -f crds/ -f examples/` works, as users run it;
+    # the examples name their namespace ("default"), so they are applied as they are and deleted afterwards.
+    namespace_args: list[str] = []
     sources = ["-f", "crds/"]
     if _example_files():
         sources += ["-f", "examples/"]
@@ -296,21 +307,26 @@ def test_kubectl_apply_get_annotate_the_user_path(
         manifest = tmp_path / "policy.yaml"
         manifest.write_text(yaml.safe_dump(_policy("web")))
         sources += ["-f", str(manifest)]
-    applied = k8s_cluster.kubectl("apply", "-n", k8s_namespace, *sources).stdout
-    assert "healthpolicies.candor.io" in applied
+        namespace_args = ["-n", k8s_namespace]
+    try:
+        applied = k8s_cluster.kubectl("apply", *namespace_args, *sources).stdout
+        assert "customresourcedefinition.apiextensions.k8s.io/healthpolicies.candor.io" in applied
+        created = [line.split()[0] for line in applied.splitlines() if line.startswith("healthpolicy.candor.io/")]
+        assert created, f"kubectl apply created no HealthPolicy: {applied}"
+        name = created[0].split("/", 1)[1]
+        namespace = k8s_namespace if namespace_args else _example_namespace(name)
 
-    listed = json.loads(k8s_cluster.kubectl("get", "healthpolicies", "-n", k8s_namespace, "-o", "json").stdout)
-    names = [item["metadata"]["name"] for item in listed["items"]]
-    assert names, f"kubectl apply created no HealthPolicy in {k8s_namespace}: {applied}"
-    table = k8s_cluster.kubectl("get", "hpol", "-n", k8s_namespace).stdout  # short name + printer columns
-    assert "CONTROLLER" in table and names[0] in table
+        table = k8s_cluster.kubectl("get", "hpol", "-n", namespace).stdout  # short name + printer columns
+        assert "CONTROLLER" in table and name in table, table
 
-    k8s_cluster.kubectl("annotate", "healthpolicy", names[0], "-n", k8s_namespace, "candor.io/owner=team-a")
-    annotated = k8s_cluster.api("GET", f"{HP_API}/namespaces/{k8s_namespace}/healthpolicies/{names[0]}").ok()
-    assert annotated["metadata"]["annotations"]["candor.io/owner"] == "team-a"
+        k8s_cluster.kubectl("annotate", "healthpolicy", name, "-n", namespace, "candor.io/owner=team-a")
+        path = f"{HP_API}/namespaces/{namespace}/healthpolicies/{name}"
+        assert k8s_cluster.api("GET", path).ok()["metadata"]["annotations"]["candor.io/owner"] == "team-a"
 
-    # Re-applying the same files is a no-op for the API server, and keeps the annotation.
-    again = k8s_cluster.kubectl("apply", "-n", k8s_namespace, *sources).stdout
-    assert again.strip() and all(line.endswith("unchanged") for line in again.strip().splitlines()), again
-    annotated = k8s_cluster.api("GET", f"{HP_API}/namespaces/{k8s_namespace}/healthpolicies/{names[0]}").ok()
-    assert annotated["metadata"]["annotations"]["candor.io/owner"] == "team-a"
+        # Re-applying the same files changes nothing and keeps the annotation someone added.
+        again = k8s_cluster.kubectl("apply", *namespace_args, *sources).stdout.strip()
+        assert again and all(line.endswith("unchanged") for line in again.splitlines()), again
+        assert k8s_cluster.api("GET", path).ok()["metadata"]["annotations"]["candor.io/owner"] == "team-a"
+    finally:
+        if not namespace_args:
+            k8s_cluster.kubectl("delete", "-f", "examples/", "--ignore-not-found", "--wait=false")

@@ -215,7 +215,9 @@ class K8sCluster:
                        "kubernetes.default.svc.cluster.local"),
         )
         admin = self._admin = ca.issue("admin", "candor-admin", organizations=("system:masters",), client=True)
-        kcm = ca.issue("kcm", "system:kube-controller-manager", client=True)
+        # One identity with full rights for all controllers (like envtest and Kubernetes' integration tests):
+        # per-controller ServiceAccount credentials cost about 5 s of start-up while the tokens are minted.
+        kcm = ca.issue("kcm", "system:kube-controller-manager", organizations=("system:masters",), client=True)
         sa_key, sa_pub = write_signing_key(self.pki)
         self._write_kubeconfig(self.kubeconfig, {"client-certificate": str(admin.cert_file),
                                                  "client-key": str(admin.key_file)})
@@ -247,12 +249,14 @@ class K8sCluster:
                 f"--service-cluster-ip-range={SERVICE_CIDR}", "--allow-privileged=true",
                 "--profiling=false", "--event-ttl=1h",
             ])
+            # The controller-manager reads RBAC-protected config at start; the API server must be ready first.
+            self.wait_until(lambda: self._try_status("/readyz") == 200, READY_TIMEOUT, "kube-apiserver /readyz")
             self._start("kube-controller-manager", [
                 str(self.bin_dir / "kube-controller-manager"),
                 f"--kubeconfig={kcm_kubeconfig}", f"--authentication-kubeconfig={kcm_kubeconfig}",
                 f"--authorization-kubeconfig={kcm_kubeconfig}",
                 "--bind-address=127.0.0.1", f"--secure-port={kcm_port}", f"--cert-dir={self.workdir / 'kcm-certs'}",
-                "--leader-elect=false", "--controllers=*", "--use-service-account-credentials=true",
+                "--leader-elect=false", "--controllers=*", "--use-service-account-credentials=false",
                 f"--service-account-private-key-file={sa_key}", f"--root-ca-file={ca.cert_file}",
                 f"--cluster-signing-cert-file={ca.cert_file}", f"--cluster-signing-key-file={ca.key_file}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}", "--profiling=false",
@@ -294,7 +298,6 @@ class K8sCluster:
             finally:
                 conn.close()
 
-        self.wait_until(lambda: self._try_status("/readyz") == 200, READY_TIMEOUT, "kube-apiserver /readyz")
         self.wait_until(kcm_healthy, READY_TIMEOUT, "kube-controller-manager /healthz")
         self.wait_until(
             lambda: self._try_status("/api/v1/namespaces/default/serviceaccounts/default") == 200,
