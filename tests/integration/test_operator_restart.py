@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,17 +21,25 @@ pytestmark = pytest.mark.integration
 POLICIES = "/apis/candor.io/v1alpha1/namespaces/{ns}/healthpolicies"
 
 
-def create_pairs(cluster: K8sCluster, ns: str, count: int, prefix: str = "p") -> list[str]:
-    """`count` Services, each governed by its own policy (selector app=<name>)."""
-    names = [f"{prefix}{i:03d}" for i in range(count)]
+def create_services(cluster: K8sCluster, ns: str, names: list[str]) -> None:
     for name in names:
         cluster.api("POST", f"/api/v1/namespaces/{ns}/services", {
             "metadata": {"name": name, "annotations": {"owner": "user"}},
             "spec": {"selector": {"app": name}, "ports": [{"port": 80}]}}).ok()
+
+
+def create_policies(cluster: K8sCluster, ns: str, names: list[str]) -> None:
     for name in names:
         cluster.api("POST", POLICIES.format(ns=ns), {
             "apiVersion": "candor.io/v1alpha1", "kind": "HealthPolicy", "metadata": {"name": name},
             "spec": valid_spec(selector={"matchLabels": {"app": name}}, maxConn=7)}).ok()
+
+
+def create_pairs(cluster: K8sCluster, ns: str, count: int, prefix: str = "p") -> list[str]:
+    """`count` Services, each governed by its own policy (selector app=<name>)."""
+    names = [f"{prefix}{i:03d}" for i in range(count)]
+    create_services(cluster, ns, names)
+    create_policies(cluster, ns, names)
     return names
 
 
@@ -73,7 +82,11 @@ def test_sigkill_mid_reconcile_converges_after_restart_and_then_stays_quiet(
     operator = OperatorProcess(cluster, tmp_path, namespaces=[ns], webhook=False, resync=2.0)
     try:
         operator.start()
-        names = create_pairs(cluster, ns, 60)
+        names = [f"p{i:03d}" for i in range(80)]
+        create_services(cluster, ns, names)
+        # Policies keep arriving while the operator works; it is killed at its first write.
+        creator = threading.Thread(target=create_policies, args=(cluster, ns, names))
+        creator.start()
 
         def some_done() -> int:
             return sum(1 for s in services(cluster, ns).values()
@@ -81,7 +94,9 @@ def test_sigkill_mid_reconcile_converges_after_restart_and_then_stays_quiet(
 
         cluster.wait_until(some_done, 60, "the operator started writing")
         operator.kill()  # SIGKILL: no cleanup, handlers cut wherever they were
+        creator.join()
         done_at_kill = some_done()
+        assert 0 < done_at_kill < len(names), "the kill must land mid-reconcile"
         operator.start()
         cluster.wait_until(lambda: converged(cluster, ns, names), 90, "convergence after restart")
         # Converged means quiet: a resync (every 2 s) rewrites nothing.
