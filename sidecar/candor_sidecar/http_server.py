@@ -43,7 +43,7 @@ class Response:
     after_sent: Callable[[], None] | None = None  # called once the body has been handed to the kernel
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[Request], "Response | Awaitable[Response]"]  # sync answers skip creating a task
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,174 @@ def _encode(response: Response, head_only: bool, keep_alive: bool) -> bytes:
     return head if head_only else head + response.body
 
 
+class _Connection(asyncio.Protocol):
+    """One client connection: a buffer, one deadline timer, at most one request in progress.
+
+    A protocol rather than streams: an idle or slow client costs one small object and one timer, so
+    thousands of them neither eat memory nor delay the event loop that answers /health.
+    """
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.limits = server.limits
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.requests = 0
+        self.busy = False  # a handler is running or a response is being written
+        self.closing = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.eof = False
+
+    # deadlines ---------------------------------------------------------------------------------------
+    def _deadline(self, seconds: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_later(seconds, self._expire)
+
+    def _expire(self) -> None:
+        self.timer = None
+        if self.transport is not None:
+            self.transport.abort()  # too slow, idle too long, or not reading its response
+
+    # asyncio callbacks -------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.server.connections += 1
+        if self.server.connections > self.limits.max_connections:
+            transport.abort()
+            return
+        self._deadline(self.limits.header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections -= 1
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.task is not None:
+            self.task.cancel()
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.buffer += data
+        if not self.busy:
+            self._next_request()
+        elif len(self.buffer) > self.limits.max_header_bytes + self.limits.max_body_bytes:
+            self._fail(431, "too much pipelined data")
+
+    def eof_received(self) -> bool:
+        # Half-closed by the client: finish a response in progress, otherwise there is nothing to answer.
+        self.eof = True
+        return self.busy
+
+    def pause_writing(self) -> None:
+        self._deadline(self.limits.write_timeout)  # the client stopped reading
+
+    def resume_writing(self) -> None:
+        if self.busy and self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    # requests ----------------------------------------------------------------------------------------
+    def _fail(self, status: int, message: str) -> None:
+        self._send(Response(status, (message + "\n").encode()), head_only=False, keep_alive=False)
+
+    def _next_request(self) -> None:
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buffer) > self.limits.max_header_bytes:
+                self._fail(431, "request head too large")
+            return
+        if end > self.limits.max_header_bytes:
+            self._fail(431, "request head too large")
+            return
+        try:
+            request = _parse_head(bytes(self.buffer[:end]))
+            length = _content_length(request, self.limits.max_body_bytes)
+        except _BadRequest as error:
+            self._fail(error.status, str(error))
+            return
+        if len(self.buffer) < end + 4 + length:
+            return  # the body is still coming, within the same deadline
+        del self.buffer[: end + 4 + length]
+        self.requests += 1
+        self.busy = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        keep_alive = _keep_alive(request) and self.requests < self.limits.max_requests
+        if request.method not in ("GET", "HEAD"):
+            self._send(Response(405, b"only GET and HEAD\n", headers=[("Allow", "GET, HEAD")]), False, keep_alive)
+            return
+        try:
+            answer = self.server.handler(request)
+        except Exception:
+            log.exception("handler failed for %s", request.path)
+            self._fail(500, "internal error")
+            return
+        if isinstance(answer, Response):
+            self._send(answer, request.method == "HEAD", keep_alive)
+        else:
+            self._deadline(self.limits.write_timeout + 30.0)  # a slow handler still ends
+            self.task = self.loop.create_task(self._await(answer, request.method == "HEAD", keep_alive))
+
+    async def _await(self, answer: Awaitable[Response], head_only: bool, keep_alive: bool) -> None:
+        try:
+            response = await answer
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("handler failed")
+            response, keep_alive = Response(500, b"internal error\n"), False
+        self.task = None
+        if self.transport is not None:
+            self._send(response, head_only, keep_alive)
+
+    def _send(self, response: Response, head_only: bool, keep_alive: bool) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        keep_alive = keep_alive and not self.eof
+        transport.write(_encode(response, head_only, keep_alive))
+        if response.after_sent is not None:
+            self._after_flush(response.after_sent)
+        if not keep_alive:
+            self.closing = True
+            self.busy = True
+            transport.close()  # flushes what is buffered first
+            if transport.get_write_buffer_size():
+                self._deadline(self.limits.write_timeout)
+            return
+        self.busy = False
+        self._deadline(self.limits.idle_timeout + self.limits.header_timeout)
+        if self.buffer:
+            self._next_request()  # pipelined
+
+    def _after_flush(self, callback: Callable[[], None], waited: float = 0.0) -> None:
+        """Once the response left our buffer (it is in the kernel, on its way): then it counts as served."""
+        transport = self.transport
+        if transport is None:
+            return
+        if transport.get_write_buffer_size() == 0:
+            callback()
+        elif waited < self.limits.write_timeout:
+            self.loop.call_later(0.02, self._after_flush, callback, waited + 0.02)
+
+
+def _content_length(request: Request, maximum: int) -> int:
+    if "chunked" in request.headers.get("transfer-encoding", "").lower():
+        raise _BadRequest(501, "chunked request bodies are not supported")
+    text = request.headers.get("content-length", "0")
+    if not text.isdigit():
+        raise _BadRequest(400, "bad Content-Length")
+    if int(text) > maximum:
+        raise _BadRequest(413, "request body too large")
+    return int(text)
+
+
 class HttpServer:
     def __init__(self, handler: Handler, limits: Limits | None = None) -> None:
         self.handler = handler
@@ -112,66 +280,11 @@ class HttpServer:
         self.server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int, backlog: int = 4096) -> asyncio.Server:
-        self.server = await asyncio.start_server(self._serve, host, port, backlog=backlog, reuse_address=True,
-                                                 limit=self.limits.max_header_bytes)
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: _Connection(self), host, port, backlog=backlog,
+                                               reuse_address=True)
         return self.server
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            if self.connections > self.limits.max_connections:
-                return
-            await self._requests(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, OSError):
-            pass
-        except Exception:  # a bug must cost one connection, never the server
-            log.exception("HTTP connection failed")
-        finally:
-            self.connections -= 1
-            if writer.transport.get_write_buffer_size():
-                writer.transport.abort()  # unsent data to a client that stopped reading: do not linger
-            else:
-                writer.close()
-
-    async def _requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        limits = self.limits
-        for count in range(limits.max_requests):
-            timeout = limits.header_timeout if count == 0 else limits.idle_timeout + limits.header_timeout
-            try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
-            except asyncio.LimitOverrunError:
-                await self._send_error(writer, 431, "request head too large")
-                return
-            try:
-                request = _parse_head(head[:-4])
-                await self._read_body(reader, request)
-            except _BadRequest as error:
-                await self._send_error(writer, error.status, str(error))
-                return
-            keep_alive = _keep_alive(request) and count + 1 < limits.max_requests
-            if request.method not in ("GET", "HEAD"):
-                response = Response(405, b"only GET and HEAD\n", headers=[("Allow", "GET, HEAD")])
-            else:
-                response = await self.handler(request)
-            writer.write(_encode(response, request.method == "HEAD", keep_alive))
-            await asyncio.wait_for(writer.drain(), limits.write_timeout)
-            if response.after_sent is not None:
-                response.after_sent()
-            if not keep_alive:
-                return
-
-    async def _read_body(self, reader: asyncio.StreamReader, request: Request) -> None:
-        if "chunked" in request.headers.get("transfer-encoding", "").lower():
-            raise _BadRequest(501, "chunked request bodies are not supported")
-        length_text = request.headers.get("content-length", "0")
-        if not length_text.isdigit():
-            raise _BadRequest(400, "bad Content-Length")
-        length = int(length_text)
-        if length > self.limits.max_body_bytes:
-            raise _BadRequest(413, "request body too large")
-        if length:
-            await asyncio.wait_for(reader.readexactly(length), self.limits.header_timeout)
-
-    async def _send_error(self, writer: asyncio.StreamWriter, status: int, message: str) -> None:
-        writer.write(_encode(Response(status, (message + "\n").encode()), False, False))
-        await asyncio.wait_for(writer.drain(), self.limits.write_timeout)
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()

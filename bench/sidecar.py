@@ -1,0 +1,273 @@
+"""Sidecar benchmark: agent-check and /health latency under load, RSS with 16 journals, idle CPU.
+
+    python bench/sidecar.py [--seconds 8]
+
+Targets (issue 3): agent replies p99 <= 1 ms at 2,000 connections/s from a load process on loopback;
+/health p99 <= 5 ms at 200 requests/s while that agent load runs; sidecar RSS <= 40 MB after start
+with 16 journals; idle CPU < 1 % of a core. In the same run, a naive agent that samples the CPU for
+one second per connection (the seed's Go example, in Python) gives the ratio. Prints a table and exits
+non-zero when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+JOURNALS = 16
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * (len(ordered) - 1) + 0.5))] if ordered else float("nan")
+
+
+# --- load processes (this script re-invoked with --load) ---------------------------------------------
+
+def _agent_once(port: int) -> float:
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(256)
+            if not chunk:
+                raise ConnectionError("closed before a full line")
+            data += chunk
+    return time.perf_counter() - started
+
+
+def _health_once(port: int) -> float:
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /health HTTP/1.0\r\nHost: bench\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    if not data.startswith(b"HTTP/1.1 200"):
+        raise ConnectionError(data[:40].decode(errors="replace"))
+    return time.perf_counter() - started
+
+
+def run_load(kind: str, port: int, rate: float, seconds: float) -> dict[str, float]:
+    """Open-loop schedule at `rate`; latency from connect to the complete answer."""
+    once = _agent_once if kind == "agent" else _health_once
+    latencies: list[float] = []
+    errors = 0
+    count = int(rate * seconds)
+    start = time.perf_counter() + 0.05
+    for index in range(count):
+        delay = start + index / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        try:
+            latencies.append(once(port))
+        except OSError:
+            errors += 1
+    elapsed = time.perf_counter() - start
+    return {"count": len(latencies), "errors": errors, "rate": len(latencies) / elapsed,
+            "p50_ms": 1000 * percentile(latencies, 0.5), "p99_ms": 1000 * percentile(latencies, 0.99),
+            "max_ms": 1000 * max(latencies, default=float("nan"))}
+
+
+# --- the naive agent of the seed: samples the CPU for one second on every connection ---------------------
+
+def _cpu_times() -> tuple[int, int]:
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    return sum(fields), fields[3]
+
+
+def run_naive_agent(port: int) -> None:
+    server = socket.create_server(("127.0.0.1", port), backlog=1024)
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            total_before, idle_before = _cpu_times()
+            time.sleep(1.0)
+            total_after, idle_after = _cpu_times()
+            idle = 100.0 * (idle_after - idle_before) / max(total_after - total_before, 1)
+            conn.sendall(b"50%\n" if idle < 10 else b"100%\n")
+
+    while True:
+        conn, _ = server.accept()
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+
+FLOOR_SERVER = """
+import socket, sys
+server = socket.create_server(("127.0.0.1", int(sys.argv[1])), backlog=4096)
+while True:
+    conn, _ = server.accept()
+    conn.send(b"up 100%\\n")
+    conn.shutdown(socket.SHUT_WR)
+    conn.close()
+"""
+
+
+# --- 16 live journals ------------------------------------------------------------------------------------
+
+JOURNAL_WRITERS = """
+import sys, time
+from prometheus_client import Counter
+from candor_tracer import Tracer
+state_dir, count = sys.argv[1], int(sys.argv[2])
+held = []
+for index in range(count):
+    tracer = Tracer(state_dir=state_dir)
+    counter = Counter("job_worked_seconds", "Seconds spent working on jobs", ["task", "worker"], registry=None)
+    for task in ("resize", "upload", "index", "mail"):
+        with tracer.trace(counter, task=task, worker=str(index)):
+            pass
+        trace = tracer.trace(counter, task=task, worker=str(index))
+        trace.__enter__()
+        held.append(trace)
+print("ready", flush=True)
+time.sleep(3600)
+"""
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _spawn_load(kind: str, port: int, rate: float, seconds: float) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, __file__, "--load", kind, "--port", str(port), "--rate", str(rate),
+                             "--seconds", str(seconds)], stdout=subprocess.PIPE, text=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of the load phase")
+    parser.add_argument("--load", choices=["agent", "health"], help=argparse.SUPPRESS)
+    parser.add_argument("--naive-agent", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.load:
+        print(json.dumps(run_load(args.load, args.port, args.rate, args.seconds)))
+        return 0
+    if args.naive_agent:
+        run_naive_agent(args.port)
+        return 0
+
+    workdir = Path(tempfile.mkdtemp(prefix="candor-bench-sidecar-"))
+    state_dir = workdir / "state"
+    state_dir.mkdir()
+    http_port, agent_port, naive_port = free_port(), free_port(), free_port()
+    config = workdir / "sidecar.yaml"
+    config.write_text(json.dumps({
+        "stateDir": str(state_dir), "podInfoDir": str(workdir / "podinfo"), "slowStart": "0s", "maxConn": 30,
+        "http": {"port": http_port, "address": "127.0.0.1"}, "agent": {"port": agent_port, "address": "127.0.0.1"},
+        "disk": {"paths": [str(workdir)], "maxPercent": 100}, "evaluationInterval": "1s"}))
+    children: list[subprocess.Popen[str]] = []
+    try:
+        writers = subprocess.Popen([sys.executable, "-c", JOURNAL_WRITERS, str(state_dir), str(JOURNALS)],
+                                   stdout=subprocess.PIPE, text=True)
+        children.append(writers)
+        assert writers.stdout is not None and writers.stdout.readline().strip() == "ready"
+        journals = len(list(state_dir.glob("journal-*")))
+        sidecar = subprocess.Popen([sys.executable, "-m", "candor_sidecar", "--config", str(config),
+                                    "--log-level", "warning"], text=True)
+        children.append(sidecar)
+        naive = subprocess.Popen([sys.executable, __file__, "--naive-agent", "--port", str(naive_port)], text=True)
+        children.append(naive)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/livez", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("sidecar did not start")
+            time.sleep(0.05)
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        series = sum(1 for line in metrics.splitlines() if line.startswith("job_worked_seconds_total{"))
+
+        time.sleep(3.0)
+        rss_mib = _rss_kib(sidecar.pid) / 1024
+        cpu_before, wall_before = _cpu_seconds(sidecar.pid), time.monotonic()
+        time.sleep(10.0)
+        idle_cpu = 100 * (_cpu_seconds(sidecar.pid) - cpu_before) / (time.monotonic() - wall_before)
+
+        agent_load = _spawn_load("agent", agent_port, 2000, args.seconds)
+        health_load = _spawn_load("health", http_port, 200, args.seconds)
+        children += [agent_load, health_load]
+        with ThreadPoolExecutor(max_workers=40) as pool:  # the naive agent, 40 connections at once
+            naive_latencies = [1000 * latency for latency in pool.map(lambda _: _agent_once(naive_port), range(40))]
+        agent = json.loads(agent_load.communicate(timeout=args.seconds + 60)[0])
+        health = json.loads(health_load.communicate(timeout=args.seconds + 60)[0])
+        rss_after_load = _rss_kib(sidecar.pid) / 1024
+        # The machine's own floor, same load, same run: a bare blocking accept/send/close loop.
+        floor_port = free_port()
+        floor_server = subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, str(floor_port)], text=True)
+        children.append(floor_server)
+        time.sleep(0.3)
+        floor_load = _spawn_load("agent", floor_port, 2000, args.seconds)
+        children.append(floor_load)
+        floor = json.loads(floor_load.communicate(timeout=args.seconds + 60)[0])
+    finally:
+        for child in reversed(children):
+            if child.poll() is None:
+                child.send_signal(signal.SIGKILL)
+                child.wait()
+
+    naive_p99 = percentile(naive_latencies, 0.99)
+    rows = [
+        ("agent reply p99 at 2,000 conn/s", "<= 1 ms", f"{agent['p99_ms']:.3f} ms", agent["p99_ms"] <= 1.0),
+        ("agent achieved rate / errors", ">= 1,900/s, 0", f"{agent['rate']:.0f}/s, {agent['errors']}",
+         agent["rate"] >= 1900 and agent["errors"] == 0),
+        ("agent reply p50 / max", "", f"{agent['p50_ms']:.3f} / {agent['max_ms']:.2f} ms", True),
+        ("reference: bare blocking server p50 / p99", "",
+         f"{floor['p50_ms']:.3f} / {floor['p99_ms']:.3f} ms", True),
+        ("naive agent (1 s CPU sample) p99", "", f"{naive_p99:.0f} ms", True),
+        ("naive p99 / candor p99", "", f"{naive_p99 / agent['p99_ms']:.0f}x", True),
+        ("/health p99 at 200 req/s under agent load", "<= 5 ms", f"{health['p99_ms']:.3f} ms",
+         health["p99_ms"] <= 5.0),
+        ("/health achieved rate / errors", ">= 190/s, 0", f"{health['rate']:.0f}/s, {health['errors']}",
+         health["rate"] >= 190 and health["errors"] == 0),
+        (f"sidecar RSS after start, {journals} journals, {series} series", "<= 40 MB", f"{rss_mib:.1f} MiB",
+         rss_mib <= 40 and journals == JOURNALS),
+        ("sidecar RSS after the load", "", f"{rss_after_load:.1f} MiB", True),
+        ("sidecar idle CPU (1 s evaluations)", "< 1 % of a core", f"{idle_cpu:.2f} %", idle_cpu < 1.0),
+    ]
+    width = max(len(row[0]) for row in rows)
+    print(f"{'sidecar benchmark':<{width}}  {'target':<16} {'measured':<22} result")
+    for name, target, measured, ok in rows:
+        print(f"{name:<{width}}  {target:<16} {measured:<22} {'ok' if ok else 'MISS'}")
+    return 0 if all(row[3] for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The hand-written HTTP/1.1 server over real loopback sockets: keep-alive, pipelining, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from candor_sidecar.http_server import HttpServer, Limits, Request, Response
+
+
+async def _slow(request: Request) -> Response:
+    await asyncio.sleep(0.05)
+    return Response(200, b"slow " + request.path.encode())
+
+
+def _handler(request: Request) -> Response | asyncio.Future[Response] | object:
+    if request.path == "/slow":
+        return _slow(request)
+    verbose = b" verbose" if request.flag("verbose") else b""
+    return Response(200, request.path.encode() + verbose)
+
+
+async def _server(limits: Limits | None = None) -> tuple[HttpServer, int]:
+    server = HttpServer(_handler, limits)  # type: ignore[arg-type]
+    listening = await server.start("127.0.0.1", 0)
+    return server, listening.sockets[0].getsockname()[1]
+
+
+async def _exchange(port: int, payload: bytes, timeout: float = 3.0) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(payload)
+    data = b""
+    try:
+        while chunk := await asyncio.wait_for(reader.read(65536), timeout):
+            data += chunk
+    except TimeoutError:
+        pass
+    writer.close()
+    return data
+
+
+async def test_keep_alive_pipelining_head_and_methods() -> None:
+    server, port = await _server()
+    try:
+        answer = await _exchange(port, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+                                       b"HEAD /b?verbose HTTP/1.1\r\nHost: x\r\n\r\n"
+                                       b"POST /c HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+                                 timeout=2.0)
+        parts = answer.split(b"HTTP/1.1 ")[1:]
+        assert [part.split(b"\r\n")[0] for part in parts] == [b"200 OK", b"200 OK", b"200 OK",
+                                                              b"405 Method Not Allowed"]
+        assert parts[0].endswith(b"\r\n\r\n/a") and parts[1].endswith(b"slow /slow")
+        assert b"Content-Length: 10" in parts[2] and parts[2].endswith(b"\r\n\r\n")  # HEAD: no body
+        assert b"Connection: close" in parts[3]
+        one = await _exchange(port, b"GET /x HTTP/1.0\r\n\r\n")
+        assert one.endswith(b"/x") and b"Connection: close" in one
+    finally:
+        server.close()
+
+
+async def test_every_connection_has_a_deadline() -> None:
+    server, port = await _server(Limits(header_timeout=0.3, idle_timeout=0.3))
+    try:
+        started = time.monotonic()
+        assert await _exchange(port, b"GET / HTTP/1.1\r\n") == b""  # never finishes its head
+        assert time.monotonic() - started < 1.5
+        started = time.monotonic()
+        kept = await _exchange(port, b"GET /k HTTP/1.1\r\n\r\n")  # kept alive, then idle
+        assert kept.endswith(b"/k") and time.monotonic() - started < 1.5
+        assert server.connections == 0
+    finally:
+        server.close()
+
+
+async def test_oversized_and_malformed_heads_are_refused() -> None:
+    server, port = await _server(Limits(max_header_bytes=1024))
+    try:
+        assert (await _exchange(port, b"X" * 5000)).startswith(b"HTTP/1.1 431")
+        assert (await _exchange(port, b"NONSENSE\r\n\r\n")).startswith(b"HTTP/1.1 400")
+        assert (await _exchange(port, b"GET / HTTP/2.0\r\n\r\n")).startswith(b"HTTP/1.1 505")
+        assert (await _exchange(port, b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")).startswith(
+            b"HTTP/1.1 501")
+    finally:
+        server.close()
