@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 import click
@@ -15,6 +16,8 @@ CONFIG_ERROR_EXIT = 2
 def build_config(config_path: str | None, state_dir: str | None, http_port: int | None,
                  agent_port: int | None) -> SidecarConfig:
     config = load_config(config_path) if config_path else parse_config({})
+    if state_dir is not None:
+        state_dir = os.path.abspath(state_dir)
     return config.with_overrides(state_dir=state_dir, http_port=http_port, agent_port=agent_port)
 
 

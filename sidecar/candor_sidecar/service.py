@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
 import signal
 import sys
@@ -194,6 +195,10 @@ class Sidecar:
         # The agent thread and the journal worker share the GIL with the event loop: hand it over
         # every 0.5 ms instead of 5 ms so neither can hold an answer back for long.
         sys.setswitchinterval(0.0005)
+        try:  # the shared volume normally exists; locally the sidecar may be first
+            os.makedirs(self.config.state_dir, exist_ok=True)
+        except OSError as error:
+            log.warning("cannot create the state directory %s: %s", self.config.state_dir, error)
         self._apply(await self._in_worker(self._evaluate_now))  # never serve before the first evaluation
         agent_server = await start_agent_server(self.agent, self.config.agent.address, self.config.agent.port)
         http_server = await self.http.start(self.config.http.address, self.config.http.port)

@@ -1,0 +1,45 @@
+"""/metrics bodies from a real journal written by the real tracer."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prometheus_client import Counter
+from prometheus_client.parser import text_string_to_metric_families
+
+from candor_sidecar.checks import Evaluation, evaluate
+from candor_sidecar.config import parse_config
+from candor_sidecar.metrics import SidecarFacts, render_metrics
+from candor_tracer import Tracer
+from candor_tracer.journal import read_totals
+
+
+def test_journal_counters_keep_the_apps_name_help_and_labels(tmp_path: Path) -> None:
+    tracer = Tracer(state_dir=tmp_path)
+    counter = Counter("job_worked_seconds_total", "Seconds spent working on jobs", ["task", "queue"], registry=None)
+    try:
+        with tracer.trace(counter, task="resize", queue="fast"):
+            time.sleep(0.05)
+        running = tracer.trace(counter, task="mail", queue="slow")
+        running.__enter__()
+        time.sleep(0.05)
+        snapshot = read_totals(tmp_path)
+        checks = tuple(evaluate(parse_config({}), snapshot))
+        facts = SidecarFacts(Evaluation(checks, time.time(), time.monotonic(), False, snapshot), 42, "up", False, 7)
+        body, content_type = render_metrics(snapshot, facts, "text/plain")
+        assert content_type.startswith("text/plain; version=0.0.4")
+        families = {family.name: family for family in text_string_to_metric_families(body.decode())}
+        jobs = families["job_worked_seconds"]
+        assert jobs.type == "counter" and jobs.documentation == "Seconds spent working on jobs"
+        values = {(s.labels["task"], s.labels["queue"]): s.value for s in jobs.samples if s.name.endswith("_total")}
+        assert values[("resize", "fast")] >= 0.05
+        assert values[("mail", "slow")] >= 0.05  # in flight, counted up to the scrape
+        assert families["candor_inflight_traces"].samples[0].value == 1
+        assert families["candor_agent_weight_percent"].samples[0].value == 42
+        openmetrics, kind = render_metrics(snapshot, facts, "application/openmetrics-text; version=1.0.0")
+        assert kind.startswith("application/openmetrics-text") and openmetrics.endswith(b"# EOF\n")
+        assert b"# TYPE job_worked_seconds counter" in openmetrics
+        running.__exit__(None, None, None)
+    finally:
+        tracer.close()
