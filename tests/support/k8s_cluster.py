@@ -203,9 +203,22 @@ class K8sCluster:
 
     # ----------------------------------------------------------------------------------------- lifecycle
     def start(self) -> K8sCluster:
+        began = time.monotonic()
+        for attempt in range(3):
+            try:
+                self._start_once()
+                break
+            except RuntimeError as error:
+                # A free port can be taken by someone else between probing and binding: retry on new ports.
+                if "address already in use" not in str(error) or attempt == 2:
+                    raise
+                shutil.rmtree(self.workdir / "etcd", ignore_errors=True)
+        self.startup_seconds = time.monotonic() - began
+        return self
+
+    def _start_once(self) -> None:
         for directory in (self.logs_dir, self.pki):
             directory.mkdir(parents=True, exist_ok=True)
-        began = time.monotonic()
         ca = self.ca = CertificateAuthority(self.pki)
         api_port, etcd_port, peer_port, kcm_port = (_free_port() for _ in range(4))
         self.server = f"https://127.0.0.1:{api_port}"
@@ -265,8 +278,6 @@ class K8sCluster:
         except BaseException:
             self.stop()
             raise
-        self.startup_seconds = time.monotonic() - began
-        return self
 
     def stop(self) -> None:
         # Reverse order: controllers first, the store last.
