@@ -43,7 +43,8 @@ start=$(date +%s)
 (
     cd "$here"
     # One `go build` for both commands so their shared packages compile once. nice: the machine is shared.
-    GOFLAGS="${GOFLAGS:--mod=mod}" CGO_ENABLED=0 GOTOOLCHAIN=local \
+    # -mod=readonly: go.mod/go.sum are committed and complete; a build must never rewrite them.
+    GOFLAGS="${GOFLAGS:--mod=readonly}" CGO_ENABLED=0 GOTOOLCHAIN=local \
         nice -n 10 go build -trimpath -ldflags="$ldflags" -o "$staging/" \
         k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
 )
