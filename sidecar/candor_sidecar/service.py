@@ -50,7 +50,7 @@ class Sidecar:
         self.config = config
         self.agent = AgentState(config.slow_start, config.max_conn)
         self.evaluation: Evaluation | None = None
-        self.journal_error: str | None = None
+        self._health_cache: dict[tuple[str | None, bool, bool], Response] = {}
         self.draining = False
         self.fold_done = False
         self.final_scrape = asyncio.Event()
@@ -91,6 +91,7 @@ class Sidecar:
     def _apply(self, evaluation: Evaluation) -> None:
         previous = self.evaluation
         self.evaluation = evaluation
+        self._health_cache = {}
         failing = evaluation.failing()
         self.agent.update(bool(failing), "; ".join(check.reason for check in failing), evaluation.maintenance)
         if previous is None or previous.status != evaluation.status:
@@ -131,6 +132,16 @@ class Sidecar:
         return Response(404, b"not found; try /health, /livez, /readyz or /metrics\n")
 
     def _health(self, request: Request, name: str | None) -> Response:
+        # Documents change only with an evaluation (or a drain): build each once, serve it many times.
+        key = (name, request.flag("verbose"), self.draining)
+        cached = self._health_cache.get(key)
+        if cached is None:
+            cached = self._health_document(name, key[1])
+            if len(self._health_cache) < 64:  # arbitrary /health/<name> paths must not grow it
+                self._health_cache[key] = cached
+        return cached
+
+    def _health_document(self, name: str | None, verbose: bool) -> Response:
         evaluation = self.evaluation
         if evaluation is None:
             return Response(503, b'{"status":"warn","output":"not evaluated yet"}\n', CONTENT_TYPE)
@@ -143,7 +154,7 @@ class Sidecar:
             notes.append("sidecar terminating: the agent answers drain")
         if evaluation.maintenance:
             notes.append("maintenance annotation set: the agent answers maint")
-        status, body = health_document(evaluation, checks, request.flag("verbose"), notes)
+        status, body = health_document(evaluation, checks, verbose, notes)
         return Response(status, body, CONTENT_TYPE)
 
     def _livez(self) -> Response:
