@@ -29,6 +29,7 @@ def _config(frontend: int, pairs: list[tuple[str, AppProcess, SidecarProcess]]) 
     servers = "\n".join(
         f"    server {name} 127.0.0.1:{app.port} weight 100 check port {sidecar.http_port} inter 1s rise 2 fall 3"
         f" agent-check agent-addr 127.0.0.1 agent-port {sidecar.agent_port} agent-inter {AGENT_INTER:g}s"
+        + (" agent-send candor-check-from-haproxy" if name == "s2" else "")  # sent or not: never waited for
         for name, app, sidecar in pairs)
     return f"""
 defaults
