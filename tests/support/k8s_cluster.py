@@ -44,6 +44,11 @@ Fixture API (register with ``pytest_plugins = ["tests.support.k8s_cluster"]``, d
 
 ``k8s_namespace`` (function scope) -> str: a fresh namespace for one test, deleted afterwards.
 
+Outside pytest: ``K8sCluster(workdir, ensure_binaries()).start()`` ... ``.stop()`` (start it from the main
+thread: PR_SET_PDEATHSIG is tied to the thread that forks). Versions: Kubernetes v1.36.3 (tests/k8s/go.mod),
+etcd 3.5.1, kubectl 1.36. The controller-manager runs every default controller under one system:masters
+identity (--use-service-account-credentials=false; per-controller tokens cost ~5 s of start-up).
+
 Readiness means: /readyz is 200, the controller-manager's /healthz is 200 and the "default" ServiceAccount
 exists in namespace "default". Processes run in their own process groups with PR_SET_PDEATHSIG, are stopped
 (SIGTERM, then SIGKILL) at session end, and an atexit guard catches interrupted runs.
