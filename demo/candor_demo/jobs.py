@@ -40,15 +40,18 @@ def run_worker(slot: int, max_seconds: float, stop: threading.Event, truth: Trut
     rng = random.Random(seed)
     while not stop.is_set():
         length = job_length(rng, max_seconds)
-        # The truth brackets the trace as tightly as the clock allows; its bookkeeping (the truth line, the
-        # parent's notice) happens inside the job, so both sides count it.
+        # The truth's clock reads sit right next to the tracer's own: just before it starts (the tracer reads
+        # its clock first thing in __enter__) and as the block's last statement (first thing in __exit__).
+        # The truth line and the parent's notice are written inside the block, so both sides count them.
         started = time.monotonic()
+        ended: float | None = None
         try:
             with trace(TRACED_JOB_SECONDS, job_class=JOB_CLASS, worker=str(slot)):
                 truth.start(slot, at=started)
                 on_start(slot, started, length)
                 stop.wait(length)  # the "work": the seed's workers mostly wait on I/O
+                ended = time.monotonic()
         finally:
-            ended = time.monotonic()
+            ended = ended if ended is not None else time.monotonic()
             truth.end(slot, at=ended)
             on_done(slot, ended - started)

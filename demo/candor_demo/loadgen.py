@@ -19,7 +19,7 @@ class RequestResult:
 class LoadGenerator:
     """`rate` requests per second spread over a few client threads, each with its own connection."""
 
-    def __init__(self, port: int, rate: float, clients: int = 4, path: str = "/resize") -> None:
+    def __init__(self, port: int, rate: float, clients: int = 8, path: str = "/resize") -> None:
         self.port, self.rate, self.clients, self.path = port, rate, clients, path
         self.results: list[RequestResult] = []
         self._lock = threading.Lock()
