@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT / "sidecar"))
 from candor_tracer import Tracer  # noqa: E402
 from candor_tracer.journal import read_totals  # noqa: E402
 
-LOOPS = 20_000
-REPEATS = 7
+LOOPS = 2_000
+REPEATS = 60
 
 
 def per_op(fn: Callable[[int], None], loops: int = LOOPS) -> float:

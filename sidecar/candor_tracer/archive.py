@@ -8,7 +8,6 @@ reader that died between the rename and the journal's unlink does not count that
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 from candor_tracer.journal_format import ARCHIVE_NAME
 
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
+ARCHIVE_VERSION = 1
 
 
 class ArchiveError(ValueError):
@@ -24,18 +24,18 @@ class ArchiveError(ValueError):
 
 @dataclass
 class Archive:
-    totals: dict[SeriesKey, float] = field(default_factory=dict)
+    totals: dict[SeriesKey, int] = field(default_factory=dict)  # integer nanoseconds: sums are exact
     documentation: dict[SeriesKey, str] = field(default_factory=dict)
     folded: list[str] = field(default_factory=list)
     last_fold: float | None = None
 
-    def add(self, key: SeriesKey, documentation: str, seconds: float) -> None:
-        self.totals[key] = self.totals.get(key, 0.0) + seconds
+    def add(self, key: SeriesKey, documentation: str, nanoseconds: int) -> None:
+        self.totals[key] = self.totals.get(key, 0) + nanoseconds
         self.documentation.setdefault(key, documentation)
 
 
 def _parse(raw: object) -> Archive:
-    if not isinstance(raw, dict) or raw.get("version") != 1:
+    if not isinstance(raw, dict) or raw.get("version") != ARCHIVE_VERSION:
         raise ArchiveError("missing or unsupported 'version'")
     archive = Archive()
     series = raw.get("series")
@@ -46,17 +46,18 @@ def _parse(raw: object) -> Archive:
     for item in series:
         if not isinstance(item, dict):
             raise ArchiveError("a 'series' entry is not an object")
-        name, doc, labels, value = item.get("name"), item.get("documentation"), item.get("labels"), item.get("value")
+        name, doc, labels = item.get("name"), item.get("documentation"), item.get("labels")
+        value = item.get("nanoseconds")
         if not isinstance(name, str) or not isinstance(doc, str) or not isinstance(labels, list):
             raise ArchiveError("a 'series' entry lacks name/documentation/labels")
-        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-            raise ArchiveError(f"series {name!r} has an invalid value")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ArchiveError(f"series {name!r}: 'nanoseconds' must be a non-negative integer")
         pairs: list[tuple[str, str]] = []
         for pair in labels:
             if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
                 raise ArchiveError(f"series {name!r} has invalid labels")
             pairs.append((pair[0], pair[1]))
-        archive.add((name, tuple(pairs)), doc, float(value))
+        archive.add((name, tuple(pairs)), doc, value)
     if not all(isinstance(n, str) for n in folded):
         raise ArchiveError("'folded' must list journal names")
     archive.folded = list(folded)
@@ -83,12 +84,12 @@ def load_archive(state_dir: Path) -> Archive:
 def save_archive(state_dir: Path, archive: Archive) -> None:
     """Replace the archive atomically (temp file, fsync, rename, fsync the directory)."""
     doc = {
-        "version": 1,
+        "version": ARCHIVE_VERSION,
         "last_fold": archive.last_fold,
         "folded": archive.folded,
         "series": [
             {"name": key[0], "documentation": archive.documentation.get(key, ""),
-             "labels": [list(pair) for pair in key[1]], "value": value}
+             "labels": [list(pair) for pair in key[1]], "nanoseconds": value, "seconds": value / 1e9}
             for key, value in sorted(archive.totals.items())
         ],
     }

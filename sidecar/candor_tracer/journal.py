@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import math
 import os
 import threading
 import time
@@ -87,7 +86,7 @@ _warned: set[str] = set()
 _state_lock = threading.Lock()
 # The highest value this process has reported per (state dir, series): a live journal read while its
 # writer was mid-update can be off by a fraction of a trace; a counter must still never go backwards.
-_reported: dict[tuple[str, SeriesKey], float] = {}
+_reported: dict[tuple[str, SeriesKey], int] = {}
 
 
 def _warn_once(path: str, problem: str) -> None:
@@ -285,7 +284,7 @@ def read_totals(state_dir: str | os.PathLike[str], now: float | None = None) -> 
     realtime = now is None
     at = time.monotonic() if now is None else now  # taken before the lock probes: "alive at `at`" holds
     skipped: list[str] = []
-    totals: dict[SeriesKey, float] = {}
+    totals: dict[SeriesKey, int] = {}  # nanoseconds
     docs: dict[SeriesKey, str] = {}
     writers: list[WriterInfo] = []
     last_fold: float | None = None
@@ -313,7 +312,7 @@ def read_totals(state_dir: str | os.PathLike[str], now: float | None = None) -> 
                 close_at = at if alive else reading.heartbeat.alive_at
                 for desc, value in zip(reading.descs, series_values(reading, close_at), strict=True):
                     key = (desc.name, desc.labels)
-                    totals[key] = totals.get(key, 0.0) + value
+                    totals[key] = totals.get(key, 0) + value
                     docs.setdefault(key, desc.documentation)
                 if alive:
                     writers.append(_writer_info(opened, reading))
@@ -327,17 +326,15 @@ def read_totals(state_dir: str | os.PathLike[str], now: float | None = None) -> 
                            last_fold=last_fold, now=at)
 
 
-def _monotonic_series(directory: Path, totals: dict[SeriesKey, float], docs: dict[SeriesKey, str],
+def _monotonic_series(directory: Path, totals: dict[SeriesKey, int], docs: dict[SeriesKey, str],
                       clamp: bool) -> tuple[SeriesTotal, ...]:
     root = str(directory.resolve())
     out: list[SeriesTotal] = []
     with _state_lock:
         for key in sorted(totals):
             value = totals[key]
-            if not math.isfinite(value):
-                continue
             if clamp:
-                value = max(value, _reported.get((root, key), 0.0))
+                value = max(value, _reported.get((root, key), 0))
                 _reported[(root, key)] = value
-            out.append(SeriesTotal(name=key[0], documentation=docs.get(key, ""), labels=key[1], value=value))
+            out.append(SeriesTotal(name=key[0], documentation=docs.get(key, ""), labels=key[1], value=value / 1e9))
     return tuple(out)

@@ -239,9 +239,12 @@ def unpack_observed(data: bytes) -> tuple[int, float | None]:
     return best
 
 
+SERIES_CRC = struct.Struct("<I4x")
+
+
 def pack_series(commit: int, total: float) -> bytes:
     body = SERIES_BODY.pack(commit, total)
-    return body + struct.pack("<I4x", crc(body))
+    return body + SERIES_CRC.pack(zlib.crc32(body))
 
 
 def unpack_series(data: bytes, offset: int) -> tuple[int, float]:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import cast
 
 from candor_tracer.journal_format import (
     ACTIVE,
@@ -17,6 +20,7 @@ from candor_tracer.journal_format import (
     SERIES_OFFSET,
     SERIES_STRIDE,
     SLOT,
+    SLOT_STATE_OFFSET,
     SLOTS_OFFSET,
     Header,
     Heartbeat,
@@ -42,9 +46,42 @@ class SeriesDesc:
     labels: tuple[tuple[str, str], ...]
 
 
-# (start, end, target commit, series index, state) as stored; only ACTIVE and ENDING slots are kept.
-Slot = tuple[float, float, int, int, int]
-START, END, TARGET, SERIES_INDEX, STATE = range(5)
+@dataclass(frozen=True)
+class Slots:
+    """The ACTIVE and ENDING slots of a journal, as columns (a live journal may hold thousands)."""
+
+    states: bytes
+    series: list[int]
+    starts: list[float]
+    ends: list[float]
+    targets: list[int]
+
+
+NO_SLOTS = Slots(b"", [], [], [], [])
+
+
+def _decode_slots(data: bytes, series_count: int) -> Slots:
+    if not data:
+        return NO_SLOTS
+    states = data[SLOT_STATE_OFFSET:: SLOT.size]
+    if sys.byteorder == "little":  # columns straight from the bytes: no per-slot Python work
+        view = memoryview(data)
+        doubles = view.cast("d")
+        slots = Slots(states=states, series=view.cast("I")[6::8].tolist(),
+                      starts=cast(list[float], doubles[0::4].tolist()), ends=cast(list[float], doubles[1::4].tolist()),
+                      targets=view.cast("Q")[2::4].tolist())
+    else:
+        rows = list(SLOT.iter_unpack(data))
+        slots = Slots(states=states, series=[r[3] for r in rows], starts=[r[0] for r in rows],
+                      ends=[r[1] for r in rows], targets=[r[2] for r in rows])
+    if (states.count(ACTIVE) == len(states) and max(slots.series) < series_count
+            and math.fsum(slots.starts) == math.fsum(slots.starts)):  # the usual case, checked in C: all valid
+        return slots
+    valid = [i for i, (state, series, start) in enumerate(zip(states, slots.series, slots.starts, strict=True))
+             if state in (ACTIVE, ENDING) and series < series_count and start == start]  # start == start: not NaN
+    return Slots(states=bytes(states[i] for i in valid), series=[slots.series[i] for i in valid],
+                 starts=[slots.starts[i] for i in valid], ends=[slots.ends[i] for i in valid],
+                 targets=[slots.targets[i] for i in valid])
 
 
 @dataclass(frozen=True)
@@ -56,10 +93,12 @@ class JournalReading:
     descs: tuple[SeriesDesc, ...]
     commits: tuple[int, ...]
     totals: tuple[float, ...]
-    slots: tuple[Slot, ...]  # ACTIVE and ENDING slots only
+    slots: Slots
 
     def active_starts(self) -> list[float]:
-        return [s[START] for s in self.slots if s[STATE] == ACTIVE]
+        if ENDING not in self.slots.states:
+            return self.slots.starts
+        return [start for state, start in zip(self.slots.states, self.slots.starts, strict=True) if state == ACTIVE]
 
 
 def _decode_desc(raw: bytes) -> SeriesDesc:
@@ -138,9 +177,7 @@ def _read_once(fd: int) -> tuple[bytes, JournalReading, bytes]:
         commit, total = unpack_series(series_before, i * SERIES_STRIDE)
         commits.append(commit)
         totals.append(total)
-    count = counters.series_count
-    # state != FREE, a known series, a start that is not NaN (s[0] == s[0])
-    slots = tuple(s for s in SLOT.iter_unpack(slot_data) if s[4] and s[3] < count and s[0] == s[0])
+    slots = _decode_slots(slot_data, counters.series_count)
     reading = JournalReading(header=header, heartbeat=heartbeat, observed_seq=observed_seq,
                              observed_at=observed_at, descs=descs, commits=tuple(commits),
                              totals=tuple(totals), slots=slots)
@@ -160,14 +197,33 @@ def read_journal(fd: int, live: bool) -> JournalReading:
     return reading
 
 
-def series_values(reading: JournalReading, close_at: float) -> list[float]:
-    """Seconds per series: completed + ACTIVE traces up to `close_at` + ENDING traces not yet applied."""
-    values = list(reading.totals)
+def to_ns(seconds: float) -> int:
+    """Seconds as integer nanoseconds, the same for the same float every time (sums of ints are exact)."""
+    return int(seconds * 1e9)
+
+
+def series_values(reading: JournalReading, close_at: float) -> list[int]:
+    """Nanoseconds per series: completed + ACTIVE traces up to `close_at` + ENDING traces not yet applied.
+
+    Integer arithmetic: a reader that folds this journal later, or sums journals in another order, gets
+    exactly the same numbers, so a reported total can never shrink by a rounding error.
+    """
+    values = [to_ns(t) for t in reading.totals]
+    slots = reading.slots
+    if not slots.states:
+        return values
+    close_ns = to_ns(close_at)
+    if (len(values) == 1 and slots.states.count(ACTIVE) == len(slots.states)
+            and max(slots.starts) <= close_at):  # one series, all in flight: the common case, kept cheap
+        values[0] += len(slots.starts) * close_ns - sum([int(start * 1e9) for start in slots.starts])
+        return values
     commits = reading.commits
-    for start, end, target, series, state in reading.slots:
+    for state, series, start, end, target in zip(slots.states, slots.series, slots.starts, slots.ends, slots.targets,
+                                                 strict=True):
         if state == ACTIVE:
-            if close_at > start:
-                values[series] += close_at - start
+            started = to_ns(start)
+            if close_ns > started:
+                values[series] += close_ns - started
         elif state == ENDING and commits[series] < target and end > start:
-            values[series] += end - start
+            values[series] += to_ns(end) - to_ns(start)
     return values

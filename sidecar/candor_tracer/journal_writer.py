@@ -15,6 +15,7 @@ import os
 import secrets
 import threading
 import time
+import zlib
 from pathlib import Path
 
 from candor_tracer.cgroup import MemoryFigures
@@ -34,6 +35,8 @@ from candor_tracer.journal_format import (
     MAX_SERIES,
     MAX_SLOTS,
     SERIES,
+    SERIES_BODY,
+    SERIES_CRC,
     SERIES_OFFSET,
     SERIES_STRIDE,
     SLOT,
@@ -57,6 +60,17 @@ from candor_tracer.journal_format import (
 from candor_tracer.procinfo import process_start_ticks
 
 SeriesIdentity = tuple[str, str, tuple[tuple[str, str], ...]]
+
+# Bound once: start() and end() run on every trace.
+_SLOT_SIZE = SLOT.size
+_SLOT_FIELDS_SIZE = SLOT_FIELDS.size
+_SLOT_END_SIZE = SLOT_END_FIELDS.size
+_SERIES_SIZE = SERIES.size
+_pack_slot = SLOT_FIELDS.pack
+_pack_end = SLOT_END_FIELDS.pack
+_pack_series_body = SERIES_BODY.pack
+_pack_series_crc = SERIES_CRC.pack
+_crc32 = zlib.crc32
 
 
 class JournalFull(Exception):
@@ -188,29 +202,32 @@ class JournalWriter:
             self._hwm += 1
             self._starts.append(now)
             self._write_counters()  # before the slot turns ACTIVE, so a reader scans it
-        offset = SLOTS_OFFSET + slot * SLOT.size
+        at = SLOTS_OFFSET + slot * _SLOT_SIZE
         mm = self._mm
-        mm[offset: offset + SLOT_FIELDS.size] = SLOT_FIELDS.pack(now, 0.0, 0, series)
-        mm[offset + SLOT_STATE_OFFSET] = ACTIVE  # last: a torn start leaves a FREE slot
+        mm[at: at + _SLOT_FIELDS_SIZE] = _pack_slot(now, 0.0, 0, series)
+        mm[at + SLOT_STATE_OFFSET] = ACTIVE  # last: a torn start leaves a FREE slot
         return slot
 
     def end(self, slot: int, series: int, end: float) -> None:
         """Move a trace's seconds from its slot into its series total, crash-consistently."""
         mm = self._mm
-        offset = SLOTS_OFFSET + slot * SLOT.size
+        at = SLOTS_OFFSET + slot * _SLOT_SIZE
         start = self._starts[slot]
-        commit = self._commits[series] + 1
+        commits = self._commits
+        commit = commits[series] + 1
         total = self._totals[series] + (end - start if end > start else 0.0)
         # 1. ENDING: "my seconds are in the series record once it reaches `commit`".
-        fields = offset + SLOT_END_OFFSET
-        mm[fields: fields + SLOT_END_FIELDS.size] = SLOT_END_FIELDS.pack(end, commit)
-        mm[offset + SLOT_STATE_OFFSET] = ENDING
+        fields = at + SLOT_END_OFFSET
+        mm[fields: fields + _SLOT_END_SIZE] = _pack_end(end, commit)
+        state = at + SLOT_STATE_OFFSET
+        mm[state] = ENDING
         # 2. The series record, into the copy not holding the previous commit.
-        record = SERIES_OFFSET + series * SERIES_STRIDE + (commit & 1) * SERIES.size
-        mm[record: record + SERIES.size] = pack_series(commit, total)
+        record = SERIES_OFFSET + series * SERIES_STRIDE + (commit & 1) * _SERIES_SIZE
+        body = _pack_series_body(commit, total)
+        mm[record: record + _SERIES_SIZE] = body + _pack_series_crc(_crc32(body))
         # 3. FREE.
-        mm[offset + SLOT_STATE_OFFSET] = FREE
-        self._commits[series] = commit
+        mm[state] = FREE
+        commits[series] = commit
         self._totals[series] = total
         self._free.append(slot)
 

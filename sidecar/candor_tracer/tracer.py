@@ -102,12 +102,24 @@ class _Series:
     def start(self) -> int:
         tracer = self.tracer
         now = tracer._clock()
-        if tracer._journal is None and tracer._mode == _IN_PROCESS:
-            token = next(_tokens)
-            self.inflight[token] = now  # atomic under the GIL; flush() iterates over a copy
+        journal = tracer._journal
+        if journal is None:
+            if tracer._mode == _IN_PROCESS:
+                token = next(_tokens)
+                self.inflight[token] = now  # atomic under the GIL; flush() iterates over a copy
+                return token
+            with tracer._lock:  # first trace: resolve the journal
+                token = tracer._journal_start(self, now)
+                self.inflight[token] = now
             return token
         with tracer._lock:
-            token = tracer._journal_start(self, now)
+            if self.journal is journal and tracer._journal is journal:
+                try:
+                    token = -1 - journal.start(self.jindex, now if tracer._monotonic_clock else time.monotonic())
+                except Exception:
+                    token = tracer._journal_start(self, now)  # the slow path reports the problem
+            else:
+                token = tracer._journal_start(self, now)
             self.inflight[token] = now
         return token
 

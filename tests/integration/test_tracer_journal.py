@@ -80,20 +80,46 @@ def test_sigkill_three_seconds_into_a_ten_second_job_loses_at_most_one_heartbeat
         stop_app(other)
 
 
+MANY_SERIES_APP = """
+    import threading
+    for i in range(3):
+        with trace(JOB, job=f"done{i}"):
+            time.sleep(0.01 * (i + 1))
+    for i in range(3):
+        threading.Thread(target=lambda i=i: trace(JOB, job=f"open{i % 2}")(sys.stdin.read)(), daemon=True).start()
+    with trace(JOB, job="other"):
+        say(inside=time.monotonic())
+        sys.stdin.read()
+"""
+
+
 def test_a_read_just_before_the_kill_is_never_undone_by_the_fold(tmp_path: Path) -> None:
-    """The fold closes in-flight time no earlier than the last reported read, even across a reader restart."""
-    app = start_app(IDLE_WRITER_APP, tmp_path, heartbeat_interval=2.0)  # a slow heartbeat: the gap shows
+    """The fold closes in-flight time no earlier than the last reported read, even across a reader restart.
+
+    With a slow heartbeat the last read is well after the last heartbeat: without that rule the folded
+    total would be lower than the one already reported (a counter reset for Prometheus).
+    """
+    apps = [start_app(MANY_SERIES_APP, tmp_path, heartbeat_interval=2.0) for _ in range(3)]
     try:
-        next_message(app)
+        for app in apps:
+            next_message(app)
         time.sleep(1.0)
-        reported = series_value(read_in_new_process(tmp_path), "other")
-        os.kill(app.pid, signal.SIGKILL)
-        app.wait(timeout=10)
-        after = series_value(read_in_new_process(tmp_path), "other")
-        assert after >= reported
-        assert after - reported < 0.5
+        reported = read_in_new_process(tmp_path)
+        for app in apps[:2]:
+            os.kill(app.pid, signal.SIGKILL)
+            app.wait(timeout=10)
+        after = read_in_new_process(tmp_path)
+        assert len(after["writers"]) == 1
+        before_values = {tuple(map(tuple, labels)): value for _, labels, value in reported["series"]}
+        after_values = {tuple(map(tuple, labels)): value for _, labels, value in after["series"]}
+        assert len(before_values) == 6 and set(before_values) == set(after_values)
+        for key, value in before_values.items():
+            assert after_values[key] >= value, (key, value, after_values[key])  # exact: never lower
+        for key in ((("job", "done0"),), (("job", "done1"),), (("job", "done2"),)):
+            assert after_values[key] == before_values[key]  # completed work: identical to the nanosecond
     finally:
-        stop_app(app)
+        for app in apps:
+            stop_app(app)
 
 
 def test_a_reader_dying_between_archive_and_unlink_does_not_count_twice(tmp_path: Path) -> None:

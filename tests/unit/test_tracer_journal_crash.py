@@ -74,7 +74,7 @@ def dead_values(image: bytes, tmp: Path) -> list[float]:
     finally:
         os.close(fd)
     assert reading.heartbeat.alive_at == HEARTBEAT_AT
-    return series_values(reading, reading.heartbeat.alive_at)
+    return [ns / 1e9 for ns in series_values(reading, reading.heartbeat.alive_at)]
 
 
 def used_bytes(writer: JournalWriter) -> bytes:
