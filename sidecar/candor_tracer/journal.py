@@ -199,6 +199,13 @@ def _record_observation(opened: _Opened, reading: JournalReading, now: float) ->
         _warn_once(f"{opened.path} (observation)", f"cannot record the read time: {exc}")
 
 
+def _dead_close_at(reading: JournalReading) -> float:
+    """A dead writer's in-flight traces end at its last heartbeat, or at the last read that saw it alive."""
+    if reading.observed_at is not None:
+        return max(reading.heartbeat.alive_at, reading.observed_at)
+    return reading.heartbeat.alive_at
+
+
 def _fold(state_dir: Path, archive: Archive, dead: list[_Opened], skipped: list[str]) -> int:
     """Move dead journals into the archive, then remove them. Returns how many were folded."""
     already = set(archive.folded)
@@ -215,10 +222,7 @@ def _fold(state_dir: Path, archive: Archive, dead: list[_Opened], skipped: list[
             _warn_once(str(opened.path), str(exc))
             skipped.append(str(opened.path))
             continue
-        close_at = reading.heartbeat.alive_at
-        if reading.observed_at is not None:
-            close_at = max(close_at, reading.observed_at)
-        for desc, value in zip(reading.descs, series_values(reading, close_at), strict=True):
+        for desc, value in zip(reading.descs, series_values(reading, _dead_close_at(reading)), strict=True):
             archive.add((desc.name, desc.labels), desc.documentation, value)
         folded_now.append(name)
         to_unlink.append(opened.path)
@@ -309,7 +313,7 @@ def read_totals(state_dir: str | os.PathLike[str], now: float | None = None) -> 
                     skipped.append(str(opened.path))
                     continue
                 alive = opened not in dead
-                close_at = at if alive else reading.heartbeat.alive_at
+                close_at = at if alive else _dead_close_at(reading)
                 for desc, value in zip(reading.descs, series_values(reading, close_at), strict=True):
                     key = (desc.name, desc.labels)
                     totals[key] = totals.get(key, 0) + value

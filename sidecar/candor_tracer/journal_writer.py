@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import mmap
 import os
@@ -17,6 +16,11 @@ import threading
 import time
 import zlib
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no journal (the tracer falls back to in-process mode), tracing still works
+    fcntl = None  # type: ignore[assignment]
 
 from candor_tracer.cgroup import MemoryFigures
 from candor_tracer.journal_format import (
@@ -109,6 +113,8 @@ class JournalWriter:
 
         Readers only look at published names, so they never see an unlocked journal of a live writer.
         """
+        if fcntl is None:
+            raise OSError("journal mode needs flock (fcntl), which this platform lacks")
         state_dir.mkdir(parents=True, exist_ok=True)
         for _ in range(16):
             nonce = secrets.token_hex(4)

@@ -440,4 +440,5 @@ def _register_atexit() -> None:
         atexit.register(_at_exit)
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+if hasattr(os, "register_at_fork"):  # absent on Windows, where there is no fork()
+    os.register_at_fork(after_in_child=_after_fork_in_child)
