@@ -222,6 +222,34 @@ def test_four_forked_workers_each_get_a_journal_and_the_sum_is_right(tmp_path: P
         stop_app(app)
 
 
+POOL_APP = """
+    import multiprocessing
+
+    def job(seconds):
+        before = time.monotonic()
+        with trace(JOB, job="pool"):
+            time.sleep(seconds)
+        return time.monotonic() - before
+
+    with multiprocessing.get_context("fork").Pool(3) as pool:
+        durations = pool.map(job, [0.2, 0.3, 0.4, 0.5, 0.2, 0.3])
+    say(durations=durations)
+"""
+
+
+def test_multiprocessing_fork_pool_workers_are_counted(tmp_path: Path) -> None:
+    app = start_app(POOL_APP, tmp_path, heartbeat_interval=HEARTBEAT)
+    try:
+        durations = next_message(app)["durations"]
+        app.communicate(timeout=30)
+        snapshot = read_totals(tmp_path)
+        [pool] = [s for s in snapshot.series if s.labels == (("job", "pool"),)]
+        assert sum(durations) - 0.05 <= pool.value <= sum(durations) + 1e-6
+        assert snapshot.writers == ()  # the pool and the app have exited: every journal folded
+    finally:
+        stop_app(app)
+
+
 def _unshare_works() -> bool:
     if shutil.which("unshare") is None:
         return False

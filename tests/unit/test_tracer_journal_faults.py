@@ -138,3 +138,24 @@ def test_heartbeat_interval_from_the_environment(monkeypatch: pytest.MonkeyPatch
     assert _heartbeat_interval_from_env() == expected
     warned = any("CANDOR_HEARTBEAT_INTERVAL" in r.getMessage() for r in caplog.records)
     assert warned == (raw not in ("0.25", ""))
+
+
+def test_writers_with_the_same_pid_and_start_time_never_share_a_journal(tmp_path: Path) -> None:
+    """Two writers in one process have the same pid and start time, as reused pids in two containers can."""
+    registry = CollectorRegistry()
+    counter = Counter("job_worked_seconds_total", "h", ["job"], registry=registry)
+    tracers = [Tracer(state_dir=tmp_path) for _ in range(2)]
+    try:
+        for i, tracer in enumerate(tracers):
+            with tracer.trace(counter, job="same"):
+                time.sleep(0.01 * (i + 1))
+        paths = [t.journal_path for t in tracers]
+        assert paths[0] != paths[1]
+        assert all(p is not None and p.name.startswith(f"journal-{os.getpid()}-") for p in paths)
+        assert paths[0].name.split("-")[2] == paths[1].name.split("-")[2]  # type: ignore[union-attr]
+        [series] = read_totals(tmp_path).series
+        assert series.value == pytest.approx(registry.get_sample_value("job_worked_seconds_total", {"job": "same"}),
+                                             abs=1e-6)
+    finally:
+        for tracer in tracers:
+            tracer.close()
