@@ -44,6 +44,7 @@ log = logging.getLogger("candor_tracer.journal")
 # A dead writer's temporary file (killed between creating and publishing its journal) is removed once it
 # is this old: younger ones may belong to a writer that has not taken its lock yet.
 STALE_TEMP_SECONDS = 60.0
+ARCHIVE_LOCK_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
@@ -99,15 +100,27 @@ def _warn_once(path: str, problem: str) -> None:
 
 @contextmanager
 def _archive_lock(state_dir: Path) -> Iterator[bool]:
-    """Hold archive.lock; yields False (and no lock) when the directory cannot be written."""
+    """Hold archive.lock; yields False (no lock: read, don't fold) when the directory cannot be written
+    or another reader has held the lock for ARCHIVE_LOCK_TIMEOUT (a stopped process must not hang us)."""
     try:
         fd = os.open(state_dir / ARCHIVE_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError:
         yield False
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield True
+        deadline = time.monotonic() + ARCHIVE_LOCK_TIMEOUT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    _warn_once(str(state_dir / ARCHIVE_LOCK_NAME), "held by another reader; reading without folding")
+                    locked = False
+                    break
+                time.sleep(0.005)
+        yield locked
     finally:
         os.close(fd)
 
@@ -298,8 +311,9 @@ def read_totals(state_dir: str | os.PathLike[str], now: float | None = None) -> 
             archive = _load_archive(directory, skipped)
             if archive is not None and writable:
                 _fold(directory, archive, dead, skipped)
-            elif dead:
-                live = live + dead  # cannot fold: still count them, closed at their last heartbeat
+            elif dead:  # cannot fold: count them in place (unless a fold already moved them into the archive)
+                folded = set(archive.folded) if archive is not None else set()
+                live = live + [d for d in dead if d.path.name not in folded]
             if archive is not None:
                 last_fold = archive.last_fold
                 for key, value in archive.totals.items():

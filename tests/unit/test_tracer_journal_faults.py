@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -159,3 +161,33 @@ def test_writers_with_the_same_pid_and_start_time_never_share_a_journal(tmp_path
     finally:
         for tracer in tracers:
             tracer.close()
+
+
+def test_a_stopped_reader_holding_the_archive_lock_does_not_hang_others(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    registry = CollectorRegistry()
+    tracer, _ = live_tracer_with_work(tmp_path, registry)
+    tracer.close()  # a dead journal, waiting to be folded
+    expected = registry.get_sample_value("job_worked_seconds_total", {"job": "ok"})
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, signal, sys\n"
+        f"fd = os.open({str(tmp_path / 'archive.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('locked', flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGSTOP)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        caplog.set_level(logging.WARNING, logger="candor_tracer")
+        started = time.monotonic()
+        snapshot = read_totals(tmp_path)
+        assert time.monotonic() - started < 10
+        [series] = snapshot.series
+        assert series.value == pytest.approx(expected, abs=1e-6)  # counted in place, not folded
+        assert len(list(tmp_path.glob("journal-*.cj"))) == 1
+        assert any("archive.lock" in r.getMessage() for r in caplog.records)
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    folded = read_totals(tmp_path)  # the lock is free again: the fold happens, the total is unchanged
+    assert folded.series[0].value == pytest.approx(expected, abs=1e-6)
+    assert list(tmp_path.glob("journal-*.cj")) == []
