@@ -132,8 +132,12 @@ def lost_work_chart(figures: Figures, path: Path) -> None:
             shown = max(value or 0.0, 0.0)
             ax.bar(x, shown, width, color=colour, alpha=0.35 if colour == TRUTH else 0.9,
                    label=label if index == 0 else None)
-            ax.annotate("n/a" if value is None else f"{value:.2f} s", (x, shown), ha="center", va="bottom",
-                        fontsize=9, xytext=(0, 2), textcoords="offset points")
+            text = "n/a" if value is None else f"{value:.2f} s"
+            if colour == TRACED and lost.candor_lost_at_signal is not None:
+                # The rest was there before the signal: clock reads beside the tracer's, not lost work.
+                text += f"\n(signal: {lost.candor_lost_at_signal:.3f} s)"
+            ax.annotate(text, (x, shown), ha="center", va="bottom", fontsize=9, xytext=(0, 2),
+                        textcoords="offset points")
     ax.set_xticks(range(len(groups)), [lost.what for lost in groups])
     ax.set_ylabel("work seconds")
     ax.set_title("Work seconds Prometheus never sees when a process dies", fontsize=12)

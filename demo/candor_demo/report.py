@@ -143,6 +143,10 @@ seconds of jobs still running at each scrape and follows the truth.
 - **SIGTERM**: instance 1's app exits (its interrupted jobs end at the signal), then its sidecar gets SIGTERM,
   answers `drain` to HAProxy, folds the journals and keeps serving `/metrics` until Prometheus has scraped once
   more. The naive counter's last scrape was up to one interval before the exit, so everything since is lost.
+- Candor's total gap (truth − Prometheus) also holds a small difference that was there before the signal: the
+  workers' stopwatch reads the clock beside the tracer's own reads, and CPython may hand the GIL to another thread
+  in between. The "signal cost" rows subtract the gap measured at the last scrape before the signal; the
+  self-checks use them.
 
 ## How the figures are computed
 
