@@ -157,10 +157,12 @@ class JournalWriter:
         header = pack_header(Header(pid=self.pid, starttime=self.starttime, created_mono=now,
                                     created_wall=time.time()))
         os.pwrite(fd, header, HEADER_OFFSET)
-        os.pwrite(fd, pack_counters(Counters(seq=1, series_count=0, slot_hwm=0, desc_used=0)), COUNTERS_OFFSET)
+        # Copy `seq % 2` holds seq: the first update (seq 2) then goes to the other copy, not over this one.
+        os.pwrite(fd, pack_counters(Counters(seq=1, series_count=0, slot_hwm=0, desc_used=0)),
+                  COUNTERS_OFFSET + COUNTERS.size)
         beat = Heartbeat(seq=1, alive_at=now, progress_at=None, memory_current=None, memory_max=None,
                          inactive_file=None, stall_at=None, stall_seconds=None, loop_turned_at=None)
-        os.pwrite(fd, pack_heartbeat(beat), HEARTBEAT_OFFSET)
+        os.pwrite(fd, pack_heartbeat(beat), HEARTBEAT_OFFSET + HEARTBEAT.size)
 
     # --- series and counters ---------------------------------------------------------------
 

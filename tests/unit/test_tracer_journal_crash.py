@@ -166,3 +166,30 @@ def test_a_kill_anywhere_in_a_heartbeat_keeps_the_previous_or_the_new_one(writer
         finally:
             os.close(fd)
     assert beats == {HEARTBEAT_AT, HEARTBEAT_AT + 1}
+
+
+def test_a_kill_during_the_very_first_updates_of_a_fresh_journal(tmp_path: Path) -> None:
+    """The first counters and heartbeat updates must not overwrite the only valid copy."""
+    writer = JournalWriter(tmp_path / "fresh")
+    try:
+        writer.beat(NO_FIGURES, now=HEARTBEAT_AT)  # the first heartbeat update after creation
+        before, writes = record(writer, lambda: writer.series_index("job_worked_seconds", "h", (("job", "a"),)))
+        seen = check_every_crash_point(before, writes, [[], [0.0]], tmp_path)
+        assert seen == {repr([]), repr([0.0])}
+    finally:
+        writer.close()
+    fresh = JournalWriter(tmp_path / "fresh2")
+    try:
+        before, writes = record(fresh, lambda: fresh.beat(NO_FIGURES, now=HEARTBEAT_AT))
+        for label, image in crash_images(before, writes):
+            path = tmp_path / "first-beat.cj"
+            path.write_bytes(image)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                read_journal(fd, live=False)  # must not raise "both heartbeat records are corrupt"
+            except Exception as exc:
+                raise AssertionError(f"{label}: {exc}") from exc
+            finally:
+                os.close(fd)
+    finally:
+        fresh.close()
