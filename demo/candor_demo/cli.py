@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
@@ -16,7 +18,8 @@ from candor_demo.preflight import MissingTools, ensure_tools
 from candor_demo.settings import settings_for
 
 EXIT_MISSED, EXIT_FAILED, EXIT_MISSING_TOOLS = 1, 2, 3
-STARTUP_SECONDS = 8.0  # roughly: sidecars, apps, HAProxy, Prometheus
+STARTUP_SECONDS = 12.0  # roughly: sidecars, apps, HAProxy, Prometheus (plus its first scrape of every target)
+EXIT_INTERRUPTED = 130
 
 
 @click.command("demo")
@@ -58,9 +61,11 @@ def demo_command(quick: bool, report_dir: str, keep_workdir: bool, haproxy_binar
     report = Path(report_dir)
     report.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="candor-demo-"))
-    progress = Progress(settings.end_at + STARTUP_SECONDS)
-    progress.message(f"candor demo ({settings.name}): about {settings.end_at + STARTUP_SECONDS + 10:.0f} s; "
-                     f"processes' files in {workdir}")
+    expected = settings.end_at + STARTUP_SECONDS + settings.scrape_interval
+    progress = Progress(expected)
+    progress.message(f"candor demo ({settings.name}): about {expected:.0f} s; processes' files in {workdir}")
+    # SIGTERM to the demo unwinds like Ctrl-C, so every process it started is stopped on the way out.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         with Demo(settings, workdir, progress, tools) as demo:
             progress.status_lines = demo.status_lines
@@ -78,6 +83,9 @@ def demo_command(quick: bool, report_dir: str, keep_workdir: bool, haproxy_binar
         click.echo(f"\ncandor demo: the run failed: {error}", err=True)
         click.echo(f"logs: {report / 'logs'}", err=True)
         sys.exit(EXIT_FAILED)
+    except KeyboardInterrupt:
+        click.echo("\ncandor demo: interrupted; every process it started has been stopped", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     finally:
         if not keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -94,6 +102,10 @@ def demo_command(quick: bool, report_dir: str, keep_workdir: bool, haproxy_binar
     if not figures.passed:
         click.echo("candor demo: Candor missed at least one target (see FAIL above)", err=True)
         sys.exit(EXIT_MISSED)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def _keep_logs(workdir: Path, report: Path) -> None:

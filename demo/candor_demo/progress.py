@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 CLEAR_LINE = "\x1b[2K"
+CLEAR_TO_END = "\x1b[J"  # whatever a longer previous block left below
 BOLD, DIM, RESET = "\x1b[1m", "\x1b[2m", "\x1b[0m"
 RED, GREEN, YELLOW = "\x1b[31m", "\x1b[32m", "\x1b[33m"
 SHOWN_EVENTS = 8
@@ -52,10 +53,11 @@ class Progress:
     def message(self, text: str) -> None:
         """A line that stays (above the live block on a TTY)."""
         with self._lock:
-            if self.interactive:
+            if self.interactive and self._drawn:
                 self._erase()
+                self.stream.write(CLEAR_TO_END)
             self._print_line(text)
-            if self.interactive:
+            if self.interactive and self._thread is not None:
                 self._draw()
 
     # -- drawing ---------------------------------------------------------------------------------------------
@@ -73,6 +75,7 @@ class Progress:
                 self._erase()
                 self._draw(final=True)
                 self._drawn = 0
+                self._thread = None
 
     def _loop(self) -> None:
         while not self._stop.wait(0.5):
@@ -85,9 +88,8 @@ class Progress:
         self.stream.flush()
 
     def _erase(self) -> None:
+        """Back to the block's first line; the next draw overwrites it (no blank frame, no flicker)."""
         if self._drawn:
-            self.stream.write(f"\x1b[{self._drawn}F")  # up to the block's first line
-            self.stream.write("".join(f"{CLEAR_LINE}\n" for _ in range(self._drawn)))
             self.stream.write(f"\x1b[{self._drawn}F")
             self._drawn = 0
 
@@ -103,7 +105,7 @@ class Progress:
             lines.append(f"  {DIM}(status unavailable: {error}){RESET}")
         shown = self.events if final else self.events[-SHOWN_EVENTS:]
         lines.extend(f"  {DIM}{at:6.1f}s{RESET}  {text}" for at, text in shown)
-        self.stream.write("".join(f"{CLEAR_LINE}{line}\n" for line in lines))
+        self.stream.write("".join(f"{CLEAR_LINE}{line}\n" for line in lines) + CLEAR_TO_END)
         self.stream.flush()
         self._drawn = len(lines)
 

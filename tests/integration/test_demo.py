@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -92,3 +93,35 @@ def test_haproxy_routed_around_the_memory_fault_and_ramped_back(demo_run: tuple[
     weights = figures["ramp_weights"]
     assert weights[-1] == 100 and len([w for w in weights if 0 < w < 100]) >= 3
     assert weights == sorted(weights)
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+def test_sigterm_to_the_demo_stops_every_process_it_started(tmp_path: Path) -> None:
+    demo = subprocess.Popen([sys.executable, "-m", "candor_cli.main", "demo", "--quick", "--report-dir",
+                             str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert demo.stdout is not None
+    workdir = ""
+    deadline = time.monotonic() + 90
+    for line in demo.stdout:
+        if "processes' files in " in line:
+            workdir = line.rsplit("processes' files in ", 1)[1].strip()
+        if "load generator" in line or time.monotonic() > deadline:
+            break
+    assert workdir and _processes_mentioning(workdir), "the demo's processes should be running by now"
+    demo.send_signal(signal.SIGTERM)
+    rest = demo.stdout.read()
+    assert demo.wait(60) == 130, rest
+    assert "interrupted" in rest
+    assert _processes_mentioning(workdir) == []
