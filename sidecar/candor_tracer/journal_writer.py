@@ -32,6 +32,7 @@ from candor_tracer.journal_format import (
     DESC_SIZE,
     ENDING,
     FILE_SIZE,
+    FIRST_PAGE,
     FREE,
     HEADER_OFFSET,
     HEARTBEAT,
@@ -64,6 +65,7 @@ from candor_tracer.journal_format import (
 from candor_tracer.procinfo import process_start_ticks
 
 SeriesIdentity = tuple[str, str, tuple[tuple[str, str], ...]]
+ALLOCATION_CHUNK = 64 * 1024
 
 # Bound once: start() and end() run on every trace.
 _SLOT_SIZE = SLOT.size
@@ -85,6 +87,7 @@ class JournalWriter:
     def __init__(self, state_dir: Path) -> None:
         self.pid = os.getpid()
         self.starttime = process_start_ticks()
+        self._allocated: set[int] = set()  # chunks of the file with blocks reserved
         self.path, self._fd = self._create(state_dir)
         try:
             self._mm = mmap.mmap(self._fd, FILE_SIZE)
@@ -127,7 +130,9 @@ class JournalWriter:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 os.fchmod(fd, 0o666)  # the sidecar may run as another user and records its reads here
-                os.ftruncate(fd, FILE_SIZE)
+                os.ftruncate(fd, FILE_SIZE)  # sparse: only the chunks in use get blocks
+                self._allocated.clear()
+                self._allocate(fd, 0, FIRST_PAGE)
                 self._init_file(fd)
                 try:
                     os.link(temp, final)  # fails instead of replacing an existing journal
@@ -151,6 +156,18 @@ class JournalWriter:
                 temp.unlink(missing_ok=True)
                 raise
         raise FileExistsError(f"cannot find a free journal name in {state_dir}")
+
+    def _allocate(self, fd: int, start: int, end: int) -> None:
+        """Reserve blocks for [start, end) before the map touches them.
+
+        A store into a sparse page the filesystem cannot back (disk or tmpfs full) kills the process with
+        SIGBUS; reserving first turns that into an OSError here, which the tracer survives.
+        """
+        for chunk in range(start // ALLOCATION_CHUNK, (end - 1) // ALLOCATION_CHUNK + 1):
+            if chunk not in self._allocated:
+                offset = chunk * ALLOCATION_CHUNK
+                os.posix_fallocate(fd, offset, min(ALLOCATION_CHUNK, FILE_SIZE - offset))
+                self._allocated.add(chunk)
 
     def _init_file(self, fd: int) -> None:
         now = time.monotonic()
@@ -185,9 +202,14 @@ class JournalWriter:
             raise JournalFull(f"journal {self.path} has no room for another series")
         index = len(self._totals)
         pos = DESC_OFFSET + self._desc_used
+        base = SERIES_OFFSET + index * SERIES_STRIDE
+        try:
+            self._allocate(self._fd, pos, pos + size)
+            self._allocate(self._fd, base, base + SERIES_STRIDE)
+        except OSError as exc:
+            raise JournalFull(f"journal {self.path}: no space for another series ({exc})") from None
         self._mm[pos: pos + DESC_HEAD.size + len(raw)] = DESC_HEAD.pack(len(raw), crc(raw)) + raw
         record = pack_series(0, 0.0)
-        base = SERIES_OFFSET + index * SERIES_STRIDE
         self._mm[base: base + SERIES_STRIDE] = record + record
         self._desc_used += size
         self._totals.append(0.0)
@@ -207,6 +229,11 @@ class JournalWriter:
             if self._hwm >= MAX_SLOTS:
                 raise JournalFull(f"journal {self.path} has no free in-flight slot")
             slot = self._hwm
+            at = SLOTS_OFFSET + slot * _SLOT_SIZE
+            try:
+                self._allocate(self._fd, at, at + _SLOT_SIZE)
+            except OSError as exc:
+                raise JournalFull(f"journal {self.path}: no space for another in-flight slot ({exc})") from None
             self._hwm += 1
             self._starts.append(now)
             self._write_counters()  # before the slot turns ACTIVE, so a reader scans it

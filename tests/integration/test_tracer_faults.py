@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,43 @@ def test_an_unusable_state_directory_means_in_process_mode_and_one_warning(tmp_p
     warnings = [line for line in stderr.splitlines() if "candor" in line]
     assert len(warnings) == 1, stderr
     assert str(state_dir) in warnings[0] and "in-process" in warnings[0]
+
+
+FULL_APP = """
+    traces = [trace(JOB, job=f"s{i % 40}") for i in range(8000)]
+    for t in traces:
+        t.__enter__()
+    time.sleep(0.05)
+    for t in traces:
+        t.__exit__(None, None, None)
+    from prometheus_client import REGISTRY
+    total = sum(REGISTRY.get_sample_value("job_worked_seconds_total", {"job": f"s{i}"}) for i in range(40))
+    say(total=total, journal=str(default_tracer.journal_path))
+"""
+
+MOUNT_TINY_TMPFS = 'mount -t tmpfs -o size=256k tmpfs "$0" && exec "$@"'
+
+
+def _private_tmpfs_works(tmp_path: Path) -> bool:
+    try:
+        result = subprocess.run(["unshare", "-m", "sh", "-c", MOUNT_TINY_TMPFS, str(tmp_path), "true"],
+                                capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
+def test_a_full_state_volume_never_kills_the_app(tmp_path: Path) -> None:
+    """A 256 KiB tmpfs (like a small emptyDir) fills up: the tracer keeps counting in-process, no SIGBUS."""
+    state_dir = tmp_path / "tiny"
+    state_dir.mkdir()
+    if not _private_tmpfs_works(state_dir):
+        pytest.skip("needs `unshare -m` and mount (root) for a private tmpfs")
+    app = start_app(FULL_APP, state_dir, prefix=["unshare", "-m", "sh", "-c", MOUNT_TINY_TMPFS, str(state_dir)])
+    message = next_message(app)
+    _, stderr = app.communicate(timeout=60)
+    assert app.returncode == 0, stderr
+    assert message["journal"] != "None"  # journal mode was on, then ran out of room
+    assert message["total"] >= 8000 * 0.05
+    warnings = [line for line in stderr.splitlines() if "candor" in line]
+    assert len(warnings) == 1 and "no space" in warnings[0], stderr
