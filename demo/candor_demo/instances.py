@@ -72,7 +72,9 @@ class Instance:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         config_path = self.workdir / "sidecar.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        env = {**os.environ, MEMORY_LIMIT_ENV: str(MEMORY_LIMIT_BYTES)}
+        # No CANDOR_APP_MEMORY_LIMIT here: the app's heartbeats carry its limit. With it, a sidecar whose app
+        # has not started (or has exited) would sum every process on this host against it.
+        env = {key: value for key, value in os.environ.items() if key != MEMORY_LIMIT_ENV}
         with self.sidecar_log.open("wb") as log:
             self.sidecar = subprocess.Popen(
                 [sys.executable, "-m", "candor_cli.main", "sidecar", "--config", str(config_path),

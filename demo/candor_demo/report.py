@@ -93,12 +93,19 @@ def checks_text(figures: Figures) -> str:
                      for check in figures.checks)
 
 
+def haproxy_state_changes(log: str) -> list[str]:
+    """HAProxy's own words for each server state change (its log, without the stderr duplicates)."""
+    return [line.strip().replace("<3E>", ">") for line in log.splitlines()
+            if line.startswith("Server ") and (" is " in line or " drain" in line)]
+
+
 def write_report(record: RunRecord, figures: Figures, directory: Path, charts: Sequence[Path]) -> Path:
     rows = table_rows(record, figures)
     settings = record.settings
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     verdict = "Candor kept its promises" if figures.passed else "Candor MISSED at least one target"
     events = "\n".join(f"| {at - record.started:7.1f} s | {text} |" for at, text in record.events)
+    changes = "\n".join(f"    {line}" for line in haproxy_state_changes(record.haproxy_log)) or "    (none logged)"
     checks = "\n".join(f"| {'✅ pass' if c.passed else '❌ FAIL'} | {c.name} | {c.measured} | {c.target} |"
                        for c in figures.checks)
     peak, limit_mib = 100 * (record.memory_rss_peak or 0) / MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES // 2**20
@@ -159,6 +166,10 @@ seconds of jobs still running at each scrape and follows the truth.
   heartbeat reports its resident set size against `CANDOR_APP_MEMORY_LIMIT` where a pod would report its cgroup.
 - HAProxy's state and weight are sampled from its stats socket every 0.1 s; Prometheus also scrapes HAProxy's
   built-in exporter (dots on the chart).
+
+## HAProxy's log: every server state change, with HAProxy's reason
+
+{changes}
 
 ## Timeline
 

@@ -38,7 +38,7 @@ class DemoSettings:
 
 
 FULL = DemoSettings(
-    name="full", scrape_interval=15.0, job_max=(1.0, 15.0, 30.0), heartbeat_interval=0.5, evaluation_interval=0.25,
+    name="full", scrape_interval=15.0, job_max=(1.0, 15.0, 30.0), heartbeat_interval=0.25, evaluation_interval=0.25,
     agent_interval="2s", http_interval="2s", slow_start="20s", final_scrape_timeout="40s",
     memory_fault_at=40.0, memory_free_at=65.0, sigkill_at=95.0, sigkill_min_inflight=5.0, sigterm_at=130.0,
     end_at=165.0, request_rate=25.0, skip_first_scrapes=1)
