@@ -102,6 +102,8 @@ class Figures:
     agent_down_delay: float | None = None  # memory crossing -> the agent answers down
     ramp_weights: list[int] = field(default_factory=list)
     ramp_seconds: float | None = None
+    out_window: tuple[float, float] | None = None  # monotonic: instance 2 out of rotation .. back in
+    served_while_out: int | None = None  # requests instance 2 answered in that window (in-flight ones at most)
     prometheus_haproxy: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # weight per server
     checks: list[Check] = field(default_factory=list)
     # The raw samples behind the figures, per instance: traced and naive sums and scrape durations (wall time).
@@ -260,6 +262,10 @@ def _haproxy_figures(record: RunRecord, figures: Figures) -> None:
     if record.memory_freed_at is not None:
         after = [s for s in mine if s.at >= record.memory_freed_at and (record.kill is None or s.at < record.kill.at)]
         back = next((s for s in after if s.in_rotation), None)
+        if back is not None and figures.out_delay is not None and crossed is not None:
+            figures.out_window = (crossed + figures.out_delay, back.at)
+            figures.served_while_out = sum(1 for r in record.requests
+                                           if r.server == victim and figures.out_window[0] + 0.5 < r.at < back.at)
         if back is not None:
             weights: list[int] = []
             for sample in after:

@@ -133,6 +133,7 @@ def _figures_json(record: Any, figures: Any) -> dict[str, Any]:
         "agent_down_delay": figures.agent_down_delay,
         "ramp_weights": figures.ramp_weights,
         "ramp_seconds": figures.ramp_seconds,
+        "served_while_out": figures.served_while_out,
         "events": [[at - record.started, text] for at, text in record.events],
         "wall_minus_monotonic": record.wall_minus_mono,
         "raw_samples": figures.raw,

@@ -54,6 +54,10 @@ def table_rows(record: RunRecord, figures: Figures) -> list[Row]:
                  "—"))
     rows.append(("resizer-2 memory > 80 %: HAProxy stops routing to it after", "—", _seconds(figures.out_delay),
                  f"≤ agent-inter + 1 s ({record.settings.agent_interval} + 1 s)"))
+    if figures.out_window is not None:
+        start, end = figures.out_window
+        rows.append(("resizer-2 out of rotation: seconds, requests it still answered", "—",
+                     f"{end - start:.1f} s, {figures.served_while_out}", "0 requests"))
     ramp = figures.ramp_weights
     rows.append(("resizer-2 back: slow-start weights seen", "—",
                  (", ".join(map(str, ramp[:8])) + (" …" if len(ramp) > 8 else "")) if ramp else "none",

@@ -90,6 +90,7 @@ def test_haproxy_routed_around_the_memory_fault_and_ramped_back(demo_run: tuple[
     _, report, _ = demo_run
     figures = _figures(report)
     assert figures["out_delay"] is not None and figures["out_delay"] <= 2.0  # agent-inter 1 s + 1 s
+    assert figures["served_while_out"] == 0
     weights = figures["ramp_weights"]
     assert weights[-1] == 100 and len([w for w in weights if 0 < w < 100]) >= 3
     assert weights == sorted(weights)

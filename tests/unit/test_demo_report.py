@@ -1,0 +1,52 @@
+"""The report's table: every measured figure, with the naive counter, Candor and the truth side by side."""
+
+from __future__ import annotations
+
+from candor_demo.analysis import Check, Figures, IntervalFigure, LostWork
+from candor_demo.report import checks_text, haproxy_state_changes, markdown_table, table_rows, text_table
+from candor_demo.scenario import RunRecord, TermRecord
+from candor_demo.settings import QUICK
+
+
+def _figures() -> tuple[RunRecord, Figures]:
+    record = RunRecord(QUICK, wall_minus_mono=0.0, started=0.0, launched=0.0, ended=50.0)
+    record.term = TermRecord("resizer-1", app_term_at=31.0, app_exit_at=31.1, sidecar_term_at=31.2,
+                             sidecar_exit_at=33.0, sidecar_status=0)
+    row = IntervalFigure(0.0, 2.0, truth=10.0, traced=10.05, naive=6.0)
+    figures = Figures(
+        intervals={name: [row] for name in record.instance_names},
+        sigkill=LostWork("SIGKILL resizer-3 worker 4", 31.0, 30.95, 26.9, 4.1, 0.0),
+        sigterm=LostWork("SIGTERM resizer-1", 410.0, 409.99, 400.0, 1.5, 0.0),
+        out_delay=0.4, agent_down_delay=0.25, ramp_weights=[1, 2, 5, 100], ramp_seconds=6.0,
+        checks=[Check("ramp", True, "weights 1, 2, 5, 100", "≥ 3"), Check("kill", False, "0.2 s", "≤ 0.1 s")])
+    return record, figures
+
+
+def test_rows_carry_each_method_s_figures() -> None:
+    record, figures = _figures()
+    rows = {row[0]: row[1:] for row in table_rows(record, figures)}
+    assert rows["resizer-3 (jobs ≤ 8 s): busy-worker error per scrape, mean / worst"][:2] == ("40.0 % / 40.0 %",
+                                                                                              "0.5 % / 0.5 %")
+    assert rows["SIGKILL resizer-3 worker 4: work seconds lost (truth − Prometheus)"][:2] == ("4.100 s", "0.050 s")
+    assert rows["resizer-1 sidecar after SIGTERM: exit status, seconds until the final scrape let it go"][1] == \
+        "0, 1.8 s"
+
+
+def test_markdown_and_text_tables_hold_the_same_cells() -> None:
+    record, figures = _figures()
+    rows = table_rows(record, figures)
+    markdown, text = markdown_table(rows), text_table(rows)
+    assert markdown.splitlines()[0] == "| figure | naive counter | Candor | truth / target |"
+    for row in rows:
+        for cell in row:
+            assert cell in text
+    assert "FAIL  kill: 0.2 s (target ≤ 0.1 s)" in checks_text(figures)
+
+
+def test_haproxy_state_changes_keep_haproxy_s_reasons() -> None:
+    log = ('[WARNING]  (7) : Server resizer/resizer-2 is DOWN, reason: via agent : down (memory 89% <3E> 80%)\n'
+           'Server resizer/resizer-2 is DOWN, reason: via agent : down (memory 89% <3E> 80%)\n'
+           '<133>Proxy load started.\nServer resizer/resizer-1 enters drain state.\n')
+    assert haproxy_state_changes(log) == [
+        "Server resizer/resizer-2 is DOWN, reason: via agent : down (memory 89% > 80%)",
+        "Server resizer/resizer-1 enters drain state."]
