@@ -7,6 +7,7 @@ reader that died between the rename and the journal's unlink does not count that
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -95,11 +96,16 @@ def save_archive(state_dir: Path, archive: Archive) -> None:
     }
     data = json.dumps(doc, indent=1).encode()
     tmp = state_dir / f".{ARCHIVE_NAME}.{os.getpid()}.tmp"
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, state_dir / ARCHIVE_NAME)
+    try:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, state_dir / ARCHIVE_NAME)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
     dir_fd = os.open(state_dir, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

@@ -22,6 +22,7 @@ from pathlib import Path
 from candor_tracer.archive import Archive, ArchiveError, SeriesKey, load_archive, save_archive
 from candor_tracer.journal_format import (
     ARCHIVE_LOCK_NAME,
+    ARCHIVE_NAME,
     JOURNAL_NAME,
     OBSERVED,
     OBSERVED_OFFSET,
@@ -219,8 +220,14 @@ def _dead_close_at(reading: JournalReading) -> float:
     return reading.heartbeat.alive_at
 
 
-def _fold(state_dir: Path, archive: Archive, dead: list[_Opened], skipped: list[str]) -> int:
-    """Move dead journals into the archive, then remove them. Returns how many were folded."""
+def _fold(state_dir: Path, archive: Archive, dead: list[_Opened], skipped: list[str]) -> tuple[Archive, int]:
+    """Move dead journals into (a copy of) the archive, save it, then remove them.
+
+    Returns the archive now on disk and how many journals were folded. When saving fails (a full
+    volume) it raises OSError with nothing changed on disk and `archive` untouched.
+    """
+    updated = Archive(totals=dict(archive.totals), documentation=dict(archive.documentation),
+                      folded=list(archive.folded), last_fold=archive.last_fold)
     already = set(archive.folded)
     to_unlink: list[Path] = []
     folded_now: list[str] = []
@@ -236,24 +243,29 @@ def _fold(state_dir: Path, archive: Archive, dead: list[_Opened], skipped: list[
             skipped.append(str(opened.path))
             continue
         for desc, value in zip(reading.descs, series_values(reading, _dead_close_at(reading)), strict=True):
-            archive.add((desc.name, desc.labels), desc.documentation, value)
+            updated.add((desc.name, desc.labels), desc.documentation, value)
         folded_now.append(name)
         to_unlink.append(opened.path)
     if folded_now:
         present = {n for n in archive.folded if (state_dir / n).exists()}
-        archive.folded = sorted(present | set(folded_now))
-        archive.last_fold = time.time()
-        save_archive(state_dir, archive)
+        updated.folded = sorted(present | set(folded_now))
+        updated.last_fold = time.time()
+        save_archive(state_dir, updated)
+    else:
+        updated = archive
     for path in to_unlink:
-        path.unlink(missing_ok=True)
-    return len(folded_now)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:  # listed in the archive as folded: never counted twice, retried next time
+            _warn_once(f"{path} (unlink)", f"folded but cannot be removed: {exc}")
+    return updated, len(folded_now)
 
 
 def _load_archive(state_dir: Path, skipped: list[str]) -> Archive | None:
     try:
         return load_archive(state_dir)
     except (ArchiveError, OSError) as exc:
-        path = str(state_dir / "archive.json")
+        path = str(state_dir / ARCHIVE_NAME)
         _warn_once(path, f"corrupt archive, not folding until it is repaired: {exc}")
         skipped.append(path)
         return None
@@ -269,7 +281,11 @@ def fold_dead_writers(state_dir: str | os.PathLike[str]) -> int:
             archive = _load_archive(directory, skipped) if writable else None
             if archive is None:
                 return 0
-            return _fold(directory, archive, dead, skipped)
+            try:
+                return _fold(directory, archive, dead, skipped)[1]
+            except OSError as exc:
+                _warn_once(str(directory / ARCHIVE_NAME), f"cannot save the archive, not folding: {exc}")
+                return 0
         finally:
             for opened in live + dead:
                 os.close(opened.fd)
@@ -309,9 +325,14 @@ def read_totals(state_dir: str | os.PathLike[str], now: float | None = None) -> 
         live, dead = _scan(directory, skipped)
         try:
             archive = _load_archive(directory, skipped)
+            folded_ok = False
             if archive is not None and writable:
-                _fold(directory, archive, dead, skipped)
-            elif dead:  # cannot fold: count them in place (unless a fold already moved them into the archive)
+                try:
+                    archive, _ = _fold(directory, archive, dead, skipped)
+                    folded_ok = True
+                except OSError as exc:
+                    _warn_once(str(directory / ARCHIVE_NAME), f"cannot save the archive, not folding: {exc}")
+            if dead and not folded_ok:  # count them in place, unless a fold already moved them into the archive
                 folded = set(archive.folded) if archive is not None else set()
                 live = live + [d for d in dead if d.path.name not in folded]
             if archive is not None:

@@ -75,3 +75,48 @@ def test_a_full_state_volume_never_kills_the_app(tmp_path: Path) -> None:
     assert message["total"] >= 8000 * 0.05
     warnings = [line for line in stderr.splitlines() if "candor" in line]
     assert len(warnings) == 1 and "no space" in warnings[0], stderr
+
+
+FULL_READER = """
+    import logging
+    from prometheus_client import REGISTRY
+    from candor_tracer import Tracer
+    from candor_tracer.journal import read_totals
+    state = sys.argv[1]
+    tracer = Tracer(state_dir=state)
+    with tracer.trace(JOB, job="a"):
+        time.sleep(0.05)
+    tracer.close()  # a dead journal, to be folded
+    filler = os.path.join(state, "filler")
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    size = 1 << 20
+    while size >= 512:  # fill the volume to the last block
+        try:
+            os.posix_fallocate(fd, os.fstat(fd).st_size, size)
+        except OSError:
+            size //= 2
+    os.close(fd)
+    logging.basicConfig(level=logging.WARNING)
+    full = read_totals(state)
+    os.unlink(filler)
+    freed = read_totals(state)
+    say(expected=REGISTRY.get_sample_value("job_worked_seconds_total", {"job": "a"}),
+        full=[s.value for s in full.series], freed=[s.value for s in freed.series],
+        files=sorted(os.listdir(state)))
+"""
+
+
+def test_a_reader_on_a_full_volume_counts_dead_journals_in_place_and_folds_later(tmp_path: Path) -> None:
+    state_dir = tmp_path / "tiny"
+    state_dir.mkdir()
+    if not _private_tmpfs_works(state_dir):
+        pytest.skip("needs `unshare -m` and mount (root) for a private tmpfs")
+    prefix = ["unshare", "-m", "sh", "-c", MOUNT_TINY_TMPFS, str(state_dir)]
+    app = start_app(FULL_READER.replace("sys.argv[1]", repr(str(state_dir))), None, prefix=prefix)
+    message = next_message(app)
+    _, stderr = app.communicate(timeout=60)
+    assert app.returncode == 0, stderr
+    assert message["full"] == [pytest.approx(message["expected"], abs=1e-6)]
+    assert message["freed"] == message["full"]
+    assert "archive.json" in message["files"] and not any(f.startswith("journal-") for f in message["files"])
+    assert "cannot save the archive" in stderr
