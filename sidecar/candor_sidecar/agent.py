@@ -137,7 +137,7 @@ class AgentServer:
         self.sock.close()
 
 
-async def start_agent_server(state: AgentState, host: str, port: int, backlog: int = 4096) -> AgentServer:
+def start_agent_server(state: AgentState, host: str, port: int, backlog: int = 4096) -> AgentServer:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:

@@ -211,7 +211,7 @@ class Sidecar:
         except OSError as error:
             log.warning("cannot create the state directory %s: %s", self.config.state_dir, error)
         self._apply(await self._in_worker(self._evaluate_now))  # never serve before the first evaluation
-        agent_server = await start_agent_server(self.agent, self.config.agent.address, self.config.agent.port)
+        agent_server = start_agent_server(self.agent, self.config.agent.address, self.config.agent.port)
         http_server = await self.http.start(self.config.http.address, self.config.http.port)
         self._closers = [agent_server.close, http_server.close]
         loop = asyncio.get_running_loop()

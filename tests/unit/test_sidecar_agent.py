@@ -64,7 +64,7 @@ def test_drain_wins_over_everything() -> None:
 
 async def test_the_server_answers_at_once_without_waiting_for_agent_send() -> None:
     state = AgentState(slow_start=0.0, max_conn=5)
-    server = await start_agent_server(state, "127.0.0.1", 0)
+    server = start_agent_server(state, "127.0.0.1", 0)
     port = server.port
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
