@@ -46,6 +46,7 @@ log = logging.getLogger("candor_tracer.journal")
 # is this old: younger ones may belong to a writer that has not taken its lock yet.
 STALE_TEMP_SECONDS = 60.0
 ARCHIVE_LOCK_TIMEOUT = 2.0
+ARCHIVE_TEMP_PREFIX = f".{ARCHIVE_NAME}."
 
 
 @dataclass(frozen=True)
@@ -155,16 +156,18 @@ def _writer_is_alive(fd: int) -> bool:
 
 
 def _remove_stale_temp(path: Path) -> None:
-    opened = _open_journal(path)
-    if opened is None:
-        return
+    """Remove a temporary file a writer or reader left when killed (unlocked and older than a minute)."""
     try:
-        if not _writer_is_alive(opened.fd) and time.time() - os.fstat(opened.fd).st_mtime > STALE_TEMP_SECONDS:
-            path.unlink(missing_ok=True)
+        opened = _open_journal(path)
+        if opened is None:
+            return
+        try:
+            if not _writer_is_alive(opened.fd) and time.time() - os.fstat(opened.fd).st_mtime > STALE_TEMP_SECONDS:
+                path.unlink(missing_ok=True)
+        finally:
+            os.close(opened.fd)
     except OSError:
         pass
-    finally:
-        os.close(opened.fd)
 
 
 def _scan(state_dir: Path, skipped: list[str]) -> tuple[list[_Opened], list[_Opened]]:
@@ -178,7 +181,7 @@ def _scan(state_dir: Path, skipped: list[str]) -> tuple[list[_Opened], list[_Ope
         return live, dead
     for name in names:
         path = state_dir / name
-        if name.startswith(TEMP_PREFIX):
+        if name.startswith((TEMP_PREFIX, ARCHIVE_TEMP_PREFIX)):
             _remove_stale_temp(path)
             continue
         if not JOURNAL_NAME.match(name):

@@ -149,7 +149,7 @@ class _Series:
                 return
             now = tracer._clock()
             total = 0.0
-            for token, last in list(inflight.items()):
+            for token, last in list(inflight.items()):  # a copy: lock-free starts may add tokens meanwhile
                 if now > last:
                     total += now - last
                     inflight[token] = now
