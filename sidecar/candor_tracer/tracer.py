@@ -283,6 +283,16 @@ class Tracer:
             if journal is not None:
                 journal.progress_at = time.monotonic()
 
+    def open_journal(self) -> Path | None:
+        """Create this process's journal now rather than at the first trace (journal mode only).
+
+        The event-loop watchdog uses it, so a stall is recorded even before anything was traced.
+        """
+        if self._mode == _UNRESOLVED:
+            with self._lock:
+                self._ensure_journal()
+        return self.journal_path
+
     @property
     def journal_path(self) -> Path | None:
         """This process's journal, once created (None in in-process mode)."""

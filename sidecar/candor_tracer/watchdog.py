@@ -27,6 +27,7 @@ class LoopWatch:
         if not threshold > 0:
             raise ValueError(f"watch_event_loop: threshold must be > 0 seconds, got {threshold!r}")
         self._tracer = tracer
+        tracer.open_journal()
         self._loop = loop
         self.threshold = threshold
         self._period = max(min(threshold / 4, 1.0), 0.005)

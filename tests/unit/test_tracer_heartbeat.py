@@ -113,8 +113,7 @@ def test_a_blocked_event_loop_is_recorded_as_a_stall(tmp_path: Path) -> None:
     during: list[WriterInfo] = []
 
     async def app() -> tuple[float, float]:
-        tracer.heartbeat()  # journal mode from the start
-        with watch_event_loop(threshold=0.2, tracer=tracer):
+        with watch_event_loop(threshold=0.2, tracer=tracer):  # opens the journal: nothing traced yet
             await asyncio.sleep(0.3)
             turning = only_writer(tmp_path)
             assert turning.loop_turned_at is not None and time.monotonic() - turning.loop_turned_at < 0.2
