@@ -15,6 +15,7 @@ class HeartbeatThread:
     def __init__(self, writer: JournalWriter, interval: float, memory: MemoryReader | None = None) -> None:
         self._writer = writer
         self._interval = interval
+        # Looked up at call time: the demo swaps candor_tracer.heartbeat.MemoryReader for a process-RSS one.
         self._memory = memory or MemoryReader()
         self._stop = threading.Event()
         self._warned = False
