@@ -315,7 +315,13 @@ def _writer_info(opened: _Opened, reading: JournalReading) -> WriterInfo:
 
 
 def read_totals(state_dir: str | os.PathLike[str], now: float | None = None) -> JournalSnapshot:
-    """Fold dead writers, then total archive + live journals per (metric, labels) at `now` (monotonic)."""
+    """Fold dead writers, then total archive + live journals per (metric, labels) at `now` (monotonic).
+
+    Never raises for a bad or unreadable file: it is skipped (listed in `skipped`, warned once). With the
+    default `now` (the current time) the values never go backwards within this process, and each live
+    journal records that it was seen alive up to `now`, so a later fold by any reader keeps that time.
+    An explicit `now` (tests, what-if) computes at that time without recording or clamping anything.
+    """
     directory = Path(state_dir)
     realtime = now is None
     at = time.monotonic() if now is None else now  # taken before the lock probes: "alive at `at`" holds
