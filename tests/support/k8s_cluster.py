@@ -476,7 +476,10 @@ _BIN_DIR = pytest.StashKey[Path]()
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     # Build here, before any test starts, so a first-time compile does not count against a test's timeout.
     if any("k8s_cluster" in getattr(item, "fixturenames", ()) for item in items):
-        config.stash[_BIN_DIR] = ensure_binaries()
+        capture = config.pluginmanager.getplugin("capturemanager")
+        # Show build.sh's progress: a first build takes minutes and should not look like a hang.
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            config.stash[_BIN_DIR] = ensure_binaries()
 
 
 @pytest.fixture(scope="session")
