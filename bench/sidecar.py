@@ -221,6 +221,7 @@ def main() -> int:
         time.sleep(10.0)
         idle_cpu = 100 * (_cpu_seconds(sidecar.pid) - cpu_before) / (time.monotonic() - wall_before)
 
+        cpu_load_start = _cpu_seconds(sidecar.pid)
         agent_load = _spawn_load("agent", agent_port, 2000, args.seconds)
         health_load = _spawn_load("health", http_port, 200, args.seconds)
         children += [agent_load, health_load]
@@ -228,6 +229,7 @@ def main() -> int:
             naive_latencies = [1000 * latency for latency in pool.map(lambda _: _agent_once(naive_port), range(40))]
         agent = json.loads(agent_load.communicate(timeout=args.seconds + 60)[0])
         health = json.loads(health_load.communicate(timeout=args.seconds + 60)[0])
+        cpu_per_request_us = 1e6 * (_cpu_seconds(sidecar.pid) - cpu_load_start) / (agent["count"] + health["count"])
         rss_after_load = _rss_kib(sidecar.pid) / 1024
         # The machine's own floor, same load, same run: a bare blocking accept/send/close loop.
         floor_port = free_port()
@@ -259,6 +261,7 @@ def main() -> int:
          health["rate"] >= 190 and health["errors"] == 0),
         (f"sidecar RSS after start, {journals} journals, {series} series", "<= 40 MB", f"{rss_mib:.1f} MiB",
          rss_mib <= 40 and journals == JOURNALS),
+        ("sidecar CPU per answered connection under load", "", f"{cpu_per_request_us:.0f} us", True),
         ("sidecar RSS after the load", "", f"{rss_after_load:.1f} MiB", True),
         ("sidecar idle CPU (1 s evaluations)", "< 1 % of a core", f"{idle_cpu:.2f} %", idle_cpu < 1.0),
     ]
