@@ -257,6 +257,7 @@ def main() -> int:
         ("naive p99 / candor p99", "", f"{naive_p99 / agent['p99_ms']:.0f}x", True),
         ("/health p99 at 200 req/s under agent load", "<= 5 ms", f"{health['p99_ms']:.3f} ms",
          health["p99_ms"] <= 5.0),
+        ("/health p50 / max", "", f"{health['p50_ms']:.3f} / {health['max_ms']:.2f} ms", True),
         ("/health achieved rate / errors", ">= 190/s, 0", f"{health['rate']:.0f}/s, {health['errors']}",
          health["rate"] >= 190 and health["errors"] == 0),
         (f"sidecar RSS after start, {journals} journals, {series} series", "<= 40 MB", f"{rss_mib:.1f} MiB",

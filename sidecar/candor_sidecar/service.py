@@ -81,7 +81,8 @@ class Sidecar:
         snapshot: JournalSnapshot | None
         try:
             snapshot, error = self._read_snapshot(), None
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # reported as a warning by the journal check; the other checks still run
+            log.debug("reading the journals failed", exc_info=True)
             snapshot, error = None, f"{type(exc).__name__}: {exc}"
         monotonic = time.monotonic()
         checks = tuple(evaluate(self.config, snapshot, error, now=monotonic))
