@@ -69,6 +69,10 @@ class JournalCollector(Collector):
         for word in ("up", "down", "drain", "maint"):
             agent.add_metric([word], 1.0 if facts.agent_word == word else 0.0)
         yield agent
+        answers = Metric("candor_agent_answers", "Agent-check connections answered since the sidecar started.",
+                         "counter")
+        answers.add_sample("candor_agent_answers_total", {}, float(facts.agent_answers))
+        yield answers
         yield GaugeMetricFamily("candor_draining", "1 once the sidecar received SIGTERM.", value=int(facts.draining))
         if facts.evaluation is not None:
             checks = GaugeMetricFamily("candor_check_status", "Health check states (1 for the current one).",

@@ -37,6 +37,7 @@ def test_journal_counters_keep_the_apps_name_help_and_labels(tmp_path: Path) -> 
         assert values[("mail", "slow")] >= 0.05  # in flight, counted up to the scrape
         assert families["candor_inflight_traces"].samples[0].value == 1
         assert families["candor_agent_weight_percent"].samples[0].value == 42
+        assert families["candor_agent_answers"].samples[0].value == 7
         openmetrics, kind = render_metrics(snapshot, facts, "application/openmetrics-text; version=1.0.0")
         assert kind.startswith("application/openmetrics-text") and openmetrics.endswith(b"# EOF\n")
         assert b"# TYPE job_worked_seconds counter" in openmetrics
