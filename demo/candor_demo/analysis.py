@@ -3,9 +3,10 @@
 Busy workers per scrape interval = increase of the job-seconds counter between two consecutive scrapes
 divided by the time between them (what `rate()` shows, without its extrapolation). The truth is the
 worker-seconds the truth files say were worked in the same interval. Prometheus stamps a sample with the
-scrape's start; the sidecar reads the journals at the end of its answer (only the rendering follows), so
-each interval edge is moved to the scrape's end (`scrape_duration_seconds` later), which keeps a loaded
-machine's queueing out of the error.
+scrape's start, and the sidecar reads the journals somewhere inside the scrape (`scrape_duration_seconds`
+long, milliseconds usually, more on a loaded machine): the truth is known to lie between its values with the
+edges at the scrapes' starts and at their ends, and the traced figure is judged by its distance from that band.
+Charts and tables show the truth with the edges at the scrapes' ends.
 """
 
 from __future__ import annotations
@@ -35,24 +36,32 @@ class Series:
 
 @dataclass(frozen=True)
 class IntervalFigure:
-    start: float  # monotonic, interval edges after the latency correction
+    start: float  # monotonic: the interval's edges, each at its scrape's end
     end: float
-    truth: float  # busy workers
+    truth: float  # busy workers between those edges
     traced: float | None
     naive: float | None
+    # The sidecar read the journals somewhere inside each scrape: the truth lies between these two (edges at
+    # the scrapes' starts or ends, whichever gives less / more work). Equal to `truth` without durations.
+    truth_low: float | None = None
+    truth_high: float | None = None
+
+    def _error(self, value: float | None) -> float | None:
+        """How far `value` lies outside the truth's band, relative to the truth (at least one worker, so an idle
+        instance is not 0/0)."""
+        if value is None:
+            return None
+        low = self.truth if self.truth_low is None else self.truth_low
+        high = self.truth if self.truth_high is None else self.truth_high
+        return max(0.0, low - value, value - high) / max(self.truth, 1.0)
 
     @property
     def traced_error(self) -> float | None:
-        """|traced − truth| relative to the truth (at least one worker, so an idle instance is not 0/0)."""
-        if self.traced is None:
-            return None
-        return abs(self.traced - self.truth) / max(self.truth, 1.0)
+        return self._error(self.traced)
 
     @property
     def naive_error(self) -> float | None:
-        if self.naive is None:
-            return None
-        return abs(self.naive - self.truth) / max(self.truth, 1.0)
+        return self._error(self.naive)
 
 
 @dataclass
@@ -159,19 +168,23 @@ def interval_figures(record: RunRecord, truth: Sequence[BusyInterval], traced: l
     skip = record.settings.skip_first_scrapes
     naive_at = dict(naive)
     for (t0, v0), (t1, v1) in list(itertools.pairwise(traced))[skip:]:
-        start = record.mono(t0) + latency.get(t0, 0.0)
-        end = record.mono(t1) + latency.get(t1, 0.0)
         seconds = t1 - t0
         if seconds <= 0:
             continue
-        worked = busy_seconds(truth, start, end, record.ended)
+        begin, finish = record.mono(t0), record.mono(t1)
+        start, end = begin + latency.get(t0, 0.0), finish + latency.get(t1, 0.0)
+
+        def worked(a: float, b: float, seconds: float = seconds) -> float:
+            return busy_seconds(truth, a, b, record.ended) / seconds
+
         naive_rate = None
         # The naive counter is scraped from another target at slightly different moments: take its samples
         # nearest to the interval's edges.
         n0, n1 = _nearest(naive, t0), _nearest(naive, t1)
         if n0 is not None and n1 is not None and n1[0] > n0[0]:
             naive_rate = (naive_at[n1[0]] - naive_at[n0[0]]) / (n1[0] - n0[0])
-        figures.append(IntervalFigure(start, end, worked / (end - start), (v1 - v0) / (end - start), naive_rate))
+        figures.append(IntervalFigure(start, end, worked(start, end), (v1 - v0) / seconds, naive_rate,
+                                      worked(start, finish), worked(begin, end)))
     return figures
 
 
@@ -307,8 +320,10 @@ def self_checks(record: RunRecord, figures: Figures) -> list[Check]:
                 continue
             count += 1
             if row.traced_error >= worst[0]:
+                band = f"{row.truth_low:.2f}–{row.truth_high:.2f}" if row.truth_low is not None \
+                    and row.truth_high is not None else f"{row.truth:.2f}"
                 worst = (row.traced_error, f"{name} at {row.start - record.started:.0f} s: traced {row.traced:.2f}, "
-                                           f"truth {row.truth:.2f}")
+                                           f"truth {band}")
     checks.append(Check("traced busy workers match the truth in every scrape interval",
                         count > 0 and worst[0] <= ACCURACY,
                         f"worst {100 * worst[0]:.2f} % over {count} intervals ({worst[1]})" if count else

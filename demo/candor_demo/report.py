@@ -36,10 +36,13 @@ def table_rows(record: RunRecord, figures: Figures) -> list[Row]:
     for name, job_max in zip(record.instance_names, record.settings.job_max, strict=True):
         intervals = figures.intervals.get(name, [])
         naive, traced = _errors(intervals, False), _errors(intervals, True)
+        bands = sorted((row.truth_high - row.truth_low) / max(row.truth, 1.0) for row in intervals
+                       if row.truth_high is not None and row.truth_low is not None)
+        known = f"; truth known to ±{_percent(bands[len(bands) // 2] / 2)} (median)" if bands else ""
         rows.append((f"{name} (jobs ≤ {job_max:g} s): busy-worker error per scrape, mean / worst",
                      f"{_percent(_mean(naive))} / {_percent(max(naive, default=None))}",
                      f"{_percent(_mean(traced))} / {_percent(max(traced, default=None))}",
-                     f"≤ 2 % ({len(intervals)} intervals)"))
+                     f"≤ 2 % ({len(intervals)} intervals{known})"))
     for lost in (figures.sigkill, figures.sigterm):
         if lost is None:
             continue
@@ -163,8 +166,10 @@ seconds of jobs still running at each scrape and follows the truth.
 
 - Busy workers in a scrape interval = (counter increase between two consecutive scrapes) ÷ (time between them),
   the value `rate()` approximates, computed from the raw samples. The truth is the busy worker-seconds from the
-  truth files inside the same interval. Interval edges are moved to the end of each scrape (Prometheus'
-  `scrape_duration_seconds` for the sidecar target), because the sidecar reads the journals just before it answers.
+  truth files inside the same interval. Prometheus stamps a sample with the scrape's start and the sidecar reads
+  the journals somewhere inside the scrape (`scrape_duration_seconds`, milliseconds usually): the truth is the band
+  between the edges at the scrapes' starts and at their ends, and the error is the traced figure's distance from
+  that band. Charts and the table show the truth with the edges at the scrapes' ends.
 - The memory fault is real: instance 2 allocates and touches pages until its resident set is
   {peak:.0f} % of its {limit_mib} MiB limit. On this host the instances are plain processes, so each one's
   heartbeat reports its resident set size against `CANDOR_APP_MEMORY_LIMIT` where a pod would report its cgroup.

@@ -139,6 +139,19 @@ class Demo:
     # -- start-up -----------------------------------------------------------------------------------------
     def start(self) -> None:
         settings = self.settings
+        frontend, stats = free_port(), free_port()
+        # Prometheus first: it takes a few seconds to pick up its targets, time the apps need to start anyway.
+        self.progress.set_phase("starting Prometheus")
+        jobs = {"candor": [f"127.0.0.1:{i.sidecar_port}" for i in self.instances],
+                "naive": [f"127.0.0.1:{i.metrics_port}" for i in self.instances],
+                "haproxy": [f"127.0.0.1:{stats}"]}
+        (self.workdir / "prometheus").mkdir(parents=True, exist_ok=True)
+        self.prometheus = self.stack.enter_context(
+            PrometheusProcess(jobs, scrape_interval=settings.scrape_interval, workdir=self.workdir / "prometheus",
+                              binary=self.tools.get("prometheus", PROMETHEUS_BINARY)))
+        self.event(f"Prometheus :{self.prometheus.port} will scrape sidecars, naive counters and HAProxy every "
+                   f"{settings.scrape_interval:g} s")
+
         self.progress.set_phase("starting sidecars and app instances")
         for instance in self.instances:
             instance.workdir.mkdir(parents=True, exist_ok=True)
@@ -154,24 +167,14 @@ class Demo:
             self.event(f"{instance.name} up: 10 {instance.worker_model} workers, jobs up to "
                        f"{instance.job_max:g} s, sidecar :{instance.sidecar_port}, agent :{instance.agent_port}")
 
-        self.progress.set_phase("starting HAProxy and Prometheus")
-        frontend, stats = free_port(), free_port()
+        self.progress.set_phase("starting HAProxy")
         servers = [ServerPorts(i.name, i.app_port, i.sidecar_port, i.agent_port) for i in self.instances]
         config = haproxy_config(settings, servers, frontend, stats)
         (self.workdir / "haproxy.cfg").write_text(config)
         (self.workdir / "haproxy").mkdir(exist_ok=True)
         self.haproxy = self.stack.enter_context(HAProxyProcess(
             config, workdir=self.workdir / "haproxy", binary=self.tools.get("haproxy", HAPROXY_BINARY)))
-        self.event(f"HAProxy {frontend} -> {len(servers)} servers (config rendered from the HealthPolicy)")
-        jobs = {"candor": [f"127.0.0.1:{i.sidecar_port}" for i in self.instances],
-                "naive": [f"127.0.0.1:{i.metrics_port}" for i in self.instances],
-                "haproxy": [f"127.0.0.1:{stats}"]}
-        (self.workdir / "prometheus").mkdir(exist_ok=True)
-        self.prometheus = self.stack.enter_context(
-            PrometheusProcess(jobs, scrape_interval=settings.scrape_interval, workdir=self.workdir / "prometheus",
-                              binary=self.tools.get("prometheus", PROMETHEUS_BINARY)))
-        self.event(f"Prometheus :{self.prometheus.port} scraping sidecars, naive counters and HAProxy every "
-                   f"{settings.scrape_interval:g} s")
+        self.event(f"HAProxy :{frontend} -> {len(servers)} servers (config rendered from the HealthPolicy)")
 
         self.haproxy_recorder = HAProxyRecorder(self.haproxy, BACKEND)
         self.haproxy_recorder.poller.start()

@@ -41,14 +41,19 @@ def test_busy_workers_per_interval_compare_counter_increase_with_truth() -> None
     assert [row.naive for row in rows][-2:] == [pytest.approx(6.0), pytest.approx(0.0)]
 
 
-def test_scrape_latency_moves_the_interval_edges() -> None:
+def test_the_truth_is_a_band_as_wide_as_the_scrapes_durations() -> None:
     record = _record()
-    truth = [BusyInterval(0, 1, 11.1, None)]  # starts after the scrape at 11.0 began, before the sidecar read
-    traced = [(OFFSET + 9.0, 0.0), (OFFSET + 11.0, 0.0), (OFFSET + 13.0, 2.0)]
-    rows = interval_figures(record, truth, traced, [], latency={OFFSET + 11.0: 0.1, OFFSET + 13.0: 0.1})
-    # Edges at 11.1 and 13.1 (each scrape's end): the worker was busy the whole corrected interval.
-    assert rows[-1].truth == pytest.approx(1.0)
-    assert rows[-1].traced == pytest.approx(1.0)
+    truth = [BusyInterval(0, 1, 0.0, None)]  # one worker busy throughout
+    # The sidecar read at 11.15 and 13.0 but Prometheus stamps 11.0 and 13.0 (scrapes 0.2 s long):
+    traced = [(OFFSET + 9.0, 0.0), (OFFSET + 11.0, 11.15), (OFFSET + 13.0, 13.0)]
+    latency = {OFFSET + 11.0: 0.2, OFFSET + 13.0: 0.2}
+    row = interval_figures(record, truth, traced, [], latency)[-1]
+    assert row.traced == pytest.approx(1.85 / 2)
+    assert row.truth_low == pytest.approx(1.8 / 2)
+    assert row.truth_high == pytest.approx(2.2 / 2)
+    assert row.traced_error == 0.0  # inside the band: no error claimed
+    wrong = IntervalFigure(0.0, 2.0, truth=1.0, traced=0.8, naive=None, truth_low=0.9, truth_high=1.1)
+    assert wrong.traced_error == pytest.approx(0.1)
 
 
 def test_an_idle_instance_is_judged_against_one_worker_not_zero() -> None:
