@@ -84,10 +84,10 @@ def test_explicit_heartbeats_become_the_writers_heartbeat(tmp_path: Path) -> Non
         info = wait_for(lambda: (i := only_writer(tmp_path)).progress_at is not None and i, 5)
         assert info.progress_at is not None and info.progress_at <= marked
         assert info.heartbeat == info.progress_at
-        time.sleep(0.3)  # the app stops calling heartbeat(): its heartbeat stays put while liveness moves
-        later = only_writer(tmp_path)
+        # The app stops calling heartbeat(): its heartbeat stays put while liveness moves on.
+        later = wait_for(lambda: (i := only_writer(tmp_path)).alive_at is not None and i.alive_at > marked + 0.1 and i,
+                         5)
         assert later.heartbeat == info.progress_at
-        assert later.alive_at is not None and later.alive_at > marked + 0.1
     finally:
         tracer.close()
 
@@ -98,44 +98,47 @@ def test_in_flight_count_and_oldest_start_are_reported(tmp_path: Path) -> None:
     try:
         before = time.monotonic()
         with tracer.trace(counter, job="a"):
+            inside = time.monotonic()
             time.sleep(0.01)
             with tracer.trace(counter, job="b"):
                 info = only_writer(tmp_path)
         assert info.inflight == 2
-        assert info.oldest_inflight_start is not None and before <= info.oldest_inflight_start <= before + 0.01
+        assert info.oldest_inflight_start is not None and before <= info.oldest_inflight_start <= inside
         assert only_writer(tmp_path).inflight == 0
     finally:
         tracer.close()
 
 
 def test_a_blocked_event_loop_is_recorded_as_a_stall(tmp_path: Path) -> None:
+    """Bounds come from clocks read around the block, so a busy machine widens them instead of failing."""
     tracer = Tracer(state_dir=tmp_path, heartbeat_interval=0.2)
     during: list[WriterInfo] = []
 
-    async def app() -> tuple[float, float]:
-        with watch_event_loop(threshold=0.2, tracer=tracer):  # opens the journal: nothing traced yet
-            await asyncio.sleep(0.3)
+    async def app() -> tuple[float, float, float]:
+        with watch_event_loop(threshold=0.4, tracer=tracer):  # opens the journal: nothing traced yet
+            await asyncio.sleep(0.5)
             turning = only_writer(tmp_path)
-            assert turning.loop_turned_at is not None and time.monotonic() - turning.loop_turned_at < 0.2
-            assert turning.last_stall_at is None
-            observer = threading.Timer(0.6, lambda: during.append(only_writer(tmp_path)))
+            assert turning.loop_turned_at is not None and time.monotonic() - turning.loop_turned_at < 1.0
+            observer = threading.Timer(1.0, lambda: during.append(only_writer(tmp_path)))
             observer.start()
             blocked_at = time.monotonic()
-            time.sleep(0.9)  # a blocking call inside a coroutine: the loop stops turning
+            time.sleep(1.5)  # a blocking call inside a coroutine: the loop stops turning
             unblocked_at = time.monotonic()
             observer.join()
-            await asyncio.sleep(0.15)
-            return blocked_at, unblocked_at
+            await asyncio.sleep(0.3)
+            return blocked_at, unblocked_at, time.monotonic()
 
     try:
-        blocked_at, unblocked_at = asyncio.run(app())
+        blocked_at, unblocked_at, resumed_by = asyncio.run(app())
         [seen] = during
         assert seen.last_stall_at is not None and seen.last_stall_seconds is not None
-        assert blocked_at - 0.1 <= seen.last_stall_at <= blocked_at  # the loop's last turn before the block
-        assert seen.last_stall_seconds >= 0.3  # reported while the stall was still going on
+        assert blocked_at - 0.5 <= seen.last_stall_at <= blocked_at  # the loop's last turn before the block
+        assert seen.last_stall_seconds >= 0.4  # reported while the stall was still going on
         final = only_writer(tmp_path)
         assert final.last_stall_at == seen.last_stall_at
-        assert final.last_stall_seconds == pytest.approx(unblocked_at - seen.last_stall_at, abs=0.05)
+        assert final.last_stall_seconds is not None
+        assert unblocked_at - seen.last_stall_at <= final.last_stall_seconds <= resumed_by - seen.last_stall_at
+        assert final.loop_turned_at is not None and final.loop_turned_at >= unblocked_at
     finally:
         tracer.close()
 
