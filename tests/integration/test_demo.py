@@ -64,7 +64,11 @@ def test_traced_counter_follows_the_truth_where_the_naive_one_does_not(demo_run:
         rows = intervals[name]
         assert len(rows) >= 8, f"{name}: only {len(rows)} scrape intervals"
         for row in rows:
-            assert abs(row["traced"] - row["truth"]) <= 0.02 * max(row["truth"], 1.0), (name, row)
+            # The sidecar read its journals somewhere inside the scrape: the truth is a band that wide.
+            assert row["truth_low"] <= row["truth"] <= row["truth_high"]
+            outside = max(0.0, row["truth_low"] - row["traced"], row["traced"] - row["truth_high"])
+            assert outside <= 0.02 * max(row["truth"], 1.0), (name, row)
+            assert row["truth_high"] - row["truth_low"] < 0.2 * max(row["truth"], 1.0), f"scrape too slow: {row}"
     # Jobs up to 8 s against 2 s scrapes: the end-of-job counter saws (the seed's figure).
     long_jobs = [row for row in intervals["resizer-3"] if row["naive"] is not None]
     worst_naive = max(abs(row["naive"] - row["truth"]) / row["truth"] for row in long_jobs if row["truth"] > 1)
