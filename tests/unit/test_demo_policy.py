@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from candor_demo.haproxy_process import check_config
 from candor_demo.policy import ServerPorts, haproxy_config, sidecar_config
 from candor_demo.settings import FULL, QUICK
 from candor_sidecar.config import parse_config
 
 
+@pytest.mark.integration  # runs the real `haproxy -c`
 def test_the_whole_haproxy_config_passes_haproxy_check() -> None:
     servers = [ServerPorts(f"resizer-{n}", 20000 + n, 21000 + n, 22000 + n) for n in (1, 2, 3)]
     for settings in (FULL, QUICK):
