@@ -84,8 +84,8 @@ class _Series:
     otherwise. `inflight` maps it to the time up to which its seconds are already in the counter.
     """
 
-    __slots__ = ("__weakref__", "child", "counter", "documentation", "inflight", "jindex", "journal", "labels",
-                 "name", "tracer", "value")
+    __slots__ = ("__weakref__", "child", "child_key", "counter", "documentation", "inflight", "jindex", "journal",
+                 "labels", "name", "tracer", "value")
 
     def __init__(self, tracer: Tracer, counter: Counter, child: Counter) -> None:
         self.tracer = tracer
@@ -95,6 +95,8 @@ class _Series:
         self.name: str = counter._name
         self.documentation: str = counter._documentation
         self.labels: tuple[tuple[str, str], ...] = tuple(zip(counter._labelnames, child._labelvalues, strict=True))
+        # The child's key in a labelled parent's `_metrics`: () when the counter is unlabelled or a child itself.
+        self.child_key: tuple[str, ...] = child._labelvalues if child is not counter else ()
         self.inflight: dict[int, float] = {}
         self.journal: JournalWriter | None = None
         self.jindex = -1
@@ -268,8 +270,9 @@ class Tracer:
     def trace(self, counter: Counter, **labels: Any) -> Trace:
         """Trace a block or function into `counter` (labelled by `labels`). Wrong labels raise ValueError."""
         series = self._series.get((id(counter), tuple(labels.items())))
-        if series is None or series.counter is not counter:
-            series = self._new_series(counter, labels)
+        if series is None or series.counter is not counter or (
+                series.child_key and counter._metrics.get(series.child_key) is not series.child):
+            series = self._new_series(counter, labels)  # first use, or the child was removed/cleared
         return Trace(series)
 
     def heartbeat(self) -> None:
@@ -325,7 +328,7 @@ class Tracer:
         with self._lock:
             canonical = (id(counter), tuple(zip(counter._labelnames, child._labelvalues, strict=False)))
             series = self._series.get(canonical)
-            if series is None or series.counter is not counter:
+            if series is None or series.counter is not counter or series.child is not child:
                 series = _Series(self, counter, child)
                 _install_flush_hook(child, series.flush)
                 self._series[canonical] = series

@@ -289,3 +289,18 @@ def test_registry_argument_exposes_in_flight_trace_counts(clock: FakeClock) -> N
 def test_heartbeat_in_process_is_harmless(tracer: Tracer) -> None:
     tracer.heartbeat()
     assert tracer.journal_path is None
+
+
+def test_a_removed_or_cleared_label_set_starts_afresh(tracer: Tracer, clock: FakeClock,
+                                                       registry: CollectorRegistry) -> None:
+    counter = Counter("job_worked_seconds_total", "h", ["job"], registry=registry)
+    with tracer.trace(counter, job="a"):
+        clock.advance(2)
+    counter.remove("a")
+    with tracer.trace(counter, job="a"):
+        clock.advance(3)
+        assert scraped(registry, job="a") == 3.0  # the new child, with its in-flight time
+    counter.clear()
+    with tracer.trace(counter, job="a"):
+        clock.advance(1)
+    assert scraped(registry, job="a") == 1.0
