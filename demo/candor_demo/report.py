@@ -76,8 +76,10 @@ def table_rows(record: RunRecord, figures: Figures) -> list[Row]:
                      f"0, ≤ finalScrapeTimeout {record.settings.final_scrape_timeout}"))
     requests = record.requests
     if requests:
-        failed = sum(1 for r in requests if r.status != 200)
-        rows.append(("requests through HAProxy: served / failed", "—", f"{len(requests) - failed} / {failed}", "—"))
+        failed = [r for r in requests if r.status != 200]
+        after_term = sum(1 for r in failed if term is not None and r.at >= term.app_term_at)
+        rows.append(("requests through HAProxy: served / failed (failed after resizer-1's SIGTERM)", "—",
+                     f"{len(requests) - len(failed)} / {len(failed)} ({after_term})", "—"))
     return rows
 
 
@@ -157,6 +159,10 @@ seconds of jobs still running at each scrape and follows the truth.
 - **SIGTERM**: instance 1's app exits (its interrupted jobs end at the signal), then its sidecar gets SIGTERM,
   answers `drain` to HAProxy, folds the journals and keeps serving `/metrics` until Prometheus has scraped once
   more. The naive counter's last scrape was up to one interval before the exit, so everything since is lost.
+- Requests that fail after the SIGTERM were sent to instance 1 between its app's exit and the moment HAProxy
+  learnt of it (the sidecar's `drain` at the next agent check: a native sidecar only gets SIGTERM once the app
+  has exited, and until then its `/health` has no reason to fail); HAProxy retries a refused connection for up to
+  3 s before it answers 503.
 - Candor's total gap (truth − Prometheus) also holds a small difference that was there before the signal: the
   workers' stopwatch reads the clock beside the tracer's own reads, and CPython may hand the GIL to another thread
   in between. The "signal cost" rows subtract the gap measured at the last scrape before the signal; the
