@@ -103,9 +103,18 @@ def checks_text(figures: Figures) -> str:
 
 
 def haproxy_state_changes(log: str) -> list[str]:
-    """HAProxy's own words for each server state change (its log, without the stderr duplicates)."""
-    return [line.strip().replace("<3E>", ">") for line in log.splitlines()
-            if line.startswith("Server ") and (" is " in line or " drain" in line)]
+    """HAProxy's own words for each server state change (its log, without the stderr duplicates); a line
+    repeated right after itself is shown once with a count."""
+    lines = [line.strip().replace("<3E>", ">") for line in log.splitlines()
+             if line.startswith("Server ") and (" is " in line or " drain" in line)]
+    collapsed: list[str] = []
+    count = 0
+    for index, line in enumerate(lines):
+        count += 1
+        if index + 1 == len(lines) or lines[index + 1] != line:
+            collapsed.append(line if count == 1 else f"{line} (×{count})")
+            count = 0
+    return collapsed
 
 
 def write_report(record: RunRecord, figures: Figures, directory: Path, charts: Sequence[Path]) -> Path:
