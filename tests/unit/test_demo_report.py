@@ -47,7 +47,7 @@ def test_haproxy_state_changes_keep_haproxy_s_reasons() -> None:
     log = ('[WARNING]  (7) : Server resizer/resizer-2 is DOWN, reason: via agent : down (memory 89% <3E> 80%)\n'
            'Server resizer/resizer-2 is DOWN, reason: via agent : down (memory 89% <3E> 80%)\n'
            '<133>Proxy load started.\nServer resizer/resizer-1 enters drain state.\n'
-           'Server resizer/resizer-1 remains in forced drain mode.\n' * 3)
+           + 'Server resizer/resizer-1 remains in forced drain mode.\n' * 3)
     assert haproxy_state_changes(log) == [
         "Server resizer/resizer-2 is DOWN, reason: via agent : down (memory 89% > 80%)",
         "Server resizer/resizer-1 enters drain state.",
