@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
-from candor_operator.labels import SelectorError, policy_targets_service
+from candor_operator.labels import TargetMatcher, compile_targets
 from candor_operator.ownership import record_of
 
 
@@ -25,6 +26,10 @@ class PolicyView:
     spec: Mapping[str, Any]
     annotations: Mapping[str, str] | None  # rendered; None when the policy is invalid
     deleting: bool = False
+
+    @cached_property
+    def matcher(self) -> TargetMatcher:
+        return compile_targets(self.spec)
 
     @property
     def order(self) -> tuple[str, str]:
@@ -45,12 +50,8 @@ class Decision:
 
 
 def targets(policy: PolicyView, service: Mapping[str, Any]) -> bool:
-    if policy.deleting:
-        return False
-    try:
-        return policy_targets_service(policy.spec, service)
-    except SelectorError:
-        return False  # an unusable selector is the policy's own Invalid condition, not a claim
+    """An unusable selector targets nothing: that is the policy's own Invalid condition, not a claim."""
+    return not policy.deleting and policy.matcher.matches(service)
 
 
 def decide(service: Mapping[str, Any], policies: Sequence[PolicyView]) -> Decision:

@@ -17,6 +17,7 @@ import random
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import aiohttp
 import kopf
 
 from candor_operator import injection, rollout, webhook
@@ -31,6 +32,10 @@ logger = logging.getLogger("candor.operator")
 
 POLICIES, SERVICES, DEPLOYMENTS = "candor_policies", "candor_services", "candor_deployments"
 FINALIZER = "candor.io/finalizer"
+# kopf's own client opens connections without limit: 500 new policies at once meant hundreds of TLS
+# connections and ~200 MB in one burst. Its long-lived watch streams hold connections too, hence the base.
+# (settings.queueing.worker_limit is no alternative: with indices it deadlocks the initial indexing.)
+KOPF_CONNECTIONS = 48
 
 
 def _slice(index: Any, namespace: str) -> list[Any]:
@@ -64,6 +69,8 @@ class CandorOperator:
             prefix="candor.io", key="last-handled-configuration"
         )
         settings.posting.level = logging.WARNING  # our own Events say what happened; no "handler succeeded" noise
+        settings.posting.reporting_component = "candor-operator"
+        settings.posting.worker_limit = 8
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.peering.clusterwide = not self.settings.namespaces
@@ -109,7 +116,13 @@ class CandorOperator:
         service = slim_service(_plain(body))
         namespace = str(service["metadata"]["namespace"])
         policies = _slice(indices[POLICIES], namespace)
-        if not policies and record_of(service["metadata"]["annotations"]).policy is None:
+        owner = record_of(service["metadata"]["annotations"]).policy
+        if event_type is None:
+            # The initial listing (a start): every policy's create/resume handler reconciles the Services it
+            # targets, so only a Service still claimed by a policy that no longer exists needs work here.
+            if owner is None or any(p.name == owner for p in policies):
+                return
+        elif not policies and owner is None:
             return
         await reconcile_service(self.client, service, [p.view for p in policies])
 
@@ -189,9 +202,17 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
         return {name: kwargs.get(name) for name in (POLICIES, SERVICES, DEPLOYMENTS)}
 
     @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        # A private registry does not get kopf's default login handlers: use the same credentials as our client.
-        return connection_info(operator.kubeconfig)
+    async def login(**_: Any) -> kopf.AiohttpSession:
+        # A private registry does not get kopf's default login handlers: use the same credentials as our client,
+        # in a session with a connection limit (kopf closes it when it re-logs in, and calls this again).
+        info = connection_info(operator.kubeconfig)
+        connector = aiohttp.TCPConnector(
+            limit=KOPF_CONNECTIONS + 4 * len(operator.settings.namespaces), ssl=info.as_ssl_context()
+        )
+        session = aiohttp.ClientSession(connector=connector, headers=info.as_http_headers())
+        return kopf.AiohttpSession(
+            server=info.server, default_namespace=info.default_namespace, aiohttp_session=session
+        )
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:

@@ -7,6 +7,7 @@ already holds (from a list or a watch event), so the Kubernetes rules are implem
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 _SET_OPERATORS = {"In", "NotIn", "Exists", "DoesNotExist"}
@@ -77,24 +78,65 @@ def explicit_services(spec: Mapping[str, Any]) -> list[str] | None:
     return [str(name) for name in services]
 
 
-def policy_targets_service(spec: Mapping[str, Any], service: Mapping[str, Any]) -> bool:
-    """Does the policy (raw spec) govern this Service?
+@dataclass(frozen=True)
+class TargetMatcher:
+    """A policy's Service targeting, compiled once (it runs for every Service event against every policy)."""
 
-    Explicit `ingress.services` wins. Otherwise a Service is targeted when every pod it selects is governed
-    by the policy, i.e. the policy selector matches the Service's own selector labels. A Service
-    without a selector (external endpoints) is never targeted implicitly.
-    """
-    name = (service.get("metadata") or {}).get("name")
+    names: frozenset[str] | None  # explicit spec.ingress.services
+    match_labels: tuple[tuple[str, str], ...] = ()
+    expressions: tuple[tuple[str, str, frozenset[str]], ...] = ()
+    usable: bool = True  # False: an empty or unusable selector never targets anything implicitly
+
+    def matches(self, service: Mapping[str, Any]) -> bool:
+        if self.names is not None:
+            return (service.get("metadata") or {}).get("name") in self.names
+        if not self.usable:
+            return False
+        labels = (service.get("spec") or {}).get("selector")
+        if not labels:
+            return False
+        for key, value in self.match_labels:
+            if labels.get(key) != value:
+                return False
+        for key, operator, values in self.expressions:
+            present = key in labels
+            if operator == "In" and not (present and labels[key] in values):
+                return False
+            if operator == "NotIn" and present and labels[key] in values:
+                return False
+            if operator == "Exists" and not present:
+                return False
+            if operator == "DoesNotExist" and present:
+                return False
+        return True
+
+
+def compile_targets(spec: Mapping[str, Any]) -> TargetMatcher:
+    """Explicit `ingress.services` win; else every pod a Service selects must be governed by the policy
+    (the policy selector matches the Service's selector labels). Services without a selector (external
+    endpoints) are never targeted implicitly."""
     names = explicit_services(spec)
     if names is not None:
-        return name in names
+        return TargetMatcher(frozenset(names))
     selector = spec.get("selector")
     if not isinstance(selector, Mapping) or selector_is_empty(selector):
-        return False
-    service_selector = (service.get("spec") or {}).get("selector")
-    if not service_selector:
-        return False
-    return selector_matches(selector, service_selector)
+        return TargetMatcher(None, usable=False)
+    try:
+        selector_matches(selector, {})  # validates the expressions once
+    except SelectorError:
+        return TargetMatcher(None, usable=False)
+    match_labels, expressions = _as_label_selector(selector)
+    return TargetMatcher(
+        None,
+        tuple((str(k), str(v)) for k, v in match_labels.items()),
+        tuple((str(e["key"]), str(e["operator"]), frozenset(str(v) for v in e.get("values") or []))
+              for e in expressions),
+    )
+
+
+def policy_targets_service(spec: Mapping[str, Any], service: Mapping[str, Any]) -> bool:
+    """Does the policy (raw spec) govern this Service? See compile_targets."""
+    return compile_targets(spec).matches(service)
 
 
 def selector_to_query(selector: Mapping[str, Any]) -> str:

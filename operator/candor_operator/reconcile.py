@@ -75,8 +75,9 @@ async def reconcile_policy(
         return Outcome({"observedGeneration": summary.generation, "conditions": merged}, events)
 
     events = []
+    changes: list[str] = []  # one "Reconciled" Event per reconcile that changed something, not one per object
     if await apply_configmap(client, summary):
-        events.append(("Normal", "ConfigMapWritten", f"sidecar config written to ConfigMap {summary.configmap}"))
+        changes.append(f"sidecar config written to ConfigMap {summary.configmap}")
 
     views = _views(policies, summary)
     owned: list[str] = []
@@ -92,11 +93,11 @@ async def reconcile_policy(
         if decision.owner == summary.name:
             owned.append(name)
             if before != summary.name:
-                events.append(("Normal", "Annotated", f"Service {name} now carries this policy's annotations"))
+                changes.append(f"Service {name} annotated")
         elif targets(summary.view, service):
             lost[name] = decision.owner or "(an invalid policy)"
         elif before == summary.name:
-            events.append(("Normal", "Released", f"Service {name} no longer targeted; Candor's annotations removed"))
+            changes.append(f"Service {name} released (no longer targeted; Candor's annotations removed)")
 
     for deployment in deployments:
         labels = deployment.get("labels") or {}
@@ -105,8 +106,10 @@ async def reconcile_policy(
         config_hash = restart_needed(deployment, summary, sidecar_image)
         if config_hash is not None:
             await restart(client, summary.namespace, str(deployment["name"]), config_hash)
-            events.append(("Normal", "RolloutRestart", f"Deployment {deployment['name']} restarted to get the sidecar"))
+            changes.append(f"Deployment {deployment['name']} restarted to get the sidecar")
 
+    if changes:
+        events.insert(0, ("Normal", "Reconciled", "; ".join(changes)))
     owned.sort()
     if lost:
         new_conditions = conditions.conflict(owned, lost, summary.configmap)

@@ -7,8 +7,10 @@ the policy reconcile all agree on what a policy means.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import yaml
@@ -57,7 +59,7 @@ class PolicySummary:
     def configmap(self) -> str:
         return configmap_name(self.name)
 
-    @property
+    @cached_property
     def view(self) -> PolicyView:
         return PolicyView(self.name, self.created, self.spec, self.annotations, self.deleting)
 
@@ -76,7 +78,26 @@ class PolicySummary:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+_CACHE: OrderedDict[tuple[str, ...], PolicySummary] = OrderedDict()
+_CACHE_SIZE = 8192
+
+
 def summarize(body: Mapping[str, Any]) -> PolicySummary:
+    """Cached by (uid, generation, deletion): a policy's status and annotation writes do not re-render it."""
+    metadata = body.get("metadata") or {}
+    if not metadata.get("uid") or metadata.get("generation") is None:
+        return _summarize(body)
+    key = (str(metadata["uid"]), str(metadata["generation"]), str(metadata.get("deletionTimestamp")),
+           str(metadata.get("name")), str(metadata.get("namespace")), str(metadata.get("creationTimestamp")))
+    cached = _CACHE.get(key)
+    if cached is None:
+        cached = _CACHE[key] = _summarize(body)
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return cached
+
+
+def _summarize(body: Mapping[str, Any]) -> PolicySummary:
     metadata = body.get("metadata") or {}
     spec = body.get("spec") or {}
     base: dict[str, Any] = {

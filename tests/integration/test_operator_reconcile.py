@@ -101,7 +101,8 @@ def test_create_update_delete_follow_on_services_and_configmap(
     status = policy_status(cluster, ns, "demo")
     assert status["services"] == 1 and status["serviceNames"] == ["web"]
     assert status["configMap"] == "candor-sidecar-demo"
-    assert any(e["reason"] == "Annotated" for e in events_for(cluster, ns, "demo"))
+    assert any(e["reason"] == "Reconciled" and "Service web annotated" in e["message"]
+               for e in events_for(cluster, ns, "demo"))
 
     # Update: maxConn removed, interval changed -> exactly that key goes, the user's keys stay.
     cluster.api("PATCH", f"{POLICIES.format(ns=ns)}/demo", [
