@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,17 +19,10 @@ from typing import Any
 
 import yaml
 
+from candor_demo.ports import listen_port
 from candor_demo.settings import MEMORY_LIMIT_BYTES, WORKERS_PER_INSTANCE, DemoSettings
 
 MEMORY_LIMIT_ENV = "CANDOR_APP_MEMORY_LIMIT"
-
-
-def free_port() -> int:
-    """A port nothing listens on right now on 127.0.0.1 (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class InstanceError(RuntimeError):
@@ -44,10 +36,10 @@ class Instance:
     workdir: Path
     job_max: float
     worker_model: str  # "thread" or "process"
-    app_port: int = field(default_factory=free_port)
-    metrics_port: int = field(default_factory=free_port)
-    sidecar_port: int = field(default_factory=free_port)
-    agent_port: int = field(default_factory=free_port)
+    app_port: int = field(default_factory=listen_port)
+    metrics_port: int = field(default_factory=listen_port)
+    sidecar_port: int = field(default_factory=listen_port)
+    agent_port: int = field(default_factory=listen_port)
     app: subprocess.Popen[bytes] | None = None
     sidecar: subprocess.Popen[bytes] | None = None
 

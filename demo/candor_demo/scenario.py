@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from candor_demo.haproxy_process import HAPROXY_BINARY, HAProxyProcess
-from candor_demo.instances import Instance, free_port
+from candor_demo.instances import Instance
 from candor_demo.loadgen import LoadGenerator, RequestResult
 from candor_demo.policy import BACKEND, ServerPorts, haproxy_config, sidecar_config
+from candor_demo.ports import listen_port
 from candor_demo.progress import Progress, colour_status
 from candor_demo.prometheus_process import PROMETHEUS_BINARY, PrometheusProcess
 from candor_demo.samplers import AgentRecorder, AgentSample, HAProxyRecorder, ServerSample
@@ -139,7 +140,7 @@ class Demo:
     # -- start-up -----------------------------------------------------------------------------------------
     def start(self) -> None:
         settings = self.settings
-        frontend, stats = free_port(), free_port()
+        frontend, stats = listen_port(), listen_port()
         # Prometheus first: it takes a few seconds to pick up its targets, time the apps need to start anyway.
         self.progress.set_phase("starting Prometheus")
         jobs = {"candor": [f"127.0.0.1:{i.sidecar_port}" for i in self.instances],
@@ -148,7 +149,7 @@ class Demo:
         (self.workdir / "prometheus").mkdir(parents=True, exist_ok=True)
         self.prometheus = self.stack.enter_context(
             PrometheusProcess(jobs, scrape_interval=settings.scrape_interval, workdir=self.workdir / "prometheus",
-                              binary=self.tools.get("prometheus", PROMETHEUS_BINARY)))
+                              port=listen_port(), binary=self.tools.get("prometheus", PROMETHEUS_BINARY)))
         self.event(f"Prometheus :{self.prometheus.port} will scrape sidecars, naive counters and HAProxy every "
                    f"{settings.scrape_interval:g} s")
 
