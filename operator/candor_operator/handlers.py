@@ -73,7 +73,9 @@ class CandorOperator:
         settings.posting.worker_limit = 8
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
-        settings.peering.clusterwide = not self.settings.namespaces
+        # Always the cluster-wide ClusterKopfPeering, also for `-n` operators: one object for the chart to
+        # install and one RBAC rule, whatever the served namespaces.
+        settings.peering.clusterwide = True
         if self.settings.peering and not self.settings.standalone:
             settings.peering.name = self.settings.peering
         settings.peering.standalone = self.settings.standalone or not self.settings.peering

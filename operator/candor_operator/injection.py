@@ -36,7 +36,7 @@ class SidecarSettings:
 
     image: str = "candor-sidecar:0.1.0"
     image_pull_policy: str = "IfNotPresent"
-    run_as_user: int = 65532
+    run_as_user: int = 10001  # the sidecar image's own user (sidecar/Dockerfile)
     requests: Mapping[str, str] = field(default_factory=lambda: {"cpu": "10m", "memory": "48Mi"})
     limits: Mapping[str, str] = field(default_factory=lambda: {"memory": "128Mi"})
     grace_margin_seconds: int = 10

@@ -5,8 +5,8 @@ priorities), so `candor operator` picks a random priority per process: exactly o
 active, the others serve the webhook and take over when its record expires or it exits.
 
 The chart must install `CLUSTER_PEERING_CRD` and the `ClusterKopfPeering` named "candor"
-(`cluster_peering("candor")`); a namespaced operator (`-n`) uses `NAMESPACED_PEERING_CRD` and a
-`KopfPeering` in each served namespace. Without a peering object kopf runs standalone.
+(`cluster_peering("candor")`); the operator always uses the cluster-wide peering, also when it serves
+only some namespaces (`-n`). Without a peering object kopf runs standalone.
 """
 
 from __future__ import annotations
@@ -43,12 +43,7 @@ def _crd(kind: str, plural: str, scope: str) -> dict[str, Any]:
 
 
 CLUSTER_PEERING_CRD = _crd("ClusterKopfPeering", "clusterkopfpeerings", "Cluster")
-NAMESPACED_PEERING_CRD = _crd("KopfPeering", "kopfpeerings", "Namespaced")
 
 
 def cluster_peering(name: str = "candor") -> dict[str, Any]:
     return {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
-
-
-def namespaced_peering(namespace: str, name: str = "candor") -> dict[str, Any]:
-    return {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": name, "namespace": namespace}}

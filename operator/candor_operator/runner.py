@@ -35,6 +35,9 @@ def configure_logging(log_format: str, verbose: bool) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     if not verbose:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+        # kopf logs every handler run ("Handler 'service' succeeded") for every watched object; Candor logs
+        # what it changed itself, so keep kopf's per-object chatter for --verbose.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
 def run_operator(

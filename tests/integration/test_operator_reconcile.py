@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from candor_operator.ownership import MANAGED_ANNOTATIONS
+from candor_operator.peering import CLUSTER_PEERING_CRD, cluster_peering
 from candor_operator.webhook import RBAC_RULES
 from tests.support.k8s_cluster import ROOT, K8sCluster
 from tests.support.operator_process import OperatorProcess
@@ -220,14 +221,19 @@ def test_invalid_policies_are_refused_by_the_api_server_or_marked_invalid_with_n
 
 
 def test_the_documented_rbac_is_enough(k8s_cluster: K8sCluster, k8s_namespace: str, tmp_path: Path) -> None:
-    """The operator runs as a ServiceAccount bound to exactly webhook.RBAC_RULES (what the chart grants)."""
+    """As the chart runs it: cluster-wide, peered, webhook on, as a ServiceAccount bound to exactly RBAC_RULES."""
     ns, cluster = k8s_namespace, k8s_cluster
     cluster.install_crds()
+    cluster.apply(CLUSTER_PEERING_CRD)
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd/clusterkopfpeerings.kopf.dev")
+    peering = f"candor-rbac-{ns}"
+    cluster.apply(cluster_peering(peering))
     token = cluster.service_account_token(f"candor-operator-{ns}", RBAC_RULES, namespace=ns)
     kubeconfig = cluster.kubeconfig_for_token(token, f"candor-operator-{ns}")
     make_service(cluster, ns, "web", {"app": "demo"}, USER_ANNOTATIONS)
-    with OperatorProcess(cluster, tmp_path, namespaces=[ns], kubeconfig=kubeconfig) as process:
-        process.register_webhook()
+    with OperatorProcess(cluster, tmp_path, kubeconfig=kubeconfig, standalone=False,
+                         extra_args=[f"--peering={peering}"]) as process:
+        process.register_webhook(namespaces=[ns])
         make_policy(cluster, ns, "demo", valid_spec(rollout="Manual"))
         cluster.wait_until(lambda: (c := condition(cluster, ns, "demo", "Ready")) and c["status"] == "True", 30,
                            "Ready with the narrow role")
@@ -239,4 +245,7 @@ def test_the_documented_rbac_is_enough(k8s_cluster: K8sCluster, k8s_namespace: s
         cluster.api("DELETE", f"{POLICIES.format(ns=ns)}/demo").ok()
         cluster.wait_until(lambda: cluster.api("GET", f"{POLICIES.format(ns=ns)}/demo").status == 404, 30, "deleted")
         assert annotations(cluster, ns, "web") == USER_ANNOTATIONS
-        assert "403" not in process.log_text() and "Forbidden" not in process.log_text()
+        status = cluster.api("GET", f"/apis/kopf.dev/v1/clusterkopfpeerings/{peering}").ok().get("status") or {}
+        assert status, "the operator keeps its record in the peering object"
+        log = process.log_text()
+        assert "403" not in log and "Forbidden" not in log and "forbidden" not in log, log[-3000:]

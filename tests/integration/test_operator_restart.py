@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from candor_operator.ownership import MANAGED_ANNOTATIONS
-from candor_operator.peering import NAMESPACED_PEERING_CRD, namespaced_peering
+from candor_operator.peering import CLUSTER_PEERING_CRD, cluster_peering
 from tests.support.k8s_cluster import K8sCluster
 from tests.support.operator_process import OperatorProcess
 from tests.support.policy_cases import valid_spec
@@ -113,11 +113,11 @@ def test_two_peered_replicas_one_active_and_a_clean_handover(
 ) -> None:
     ns, cluster = k8s_namespace, k8s_cluster
     cluster.install_crds()
-    cluster.apply(NAMESPACED_PEERING_CRD)
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd/kopfpeerings.kopf.dev")
-    cluster.apply(namespaced_peering(ns))
+    cluster.apply(CLUSTER_PEERING_CRD)
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd/clusterkopfpeerings.kopf.dev")
+    cluster.apply(cluster_peering(f"candor-{ns}"))
     replicas = [OperatorProcess(cluster, tmp_path / f"r{i}", namespaces=[ns], webhook=False, standalone=False,
-                                extra_args=[f"--priority={100 + i}"]) for i in range(2)]
+                                extra_args=[f"--priority={100 + i}", f"--peering=candor-{ns}"]) for i in range(2)]
     for replica in replicas:
         replica.workdir.mkdir()
     try:
