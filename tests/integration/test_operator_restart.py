@@ -116,7 +116,7 @@ def test_two_peered_replicas_one_active_and_a_clean_handover(
     cluster.apply(CLUSTER_PEERING_CRD)
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd/clusterkopfpeerings.kopf.dev")
     cluster.apply(cluster_peering(f"candor-{ns}"))
-    replicas = [OperatorProcess(cluster, tmp_path / f"r{i}", namespaces=[ns], webhook=False, standalone=False,
+    replicas = [OperatorProcess(cluster, tmp_path / f"r{i}", namespaces=[ns], standalone=False,
                                 extra_args=[f"--priority={100 + i}", f"--peering=candor-{ns}"]) for i in range(2)]
     for replica in replicas:
         replica.workdir.mkdir()
@@ -128,6 +128,19 @@ def test_two_peered_replicas_one_active_and_a_clean_handover(
         low, high = replicas
         cluster.wait_until(lambda: "Pausing operations in favour of" in low.log_text(), 30, "the standby pauses")
         assert "Pausing operations" not in high.log_text()
+        # The paused standby does not watch, so its indices are empty or stale; its webhook must still inject
+        # (the API server may call either replica through the webhook Service).
+        low.register_webhook()
+        cluster.api("POST", f"/apis/apps/v1/namespaces/{ns}/deployments", {
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "annotations": {"candor.io/inject": "true"}},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": names[0]}},
+                     "template": {"metadata": {"labels": {"app": names[0]}},
+                                  "spec": {"containers": [{"name": "app", "image": "demo:1"}]}}}}).ok()
+        pod = cluster.wait_until(lambda: cluster.api("GET", f"/api/v1/namespaces/{ns}/pods").ok()["items"], 60,
+                                 "a pod from the controller-manager")[0]
+        assert pod["spec"]["initContainers"][0]["name"] == "candor-sidecar"
+        assert pod["metadata"]["annotations"]["candor.io/policy"] == names[0]
         high.stop()  # SIGTERM: kopf removes its peering record, the standby resumes
         more = create_pairs(cluster, ns, 3, prefix="b")
         cluster.wait_until(lambda: converged(cluster, ns, names + more), 60, "the standby took over")
