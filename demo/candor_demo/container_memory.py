@@ -39,5 +39,8 @@ def report_process_memory() -> int | None:
     # The heartbeat thread builds its reader with `MemoryReader()` when the journal opens. (The package's
     # `heartbeat` attribute is the function of that name, hence the lookup of the module itself.)
     module = importlib.import_module("candor_tracer.heartbeat")
+    if not hasattr(module, "MemoryReader"):
+        raise RuntimeError("candor_tracer.heartbeat no longer builds a MemoryReader: the demo cannot give its "
+                           "instances a memory limit (update candor_demo.container_memory)")
     module.MemoryReader = reader  # type: ignore[attr-defined]
     return limit

@@ -123,6 +123,8 @@ def write_report(record: RunRecord, figures: Figures, directory: Path, charts: S
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     verdict = "Candor kept its promises" if figures.passed else "Candor MISSED at least one target"
     events = "\n".join(f"| {at - record.started:7.1f} s | {text} |" for at, text in record.events)
+    config = record.haproxy_config
+    backend = config[config.find("\nbackend "):].strip() if "\nbackend " in config else "(not recorded)"
     changes = "\n".join(f"    {line}" for line in haproxy_state_changes(record.haproxy_log)) or "    (none logged)"
     checks = "\n".join(f"| {'✅ pass' if c.passed else '❌ FAIL'} | {c.name} | {c.measured} | {c.target} |"
                        for c in figures.checks)
@@ -190,6 +192,12 @@ seconds of jobs still running at each scrape and follows the truth.
   heartbeat reports its resident set size against `CANDOR_APP_MEMORY_LIMIT` where a pod would report its cgroup.
 - HAProxy's state and weight are sampled from its stats socket every 0.1 s; Prometheus also scrapes HAProxy's
   built-in exporter (dots on the chart).
+
+## What HAProxy ran: the backend rendered from the HealthPolicy
+
+```
+{backend}
+```
 
 ## HAProxy's log: every server state change, with HAProxy's reason
 

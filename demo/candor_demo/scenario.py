@@ -70,6 +70,7 @@ class RunRecord:
     agent_samples: list[AgentSample] = field(default_factory=list)
     requests: list[RequestResult] = field(default_factory=list)
     haproxy_log: str = ""
+    haproxy_config: str = ""
 
     def wall(self, monotonic: float) -> float:
         return monotonic + self.wall_minus_mono
@@ -172,6 +173,7 @@ class Demo:
         servers = [ServerPorts(i.name, i.app_port, i.sidecar_port, i.agent_port) for i in self.instances]
         config = haproxy_config(settings, servers, frontend, stats)
         (self.workdir / "haproxy.cfg").write_text(config)
+        self.record.haproxy_config = config
         (self.workdir / "haproxy").mkdir(exist_ok=True)
         self.haproxy = self.stack.enter_context(HAProxyProcess(
             config, workdir=self.workdir / "haproxy", binary=self.tools.get("haproxy", HAPROXY_BINARY)))
