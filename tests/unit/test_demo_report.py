@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from candor_demo.analysis import Check, Figures, IntervalFigure, LostWork
-from candor_demo.report import checks_text, haproxy_state_changes, markdown_table, table_rows, text_table
+from candor_demo.report import (
+    checks_text,
+    haproxy_state_changes,
+    markdown_table,
+    table_rows,
+    text_table,
+    write_report,
+)
 from candor_demo.scenario import RunRecord, TermRecord
 from candor_demo.settings import QUICK
 
@@ -52,3 +61,17 @@ def test_haproxy_state_changes_keep_haproxy_s_reasons() -> None:
         "Server resizer/resizer-2 is DOWN, reason: via agent : down (memory 89% > 80%)",
         "Server resizer/resizer-1 enters drain state.",
         "Server resizer/resizer-1 remains in forced drain mode. (×3)"]
+
+
+def test_the_report_shows_the_table_the_checks_and_the_rendered_backend(tmp_path: Path) -> None:
+    record, figures = _figures()
+    record.haproxy_config = ("frontend load\n    default_backend resizer\n\nbackend resizer\n    mode http\n"
+                             "    server resizer-1 127.0.0.1:1 port 2 agent-port 3\n")
+    record.events = [(5.0, "resizer-2 allocated")]
+    text = write_report(record, figures, tmp_path, []).read_text()
+    assert "**Candor MISSED at least one target.**" in text  # one check failed
+    assert markdown_table(table_rows(record, figures)) in text
+    assert "| ❌ FAIL | kill | 0.2 s | ≤ 0.1 s |" in text
+    backend = text.split("## What HAProxy ran: the backend rendered from the HealthPolicy")[1].split("## ")[0]
+    assert backend.strip().startswith("```\nbackend resizer") and "default_backend" not in backend
+    assert "|     5.0 s | resizer-2 allocated |" in text
