@@ -107,31 +107,43 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="candor-bench-operator-"))
     cluster = K8sCluster(workdir, ensure_binaries()).start()
-    operator = None
+    running: list[OperatorProcess] = []
     try:
         cluster.install_crds()
         ns = cluster.create_namespace("bench-latency")
+        live_ns = cluster.create_namespace("bench-live")
         scale_ns = cluster.create_namespace("bench-scale")
-        (workdir / "op").mkdir()
+        for name in ("live", "scale"):
+            (workdir / name).mkdir()
         # Resync every 5 min: the measurement is about reacting to changes, not periodic sweeps.
-        operator = OperatorProcess(cluster, workdir / "op", namespaces=[ns, scale_ns], webhook=False, resync=300)
-        operator.start()
+        live_operator = OperatorProcess(cluster, workdir / "live", namespaces=[ns, live_ns], webhook=False,
+                                        resync=300)
+        running.append(live_operator.start())
         latencies = measure_latency(cluster, ns, args.samples)
         p50 = statistics.median(latencies)
         p95 = sorted(latencies)[max(0, round(0.95 * len(latencies)) - 1)]
-        # Scale: the policies are all there when the operator starts (an install, an upgrade, a restart),
+        # Applied while the operator runs: the clock includes this client's POSTs through the API server,
+        # which compete with the operator for the same two cores; reported, the target is judged below.
+        live_began = time.monotonic()
+        live_names = create_pairs(cluster, live_ns, args.policies)
+        live_created = time.monotonic() - live_began
+        live, live_done = wait_converged(cluster, live_ns, live_names, live_began, 3 * args.timeout)
+        live_rss = rss_mb(live_operator.pid)
+        live_operator.stop()
+        # Scale: the policies are all there when a fresh operator starts (an install, an upgrade, a restart),
         # so the clock measures the operator, not how fast this client can POST through the API server.
-        operator.stop()
         created = time.monotonic()
         names = create_pairs(cluster, scale_ns, args.policies)
         create_seconds = time.monotonic() - created
+        scale_operator = OperatorProcess(cluster, workdir / "scale", namespaces=[scale_ns], webhook=False,
+                                         resync=300)
         began = time.monotonic()
-        operator.start(wait=False)
+        running.append(scale_operator.start(wait=False))
         converge, done = wait_converged(cluster, scale_ns, names, began, args.timeout)
         time.sleep(2)  # holding them: indices and timers for every policy are live
-        rss = rss_mb(operator.pid)
+        rss = rss_mb(scale_operator.pid)
     finally:
-        if operator is not None:
+        for operator in running:
             operator.stop()
         cluster.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -140,9 +152,14 @@ def main() -> int:
         (f"(creating {args.policies} Services + policies via the API)", f"{create_seconds:.1f} s", "", True),
         ("apply -> Service annotated, p50", f"{p50 * 1000:.0f} ms", "", True),
         ("apply -> Service annotated, p95", f"{p95 * 1000:.0f} ms", "< 1000 ms", p95 < 1.0),
+        (f"{args.policies} applied while running: first apply -> converged",
+         f"{live:.1f} s ({live_done} done)", "", True),
+        ("  of which creating them through the API", f"{live_created:.1f} s", "", True),
         (f"operator start -> {args.policies} policies x Services converged", f"{converge:.1f} s ({done} done)",
          f"< {args.timeout:.0f} s", converge < args.timeout),
-        (f"operator RSS holding {args.policies + args.samples} policies", f"{rss:.0f} MB", "< 150 MB", rss < 150),
+        (f"operator RSS holding {args.policies} policies", f"{rss:.0f} MB", "< 150 MB", rss < 150),
+        (f"(operator RSS after the live run, {args.policies + args.samples} policies)", f"{live_rss:.0f} MB", "",
+         True),
     ]
     print(f"{'measure':<48} {'value':>20} {'target':>12}  result")
     for name, value, target, ok in rows:
