@@ -36,6 +36,7 @@ FINALIZER = "candor.io/finalizer"
 # connections and ~200 MB in one burst. Its long-lived watch streams hold connections too, hence the base.
 # (settings.queueing.worker_limit is no alternative: with indices it deadlocks the initial indexing.)
 KOPF_CONNECTIONS = 48
+RETRY_BACKOFF = 5.0  # seconds before kopf retries a failed reconcile (its default of 60 s is long for a 409 storm)
 
 
 def _slice(index: Any, namespace: str) -> list[Any]:
@@ -184,7 +185,11 @@ class CandorOperator:
         if policy is None or policy.target is None:
             warnings.append("candor: injection requested but no valid HealthPolicy selects this pod; no sidecar added")
             return
-        mutated = injection.inject(pod, policy.target, self.settings.sidecar)
+        try:
+            mutated = injection.inject(pod, policy.target, self.settings.sidecar)
+        except ValueError as error:
+            warnings.append(f"candor: no sidecar added: {error}")
+            return
         for key in ("initContainers", "containers", "volumes", "terminationGracePeriodSeconds"):
             patch.spec[key] = mutated["spec"][key]
         for key in (injection.STATUS_ANNOTATION, injection.POLICY_ANNOTATION):
@@ -237,9 +242,9 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
         deployment = rollout.slim_deployment(body)
         return {namespace or "": deployment} if deployment is not None else None
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, id="reconcile")
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="reconcile")
-    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, id="reconcile")
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, id="reconcile", backoff=RETRY_BACKOFF)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="reconcile", backoff=RETRY_BACKOFF)
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, id="reconcile", backoff=RETRY_BACKOFF)
     async def reconcile(body: kopf.Body, status: Any, patch: kopf.Patch, **kwargs: Any) -> None:
         await operator.reconcile(body, status, patch, indices_of(kwargs))
 
@@ -247,7 +252,7 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
     async def resync_policy(body: kopf.Body, status: Any, patch: kopf.Patch, **kwargs: Any) -> None:
         await operator.reconcile(body, status, patch, indices_of(kwargs))
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, id="release")
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, id="release", backoff=RETRY_BACKOFF)
     async def release(body: kopf.Body, **kwargs: Any) -> None:
         await operator.delete(body, indices_of(kwargs))
 
