@@ -10,6 +10,7 @@ every trace in this process's journal for the sidecar (see journal_writer).
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import functools
 import inspect
@@ -20,7 +21,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, cast
@@ -105,24 +106,29 @@ class _Series:
         tracer = self.tracer
         now = tracer._clock()
         journal = tracer._journal
-        if journal is None:
-            if tracer._mode == _IN_PROCESS:
-                token = next(_tokens)
-                self.inflight[token] = now  # atomic under the GIL; flush() iterates over a copy
-                return token
-            with tracer._lock:  # first trace: resolve the journal
-                token = tracer._journal_start(self, now)
-                self.inflight[token] = now
+        if journal is None and tracer._mode == _IN_PROCESS:
+            token = next(_tokens)
+            self.inflight[token] = now  # atomic under the GIL; flush() iterates over a copy
             return token
         with tracer._lock:
-            if self.journal is journal and tracer._journal is journal:
-                try:
-                    token = -1 - journal.start(self.jindex, now if tracer._monotonic_clock else time.monotonic())
-                except Exception:
-                    token = tracer._journal_start(self, now)  # the slow path reports the problem
-            else:
-                token = tracer._journal_start(self, now)
-            self.inflight[token] = now
+            if tracer._busy:  # re-entered from a signal handler mid-operation: journal it when the outer call ends
+                token = next(_tokens)
+                self.inflight[token] = now
+                if tracer._journal is not None:
+                    tracer._deferred.append((self, token, now, True))
+                return token
+            tracer._busy = True
+            try:
+                if journal is not None and self.journal is journal and tracer._journal is journal:
+                    try:
+                        token = -1 - journal.start(self.jindex, now if tracer._monotonic_clock else time.monotonic())
+                    except Exception:
+                        token = tracer._journal_start(self, now)  # the slow path reports the problem
+                else:
+                    token = tracer._journal_start(self, now)  # first trace of this series, or of the process
+                self.inflight[token] = now
+            finally:
+                tracer._leave()
         return token
 
     def stop(self, token: int) -> None:
@@ -134,29 +140,39 @@ class _Series:
                 return
             if now > last:
                 self.value.inc(now - last)
-            if token < 0:
-                journal = tracer._journal
-                if journal is not None:
-                    try:
-                        journal.end(-1 - token, self.jindex, now if tracer._monotonic_clock else time.monotonic())
-                    except Exception as exc:
-                        tracer._journal_failed(exc)
+            else:  # a scrape after our clock read already counted up to `last`: the trace ended there
+                now = last
+            if token >= 0 and not tracer._late_slots and not tracer._deferred:
+                return  # in-process only (no journal slot now, and none pending from a signal handler)
+            if tracer._busy:  # re-entered from a signal handler: the journal part waits for the outer call
+                tracer._deferred.append((self, token, now, False))
+                return
+            tracer._busy = True
+            try:
+                tracer._journal_end(self, token, now)
+            finally:
+                tracer._leave()
 
     def flush(self) -> None:
         """Move in-flight seconds since the previous flush into the counter (called at each scrape)."""
         tracer = self.tracer
         with tracer._lock:
             inflight = self.inflight
-            if not inflight:
+            if not inflight or tracer._busy:  # busy: a scrape from a signal handler shows the last flush
                 return
-            now = tracer._clock()
-            total = 0.0
-            for token, last in list(inflight.items()):  # a copy: lock-free starts may add tokens meanwhile
-                if now > last:
-                    total += now - last
-                    inflight[token] = now
-            if total > 0:
-                self.value.inc(total)
+            tracer._busy = True
+            try:
+                now = tracer._clock()
+                total = 0.0
+                for token in list(inflight):  # a copy: lock-free starts may add tokens meanwhile
+                    last = inflight.get(token)
+                    if last is not None and now > last:
+                        total += now - last
+                        inflight[token] = now
+                if total > 0:
+                    self.value.inc(total)
+            finally:
+                tracer._leave()
 
 
 class Trace:
@@ -251,7 +267,13 @@ class Tracer:
     def __init__(self, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.monotonic,
                  state_dir: str | os.PathLike[str] | object | None = _FROM_ENV,
                  heartbeat_interval: float | None = None) -> None:
-        self._lock = threading.Lock()
+        # Reentrant, with a busy flag: a signal handler that traces or scrapes while this thread is inside
+        # the lock must neither deadlock nor interleave with a half-done journal update (see _leave).
+        self._lock = threading.RLock()
+        self._busy = False
+        # (series, token, time, is_start) of trace starts/ends made by signal handlers during a busy section
+        self._deferred: collections.deque[tuple[_Series, int, float, bool]] = collections.deque()
+        self._late_slots: dict[int, int] = {}  # token -> journal slot of a trace whose start was deferred
         self._clock = clock
         self._monotonic_clock = clock is time.monotonic
         self._series: dict[tuple[int, tuple[tuple[str, Any], ...]], _Series] = {}
@@ -281,8 +303,8 @@ class Tracer:
         if journal is not None:
             journal.progress_at = time.monotonic()
         elif self._mode == _UNRESOLVED:
-            with self._lock:
-                journal = self._ensure_journal()
+            with self._exclusive() as alone:
+                journal = self._ensure_journal() if alone else None
             if journal is not None:
                 journal.progress_at = time.monotonic()
 
@@ -292,8 +314,9 @@ class Tracer:
         The event-loop watchdog uses it, so a stall is recorded even before anything was traced.
         """
         if self._mode == _UNRESOLVED:
-            with self._lock:
-                self._ensure_journal()
+            with self._exclusive() as alone:
+                if alone:
+                    self._ensure_journal()
         return self.journal_path
 
     @property
@@ -399,6 +422,43 @@ class Tracer:
             self._journal_failed(exc)
         return next(_tokens)
 
+    def _journal_end(self, series: _Series, token: int, now: float) -> None:
+        """Record a trace end in the journal (called under the lock, busy)."""
+        slot = -1 - token if token < 0 else self._late_slots.pop(token, -1)
+        journal = self._journal
+        if journal is None or slot < 0:
+            return
+        try:
+            journal.end(slot, series.jindex, now if self._monotonic_clock else time.monotonic())
+        except Exception as exc:
+            self._journal_failed(exc)
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[bool]:
+        """A busy section for the slow paths; yields False when re-entered from a signal handler."""
+        with self._lock:
+            if self._busy:
+                yield False
+                return
+            self._busy = True
+            try:
+                yield True
+            finally:
+                self._leave()
+
+    def _leave(self) -> None:
+        """End a busy section (under the lock): first journal what signal handlers did meanwhile, in order."""
+        deferred = self._deferred
+        while deferred:
+            series, token, at, is_start = deferred.popleft()
+            if is_start:
+                late = self._journal_start(series, at)
+                if late < 0:
+                    self._late_slots[token] = -1 - late
+            else:
+                self._journal_end(series, token, at)
+        self._busy = False
+
     def _watch_note(self, loop_turned_at: float | None = None, stall: tuple[float, float] | None = None) -> None:
         """Event-loop watchdog figures for the next heartbeat; a stall is written at once."""
         journal = self._journal
@@ -416,7 +476,10 @@ class Tracer:
 
     def _after_fork_in_child(self) -> None:
         """A forked child gets its own journal (on its first trace); the parent's traces stay the parent's."""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._busy = False
+        self._deferred.clear()
+        self._late_slots.clear()
         journal = self._journal
         self._journal, self._heartbeat = None, None
         if journal is not None:

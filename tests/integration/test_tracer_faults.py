@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from candor_tracer.journal import read_totals
 from tests.support.tracer_apps import next_message, start_app
 
 pytestmark = pytest.mark.integration
@@ -120,3 +121,47 @@ def test_a_reader_on_a_full_volume_counts_dead_journals_in_place_and_folds_later
     assert message["freed"] == message["full"]
     assert "archive.json" in message["files"] and not any(f.startswith("journal-") for f in message["files"])
     assert "cannot save the archive" in stderr
+
+
+SIGNAL_APP = """
+    import signal, threading
+    from prometheus_client import REGISTRY, generate_latest
+    handled = 0
+
+    def on_signal(signum, frame):  # a handler that scrapes and traces, e.g. a final push on SIGTERM
+        global handled
+        generate_latest(REGISTRY)
+        with trace(JOB, job="handler"):
+            pass
+        handled += 1
+
+    signal.signal(signal.SIGUSR1, on_signal)
+
+    def sender():  # every 5 ms: often while the main thread is inside the tracer's lock
+        for _ in range(300):
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.005)
+
+    threading.Thread(target=sender, daemon=True).start()
+    deadline = time.monotonic() + 2.0
+    loops = 0
+    while time.monotonic() < deadline:
+        with trace(JOB, job="main"):  # the main thread is inside the tracer much of the time
+            loops += 1
+    values = {job: REGISTRY.get_sample_value("job_worked_seconds_total", {"job": job}) for job in ("main", "handler")}
+    default_tracer.close()
+    say(handled=handled, loops=loops, values=values)
+"""
+
+
+def test_signal_handlers_that_scrape_and_trace_never_deadlock(tmp_path: Path) -> None:
+    """Real signals land while the main thread holds the tracer's lock: no deadlock, and the journal
+    agrees with the in-process counter (traces a handler starts mid-update are journaled afterwards)."""
+    app = start_app(SIGNAL_APP, tmp_path)
+    message = next_message(app, timeout=60)
+    _, stderr = app.communicate(timeout=30)
+    assert app.returncode == 0, stderr
+    assert message["handled"] >= 50 and message["loops"] > 1000
+    totals = {s.labels[0][1]: s.value for s in read_totals(tmp_path).series}
+    for job in ("main", "handler"):
+        assert totals[job] == pytest.approx(message["values"][job], abs=1e-6), job
