@@ -229,16 +229,18 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
     async def close(**_: Any) -> None:
         await operator.close()
 
+    # Indexers are coroutines: kopf runs plain functions in a thread pool, a hop per event that dominated
+    # the initial listing of hundreds of objects.
     @kopf.index(GROUP, VERSION, PLURAL, id=POLICIES, registry=registry)
-    def index_policies(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, PolicySummary]:
+    async def index_policies(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, PolicySummary]:
         return {namespace or "": summarize(_plain(body))}
 
     @kopf.index("", "v1", "services", id=SERVICES, registry=registry)
-    def index_services(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, dict[str, Any]]:
+    async def index_services(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, dict[str, Any]]:
         return {namespace or "": slim_service(body)}
 
     @kopf.index("apps", "v1", "deployments", id=DEPLOYMENTS, registry=registry)
-    def index_deployments(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, dict[str, Any]] | None:
+    async def index_deployments(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, dict[str, Any]] | None:
         deployment = rollout.slim_deployment(body)
         return {namespace or "": deployment} if deployment is not None else None
 

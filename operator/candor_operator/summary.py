@@ -78,6 +78,7 @@ class PolicySummary:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when present: 10x faster, same output
 _CACHE: OrderedDict[tuple[str, ...], PolicySummary] = OrderedDict()
 _CACHE_SIZE = 8192
 
@@ -129,7 +130,7 @@ def _summarize(body: Mapping[str, Any]) -> PolicySummary:
         final_scrape_timeout=config.final_scrape_timeout,
     )
     return PolicySummary(**base, annotations=annotations, target=target,
-                         sidecar_yaml=yaml.safe_dump(sidecar, sort_keys=True, default_flow_style=False))
+                         sidecar_yaml=yaml.dump(sidecar, Dumper=_DUMPER, sort_keys=True, default_flow_style=False))
 
 
 def configmap_body(summary: PolicySummary) -> dict[str, Any]:
