@@ -1,0 +1,50 @@
+"""A SIGKILLed sidecar loses nothing: a new one serves the same totals, still climbing, never lower."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.sidecar_process import AppProcess, SidecarProcess
+
+pytestmark = pytest.mark.integration
+
+
+def _job_seconds(sidecar: SidecarProcess) -> float:
+    status, _, body = sidecar.get("/metrics")
+    assert status == 200
+    for family in text_string_to_metric_families(body.decode()):
+        if family.name == "job_worked_seconds":
+            return sum(sample.value for sample in family.samples if sample.name == "job_worked_seconds_total")
+    return 0.0
+
+
+def test_counters_survive_a_sidecar_sigkill_and_an_app_exit(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with AppProcess(state, "worker") as app:
+        first = SidecarProcess(state).start()
+        app.get("/job?seconds=30")
+        time.sleep(2.0)
+        before = _job_seconds(first)
+        assert before >= 1.5
+        first.signal(signal.SIGKILL)
+        first.wait(10)
+        second = SidecarProcess(state).start()
+        try:
+            after = _job_seconds(second)
+            assert after >= before  # the job is still in flight: counted from its start, not from the restart
+            time.sleep(1.0)
+            climbing = _job_seconds(second)
+            assert climbing >= after + 0.8
+            app.kill()  # the app dies mid-job: its journal is folded into the archive
+            time.sleep(0.5)
+            folded = _job_seconds(second)
+            assert folded >= climbing
+            time.sleep(1.0)
+            assert _job_seconds(second) == folded  # nobody works any more: flat, not lower
+        finally:
+            second.kill()
