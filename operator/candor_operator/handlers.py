@@ -136,9 +136,7 @@ class CandorOperator:
         if deployment is None:
             return
         policy = rollout.governing_policy(deployment["labels"], _slice(indices[POLICIES], str(deployment["namespace"])))
-        config_hash = rollout.restart_needed(deployment, policy, self.settings.sidecar.image)
-        if config_hash is not None:
-            await rollout.restart(self.client, str(deployment["namespace"]), str(deployment["name"]), config_hash)
+        if await rollout.ensure_rolled_out(self.client, deployment, policy, self.settings.sidecar.image):
             logger.info("restarted Deployment %s/%s for the sidecar", deployment["namespace"], deployment["name"])
 
     # ---- the pod webhook -------------------------------------------------------------------------
@@ -194,6 +192,7 @@ class CandorOperator:
             patch.spec[key] = mutated["spec"][key]
         for key in (injection.STATUS_ANNOTATION, injection.POLICY_ANNOTATION):
             patch.metadata.annotations[key] = mutated["metadata"]["annotations"][key]
+        patch.metadata.annotations[rollout.CONFIG_HASH_ANNOTATION] = policy.config_hash(self.settings.sidecar.image)
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:

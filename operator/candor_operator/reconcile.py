@@ -18,7 +18,7 @@ from candor_operator.configmap import apply_configmap, delete_configmap
 from candor_operator.kube import ApiError, KubeClient, path_for
 from candor_operator.labels import selector_to_query
 from candor_operator.ownership import record_of
-from candor_operator.rollout import governing_policy, restart, restart_needed
+from candor_operator.rollout import ensure_rolled_out, governing_policy
 from candor_operator.services import reconcile_service, slim_service
 from candor_operator.summary import PolicySummary
 
@@ -103,9 +103,7 @@ async def reconcile_policy(
         labels = deployment.get("labels") or {}
         if governing_policy(labels, [*[p for p in policies if p.uid != summary.uid], summary]) is not summary:
             continue
-        config_hash = restart_needed(deployment, summary, sidecar_image)
-        if config_hash is not None:
-            await restart(client, summary.namespace, str(deployment["name"]), config_hash)
+        if await ensure_rolled_out(client, deployment, summary, sidecar_image):
             changes.append(f"Deployment {deployment['name']} restarted to get the sidecar")
 
     if changes:

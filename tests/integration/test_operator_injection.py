@@ -171,3 +171,22 @@ def test_rollout_automatic_restarts_a_deployment_when_it_is_annotated(
     time.sleep(2 * operator.resync + 1)  # two resyncs: they must not restart anything
     assert cluster.api("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/later").ok()["metadata"][
         "generation"] == generation
+
+
+def test_a_deployment_created_annotated_is_not_restarted_for_nothing(
+    operator: OperatorProcess, k8s_cluster: K8sCluster, k8s_namespace: str
+) -> None:
+    ns, cluster = k8s_namespace, k8s_cluster
+    policy(cluster, ns, "demo", rollout="Automatic")
+    cluster.api("POST", f"/apis/apps/v1/namespaces/{ns}/deployments",
+                deployment("born", {"candor.io/inject": "true"})).ok()
+    for pod in wait_pods(cluster, ns, "born", 2):
+        assert_injected(pod, "demo")
+        assert pod["metadata"]["annotations"]["candor.io/config-hash"]
+    # Its pods got the sidecar at admission: a restart would only churn them.
+    time.sleep(2 * operator.resync + 1)
+    replicasets = cluster.api("GET", f"/apis/apps/v1/namespaces/{ns}/replicasets").ok()["items"]
+    assert [rs["metadata"]["name"].startswith("born-") for rs in replicasets].count(True) == 1
+    # status.pods counts the governed pods (a resync later).
+    cluster.wait_until(lambda: cluster.api("GET", f"{POLICIES.format(ns=ns)}/demo").ok()["status"].get("pods") == 2,
+                       30, "status.pods")

@@ -146,6 +146,27 @@ def test_services_created_later_and_explicit_service_lists(
     assert not any(key.startswith("haproxy.org/") for key in named)
 
 
+def test_drift_is_repaired_and_a_service_that_stops_matching_is_released(
+    operator: OperatorProcess, k8s_cluster: K8sCluster, k8s_namespace: str
+) -> None:
+    ns, cluster = k8s_namespace, k8s_cluster
+    make_service(cluster, ns, "web", {"app": "demo"}, USER_ANNOTATIONS)
+    make_policy(cluster, ns, "demo", valid_spec(maxConn=12))
+    cluster.wait_until(lambda: annotations(cluster, ns, "web").get("haproxy.org/pod-maxconn") == "12", 30, "owned")
+    # Someone edits a key Candor owns: the Service event puts it back.
+    cluster.api("PATCH", f"/api/v1/namespaces/{ns}/services/web",
+                {"metadata": {"annotations": {"haproxy.org/pod-maxconn": "999", "note": "mine"}}},
+                content_type="application/merge-patch+json").ok()
+    cluster.wait_until(lambda: annotations(cluster, ns, "web").get("haproxy.org/pod-maxconn") == "12", 30, "repaired")
+    assert annotations(cluster, ns, "web")["note"] == "mine"
+    # The Service's selector no longer matches the policy: Candor's keys go, everything else stays.
+    cluster.api("PATCH", f"/api/v1/namespaces/{ns}/services/web", {"spec": {"selector": {"app": "elsewhere"}}},
+                content_type="application/merge-patch+json").ok()
+    cluster.wait_until(lambda: MANAGED_ANNOTATIONS not in annotations(cluster, ns, "web"), 30, "released")
+    assert annotations(cluster, ns, "web") == {**USER_ANNOTATIONS, "note": "mine"}
+    cluster.wait_until(lambda: policy_status(cluster, ns, "demo").get("services") == 0, 30, "status follows")
+
+
 def test_two_policies_on_one_service_the_newer_reports_conflict(
     operator: OperatorProcess, k8s_cluster: K8sCluster, k8s_namespace: str
 ) -> None:

@@ -10,7 +10,7 @@ from candor_operator import status
 from candor_operator.claims import PolicyView, decide
 from candor_operator.labels import SelectorError, policy_targets_service, selector_matches, selector_to_query
 from candor_operator.ownership import annotation_patch
-from candor_operator.rollout import governing_policy, restart_needed, slim_deployment
+from candor_operator.rollout import governing_policy, pods_current, slim_deployment, wanted_hash
 from candor_operator.summary import configmap_body, summarize
 from tests.support.policy_cases import FULL_SPEC, valid_spec
 
@@ -131,12 +131,16 @@ def test_the_governing_policy_and_idempotent_rollout() -> None:
                                           "annotations": {"candor.io/inject": "true"}},
                              "spec": {"template": {"metadata": {"labels": {"app": "demo"}}}}})
     assert asked is not None
-    wanted = restart_needed(asked, older, "img:1")
+    wanted = wanted_hash(asked, older, "img:1")
     assert wanted is not None
-    assert restart_needed({**asked, "hash": wanted}, older, "img:1") is None  # restarted once, not again
-    assert restart_needed({**asked, "hash": wanted}, older, "img:2") is not None  # a new sidecar image rolls out
+    assert wanted_hash({**asked, "hash": wanted}, older, "img:1") is None  # restarted once, not again
+    assert wanted_hash({**asked, "hash": wanted}, older, "img:2") is not None  # a new sidecar image rolls out
     manual = summarize(body("manual", valid_spec(rollout="Manual")))
-    assert restart_needed(asked, manual, "img:1") is None
+    assert wanted_hash(asked, manual, "img:1") is None
+    stamped = {"metadata": {"annotations": {"candor.io/config-hash": wanted}}}
+    assert pods_current([stamped, stamped], wanted)
+    assert pods_current([], wanted)  # no pods yet: they will pass the webhook
+    assert not pods_current([stamped, {"metadata": {}}], wanted)  # one pod without the sidecar
     assert slim_deployment({"metadata": {"name": "d", "annotations": {}}, "spec": {}}) is None
 
 
