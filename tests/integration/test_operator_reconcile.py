@@ -234,6 +234,19 @@ def test_invalid_policies_are_refused_by_the_api_server_or_marked_invalid_with_n
             assert cluster.api("GET", f"/api/v1/namespaces/{ns}/configmaps/candor-sidecar-{name}").status == 404
         assert any(e["reason"] == "Invalid" for e in events_for(cluster, ns, "bad-0"))
         assert annotations(cluster, ns, "web") == USER_ANNOTATIONS  # nothing written by any of them
+
+        # A working policy edited into an invalid one: marked Invalid, and what it wrote before stays (a typo
+        # must not strip the health checks from a live Service).
+        make_service(cluster, ns, "kept", {"app": "kept"})
+        names["turns-bad"] = ("turns bad", "spec.memory.maxPercent")
+        assert post("turns-bad", valid_spec(selector={"matchLabels": {"app": "kept"}}, maxConn=5)) == 201
+        before = cluster.wait_until(lambda: (a := annotations(cluster, ns, "kept")).get("haproxy.org/check") and a,
+                                    30, "kept annotated")
+        cluster.api("PATCH", f"{POLICIES.format(ns=ns)}/turns-bad", {"spec": {"memory": {"maxPercent": 150}}},
+                    content_type="application/merge-patch+json").ok()
+        cluster.wait_until(lambda: (c := condition(cluster, ns, "turns-bad", "Invalid")) and c["status"] == "True",
+                           30, "Invalid after the edit")
+        assert annotations(cluster, ns, "kept") == before
     finally:
         for name in [*names, "relaxed-probe"]:
             cluster.api("DELETE", f"{POLICIES.format(ns=ns)}/{name}")
