@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -273,6 +273,3 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
 
     return registry
 
-
-def namespaces_of(settings: OperatorSettings) -> Iterable[str]:
-    return settings.namespaces

@@ -12,8 +12,21 @@ The MutatingWebhookConfiguration (created by the chart, or by `webhook_configura
     `sideEffects: None` (the handler only reads), `reinvocationPolicy: Never`, `timeoutSeconds: 5`,
     `matchPolicy: Equivalent`, and a namespaceSelector excluding the system namespaces.
 
+What an injected pod carries
+    annotations `candor.io/status: injected` (never injected twice), `candor.io/policy: <HealthPolicy>`,
+    `candor.io/config-hash` (what the sidecar runs; rollout Automatic compares it); the sidecar as
+    `initContainers[0]` with `restartPolicy: Always`; volumes `candor-state` (emptyDir at /var/run/candor,
+    also mounted in every app container with CANDOR_STATE_DIR), `candor-podinfo` (downwardAPI labels and
+    annotations at /etc/podinfo) and `candor-config` (ConfigMap `candor-sidecar-<policy>`, key sidecar.yaml,
+    at /etc/candor). The sidecar image comes from `--sidecar-image` / CANDOR_SIDECAR_IMAGE and is started as
+    `candor sidecar --config /etc/candor/sidecar.yaml ...` as uid 10001.
+
+Liveness
+    `--liveness http://0.0.0.0:8080/healthz` serves kopf's health endpoint (200 once the operator runs).
+
 RBAC
-    `RBAC_RULES` below is the ClusterRole, complete and minimal: the chart's ClusterRole must match it.
+    `RBAC_RULES` below is the ClusterRole, complete and minimal: the chart's ClusterRole must match it
+    (tests/integration/test_operator_reconcile.py runs the operator as a ServiceAccount bound to exactly it).
 """
 
 from __future__ import annotations
