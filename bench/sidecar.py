@@ -113,10 +113,27 @@ def run_naive_agent(port: int) -> None:
 
 
 FLOOR_SERVER = """
-import socket, sys
-server = socket.create_server(("127.0.0.1", int(sys.argv[1])), backlog=4096)
+import socket, sys, threading
+agent = socket.create_server(("127.0.0.1", int(sys.argv[1])), backlog=4096)
+http = socket.create_server(("127.0.0.1", int(sys.argv[2])), backlog=4096)
+BODY = b'{"status":"pass"}'
+RESPONSE = b"HTTP/1.1 200 OK\\r\\nContent-Length: %d\\r\\nConnection: close\\r\\n\\r\\n%s" % (len(BODY), BODY)
+
+def serve_http():
+    while True:
+        conn, _ = http.accept()
+        data = b""
+        while b"\\r\\n\\r\\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        conn.sendall(RESPONSE)
+        conn.close()
+
+threading.Thread(target=serve_http, daemon=True).start()
 while True:
-    conn, _ = server.accept()
+    conn, _ = agent.accept()
     conn.send(b"up 100%\\n")
     conn.shutdown(socket.SHUT_WR)
     conn.close()
@@ -231,14 +248,17 @@ def main() -> int:
         health = json.loads(health_load.communicate(timeout=args.seconds + 60)[0])
         cpu_per_request_us = 1e6 * (_cpu_seconds(sidecar.pid) - cpu_load_start) / (agent["count"] + health["count"])
         rss_after_load = _rss_kib(sidecar.pid) / 1024
-        # The machine's own floor, same load, same run: a bare blocking accept/send/close loop.
-        floor_port = free_port()
-        floor_server = subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, str(floor_port)], text=True)
+        # The machine's own floor, same loads, same run: bare blocking accept/send/close loops.
+        floor_agent_port, floor_http_port = free_port(), free_port()
+        floor_server = subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, str(floor_agent_port),
+                                         str(floor_http_port)], text=True)
         children.append(floor_server)
         time.sleep(0.3)
-        floor_load = _spawn_load("agent", floor_port, 2000, args.seconds)
-        children.append(floor_load)
+        floor_load = _spawn_load("agent", floor_agent_port, 2000, args.seconds)
+        floor_health_load = _spawn_load("health", floor_http_port, 200, args.seconds)
+        children += [floor_load, floor_health_load]
         floor = json.loads(floor_load.communicate(timeout=args.seconds + 60)[0])
+        floor_health = json.loads(floor_health_load.communicate(timeout=args.seconds + 60)[0])
     finally:
         for child in reversed(children):
             if child.poll() is None:
@@ -258,6 +278,8 @@ def main() -> int:
         ("/health p99 at 200 req/s under agent load", "<= 5 ms", f"{health['p99_ms']:.3f} ms",
          health["p99_ms"] <= 5.0),
         ("/health p50 / max", "", f"{health['p50_ms']:.3f} / {health['max_ms']:.2f} ms", True),
+        ("reference: bare blocking HTTP server p50 / p99", "",
+         f"{floor_health['p50_ms']:.3f} / {floor_health['p99_ms']:.3f} ms", True),
         ("/health achieved rate / errors", ">= 190/s, 0", f"{health['rate']:.0f}/s, {health['errors']}",
          health["rate"] >= 190 and health["errors"] == 0),
         (f"sidecar RSS after start, {journals} journals, {series} series", "<= 40 MB", f"{rss_mib:.1f} MiB",

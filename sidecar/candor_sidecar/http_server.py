@@ -8,7 +8,11 @@ clients without ever blocking /health.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -273,18 +277,110 @@ def _content_length(request: Request, maximum: int) -> int:
 
 
 class HttpServer:
-    def __init__(self, handler: Handler, limits: Limits | None = None) -> None:
+    """Listens on one port. A thread accepts; a request that is already complete on arrival (HAProxy's
+    checks, curl, most probes) for a `fast` path is answered right there with four syscalls and closed.
+    Everything else (slow or partial clients, keep-alive, /metrics) is handed to the event loop.
+    """
+
+    def __init__(self, handler: Handler, limits: Limits | None = None,
+                 fast: Callable[[str], bool] = lambda path: False) -> None:
         self.handler = handler
         self.limits = limits or Limits()
+        self.fast = fast  # paths whose handler answers synchronously and cheaply (never /metrics)
         self.connections = 0
-        self.server: asyncio.Server | None = None
+        self.fast_answers = 0
+        self.sock: socket.socket | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.closed = False
 
-    async def start(self, host: str, port: int, backlog: int = 4096) -> asyncio.Server:
-        loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: _Connection(self), host, port, backlog=backlog,
-                                               reuse_address=True)
-        return self.server
+    async def start(self, host: str, port: int, backlog: int = 4096) -> int:
+        """Binds and starts accepting; the port (useful with port 0)."""
+        self.loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(backlog)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+        threading.Thread(target=self._accept_loop, name="candor-http-accept", daemon=True).start()
+        bound: int = sock.getsockname()[1]
+        return bound
+
+    def _accept_loop(self) -> None:
+        assert self.sock is not None and self.loop is not None
+        while not self.closed:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError as error:
+                if self.closed:
+                    return
+                log.warning("HTTP accept failed: %s; pausing 100ms", error)  # e.g. out of file descriptors
+                time.sleep(0.1)
+                continue
+            try:
+                if self._answer_at_once(conn):
+                    continue
+            except OSError:
+                conn.close()
+                continue
+            try:
+                self.loop.call_soon_threadsafe(self._adopt, conn)
+            except RuntimeError:  # the loop is closed: we are shutting down
+                conn.close()
+                return
+
+    def _answer_at_once(self, conn: socket.socket) -> bool:
+        """True when the request was complete on arrival and has been answered (and the socket closed)."""
+        try:
+            data = conn.recv(self.limits.max_header_bytes, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        try:
+            request = _parse_head(data[:end])
+        except _BadRequest:
+            return False  # the event loop path explains the problem to the client
+        if request.method not in ("GET", "HEAD") or "content-length" in request.headers \
+                or "transfer-encoding" in request.headers or not self.fast(request.path):
+            return False
+        response = self.handler(request)
+        if not isinstance(response, Response):  # a handler that must await after all: never here
+            close = getattr(response, "close", None)
+            if close is not None:
+                close()
+            return False
+        conn.recv(end + 4, socket.MSG_DONTWAIT)  # consume the head, so closing sends a FIN, not a reset
+        conn.settimeout(self.limits.write_timeout)
+        conn.sendall(_encode(response, request.method == "HEAD", keep_alive=False))
+        conn.close()
+        self.fast_answers += 1
+        if response.after_sent is not None:
+            self.loop.call_soon_threadsafe(response.after_sent)  # type: ignore[union-attr]
+        return True
+
+    def _adopt(self, conn: socket.socket) -> None:
+        assert self.loop is not None
+        if self.closed:
+            conn.close()
+            return
+        conn.setblocking(False)
+        task = self.loop.create_task(self.loop.connect_accepted_socket(lambda: _Connection(self), conn))
+        task.add_done_callback(_log_adopt_failure)
 
     def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
+        self.closed = True
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+            self.sock.close()
+
+
+def _log_adopt_failure(task: asyncio.Task[tuple[asyncio.Transport, asyncio.Protocol]]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("could not adopt a connection: %s", task.exception())

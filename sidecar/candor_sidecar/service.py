@@ -56,7 +56,7 @@ class Sidecar:
         self.final_scrape = asyncio.Event()
         self.stop_now = asyncio.Event()
         self.terminate = asyncio.Event()
-        self.http = HttpServer(self.handle)
+        self.http = HttpServer(self.handle, fast=lambda path: path.rstrip("/") != "/metrics")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="candor-journal")
         self._closers: list[Callable[[], None]] = []
         self._last_word = ""
@@ -213,8 +213,8 @@ class Sidecar:
             log.warning("cannot create the state directory %s: %s", self.config.state_dir, error)
         self._apply(await self._in_worker(self._evaluate_now))  # never serve before the first evaluation
         agent_server = start_agent_server(self.agent, self.config.agent.address, self.config.agent.port)
-        http_server = await self.http.start(self.config.http.address, self.config.http.port)
-        self._closers = [agent_server.close, http_server.close]
+        await self.http.start(self.config.http.address, self.config.http.port)
+        self._closers = [agent_server.close, self.http.close]
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 from candor_sidecar.http_server import HttpServer, Limits, Request, Response
@@ -22,8 +23,7 @@ def _handler(request: Request) -> Response | asyncio.Future[Response] | object:
 
 async def _server(limits: Limits | None = None) -> tuple[HttpServer, int]:
     server = HttpServer(_handler, limits)  # type: ignore[arg-type]
-    listening = await server.start("127.0.0.1", 0)
-    return server, listening.sockets[0].getsockname()[1]
+    return server, await server.start("127.0.0.1", 0)
 
 
 async def _exchange(port: int, payload: bytes, timeout: float = 3.0) -> bytes:
@@ -82,3 +82,34 @@ async def test_oversized_and_malformed_heads_are_refused() -> None:
             b"HTTP/1.1 501")
     finally:
         server.close()
+
+
+def _pair() -> tuple[socket.socket, socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        conn, _ = listener.accept()
+    return client, conn
+
+
+def test_a_request_complete_on_arrival_is_answered_by_the_accept_thread_itself() -> None:
+    server = HttpServer(_handler, fast=lambda path: path.startswith("/health"))  # type: ignore[arg-type]
+    client, conn = _pair()
+    client.sendall(b"GET /health?verbose HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.05)
+    assert server._answer_at_once(conn)
+    answer = client.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"/health verbose")
+    assert b"Connection: close" in answer and client.recv(4096) == b""  # closed with a FIN, not a reset
+    client.close()
+
+    for payload in (b"GET /health HTTP/1.1\r\nHost: x\r\n",  # head not complete yet
+                    b"GET /metrics HTTP/1.1\r\n\r\n",  # not a fast path
+                    b"POST /health HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi",  # not a GET
+                    b"garbage\r\n\r\n"):  # the event loop path explains errors
+        client, conn = _pair()
+        client.sendall(payload)
+        time.sleep(0.05)
+        assert not server._answer_at_once(conn)
+        assert conn.recv(4096) == payload  # only peeked: nothing was consumed for the slow path
+        client.close()
+        conn.close()
