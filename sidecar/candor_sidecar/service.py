@@ -204,8 +204,8 @@ class Sidecar:
 
     async def start(self) -> None:
         limit = raise_open_file_limit()
-        # The agent thread and the journal worker share the GIL with the event loop: hand it over
-        # every 0.5 ms instead of 5 ms so neither can hold an answer back for long.
+        # The agent and HTTP accept threads and the journal worker share the GIL with the event loop:
+        # hand it over every 0.5 ms instead of 5 ms so none can hold an answer back for long.
         sys.setswitchinterval(0.0005)
         try:  # the shared volume normally exists; locally the sidecar may be first
             os.makedirs(self.config.state_dir, exist_ok=True)
