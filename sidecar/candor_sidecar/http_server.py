@@ -1,8 +1,9 @@
-"""A small asyncio HTTP/1.1 server: GET/HEAD, keep-alive, hard time limits on every connection.
+"""A small HTTP/1.1 server: GET/HEAD, keep-alive, hard time limits on every connection.
 
 Hand-written rather than aiohttp to keep the sidecar near its 40 MB RSS budget; it only needs to serve
 a handful of small documents to HAProxy, Prometheus and humans, and to survive garbage, slow and idle
-clients without ever blocking /health.
+clients without ever blocking /health. A thread accepts and answers complete, cheap requests at once;
+the asyncio event loop takes everything else (partial, slow, kept-alive, /metrics).
 """
 
 from __future__ import annotations
