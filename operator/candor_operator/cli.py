@@ -109,11 +109,11 @@ def _fail(message: str) -> Any:
 def _env(name: str, default: str | None = None) -> str | None:
     import os
 
-    return os.environ.get(name, default)
+    return os.environ.get(name) or default  # an empty variable means unset
 
 
 @click.command("operator")
-@click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None,
+@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Kubeconfig to use (default: KUBECONFIG, ~/.kube/config, then the pod's service account).")
 @click.option("-n", "--namespace", "namespaces", multiple=True,
               help="Serve only these namespaces (repeatable; default: cluster-wide).")
@@ -128,11 +128,14 @@ def _env(name: str, default: str | None = None) -> str | None:
 @click.option("--webhook-path", default="/candor", show_default=True,
               help="URL path prefix; the injection endpoint is <path>/inject.")
 @click.option("--webhook-host", default=None, help="Host name the API server reaches the webhook at (managed mode).")
-@click.option("--webhook-cert", default=lambda: _env("CANDOR_WEBHOOK_CERT"), type=click.Path(dir_okay=False),
+@click.option("--webhook-cert", default=lambda: _env("CANDOR_WEBHOOK_CERT"),
+              type=click.Path(exists=True, dir_okay=False),
               help="Serving certificate (PEM), e.g. /etc/candor/webhook/tls.crt. [env CANDOR_WEBHOOK_CERT]")
-@click.option("--webhook-key", default=lambda: _env("CANDOR_WEBHOOK_KEY"), type=click.Path(dir_okay=False),
+@click.option("--webhook-key", default=lambda: _env("CANDOR_WEBHOOK_KEY"),
+              type=click.Path(exists=True, dir_okay=False),
               help="Its private key (PEM). [env CANDOR_WEBHOOK_KEY]")
-@click.option("--webhook-ca", default=lambda: _env("CANDOR_WEBHOOK_CA"), type=click.Path(dir_okay=False),
+@click.option("--webhook-ca", default=lambda: _env("CANDOR_WEBHOOK_CA"),
+              type=click.Path(exists=True, dir_okay=False),
               help="CA bundle for a kopf-managed webhook configuration. [env CANDOR_WEBHOOK_CA]")
 @click.option("--webhook-managed", default=None,
               help="Let the operator keep a MutatingWebhookConfiguration of this name (needs extra RBAC).")

@@ -207,7 +207,7 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
     def indices_of(kwargs: Mapping[str, Any]) -> dict[str, Any]:
         return {name: kwargs.get(name) for name in (POLICIES, SERVICES, DEPLOYMENTS)}
 
-    @kopf.on.login(registry=registry)
+    @kopf.on.login(registry=registry, id="login")
     async def login(**_: Any) -> kopf.AiohttpSession:
         # A private registry does not get kopf's default login handlers: use the same credentials as our client,
         # in a session with a connection limit (kopf closes it when it re-logs in, and calls this again).
@@ -220,11 +220,11 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
             server=info.server, default_namespace=info.default_namespace, aiohttp_session=session
         )
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(registry=registry, id="configure")
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         operator.configure(settings)
 
-    @kopf.on.cleanup(registry=registry)
+    @kopf.on.cleanup(registry=registry, id="close")
     async def close(**_: Any) -> None:
         await operator.close()
 

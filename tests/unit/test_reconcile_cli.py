@@ -29,3 +29,10 @@ def test_module_entry_point_is_the_same_command() -> None:
                             check=False, timeout=60)
     assert result.returncode == 0
     assert "--sidecar-image" in result.stdout and "--webhook-path" in result.stdout
+
+
+def test_missing_files_are_named_before_the_operator_starts() -> None:
+    result = CliRunner().invoke(operator_command, ["--kubeconfig", "/nonexistent/kubeconfig", "--no-webhook"])
+    assert result.exit_code == 2 and "--kubeconfig" in result.output and "does not exist" in result.output
+    result = CliRunner().invoke(operator_command, ["--webhook-cert", "/nonexistent/tls.crt", "--webhook-key", "/x"])
+    assert result.exit_code == 2 and "--webhook-cert" in result.output
