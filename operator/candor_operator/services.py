@@ -24,15 +24,21 @@ def service_path(namespace: str, name: str) -> str:
     return path_for("v1", "services", namespace, name)
 
 
+# Every key Candor may write lives under one of these (candor_operator.render); other annotations, such as
+# kubectl's last-applied-configuration, are never read and would only bloat an index of every Service.
+RELEVANT_PREFIXES = ("candor.io/", "haproxy.org/", "haproxy-ingress.github.io/")
+
+
 def slim_service(body: Mapping[str, Any]) -> dict[str, Any]:
     """What decisions need from a Service (kept in the index instead of whole objects)."""
     metadata = body.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
     return {
         "metadata": {
             "name": metadata.get("name"),
             "namespace": metadata.get("namespace"),
             "resourceVersion": metadata.get("resourceVersion"),
-            "annotations": dict(metadata.get("annotations") or {}),
+            "annotations": {k: v for k, v in annotations.items() if k.startswith(RELEVANT_PREFIXES)},
         },
         "spec": {"selector": dict((body.get("spec") or {}).get("selector") or {})},
     }

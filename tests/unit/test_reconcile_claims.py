@@ -149,3 +149,17 @@ def test_the_claim_decision_drives_the_patch() -> None:
     decision = decide(web, [policy("a", "2026-01-01T00:00:00Z")])
     patch = annotation_patch(web["metadata"]["annotations"], decision.desired, decision.owner)
     assert patch["x-owner"] == "a" and '"policy":"a"' in str(patch["candor.io/managed-annotations"])
+
+
+def test_the_service_index_keeps_only_keys_candor_could_write() -> None:
+    from candor_operator.policy import parse_policy
+    from candor_operator.render import render_annotations
+    from candor_operator.services import RELEVANT_PREFIXES, slim_service
+
+    for controller in ("haproxytech", "haproxy-ingress"):
+        rendered = render_annotations(parse_policy(FULL_SPEC), controller)
+        assert all(key.startswith(RELEVANT_PREFIXES) for key in rendered), controller
+    slim = slim_service({"metadata": {"name": "web", "annotations": {
+        "kubectl.kubernetes.io/last-applied-configuration": "{...}", "haproxy.org/check": "false", "team": "x"}},
+        "spec": {"selector": {"app": "web"}}})
+    assert slim["metadata"]["annotations"] == {"haproxy.org/check": "false"}
