@@ -220,8 +220,25 @@ class JournalWriter:
 
     # --- in-flight slots -------------------------------------------------------------------
 
+    def start_free(self, series: int, now: float) -> int:
+        """Record a trace start in a free slot, without any lock; -1 when none is free (then `start`).
+
+        Safe from any thread and from a signal handler: the pop is atomic and everything else written
+        belongs to the popped slot alone.
+        """
+        try:
+            slot = self._free.pop()
+        except IndexError:
+            return -1
+        self._starts[slot] = now
+        at = SLOTS_OFFSET + slot * _SLOT_SIZE
+        mm = self._mm
+        mm[at: at + _SLOT_FIELDS_SIZE] = _pack_slot(now, 0.0, 0, series)
+        mm[at + SLOT_STATE_OFFSET] = ACTIVE  # last: a torn start leaves a FREE slot
+        return slot
+
     def start(self, series: int, now: float) -> int:
-        """Record a trace start; returns its slot."""
+        """Record a trace start, growing the slot table when none is free (under the tracer's lock)."""
         if self._free:
             slot = self._free.pop()
             self._starts[slot] = now

@@ -106,15 +106,25 @@ class _Series:
         tracer = self.tracer
         now = tracer._clock()
         journal = tracer._journal
-        if journal is None and tracer._mode == _IN_PROCESS:
-            token = next(_tokens)
-            self.inflight[token] = now  # atomic under the GIL; flush() iterates over a copy
-            return token
+        if journal is None:
+            if tracer._mode == _IN_PROCESS:
+                token = next(_tokens)
+                self.inflight[token] = now  # atomic under the GIL; flush() iterates over a copy
+                return token
+        elif self.journal is journal:  # the usual journal case: a free slot, no lock
+            try:
+                slot = journal.start_free(self.jindex, now if tracer._monotonic_clock else time.monotonic())
+            except Exception:
+                slot = -1  # the locked path below retries and reports
+            if slot >= 0:
+                token = -1 - slot
+                self.inflight[token] = now
+                return token
         with tracer._lock:
             if tracer._busy:  # re-entered from a signal handler mid-operation: journal it when the outer call ends
                 token = next(_tokens)
                 self.inflight[token] = now
-                if tracer._journal is not None:
+                if tracer._mode != _IN_PROCESS:  # journal mode, or its journal being created right now
                     tracer._deferred.append((self, token, now, True))
                 return token
             tracer._busy = True
@@ -128,7 +138,10 @@ class _Series:
                     token = tracer._journal_start(self, now)  # first trace of this series, or of the process
                 self.inflight[token] = now
             finally:
-                tracer._leave()
+                if tracer._deferred:
+                    tracer._leave()
+                else:
+                    tracer._busy = False
         return token
 
     def stop(self, token: int) -> None:
@@ -151,7 +164,10 @@ class _Series:
             try:
                 tracer._journal_end(self, token, now)
             finally:
-                tracer._leave()
+                if tracer._deferred:
+                    tracer._leave()
+                else:
+                    tracer._busy = False
 
     def flush(self) -> None:
         """Move in-flight seconds since the previous flush into the counter (called at each scrape)."""
@@ -172,7 +188,10 @@ class _Series:
                 if total > 0:
                     self.value.inc(total)
             finally:
-                tracer._leave()
+                if tracer._deferred:
+                    tracer._leave()
+                else:
+                    tracer._busy = False
 
 
 class Trace:

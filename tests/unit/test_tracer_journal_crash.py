@@ -136,7 +136,8 @@ def test_a_kill_anywhere_in_a_trace_start_leaves_it_absent_or_in_flight(writer: 
         writer.start(series, 104.5)  # keep slot 0 busy: the next start takes a new slot (and the counters)
     writer.beat(NO_FIGURES, now=HEARTBEAT_AT)
     busy = 0.5 if not reuse_slot else 0.0
-    before, writes = record(writer, lambda: writer.start(series, 104.0))
+    start = writer.start_free if reuse_slot else writer.start  # the lock-free path needs a free slot
+    before, writes = record(writer, lambda: start(series, 104.0))
     absent, present = [2.0 + busy], [2.0 + busy + 1.0]
     seen = check_every_crash_point(before, writes, [absent, present], tmp_path)
     assert seen == {repr(absent), repr(present)}
