@@ -239,22 +239,20 @@ class JournalWriter:
 
     def start(self, series: int, now: float) -> int:
         """Record a trace start, growing the slot table when none is free (under the tracer's lock)."""
-        if self._free:
-            slot = self._free.pop()
-            self._starts[slot] = now
-        else:
-            if self._hwm >= MAX_SLOTS:
-                raise JournalFull(f"journal {self.path} has no free in-flight slot")
-            slot = self._hwm
-            at = SLOTS_OFFSET + slot * _SLOT_SIZE
-            try:
-                self._allocate(self._fd, at, at + _SLOT_SIZE)
-            except OSError as exc:
-                raise JournalFull(f"journal {self.path}: no space for another in-flight slot ({exc})") from None
-            self._hwm += 1
-            self._starts.append(now)
-            self._write_counters()  # before the slot turns ACTIVE, so a reader scans it
+        slot = self.start_free(series, now)  # lock-free starts may empty the free list at any moment
+        if slot >= 0:
+            return slot
+        if self._hwm >= MAX_SLOTS:
+            raise JournalFull(f"journal {self.path} has no free in-flight slot")
+        slot = self._hwm
         at = SLOTS_OFFSET + slot * _SLOT_SIZE
+        try:
+            self._allocate(self._fd, at, at + _SLOT_SIZE)
+        except OSError as exc:
+            raise JournalFull(f"journal {self.path}: no space for another in-flight slot ({exc})") from None
+        self._hwm += 1
+        self._starts.append(now)
+        self._write_counters()  # before the slot turns ACTIVE, so a reader scans it
         mm = self._mm
         mm[at: at + _SLOT_FIELDS_SIZE] = _pack_slot(now, 0.0, 0, series)
         mm[at + SLOT_STATE_OFFSET] = ACTIVE  # last: a torn start leaves a FREE slot

@@ -77,3 +77,44 @@ def test_a_missing_state_directory_reads_as_empty(tmp_path: Path) -> None:
     snapshot = read_totals(tmp_path / "not-there")
     assert snapshot.series == () and snapshot.writers == () and snapshot.last_fold is None
     assert fold_dead_writers(tmp_path / "not-there") == 0
+
+
+def test_many_threads_tracing_and_scraping_keep_journal_and_counter_equal(tmp_path: Path) -> None:
+    """Lock-free starts, locked ends and scrapes from several threads: the journal matches the counter."""
+    import threading
+
+    from prometheus_client import generate_latest
+
+    registry = CollectorRegistry()
+    counter = Counter("job_worked_seconds_total", "h", ["job"], registry=registry)
+    tracer = Tracer(state_dir=tmp_path)
+    stop = threading.Event()
+
+    def worker(index: int) -> None:
+        for i in range(1500):
+            with tracer.trace(counter, job=f"w{index % 2}"):
+                if i % 100 == 0:
+                    time.sleep(0.001)  # now and then a long one, so slots pile up and the table grows
+
+    def scraper() -> None:
+        while not stop.is_set():
+            generate_latest(registry)
+            read_totals(tmp_path)
+
+    try:
+        scraping = threading.Thread(target=scraper)
+        scraping.start()
+        workers = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        stop.set()
+        scraping.join()
+        totals = {s.labels[0][1]: s.value for s in read_totals(tmp_path).series}
+        for job in ("w0", "w1"):
+            expected = registry.get_sample_value("job_worked_seconds_total", {"job": job})
+            assert totals[job] == pytest.approx(expected, abs=1e-6), job
+        assert read_totals(tmp_path).writers[0].inflight == 0
+    finally:
+        tracer.close()
