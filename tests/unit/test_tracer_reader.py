@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from candor_tracer import Tracer
 from candor_tracer.journal import fold_dead_writers, read_totals
@@ -81,10 +82,6 @@ def test_a_missing_state_directory_reads_as_empty(tmp_path: Path) -> None:
 
 def test_many_threads_tracing_and_scraping_keep_journal_and_counter_equal(tmp_path: Path) -> None:
     """Lock-free starts, locked ends and scrapes from several threads: the journal matches the counter."""
-    import threading
-
-    from prometheus_client import generate_latest
-
     registry = CollectorRegistry()
     counter = Counter("job_worked_seconds_total", "h", ["job"], registry=registry)
     tracer = Tracer(state_dir=tmp_path)
