@@ -179,13 +179,26 @@ def test_webhook_can_be_turned_off() -> None:
 
 
 @pytest.mark.parametrize("values", [(), ("--set", "webhook.enabled=false", "--set", "operator.namespaces={shop}")])
-def test_the_operator_accepts_the_arguments_the_chart_passes(values: tuple[str, ...]) -> None:
+def test_the_operator_accepts_the_arguments_the_chart_passes(values: tuple[str, ...], tmp_path: Path) -> None:
     from candor_operator.cli import operator_command
 
-    container = _one(_objects(_template(*values)), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    pod = _one(_objects(_template(*values)), "Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
     assert container["args"][0] == "operator"
+    # The certificate flags name files in the mounted webhook Secret; the operator checks they exist, so
+    # here they must lie under a mount of the container, and a real file stands in for each.
+    mounts = [m["mountPath"] for m in container.get("volumeMounts", [])]
+    args = []
+    for arg in container["args"][1:]:
+        flag, _, value = arg.partition("=")
+        if flag in {"--webhook-cert", "--webhook-key"}:
+            assert any(value.startswith(mount.rstrip("/") + "/") for mount in mounts), (arg, mounts)
+            stand_in = tmp_path / Path(value).name
+            stand_in.write_text("pem")
+            arg = f"{flag}={stand_in}"
+        args.append(arg)
     # click parses (and would refuse unknown options or bad values) without running the operator.
-    context = operator_command.make_context("operator", list(container["args"][1:]))
+    context = operator_command.make_context("operator", args)
     assert context.params["peering"] == "candor"
     assert context.params["liveness"] == "http://0.0.0.0:8080/healthz"
 
