@@ -1,4 +1,4 @@
-"""A small HTTP/1.1 server: GET/HEAD, keep-alive, hard time limits on every connection.
+"""A small HTTP/1.1 server: GET/HEAD (and OPTIONS on probe paths), keep-alive, hard time limits on every connection.
 
 Hand-written rather than aiohttp to keep the sidecar near its 40 MB RSS budget; it only needs to serve
 a handful of small documents to HAProxy, Prometheus and humans, and to survive garbage, slow and idle
@@ -208,7 +208,7 @@ class _Connection(asyncio.Protocol):
             self.timer.cancel()
             self.timer = None
         keep_alive = _keep_alive(request) and self.requests < self.limits.max_requests
-        if request.method not in ("GET", "HEAD"):
+        if not self.server.allows(request):
             self._send(Response(405, b"only GET and HEAD\n", headers=[("Allow", "GET, HEAD")]), False, keep_alive)
             return
         try:
@@ -284,15 +284,23 @@ class HttpServer:
     """
 
     def __init__(self, handler: Handler, limits: Limits | None = None,
-                 fast: Callable[[str], bool] = lambda path: False) -> None:
+                 fast: Callable[[str], bool] = lambda path: False,
+                 options_as_get: Callable[[str], bool] = lambda path: False) -> None:
         self.handler = handler
         self.limits = limits or Limits()
         self.fast = fast  # paths whose handler answers synchronously and cheaply (never /metrics)
+        # Probe paths answering OPTIONS exactly as GET: HAProxy's `option httpchk <uri>` (no method) sends
+        # OPTIONS, and so does haproxy-ingress's health-check-uri annotation; a 405 would mark every pod DOWN.
+        self.options_as_get = options_as_get
         self.connections = 0
         self.fast_answers = 0
         self.sock: socket.socket | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
+
+    def allows(self, request: Request) -> bool:
+        return request.method in ("GET", "HEAD") or (request.method == "OPTIONS"
+                                                     and self.options_as_get(request.path))
 
     async def start(self, host: str, port: int, backlog: int = 4096) -> int:
         """Binds and starts accepting; the port (useful with port 0)."""
@@ -347,7 +355,7 @@ class HttpServer:
             request = _parse_head(data[:end])
         except _BadRequest:
             return False  # the event loop path explains the problem to the client
-        if request.method not in ("GET", "HEAD") or "content-length" in request.headers \
+        if not self.allows(request) or request.headers.get("content-length", "0") != "0" \
                 or "transfer-encoding" in request.headers or not self.fast(request.path):
             return False
         response = self.handler(request)

@@ -45,6 +45,12 @@ def raise_open_file_limit() -> int:
     return soft
 
 
+def is_probe_path(path: str) -> bool:
+    """Paths a health checker may probe with OPTIONS (HAProxy's `option httpchk <uri>`): answered as GET."""
+    path = path.rstrip("/")
+    return path in ("/health", "/livez", "/readyz") or path.startswith("/health/")
+
+
 class Sidecar:
     def __init__(self, config: SidecarConfig) -> None:
         self.config = config
@@ -56,7 +62,8 @@ class Sidecar:
         self.final_scrape = asyncio.Event()
         self.stop_now = asyncio.Event()
         self.terminate = asyncio.Event()
-        self.http = HttpServer(self.handle, fast=lambda path: path.rstrip("/") != "/metrics")
+        self.http = HttpServer(self.handle, fast=lambda path: path.rstrip("/") != "/metrics",
+                               options_as_get=is_probe_path)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="candor-journal")
         self._closers: list[Callable[[], None]] = []
         self._last_word = ""

@@ -159,3 +159,47 @@ def test_a_disk_threshold_below_real_usage_takes_the_server_down(tmp_path: Path)
         _poll("s1 DOWN", lambda: haproxy.server_state("app", "s1").base_status == "DOWN", AGENT_INTER + 3)
         assert sick.agent_line().startswith(f"down # disk {tmp_path}")
         assert _who_answers(frontend, 6) == ["s2"] * 6
+
+
+def test_option_httpchk_with_a_bare_uri_sends_options_and_the_sidecar_answers_it(tmp_path: Path) -> None:
+    """`option httpchk /health` (what haproxy-ingress's health-check-uri writes) checks with OPTIONS, HTTP/1.0."""
+    import os
+
+    stat = os.statvfs(tmp_path)
+    used = 100.0 * (stat.f_blocks - stat.f_bfree) / (stat.f_blocks - stat.f_bfree + stat.f_bavail)
+    healthy = {"disk": {"paths": [str(tmp_path)], "maxPercent": 100}}
+    failing = {"disk": {"paths": [str(tmp_path)], "maxPercent": max(used / 2, 0.01)}}
+    with ExitStack() as stack:
+        app1 = stack.enter_context(AppProcess(tmp_path / "a", "s1"))
+        fine = stack.enter_context(SidecarProcess(tmp_path / "a", config=healthy))
+        app2 = stack.enter_context(AppProcess(tmp_path / "b", "s2"))
+        sick = stack.enter_context(SidecarProcess(tmp_path / "b", config=failing))
+        servers = "\n".join(f"    server {name} 127.0.0.1:{app.port} check port {sidecar.http_port} inter 200ms"
+                            " rise 2 fall 2" for name, app, sidecar in (("s1", app1, fine), ("s2", app2, sick)))
+        frontend = free_port()
+        config = f"""
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+    retries 0
+
+frontend web
+    bind 127.0.0.1:{frontend}
+    default_backend app
+
+backend app
+    option httpchk /health
+{servers}
+"""
+        haproxy = stack.enter_context(HAProxyProcess(config))
+        _poll("s1 UP", lambda: haproxy.server_state("app", "s1").base_status == "UP", 10)
+        _poll("s2 DOWN", lambda: haproxy.server_state("app", "s2").base_status == "DOWN", 10)
+        # Held for a while: UP stays UP (no 405 flapping it down), DOWN stays DOWN.
+        time.sleep(1.0)
+        assert haproxy.server_state("app", "s1").base_status == "UP"
+        assert haproxy.server_state("app", "s2").base_status == "DOWN"
+        codes = {row["svname"]: row["check_code"] for row in haproxy.stat_rows() if row["pxname"] == "app"}
+        assert codes["s1"] == "200" and codes["s2"] == "503", codes  # the sidecar's verdict, never 405
+        assert _who_answers(frontend, 6) == ["s1"] * 6

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
+from pathlib import Path
 
+from candor_sidecar.config import parse_config
 from candor_sidecar.http_server import HttpServer, Limits, Request, Response
+from candor_sidecar.service import Sidecar
 
 
 async def _slow(request: Request) -> Response:
@@ -113,3 +117,58 @@ def test_a_request_complete_on_arrival_is_answered_by_the_accept_thread_itself()
         assert conn.recv(4096) == payload  # only peeked: nothing was consumed for the slow path
         client.close()
         conn.close()
+
+
+async def _split_exchange(port: int, payload: bytes) -> bytes:
+    """Sends the head in two pieces, so the event loop (not the accept thread) answers it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(payload[:5])
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.write(payload[5:])
+    data = await asyncio.wait_for(reader.read(), 3.0)
+    writer.close()
+    return data
+
+
+def _status_and_body(answer: bytes) -> tuple[bytes, bytes]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0], body
+
+
+async def test_options_on_probe_paths_answers_exactly_as_get(tmp_path: Path) -> None:
+    """HAProxy's `option httpchk /health` (no method) sends `OPTIONS /health HTTP/1.0`: it must not get 405."""
+    config = parse_config({**config_document(tmp_path), "disk": {"paths": [str(tmp_path)], "maxPercent": 100}})
+    sidecar = Sidecar(config)
+    sidecar._apply(sidecar._evaluate_now())
+    port = await sidecar.http.start("127.0.0.1", 0)
+    try:
+        for path in ("/health", "/health/disk", "/health/disk:utilization", "/livez", "/readyz", "/health/"):
+            for exchange in (_exchange, _split_exchange):  # the accept thread's fast path and the event loop
+                got = await exchange(port, f"GET {path} HTTP/1.0\r\n\r\n".encode())
+                options = await exchange(port, f"OPTIONS {path} HTTP/1.0\r\n\r\n".encode())
+                assert _status_and_body(options) == _status_and_body(got), (path, exchange.__name__)
+                assert _status_and_body(got)[0].startswith(b"HTTP/1.1 ") and len(_status_and_body(got)[1]) > 0
+        # HAProxy may add headers and an empty body; answered the same.
+        haproxy_like = await _exchange(port, b"OPTIONS /health HTTP/1.0\r\nContent-Length: 0\r\n"
+                                             b"Host: 127.0.0.1\r\n\r\n")
+        assert _status_and_body(haproxy_like)[0] == b"HTTP/1.1 200 OK"
+        assert json.loads(_status_and_body(haproxy_like)[1])["status"] in ("pass", "warn")
+        # A failing check answers 503 to OPTIONS as to GET.
+        sick = Sidecar(parse_config({**config_document(tmp_path), "disk": {"paths": [str(tmp_path)],
+                                                                           "maxPercent": 0.001}}))
+        sidecar._apply(sick._evaluate_now())
+        for path in ("/health", "/readyz"):
+            options = await _exchange(port, f"OPTIONS {path} HTTP/1.0\r\n\r\n".encode())
+            assert _status_and_body(options)[0] == b"HTTP/1.1 503 Service Unavailable"
+        # Elsewhere OPTIONS stays refused.
+        for exchange in (_exchange, _split_exchange):
+            refused = await exchange(port, b"OPTIONS /metrics HTTP/1.0\r\n\r\n")
+            assert refused.startswith(b"HTTP/1.1 405") and b"Allow: GET, HEAD" in refused
+    finally:
+        sidecar.http.close()
+        sidecar._executor.shutdown(wait=False)
+
+
+def config_document(tmp_path: Path) -> dict[str, object]:
+    return {"stateDir": str(tmp_path / "state"), "podInfoDir": str(tmp_path / "podinfo")}
