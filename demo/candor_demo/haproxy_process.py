@@ -15,15 +15,14 @@ import csv
 import io
 import os
 import re
-import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
+
+from candor_demo.server_process import ServerProcess
 
 HAPROXY_BINARY = "/usr/sbin/haproxy"
 _BIND = re.compile(r"^\s*bind\s+(?:127\.0\.0\.1|localhost|\*|0\.0\.0\.0)?:(\d+)", re.MULTILINE)
@@ -70,19 +69,19 @@ def check_config(config_text: str, binary: str = HAPROXY_BINARY) -> subprocess.C
         return subprocess.run([binary, "-c", "-f", str(path)], capture_output=True, text=True, check=False)
 
 
-class HAProxyProcess:
+class HAProxyProcess(ServerProcess):
     """Starts `haproxy -f cfg -db` in a temporary directory; `stop()` (or leaving the `with`) ends it."""
+
+    name = "haproxy"
+    error = HAProxyError
+    log_name = "haproxy.log"
 
     def __init__(self, config_text: str, *, workdir: str | os.PathLike[str] | None = None,
                  binary: str = HAPROXY_BINARY) -> None:
-        self._own_workdir = workdir is None
-        self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="candor-haproxy-"))
+        super().__init__(binary, workdir)
         self.stats_socket = self.workdir / "stats.sock"
         self.config_path = self.workdir / "haproxy.cfg"
         self.config_text = prepare_config(config_text, self.stats_socket)
-        self.binary = binary
-        self.log_path = self.workdir / "haproxy.log"
-        self.process: subprocess.Popen[bytes] | None = None
 
     # lifecycle -----------------------------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> HAProxyProcess:
@@ -91,9 +90,7 @@ class HAProxyProcess:
                                  capture_output=True, text=True, check=False)
         if checked.returncode != 0:
             raise HAProxyError(f"haproxy -c refused the config:\n{checked.stdout}{checked.stderr}\n{self.config_text}")
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen([self.binary, "-f", str(self.config_path), "-db"], cwd=self.workdir,
-                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self._spawn([self.binary, "-f", str(self.config_path), "-db"])
         self.wait_listening(timeout)
         return self
 
@@ -111,43 +108,8 @@ class HAProxyProcess:
                 return
             except OSError:
                 if time.monotonic() > deadline:
-                    self.stop()
-                    raise HAProxyError(f"haproxy did not listen within {timeout}s:\n{self.output()}") from None
+                    self._fail_start(f"haproxy did not listen within {timeout}s")
                 time.sleep(0.05)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM (HAProxy's hard stop), then SIGKILL if it lingers; removes the temp dir we made."""
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> HAProxyProcess:
-        return self.start() if self.process is None else self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    def output(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def _raise_if_dead(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            raise HAProxyError(f"haproxy is not running:\n{self.output()}")
 
     # stats socket --------------------------------------------------------------------------------
     def command(self, text: str, timeout: float = 5.0) -> str:

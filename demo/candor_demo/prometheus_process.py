@@ -11,22 +11,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import yaml
 
+from candor_demo.ports import listen_port
+from candor_demo.server_process import ServerProcess
 from candor_sidecar.durations import format_duration
 
 PROMETHEUS_BINARY = "/usr/bin/prometheus"
@@ -34,13 +29,6 @@ PROMETHEUS_BINARY = "/usr/bin/prometheus"
 
 class PrometheusError(RuntimeError):
     """Prometheus died, did not get ready, or a query failed; carries its output or the API error."""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def render_config(jobs: Mapping[str, Sequence[str]], scrape_interval: float, metrics_path: str = "/metrics") -> str:
@@ -56,8 +44,12 @@ def render_config(jobs: Mapping[str, Sequence[str]], scrape_interval: float, met
     return yaml.safe_dump(config, sort_keys=False)
 
 
-class PrometheusProcess:
+class PrometheusProcess(ServerProcess):
     """Starts `prometheus` with a generated config; `query`, `query_range`, `targets`, `stop`."""
+
+    name = "prometheus"
+    error = PrometheusError
+    log_name = "prometheus.log"
 
     def __init__(self, targets: Sequence[str] | Mapping[str, Sequence[str]], *, scrape_interval: float = 1.0,
                  port: int | None = None, workdir: str | os.PathLike[str] | None = None,
@@ -69,15 +61,11 @@ class PrometheusProcess:
             {name: list(items) for name, items in targets.items()} if isinstance(targets, Mapping)
             else {"candor": list(targets)})
         self.scrape_interval = scrape_interval
-        self.port = port if port is not None else _free_port()
-        self._own_workdir = workdir is None
-        self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="candor-prometheus-"))
+        self.port = port if port is not None else listen_port()
+        super().__init__(binary, workdir)
         self.config_path = self.workdir / "prometheus.yml"
-        self.log_path = self.workdir / "prometheus.log"
         self.metrics_path = metrics_path
-        self.binary = binary
         self.extra_args = list(extra_args)
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -88,9 +76,7 @@ class PrometheusProcess:
         self.config_path.write_text(render_config(self.jobs, self.scrape_interval, self.metrics_path))
         args = [self.binary, f"--config.file={self.config_path}", f"--storage.tsdb.path={self.workdir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn", *self.extra_args]
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(args, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
+        self._spawn(args)
         self.wait_ready(timeout)
         return self
 
@@ -105,38 +91,11 @@ class PrometheusProcess:
             except (OSError, urllib.error.URLError):
                 pass
             if time.monotonic() > deadline:
-                self.stop()
-                raise PrometheusError(f"prometheus not ready within {timeout}s:\n{self.output()}")
+                self._fail_start(f"prometheus not ready within {timeout}s")
             time.sleep(0.1)
 
     def stop(self, timeout: float = 15.0) -> None:
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> PrometheusProcess:
-        return self.start() if self.process is None else self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self.stop()
-
-    def output(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def _raise_if_dead(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            raise PrometheusError(f"prometheus is not running:\n{self.output()}")
+        super().stop(timeout)  # Prometheus flushes its head block on SIGTERM: give it longer
 
     # HTTP API ------------------------------------------------------------------------------------
     def api(self, path: str, params: Mapping[str, str] | None = None, timeout: float = 10.0) -> Any:

@@ -1,13 +1,14 @@
-"""Free TCP ports on 127.0.0.1 for real processes started by tests."""
+"""Free TCP ports on 127.0.0.1 for real processes started by tests.
+
+The demo's chooser is used: it picks below the kernel's ephemeral range, so the many outgoing connections
+of HAProxy, Prometheus and load loops cannot take a port between choosing it and binding it.
+"""
 
 from __future__ import annotations
 
-import socket
+from candor_demo.ports import listen_port
 
 
 def free_port() -> int:
-    """A port nothing listens on right now (the kernel picks it; a tiny race remains until the caller binds)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port nothing listens on right now, below the ephemeral range, not handed out before in this process."""
+    return listen_port()
