@@ -12,17 +12,25 @@
     async def send(): ...
 
 With CANDOR_STATE_DIR set (the sidecar injection sets it), every process also keeps a journal there,
-read by `candor_tracer.journal.read_totals`.
+read by `candor_tracer.journal.read_totals`. Its heartbeat carries the container's cgroup v2 memory
+figures for the sidecar's memory check; an app whose "container" is something else reports its own:
+
+    from candor_tracer import MemoryFigures, set_memory_source
+
+    set_memory_source(lambda: MemoryFigures(current=my_rss(), limit=MY_LIMIT))
 """
 
 from __future__ import annotations
 
 import asyncio
 
+from candor_tracer.cgroup import MemoryFigures, MemorySource
+from candor_tracer.heartbeat import set_memory_source
 from candor_tracer.tracer import Trace, Tracer
 from candor_tracer.watchdog import LoopWatch
 
-__all__ = ["LoopWatch", "Trace", "Tracer", "default_tracer", "heartbeat", "trace", "watch_event_loop"]
+__all__ = ["LoopWatch", "MemoryFigures", "MemorySource", "Trace", "Tracer", "default_tracer", "heartbeat",
+           "set_memory_source", "trace", "watch_event_loop"]
 
 default_tracer = Tracer()
 

@@ -1,19 +1,39 @@
-"""The container's cgroup v2 memory figures, as the sidecar's memory check needs them."""
+"""Memory figures for the heartbeat: their type, and the default source (the container's cgroup v2)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+_MAX_FIGURE = 2**63 - 1  # the journal stores each figure as a signed 64-bit integer (-1: none)
 
 
 @dataclass(frozen=True)
 class MemoryFigures:
-    current: int | None  # memory.current, bytes
-    limit: int | None  # memory.max, bytes; None when "max" (unlimited) or absent
-    inactive_file: int | None  # memory.stat inactive_file, bytes (page cache the kernel can drop)
+    """What a heartbeat reports about the app's memory, in bytes; None where unknown.
 
+    The sidecar's memory check compares `current - inactive_file` (the working set, as the kubelet
+    computes it) with `limit`. Values must be ints in [0, 2**63): anything else raises ValueError naming
+    the field.
+    """
+
+    current: int | None  # memory.current: bytes in use
+    limit: int | None  # memory.max: None when unlimited ("max") or absent
+    inactive_file: int | None = None  # memory.stat inactive_file: page cache the kernel can drop
+
+    def __post_init__(self) -> None:
+        for name in ("current", "limit", "inactive_file"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or not 0 <= value <= _MAX_FIGURE):
+                raise ValueError(f"MemoryFigures.{name} must be None or an int of bytes in [0, 2**63), "
+                                 f"got {value!r}")
+
+
+# What candor_tracer.set_memory_source() takes: called at every heartbeat, so it must be quick.
+MemorySource = Callable[[], MemoryFigures]
 
 NO_FIGURES = MemoryFigures(None, None, None)
 
@@ -51,7 +71,11 @@ def _read_inactive_file(path: Path) -> int | None:
 
 
 class MemoryReader:
-    """Finds the cgroup directory once, then reads the three figures on each call (absent → None)."""
+    """The default memory source: this process's cgroup v2 figures.
+
+    Finds the cgroup directory once, then reads the three figures on each call (absent, as on a cgroup v1
+    host → None).
+    """
 
     def __init__(self, root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgroup")) -> None:
         self.directory = _own_cgroup_dir(root, proc_cgroup)

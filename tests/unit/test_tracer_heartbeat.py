@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -12,11 +13,19 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from candor_tracer import Tracer, watch_event_loop
+from candor_tracer import MemoryFigures, Tracer, set_memory_source, watch_event_loop
 from candor_tracer.cgroup import MemoryReader
-from candor_tracer.heartbeat import HeartbeatThread
+from candor_tracer.heartbeat import HeartbeatThread, next_beat
 from candor_tracer.journal import WriterInfo, read_totals
 from candor_tracer.journal_writer import JournalWriter
+
+
+@pytest.fixture(autouse=True)
+def default_memory_source() -> Any:
+    """Every test starts and ends with the default (cgroup) memory source: it is process-wide."""
+    set_memory_source(None)
+    yield
+    set_memory_source(None)
 
 
 def fake_cgroup(root: Path, current: str | None, limit: str | None, stat: str | None) -> None:
@@ -152,3 +161,155 @@ def test_watch_event_loop_needs_a_loop_and_a_positive_threshold() -> None:
             watch_event_loop(loop, threshold=0)
     finally:
         loop.close()
+
+
+# --- the app's memory source ---------------------------------------------------------------
+
+
+def test_a_custom_memory_source_reaches_the_journal_at_every_beat(tmp_path: Path) -> None:
+    used = [100_000_000]
+    set_memory_source(lambda: MemoryFigures(current=used[0], limit=250_000_000, inactive_file=5_000))
+    tracer = Tracer(state_dir=tmp_path, heartbeat_interval=0.05)
+    try:
+        tracer.open_journal()
+        info = only_writer(tmp_path)
+        assert (info.memory_current, info.memory_max, info.inactive_file) == (100_000_000, 250_000_000, 5_000)
+        used[0] = 240_000_000  # the app grows: the next beats say so
+        info = wait_for(lambda: (i := only_writer(tmp_path)).memory_current == 240_000_000 and i, 5)
+        assert info.memory_max == 250_000_000
+    finally:
+        tracer.close()
+
+
+def test_a_source_set_while_the_heartbeat_runs_takes_over_at_the_next_beat(tmp_path: Path) -> None:
+    tracer = Tracer(state_dir=tmp_path, heartbeat_interval=0.05)
+    try:
+        tracer.open_journal()  # the heartbeat thread is running with the default source
+        set_memory_source(lambda: MemoryFigures(current=7_000, limit=9_000))
+        info = wait_for(lambda: (i := only_writer(tmp_path)).memory_current == 7_000 and i, 5)
+        assert (info.memory_max, info.inactive_file) == (9_000, None)
+    finally:
+        tracer.close()
+
+
+def test_a_failing_memory_source_never_stops_the_heartbeat(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    broken = [True]
+    calls: list[float] = []
+
+    def flaky() -> MemoryFigures:
+        calls.append(time.monotonic())
+        if broken[0]:
+            raise OSError("statm vanished")
+        return MemoryFigures(current=1_000, limit=2_000)
+
+    caplog.set_level(logging.WARNING, logger="candor_tracer")
+    set_memory_source(flaky)
+    tracer = Tracer(state_dir=tmp_path, heartbeat_interval=0.05)
+    try:
+        tracer.open_journal()
+        first = only_writer(tmp_path)
+        assert first.alive_at is not None
+        wait_for(lambda: len(calls) >= 5, 5)
+        later = only_writer(tmp_path)
+        assert later.alive_at is not None and later.alive_at > first.alive_at  # still beating
+        assert (later.memory_current, later.memory_max, later.inactive_file) == (None, None, None)
+        warnings = [r.getMessage() for r in caplog.records if "memory source" in r.getMessage()]
+        assert len(warnings) == 1 and "OSError: statm vanished" in warnings[0], warnings
+        broken[0] = False  # the source recovers: figures are back at the next beat
+        wait_for(lambda: only_writer(tmp_path).memory_current == 1_000, 5)
+    finally:
+        tracer.close()
+
+
+def test_a_source_returning_the_wrong_thing_gives_no_figures(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="candor_tracer")
+    set_memory_source(lambda: {"current": 5})  # type: ignore[arg-type,return-value]  # the mistake under test
+    writer = JournalWriter(tmp_path)
+    beats = HeartbeatThread(writer, 0.05)
+    try:
+        info = only_writer(tmp_path)
+        assert (info.memory_current, info.memory_max) == (None, None)
+        assert any("returned dict, not MemoryFigures" in r.getMessage() for r in caplog.records)
+    finally:
+        beats.stop()
+        writer.close()
+
+
+def test_without_a_source_the_figures_are_the_cgroup_ones(tmp_path: Path) -> None:
+    cgroup = tmp_path / "cgroup"
+    fake_cgroup(cgroup, "1000\n", "4000\n", "inactive_file 300\n")
+    writer = JournalWriter(tmp_path / "state")
+    beats = HeartbeatThread(writer, 0.05, MemoryReader(root=cgroup, proc_cgroup=tmp_path / "none"))
+    try:
+        assert only_writer(tmp_path / "state").memory_current == 1000
+        set_memory_source(lambda: MemoryFigures(current=1, limit=2))
+        wait_for(lambda: only_writer(tmp_path / "state").memory_current == 1, 5)
+        set_memory_source(None)  # back to the default
+        info = wait_for(lambda: (i := only_writer(tmp_path / "state")).memory_current == 1000 and i, 5)
+        assert (info.memory_max, info.inactive_file) == (4000, 300)
+    finally:
+        beats.stop()
+        writer.close()
+
+
+def test_a_tracer_without_a_source_reports_this_hosts_cgroup(tmp_path: Path) -> None:
+    """The default is this process's own cgroup v2 (all None on a cgroup v1 host such as some CI machines)."""
+    expected = MemoryReader().read()
+    tracer = Tracer(state_dir=tmp_path, heartbeat_interval=0.05)
+    try:
+        tracer.open_journal()
+        info = only_writer(tmp_path)
+        assert info.memory_max == expected.limit
+        assert (info.memory_current is None) == (expected.current is None)
+    finally:
+        tracer.close()
+
+
+@pytest.mark.parametrize(("field", "value"), [("current", -1), ("limit", 1.5), ("inactive_file", True),
+                                              ("current", 2**63), ("limit", "512Mi")])
+def test_memory_figures_reject_what_the_journal_cannot_hold(field: str, value: object) -> None:
+    figures: dict[str, Any] = {"current": 1, "limit": 2, "inactive_file": 0, field: value}
+    with pytest.raises(ValueError, match=f"MemoryFigures.{field} must be None or an int"):
+        MemoryFigures(**figures)
+
+
+def test_set_memory_source_needs_a_function() -> None:
+    with pytest.raises(TypeError, match="takes a function returning MemoryFigures, or None; got MemoryFigures"):
+        set_memory_source(MemoryFigures(1, 2))  # type: ignore[arg-type]  # the figures instead of a source
+
+
+# --- beats on a fixed grid -----------------------------------------------------------------
+
+
+def test_the_next_beat_is_the_next_grid_point_and_a_long_stall_skips_missed_ones() -> None:
+    assert next_beat(0, 0.001) == 1  # on time: wait for the next point
+    assert next_beat(4, 4.3) == 5
+    assert next_beat(4, 5.9) == 5  # a little late (less than an interval): beat at once, stay on the grid
+    assert next_beat(4, 6.0) == 5
+    assert next_beat(4, 9.4) == 9  # stopped for several intervals: one beat now, then 10, 11, ...
+    assert next_beat(9, 9.4) == 10
+
+
+def test_a_slow_memory_source_does_not_stretch_the_heartbeat_period(tmp_path: Path) -> None:
+    """Beat times are the source's call times; a beat taking 40 % of the interval must not add up."""
+    interval, slowness = 0.05, 0.02
+    called: list[float] = []
+
+    def slow_source() -> MemoryFigures:
+        called.append(time.monotonic())
+        time.sleep(slowness)
+        return MemoryFigures(current=1, limit=2)
+
+    set_memory_source(slow_source)
+    writer = JournalWriter(tmp_path)
+    beats = HeartbeatThread(writer, interval)
+    try:
+        wait_for(lambda: len(called) >= 25, 10)
+    finally:
+        beats.stop()
+        writer.close()
+    span = called[-1] - called[0]
+    beats_on_grid = round(span / interval)
+    # Sleeping a full interval after each beat would give a period of >= 0.07 s, i.e. 40 % long.
+    assert span / (len(called) - 1) < interval * 1.15, (span, len(called))
+    assert beats_on_grid >= len(called) - 1  # never more beats than grid points (no bursts)
