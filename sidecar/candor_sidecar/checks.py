@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from candor_sidecar.config import SidecarConfig
 from candor_sidecar.memory import MemoryReading, app_memory_limit, read_own_cgroup, read_visible_processes
+from candor_sidecar.presence import AppAbsence
 
 if TYPE_CHECKING:
     from candor_tracer.journal import JournalSnapshot, WriterInfo
@@ -119,11 +120,29 @@ def disk_checks(config: SidecarConfig) -> list[CheckResult]:
 
 # --- deadlock ------------------------------------------------------------------------------------------
 
-def deadlock_checks(config: SidecarConfig, writers: Sequence[WriterInfo], now: float) -> list[CheckResult]:
-    """Heartbeat age, oldest in-flight trace and recorded event-loop stalls, per live app process."""
+def _app_exited(absence: AppAbsence, now: float, wall_now: float) -> CheckResult:
+    """No heartbeat at all because no app process is left: HAProxy must stop routing here."""
+    if absence.since is not None:
+        age = max(now - absence.since, 0.0)
+        output = f"app process exited {age:.1f}s ago (no live journal writer)"
+    else:  # this sidecar never saw it alive; the archive says an app journaled here
+        age = max(wall_now - (absence.last_fold_wall or wall_now), 0.0)
+        output = f"app process exited (no live journal writer; its journal was folded {age:.1f}s ago)"
+    return CheckResult("deadlock:heartbeat", FAIL, output, round(age, 3), "s", component_type="component",
+                       reason="app exited")
+
+
+def deadlock_checks(config: SidecarConfig, writers: Sequence[WriterInfo], now: float,
+                    absence: AppAbsence | None = None, wall_now: float | None = None) -> list[CheckResult]:
+    """Heartbeat age, oldest in-flight trace and recorded event-loop stalls, per live app process.
+
+    Without a live writer: a failure when an app was here and has gone (`absence`), else a warning.
+    """
     timeout = config.deadlock.heartbeat_timeout
     if not writers:
-        note = "no live app process writes a journal (not started yet, exited, or not traced)"
+        if absence is not None:
+            return [_app_exited(absence, now, time.time() if wall_now is None else wall_now)]
+        note = "no live app process writes a journal (not started yet, or not traced)"
         return [CheckResult("deadlock:heartbeat", WARN, note, component_type="component", reason="no app heartbeat")]
     results: list[CheckResult] = []
     for writer in writers:
@@ -169,11 +188,11 @@ def journal_check(snapshot: JournalSnapshot | None, error: str | None) -> list[C
 
 
 def evaluate(config: SidecarConfig, snapshot: JournalSnapshot | None, error: str | None = None,
-             now: float | None = None) -> list[CheckResult]:
+             now: float | None = None, absence: AppAbsence | None = None) -> list[CheckResult]:
     """Every check once; `now` is time.monotonic() (the journal's clock)."""
     now = time.monotonic() if now is None else now
     writers = snapshot.writers if snapshot is not None else ()
-    return [memory_check(config, writers), *disk_checks(config), *deadlock_checks(config, writers, now),
+    return [memory_check(config, writers), *disk_checks(config), *deadlock_checks(config, writers, now, absence),
             *journal_check(snapshot, error)]
 
 

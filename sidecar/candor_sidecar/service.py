@@ -24,6 +24,7 @@ from candor_sidecar.health import CONTENT_TYPE, health_document, select
 from candor_sidecar.http_server import HttpServer, Request, Response
 from candor_sidecar.metrics import SidecarFacts, render_metrics
 from candor_sidecar.podinfo import maintenance_requested, read_annotations
+from candor_sidecar.presence import AppPresence
 
 if TYPE_CHECKING:
     from candor_tracer.journal import JournalSnapshot
@@ -56,6 +57,7 @@ class Sidecar:
         self.config = config
         self.agent = AgentState(config.slow_start, config.max_conn)
         self.evaluation: Evaluation | None = None
+        self.presence = AppPresence()  # only the journal worker thread touches it
         self._health_cache: dict[tuple[str | None, bool, bool], Response] = {}
         self.draining = False
         self.fold_done = False
@@ -92,7 +94,8 @@ class Sidecar:
             log.debug("reading the journals failed", exc_info=True)
             snapshot, error = None, f"{type(exc).__name__}: {exc}"
         monotonic = time.monotonic()
-        checks = tuple(evaluate(self.config, snapshot, error, now=monotonic))
+        absence = self.presence.observe(snapshot)
+        checks = tuple(evaluate(self.config, snapshot, error, now=monotonic, absence=absence))
         maintenance = maintenance_requested(read_annotations(self.config.pod_info_dir))
         return Evaluation(checks, time.time(), monotonic, maintenance, snapshot)
 

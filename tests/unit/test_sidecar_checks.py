@@ -10,7 +10,8 @@ import pytest
 from candor_sidecar.checks import FAIL, PASS, WARN, deadlock_checks, disk_checks, memory_check
 from candor_sidecar.config import parse_config
 from candor_sidecar.memory import MemoryReading, parse_quantity, read_visible_processes
-from candor_tracer.journal import WriterInfo
+from candor_sidecar.presence import AppPresence
+from candor_tracer.journal import JournalSnapshot, WriterInfo
 
 
 def _writer(**overrides: object) -> WriterInfo:
@@ -99,3 +100,32 @@ def test_deadlock_heartbeat_job_duration_and_stall() -> None:
 def test_no_live_app_is_a_warning_never_a_pass() -> None:
     [result] = deadlock_checks(parse_config({}), [], now=100.0)
     assert result.status == WARN and result.key == "deadlock:heartbeat"
+
+
+def _snapshot(writers: tuple[WriterInfo, ...], now: float, last_fold: float | None = None) -> JournalSnapshot:
+    return JournalSnapshot(series=(), writers=writers, skipped=(), last_fold=last_fold, now=now)
+
+
+def test_an_app_seen_alive_then_gone_fails_the_heartbeat_check_until_a_new_writer_appears() -> None:
+    config = parse_config({})
+    presence = AppPresence()
+    assert presence.observe(_snapshot((), now=10.0)) is None  # not started yet: nothing to miss
+    assert presence.observe(_snapshot((_writer(),), now=20.0)) is None
+    absence = presence.observe(_snapshot((), now=21.0, last_fold=1.7e9))
+    assert absence is not None
+    [gone] = deadlock_checks(config, [], now=23.2, absence=absence)
+    assert gone.status == FAIL and gone.key == "deadlock:heartbeat" and gone.reason == "app exited"
+    assert gone.output == "app process exited 3.2s ago (no live journal writer)" and gone.observed_value == 3.2
+    assert presence.observe(None) is None  # unreadable journals are no news
+    assert presence.observe(_snapshot((_writer(pid=43),), now=30.0)) is None  # the app container restarted
+    back = deadlock_checks(config, [_writer(pid=43, heartbeat=29.5)], now=30.0,
+                           absence=presence.observe(_snapshot((_writer(pid=43),), now=30.0)))
+    assert [check.status for check in back] == [PASS, PASS]
+
+
+def test_a_restarted_sidecar_knows_from_the_archive_that_an_app_was_here() -> None:
+    absence = AppPresence().observe(_snapshot((), now=5.0, last_fold=1000.0))
+    assert absence is not None and absence.since is None
+    [gone] = deadlock_checks(parse_config({}), [], now=5.0, absence=absence, wall_now=1012.5)
+    assert gone.status == FAIL and gone.reason == "app exited"
+    assert gone.output == "app process exited (no live journal writer; its journal was folded 12.5s ago)"
