@@ -12,8 +12,10 @@ non-zero when a target is missed.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
+import selectors
 import signal
 import socket
 import subprocess
@@ -24,8 +26,12 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 JOURNALS = 16
+ROUNDS = 4  # load rounds, alternating between the sidecar and the bare floor server
+AGENT_RATE = 2000.0  # connections/s
+HEALTH_RATE = 200.0  # requests/s, during the agent load
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -41,9 +47,105 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * (len(ordered) - 1) + 0.5))] if ordered else float("nan")
 
 
-# --- load processes (this script re-invoked with --load) ---------------------------------------------
+# --- the load process (this script re-invoked with --load) -------------------------------------------------
+#
+# One process drives every stream from one epoll loop: a connection starts at its scheduled time (open
+# loop, whatever the previous ones do), its latency is connect -> complete answer on perf_counter_ns, and
+# the loop does nothing else, so a slow answer never delays the next connection and the load process
+# never competes with a second load process for the machine's two cores. The bare floor server is
+# measured with the same process, so the two figures compare like for like.
+
+HEALTH_REQUEST = b"GET /health HTTP/1.0\r\nHost: bench\r\n\r\n"
+CONNECTION_TIMEOUT_NS = 5_000_000_000
+
+
+class _Stream:
+    def __init__(self, kind: str, port: int, rate: float, count: int, start_ns: int) -> None:
+        self.kind, self.address, self.rate, self.count = kind, ("127.0.0.1", port), rate, count
+        self.start_ns, self.launched = start_ns, 0
+        self.latencies_ns: list[int] = []
+        self.errors = 0
+        self.last_done_ns = start_ns
+
+    def due_ns(self) -> int:
+        return self.start_ns + int(self.launched * 1e9 / self.rate)
+
+
+Pending = dict[int, tuple[_Stream, int, bytearray, socket.socket]]  # fd -> stream, start, answer so far, socket
+
+
+def _finish(selector: selectors.BaseSelector, sock: socket.socket, pending: Pending, ok: bool, now_ns: int) -> None:
+    stream, started_ns, _, _ = pending.pop(sock.fileno())
+    selector.unregister(sock)
+    sock.close()
+    if ok:
+        stream.latencies_ns.append(now_ns - started_ns)
+        stream.last_done_ns = now_ns
+    else:
+        stream.errors += 1
+
+
+def run_loads(specs: list[tuple[str, int, float]], seconds: float) -> dict[str, dict[str, Any]]:
+    """Open-loop connections for each (kind, port, rate) for `seconds`; per stream the raw latencies (us)."""
+    gc.disable()  # the load process must not pause itself mid-measurement
+    clock = time.perf_counter_ns
+    begin = clock() + 50_000_000
+    streams = [_Stream(kind, port, rate, int(rate * seconds), begin) for kind, port, rate in specs]
+    selector = selectors.EpollSelector()
+    pending: Pending = {}
+    while pending or any(stream.launched < stream.count for stream in streams):
+        now = clock()
+        for stream in streams:
+            while stream.launched < stream.count and stream.due_ns() <= now:
+                stream.launched += 1
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                started = clock()
+                try:
+                    sock.settimeout(CONNECTION_TIMEOUT_NS / 1e9)  # a full backlog must not hang the load
+                    sock.connect(stream.address)  # loopback: the handshake completes within the call
+                    if stream.kind == "health":
+                        sock.send(HEALTH_REQUEST)
+                    sock.setblocking(False)
+                except OSError:
+                    sock.close()
+                    stream.errors += 1
+                    continue
+                pending[sock.fileno()] = (stream, started, bytearray(), sock)
+                selector.register(sock, selectors.EVENT_READ)
+        upcoming = [stream.due_ns() for stream in streams if stream.launched < stream.count]
+        timeout = max(0.0, (min(upcoming) - clock()) / 1e9) if upcoming else 0.1
+        for key, _ in selector.select(timeout):
+            stream, started, buffer, sock = pending[key.fd]
+            try:
+                chunk = sock.recv(65536)
+            except OSError:
+                _finish(selector, sock, pending, False, clock())
+                continue
+            buffer += chunk
+            if stream.kind == "agent" and (b"\n" in buffer or not chunk):
+                _finish(selector, sock, pending, buffer.endswith(b"\n"), clock())
+            elif stream.kind == "health" and not chunk:
+                _finish(selector, sock, pending, buffer.startswith(b"HTTP/1.1 200"), clock())
+        now = clock()
+        for _stream, started, _, sock in list(pending.values()):
+            if now - started > CONNECTION_TIMEOUT_NS:
+                _finish(selector, sock, pending, False, now)
+    return {stream.kind: {"latencies_us": [value // 1000 for value in stream.latencies_ns], "errors": stream.errors,
+                          "seconds": max(stream.last_done_ns - stream.start_ns, 1) / 1e9} for stream in streams}
+
+
+def summarize(rounds: list[dict[str, Any]]) -> dict[str, float]:
+    """One stream's figures over every round it ran in."""
+    latencies = [value / 1e6 for one in rounds for value in one["latencies_us"]]
+    seconds = sum(one["seconds"] for one in rounds)
+    return {"count": len(latencies), "errors": sum(one["errors"] for one in rounds),
+            "rate": len(latencies) / seconds if seconds else 0.0,
+            "p50_ms": 1000 * percentile(latencies, 0.5), "p99_ms": 1000 * percentile(latencies, 0.99),
+            "max_ms": 1000 * max(latencies, default=float("nan"))}
+
 
 def _agent_once(port: int) -> float:
+    """One blocking agent exchange (the naive agent's clients)."""
     started = time.perf_counter()
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         data = b""
@@ -53,39 +155,6 @@ def _agent_once(port: int) -> float:
                 raise ConnectionError("closed before a full line")
             data += chunk
     return time.perf_counter() - started
-
-
-def _health_once(port: int) -> float:
-    started = time.perf_counter()
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(b"GET /health HTTP/1.0\r\nHost: bench\r\n\r\n")
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    if not data.startswith(b"HTTP/1.1 200"):
-        raise ConnectionError(data[:40].decode(errors="replace"))
-    return time.perf_counter() - started
-
-
-def run_load(kind: str, port: int, rate: float, seconds: float) -> dict[str, float]:
-    """Open-loop schedule at `rate`; latency from connect to the complete answer."""
-    once = _agent_once if kind == "agent" else _health_once
-    latencies: list[float] = []
-    errors = 0
-    count = int(rate * seconds)
-    start = time.perf_counter() + 0.05
-    for index in range(count):
-        delay = start + index / rate - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        try:
-            latencies.append(once(port))
-        except OSError:
-            errors += 1
-    elapsed = time.perf_counter() - start
-    return {"count": len(latencies), "errors": errors, "rate": len(latencies) / elapsed,
-            "p50_ms": 1000 * percentile(latencies, 0.5), "p99_ms": 1000 * percentile(latencies, 0.99),
-            "max_ms": 1000 * max(latencies, default=float("nan"))}
 
 
 # --- the naive agent of the seed: samples the CPU for one second on every connection ---------------------
@@ -176,21 +245,34 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def _spawn_load(kind: str, port: int, rate: float, seconds: float) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, __file__, "--load", kind, "--port", str(port), "--rate", str(rate),
+def _spawn_load(agent_port: int, http_port: int, seconds: float) -> subprocess.Popen[str]:
+    """2,000 agent connections/s and 200 /health requests/s, from one load process."""
+    return subprocess.Popen([sys.executable, __file__, "--load", f"{agent_port},{http_port}",
                              "--seconds", str(seconds)], stdout=subprocess.PIPE, text=True)
+
+
+def _load_round(agent_port: int, http_port: int, seconds: float) -> dict[str, dict[str, Any]]:
+    process = _spawn_load(agent_port, http_port, seconds)
+    try:
+        results: dict[str, dict[str, Any]] = json.loads(process.communicate(timeout=seconds + 60)[0])
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return results
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8.0, help="length of the load phase")
-    parser.add_argument("--load", choices=["agent", "health"], help=argparse.SUPPRESS)
+    parser.add_argument("--load", help=argparse.SUPPRESS)  # "AGENT_PORT,HTTP_PORT"
     parser.add_argument("--naive-agent", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
-        print(json.dumps(run_load(args.load, args.port, args.rate, args.seconds)))
+        agent_port, http_port = (int(port) for port in args.load.split(","))
+        print(json.dumps(run_loads([("agent", agent_port, AGENT_RATE), ("health", http_port, HEALTH_RATE)],
+                                   args.seconds), separators=(",", ":")))
         return 0
     if args.naive_agent:
         run_naive_agent(args.port)
@@ -238,27 +320,28 @@ def main() -> int:
         time.sleep(10.0)
         idle_cpu = 100 * (_cpu_seconds(sidecar.pid) - cpu_before) / (time.monotonic() - wall_before)
 
-        cpu_load_start = _cpu_seconds(sidecar.pid)
-        agent_load = _spawn_load("agent", agent_port, 2000, args.seconds)
-        health_load = _spawn_load("health", http_port, 200, args.seconds)
-        children += [agent_load, health_load]
         with ThreadPoolExecutor(max_workers=40) as pool:  # the naive agent, 40 connections at once
             naive_latencies = [1000 * latency for latency in pool.map(lambda _: _agent_once(naive_port), range(40))]
-        agent = json.loads(agent_load.communicate(timeout=args.seconds + 60)[0])
-        health = json.loads(health_load.communicate(timeout=args.seconds + 60)[0])
-        cpu_per_request_us = 1e6 * (_cpu_seconds(sidecar.pid) - cpu_load_start) / (agent["count"] + health["count"])
-        rss_after_load = _rss_kib(sidecar.pid) / 1024
-        # The machine's own floor, same loads, same run: bare blocking accept/send/close loops.
+        naive.kill()
+        # The machine's own floor, same loads, same run: bare blocking accept/send/close loops. The sidecar and
+        # the floor take turns in short rounds, so both meet the same moments of a shared machine's noise.
         floor_agent_port, floor_http_port = free_port(), free_port()
         floor_server = subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, str(floor_agent_port),
                                          str(floor_http_port)], text=True)
         children.append(floor_server)
         time.sleep(0.3)
-        floor_load = _spawn_load("agent", floor_agent_port, 2000, args.seconds)
-        floor_health_load = _spawn_load("health", floor_http_port, 200, args.seconds)
-        children += [floor_load, floor_health_load]
-        floor = json.loads(floor_load.communicate(timeout=args.seconds + 60)[0])
-        floor_health = json.loads(floor_health_load.communicate(timeout=args.seconds + 60)[0])
+        sidecar_rounds, floor_rounds, sidecar_cpu = [], [], 0.0
+        for _ in range(ROUNDS):
+            cpu_before = _cpu_seconds(sidecar.pid)
+            sidecar_rounds.append(_load_round(agent_port, http_port, args.seconds / ROUNDS))
+            sidecar_cpu += _cpu_seconds(sidecar.pid) - cpu_before
+            floor_rounds.append(_load_round(floor_agent_port, floor_http_port, args.seconds / ROUNDS))
+        agent = summarize([one["agent"] for one in sidecar_rounds])
+        health = summarize([one["health"] for one in sidecar_rounds])
+        floor = summarize([one["agent"] for one in floor_rounds])
+        floor_health = summarize([one["health"] for one in floor_rounds])
+        cpu_per_request_us = 1e6 * sidecar_cpu / max(agent["count"] + health["count"], 1)
+        rss_after_load = _rss_kib(sidecar.pid) / 1024
     finally:
         for child in reversed(children):
             if child.poll() is None:

@@ -309,6 +309,11 @@ class HttpServer:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # Wake accept() only once the request has arrived (or after a second): HAProxy and curl send at
+            # once, but without this about half of them were accepted a moment before their request landed
+            # and took the slow event-loop path instead of being answered by the accept thread.
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
             sock.bind((host, port))
             sock.listen(backlog)
         except OSError:
