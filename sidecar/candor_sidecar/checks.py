@@ -120,14 +120,22 @@ def disk_checks(config: SidecarConfig) -> list[CheckResult]:
 
 # --- deadlock ------------------------------------------------------------------------------------------
 
-def _app_exited(absence: AppAbsence, now: float, wall_now: float) -> CheckResult:
-    """No heartbeat at all because no app process is left: HAProxy must stop routing here."""
+def _app_exited(absence: AppAbsence, now: float, wall_now: float, timeout: float) -> CheckResult:
+    """No heartbeat at all because no app process is left: HAProxy must stop routing here.
+
+    Only for `heartbeatTimeout`, the bound a stalled app gets too: a restarted app is seen from its first
+    trace or heartbeat, and a request-driven app that never got traffic back would never trace.
+    """
     if absence.since is not None:
         age = max(now - absence.since, 0.0)
         output = f"app process exited {age:.1f}s ago (no live journal writer)"
     else:  # this sidecar never saw it alive; the archive says an app journaled here
         age = max(wall_now - (absence.last_fold_wall or wall_now), 0.0)
         output = f"app process exited (no live journal writer; its journal was folded {age:.1f}s ago)"
+    if age > timeout:
+        return CheckResult("deadlock:heartbeat", WARN,
+                           f"{output}; no new app process seen for over {timeout:g}s (not traced yet?)",
+                           round(age, 3), "s", component_type="component", reason="no app heartbeat")
     return CheckResult("deadlock:heartbeat", FAIL, output, round(age, 3), "s", component_type="component",
                        reason="app exited")
 
@@ -136,12 +144,13 @@ def deadlock_checks(config: SidecarConfig, writers: Sequence[WriterInfo], now: f
                     absence: AppAbsence | None = None, wall_now: float | None = None) -> list[CheckResult]:
     """Heartbeat age, oldest in-flight trace and recorded event-loop stalls, per live app process.
 
-    Without a live writer: a failure when an app was here and has gone (`absence`), else a warning.
+    Without a live writer: a failure when an app was here and has gone (`absence`) within the last
+    heartbeatTimeout, else a warning.
     """
     timeout = config.deadlock.heartbeat_timeout
     if not writers:
         if absence is not None:
-            return [_app_exited(absence, now, time.time() if wall_now is None else wall_now)]
+            return [_app_exited(absence, now, time.time() if wall_now is None else wall_now, timeout)]
         note = "no live app process writes a journal (not started yet, or not traced)"
         return [CheckResult("deadlock:heartbeat", WARN, note, component_type="component", reason="no app heartbeat")]
     results: list[CheckResult] = []

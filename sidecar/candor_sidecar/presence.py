@@ -4,7 +4,8 @@ A live journal writer holds its journal's lock; when the app process exits (or i
 released and the journal is folded into the archive. With no writer left, the pod has no app to route to,
 yet the other checks have nothing to fail on. So: once a writer has been seen alive by this sidecar, or
 the state directory's archive records a fold (a restarted sidecar also knows an app was there), "no live
-writer" means the app exited. A pod whose app never journaled anything has only a warning.
+writer" means the app exited (a failure for heartbeatTimeout, see checks._app_exited). A pod whose app
+never journaled anything has only a warning.
 """
 
 from __future__ import annotations

@@ -129,3 +129,20 @@ def test_a_restarted_sidecar_knows_from_the_archive_that_an_app_was_here() -> No
     [gone] = deadlock_checks(parse_config({}), [], now=5.0, absence=absence, wall_now=1012.5)
     assert gone.status == FAIL and gone.reason == "app exited"
     assert gone.output == "app process exited (no live journal writer; its journal was folded 12.5s ago)"
+
+
+def test_an_exit_fails_only_for_heartbeat_timeout_so_a_restarted_untraced_app_gets_traffic_back() -> None:
+    config = parse_config({"deadlock": {"heartbeatTimeout": "10s"}})
+    presence = AppPresence()
+    presence.observe(_snapshot((_writer(),), now=20.0))
+    absence = presence.observe(_snapshot((), now=21.0))
+    assert absence is not None
+    [recent] = deadlock_checks(config, [], now=29.0, absence=absence)
+    assert recent.status == FAIL and recent.reason == "app exited"
+    [old] = deadlock_checks(config, [], now=31.5, absence=absence)
+    assert old.status == WARN and old.reason == "no app heartbeat"
+    assert old.output == ("app process exited 11.5s ago (no live journal writer); "
+                          "no new app process seen for over 10s (not traced yet?)")
+    [archived] = deadlock_checks(config, [], now=5.0, absence=AppPresence().observe(_snapshot((), 5.0, 1000.0)),
+                                 wall_now=1030.0)
+    assert archived.status == WARN
