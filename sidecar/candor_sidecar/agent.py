@@ -16,6 +16,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from candor_sidecar.listener import accept_connections, listen_tcp
+
 READY_WINDOW = 30.0  # seconds to keep saying `ready` after maintenance ends (and after start)
 
 log = logging.getLogger("candor.sidecar.agent")
@@ -110,15 +112,7 @@ class AgentServer:
         return port
 
     def _serve(self) -> None:
-        while not self.closed:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError as error:
-                if self.closed:
-                    return
-                log.warning("agent accept failed: %s; pausing 100ms", error)  # e.g. out of file descriptors
-                time.sleep(0.1)
-                continue
+        for conn in accept_connections(self.sock, lambda: self.closed, "agent"):
             self.state.answers += 1
             try:
                 conn.send(self.state.line(), socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
@@ -138,13 +132,4 @@ class AgentServer:
 
 
 def start_agent_server(state: AgentState, host: str, port: int, backlog: int = 4096) -> AgentServer:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(backlog)
-    except OSError:
-        sock.close()
-        raise
-    return AgentServer(state, sock)
+    return AgentServer(state, listen_tcp(host, port, backlog))

@@ -13,10 +13,11 @@ import contextlib
 import logging
 import socket
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from candor_sidecar.listener import accept_connections, listen_tcp
 
 log = logging.getLogger("candor.sidecar.http")
 
@@ -305,36 +306,17 @@ class HttpServer:
     async def start(self, host: str, port: int, backlog: int = 4096) -> int:
         """Binds and starts accepting; the port (useful with port 0)."""
         self.loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            # Wake accept() only once the request has arrived (or after a second): HAProxy and curl send at
-            # once, but without this about half of them were accepted a moment before their request landed
-            # and took the slow event-loop path instead of being answered by the accept thread.
-            with contextlib.suppress(OSError, AttributeError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
-            sock.bind((host, port))
-            sock.listen(backlog)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+        # Deferred accept wakes accept() only once the request has arrived (or after a second): HAProxy and
+        # curl send at once, but without it about half of them were accepted a moment before their request
+        # landed and took the slow event-loop path instead of being answered by the accept thread.
+        sock = self.sock = listen_tcp(host, port, backlog, defer_accept=True)
         threading.Thread(target=self._accept_loop, name="candor-http-accept", daemon=True).start()
         bound: int = sock.getsockname()[1]
         return bound
 
     def _accept_loop(self) -> None:
         assert self.sock is not None and self.loop is not None
-        while not self.closed:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError as error:
-                if self.closed:
-                    return
-                log.warning("HTTP accept failed: %s; pausing 100ms", error)  # e.g. out of file descriptors
-                time.sleep(0.1)
-                continue
+        for conn in accept_connections(self.sock, lambda: self.closed, "HTTP"):
             try:
                 if self._answer_at_once(conn):
                     continue
