@@ -9,7 +9,6 @@ and a free-text reason after `#`.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import socket
 import threading
@@ -20,7 +19,6 @@ from candor_sidecar.listener import accept_connections, listen_tcp
 
 READY_WINDOW = 30.0  # seconds to keep saying `ready` after maintenance ends (and after start)
 
-log = logging.getLogger("candor.sidecar.agent")
 
 
 class AgentState:
