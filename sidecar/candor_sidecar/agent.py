@@ -20,7 +20,6 @@ from candor_sidecar.listener import accept_connections, listen_tcp
 READY_WINDOW = 30.0  # seconds to keep saying `ready` after maintenance ends (and after start)
 
 
-
 class AgentState:
     """What the agent says, updated by the evaluation loop and by signals; `line()` formats it."""
 
