@@ -1,19 +1,60 @@
-"""The HealthPolicy model: `parse_policy(spec)` validates a spec and returns typed, frozen values.
+"""Validation of a HealthPolicy spec: `parse_policy(spec)` checks it and returns the typed values.
 
 The rules are those of crds/healthpolicy.yaml (OpenAPI ranges, patterns, enums, defaults and CEL
 cross-field rules). The operator applies them again because a CRD may be installed without its
 schema, or at an older version, and because `candor render -f` reads files no API server has seen.
 Errors name the field the way the API server does (`spec.httpCheck.interval`) and the allowed range.
+The typed values themselves live in candor_operator.policy_model; they are re-exported here so
+callers can take `parse_policy` and what it returns from one place.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from candor_operator.policy_model import (
+    AgentCheck,
+    Deadlock,
+    Disk,
+    HealthPolicy,
+    HttpCheck,
+    Ingress,
+    LabelRequirement,
+    Memory,
+    Metrics,
+    Passive,
+    PolicyError,
+    Selector,
+)
 from candor_sidecar.durations import format_duration, parse_duration
+
+__all__ = [
+    "CONTROLLERS",
+    "DEFAULTS",
+    "DURATION_PATTERN",
+    "DURATION_RANGES",
+    "HTTP_PATH_PATTERN",
+    "INTEGER_RANGES",
+    "OBSERVE_MODES",
+    "ON_ERROR_ACTIONS",
+    "ROLLOUTS",
+    "SELECTOR_OPERATORS",
+    "AgentCheck",
+    "Deadlock",
+    "Disk",
+    "HealthPolicy",
+    "HttpCheck",
+    "Ingress",
+    "LabelRequirement",
+    "Memory",
+    "Metrics",
+    "Passive",
+    "PolicyError",
+    "Selector",
+    "parse_policy",
+]
 
 T = TypeVar("T")
 
@@ -79,114 +120,6 @@ DEFAULTS: dict[str, object] = {
     "metrics.finalScrapeTimeout": "20s",
     "rollout": "Automatic",
 }
-
-
-class PolicyError(ValueError):
-    """An invalid HealthPolicy; `field` is the path the API server would name (`spec.slowStart`)."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
-
-
-@dataclass(frozen=True)
-class LabelRequirement:
-    key: str
-    operator: str
-    values: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Selector:
-    match_labels: tuple[tuple[str, str], ...] = ()
-    match_expressions: tuple[LabelRequirement, ...] = ()
-
-    def as_label_selector(self) -> dict[str, Any]:
-        """The Kubernetes LabelSelector form (for API calls and candor_operator.labels)."""
-        result: dict[str, Any] = {}
-        if self.match_labels:
-            result["matchLabels"] = dict(self.match_labels)
-        if self.match_expressions:
-            result["matchExpressions"] = [
-                {"key": r.key, "operator": r.operator, **({"values": list(r.values)} if r.values else {})}
-                for r in self.match_expressions
-            ]
-        return result
-
-
-@dataclass(frozen=True)
-class Ingress:
-    controller: str = "haproxytech"
-    services: tuple[str, ...] = ()  # empty: every Service whose selector matches the governed pods
-
-
-@dataclass(frozen=True)
-class HttpCheck:
-    path: str = "/health"
-    port: int = 9898
-    interval: float = 2.0
-    timeout: float | None = None
-    rise: int = 2
-    fall: int = 3
-    expect_status: int = 200
-
-    @property
-    def effective_timeout(self) -> float:
-        """HAProxy's `timeout check`: the policy's, else the interval (a check never outlives its period)."""
-        return self.timeout if self.timeout is not None else self.interval
-
-
-@dataclass(frozen=True)
-class AgentCheck:
-    port: int = 9999
-    interval: float = 2.0
-
-
-@dataclass(frozen=True)
-class Memory:
-    max_percent: int = 80
-
-
-@dataclass(frozen=True)
-class Disk:
-    paths: tuple[str, ...] = ()
-    max_percent: int = 90
-
-
-@dataclass(frozen=True)
-class Deadlock:
-    heartbeat_timeout: float = 30.0
-    max_job_duration: float = 600.0
-
-
-@dataclass(frozen=True)
-class Passive:
-    observe: str
-    error_limit: int = 10
-    on_error: str = "fail-check"
-
-
-@dataclass(frozen=True)
-class Metrics:
-    final_scrape_timeout: float = 20.0
-
-
-@dataclass(frozen=True)
-class HealthPolicy:
-    selector: Selector
-    ingress: Ingress = Ingress()
-    http_check: HttpCheck = HttpCheck()
-    agent_check: AgentCheck = AgentCheck()
-    memory: Memory = Memory()
-    disk: Disk = Disk()
-    deadlock: Deadlock = Deadlock()
-    slow_start: float = 30.0
-    max_conn: int | None = None
-    queue_timeout: float | None = None
-    passive: Passive | None = None
-    metrics: Metrics = Metrics()
-    rollout: str = "Automatic"
 
 
 # --- readers: each takes (value, field path) and names the field when it refuses -------------------

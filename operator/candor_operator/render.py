@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from candor_operator.policy import HealthPolicy
+from candor_operator.policy_model import HealthPolicy
 from candor_sidecar.durations import format_duration
 
 HAPROXYTECH = "haproxytech"
