@@ -10,9 +10,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import yaml
 
@@ -21,7 +22,57 @@ from tests.support.ports import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class SidecarProcess:
+class _ChildProcess:
+    """What the sidecar and the app processes share: start-up polling, signals, the `with` form."""
+
+    process: subprocess.Popen[bytes] | None = None
+
+    def _wait_until_answering(self, probe: Callable[[], bool], timeout: float, what: str,
+                              output: Callable[[], str] = lambda: "") -> None:
+        """Poll `probe()` (True once it answers) until `timeout`; raise with `output()` if the child dies."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{what} exited {self.process.returncode}:\n{output()}")
+            try:
+                if probe():
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} not answering within {timeout}s:\n{output()}")
+            time.sleep(0.05)
+
+    def __enter__(self) -> Self:
+        if self.process is None:
+            self.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.kill()
+
+    def start(self, timeout: float = 20.0) -> Self:
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a stopped process must run to die
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+
+class SidecarProcess(_ChildProcess):
     def __init__(self, state_dir: str | os.PathLike[str], *, config: dict[str, Any] | None = None,
                  pod_info_dir: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> None:
         self.state_dir = Path(state_dir)
@@ -47,43 +98,12 @@ class SidecarProcess:
             self.process = subprocess.Popen([sys.executable, "-m", "candor_sidecar", "--config", str(self.config_path)],
                                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             env=self.env, cwd=ROOT)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"sidecar exited {self.process.returncode}:\n{self.logs()}")
-            try:
-                if self.get("/livez")[0] == 200:
-                    return self
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"sidecar not live within {timeout}s:\n{self.logs()}")
-            time.sleep(0.05)
-
-    def __enter__(self) -> SidecarProcess:
-        return self.start() if self.process is None else self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self.kill()
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def signal(self, signum: int) -> None:
-        assert self.process is not None
-        self.process.send_signal(signum)
+        self._wait_until_answering(lambda: self.get("/livez")[0] == 200, timeout, "sidecar", self.logs)
+        return self
 
     def wait(self, timeout: float) -> int:
         assert self.process is not None
         return self.process.wait(timeout)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
 
     def logs(self) -> str:
         try:
@@ -125,7 +145,7 @@ class SidecarProcess:
             (root / "annotations").symlink_to("..data/annotations")
 
 
-class AppProcess:
+class AppProcess(_ChildProcess):
     """`python -m tests.support.traced_app` with CANDOR_STATE_DIR: a real traced app writing a journal."""
 
     def __init__(self, state_dir: str | os.PathLike[str], name: str = "app") -> None:
@@ -139,40 +159,8 @@ class AppProcess:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "CANDOR_STATE_DIR": str(self.state_dir)}
         self.process = subprocess.Popen([sys.executable, "-m", "tests.support.traced_app", "--port", str(self.port),
                                          "--name", self.name], env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"app {self.name} exited {self.process.returncode}")
-            try:
-                if self.get("/")[0] == 200:
-                    return self
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"app {self.name} not answering within {timeout}s")
-            time.sleep(0.05)
-
-    def __enter__(self) -> AppProcess:
-        return self.start() if self.process is None else self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self.kill()
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def signal(self, signum: int) -> None:
-        assert self.process is not None
-        self.process.send_signal(signum)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)  # a stopped process must run to die
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
+        self._wait_until_answering(lambda: self.get("/")[0] == 200, timeout, f"app {self.name}")
+        return self
 
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
