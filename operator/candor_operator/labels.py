@@ -6,7 +6,7 @@ already holds (from a list or a watch event), so the Kubernetes rules are implem
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,16 +57,21 @@ def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str], fie
             raise SelectorError(f"{where}.values", f"must not be empty for operator {operator}")
         if operator in ("Exists", "DoesNotExist") and values:
             raise SelectorError(f"{where}.values", f"must be empty for operator {operator}")
-        present = key in labels
-        if operator == "In" and not (present and labels[key] in values):
-            return False
-        if operator == "NotIn" and present and labels[key] in values:
-            return False
-        if operator == "Exists" and not present:
-            return False
-        if operator == "DoesNotExist" and present:
+        if not expression_holds(labels, key, operator, values):
             return False
     return True
+
+
+def expression_holds(labels: Mapping[str, str], key: str, operator: str, values: Collection[str]) -> bool:
+    """One validated matchExpressions entry against a label set, as the API server evaluates it."""
+    present = key in labels
+    if operator == "In":
+        return present and labels[key] in values
+    if operator == "NotIn":
+        return not (present and labels[key] in values)
+    if operator == "Exists":
+        return present
+    return not present  # DoesNotExist
 
 
 def explicit_services(spec: Mapping[str, Any]) -> list[str] | None:
@@ -98,17 +103,7 @@ class TargetMatcher:
         for key, value in self.match_labels:
             if labels.get(key) != value:
                 return False
-        for key, operator, values in self.expressions:
-            present = key in labels
-            if operator == "In" and not (present and labels[key] in values):
-                return False
-            if operator == "NotIn" and present and labels[key] in values:
-                return False
-            if operator == "Exists" and not present:
-                return False
-            if operator == "DoesNotExist" and present:
-                return False
-        return True
+        return all(expression_holds(labels, key, operator, values) for key, operator, values in self.expressions)
 
 
 def compile_targets(spec: Mapping[str, Any]) -> TargetMatcher:
