@@ -86,8 +86,9 @@ def test_signals_lose_work_for_the_naive_counter_and_not_for_candor(demo_run: tu
     assert kill["truth"] - kill["candor"] - (kill["candor_gap_before"] or 0.0) <= heartbeat * 1.05
     term = figures["sigterm"]
     assert term["truth"] - term["candor"] - (term["candor_gap_before"] or 0.0) <= heartbeat * 1.05
-    # The naive counter loses what it was not scraped for (unless a scrape lands in the app's last milliseconds).
-    assert term["truth"] - term["naive"] >= term["truth"] - term["candor"] - 0.01
+    # What the naive counter loses at a SIGTERM depends on whether a scrape lands in the app's last milliseconds
+    # (its interrupted jobs are counted at exit, then its /metrics dies with it); it never counts more than truth.
+    assert term["truth"] - term["naive"] >= -0.01
 
 
 def test_haproxy_routed_around_the_memory_fault_and_ramped_back(demo_run: tuple[Any, Path, float]) -> None:
