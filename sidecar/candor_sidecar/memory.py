@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from candor_tracer.cgroup import read_int_file
+
 APP_MEMORY_LIMIT_ENV = "CANDOR_APP_MEMORY_LIMIT"
 _UNLIMITED_V1 = 1 << 60  # cgroup v1 reports "no limit" as a huge page-aligned number
 _QUANTITY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|k|K|M|G|T)?\s*$")
@@ -38,14 +40,6 @@ def app_memory_limit() -> int | None:
     value = os.environ.get(APP_MEMORY_LIMIT_ENV, "")
     limit = parse_quantity(value) if value else None
     return limit if limit else None
-
-
-def _read_int(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
 
 
 def _stat_value(path: Path, key: str) -> int:
@@ -130,18 +124,18 @@ def read_own_cgroup(root: Path = Path("/sys/fs/cgroup")) -> MemoryReading | None
     if v2 is not None:
         for base in (root, root / "unified"):
             for directory in _candidates(base, v2):
-                current = _read_int(directory / "memory.current")
+                current = read_int_file(directory / "memory.current")
                 if current is None:
                     continue
-                limit = _read_int(directory / "memory.max")  # "max" reads as None
+                limit = read_int_file(directory / "memory.max")  # "max" reads as None
                 inactive = _stat_value(directory / "memory.stat", "inactive_file")
                 return MemoryReading(max(current - inactive, 0), limit, "sidecar cgroup (v2)")
     if v1 is not None:
         for directory in _candidates(root / "memory", v1):
-            usage = _read_int(directory / "memory.usage_in_bytes")
+            usage = read_int_file(directory / "memory.usage_in_bytes")
             if usage is None:
                 continue
-            limit = _read_int(directory / "memory.limit_in_bytes")
+            limit = read_int_file(directory / "memory.limit_in_bytes")
             inactive = _stat_value(directory / "memory.stat", "total_inactive_file")
             return MemoryReading(max(usage - inactive, 0), None if limit is None or limit >= _UNLIMITED_V1 else limit,
                                  "sidecar cgroup (v1)")

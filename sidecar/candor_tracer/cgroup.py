@@ -51,7 +51,8 @@ def _own_cgroup_dir(root: Path, proc_cgroup: Path) -> Path:
     return root
 
 
-def _read_int(path: Path) -> int | None:
+def read_int_file(path: Path) -> int | None:
+    """A cgroup file holding one integer; None when absent, unreadable or not a number (e.g. "max")."""
     try:
         text = path.read_text().strip()
     except OSError:
@@ -82,5 +83,5 @@ class MemoryReader:
 
     def read(self) -> MemoryFigures:
         d = self.directory
-        return MemoryFigures(current=_read_int(d / "memory.current"), limit=_read_int(d / "memory.max"),
+        return MemoryFigures(current=read_int_file(d / "memory.current"), limit=read_int_file(d / "memory.max"),
                              inactive_file=_read_inactive_file(d / "memory.stat"))

@@ -31,6 +31,11 @@ def _config(frontend: int, pairs: list[tuple[str, AppProcess, SidecarProcess]]) 
         f" agent-check agent-addr 127.0.0.1 agent-port {sidecar.agent_port} agent-inter {AGENT_INTER:g}s"
         + (" agent-send candor-check-from-haproxy" if name == "s2" else "")  # sent or not: never waited for
         for name, app, sidecar in pairs)
+    return _frontend_and_backend(frontend, f"    balance roundrobin\n    option httpchk GET /health\n{servers}\n")
+
+
+def _frontend_and_backend(frontend: int, backend_body: str) -> str:
+    """An HTTP frontend on `frontend` in front of backend `app` with the given lines."""
     return f"""
 defaults
     mode http
@@ -44,10 +49,7 @@ frontend web
     default_backend app
 
 backend app
-    balance roundrobin
-    option httpchk GET /health
-{servers}
-"""
+{backend_body}"""
 
 
 def _poll(predicate_name: str, check: object, timeout: float, interval: float = 0.05) -> float:
@@ -177,23 +179,8 @@ def test_option_httpchk_with_a_bare_uri_sends_options_and_the_sidecar_answers_it
         servers = "\n".join(f"    server {name} 127.0.0.1:{app.port} check port {sidecar.http_port} inter 200ms"
                             " rise 2 fall 2" for name, app, sidecar in (("s1", app1, fine), ("s2", app2, sick)))
         frontend = free_port()
-        config = f"""
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 5s
-    timeout server 5s
-    retries 0
-
-frontend web
-    bind 127.0.0.1:{frontend}
-    default_backend app
-
-backend app
-    option httpchk /health
-{servers}
-"""
-        haproxy = stack.enter_context(HAProxyProcess(config))
+        haproxy = stack.enter_context(HAProxyProcess(
+            _frontend_and_backend(frontend, f"    option httpchk /health\n{servers}\n")))
         _poll("s1 UP", lambda: haproxy.server_state("app", "s1").base_status == "UP", 10)
         _poll("s2 DOWN", lambda: haproxy.server_state("app", "s2").base_status == "DOWN", 10)
         # Held for a while: UP stays UP (no 405 flapping it down), DOWN stays DOWN.
