@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import textwrap
@@ -25,7 +26,9 @@ PRELUDE = textwrap.dedent("""
     JOB = Counter("job_worked_seconds_total", "Seconds spent working on jobs", ["job"])
 
     def say(**fields):
-        print(json.dumps(fields), flush=True)
+        # one write(2) per line: forked children share the pipe, and with PYTHONUNBUFFERED print()
+        # would write the text and its newline separately, interleaving lines
+        os.write(1, (json.dumps(fields) + "\\n").encode())
 """)
 
 
@@ -43,19 +46,30 @@ def start_app(code: str, state_dir: Path | str | None, heartbeat_interval: float
               prefix: list[str] | None = None) -> subprocess.Popen[str]:
     """Run PRELUDE + `code` in a new interpreter (optionally behind `prefix`, e.g. unshare)."""
     script = PRELUDE + textwrap.dedent(code)
+    # its own session, so stop_app can kill the children it forked too (they hold the pipes open)
     return subprocess.Popen([*(prefix or []), sys.executable, "-c", script], env=app_env(state_dir, heartbeat_interval),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+# Bytes read past the last line, per app pid. The pipe is read with os.read, never through the text
+# wrapper: its buffer would hide a second line that arrived with the first from select().
+_unread: dict[int, bytes] = {}
 
 
 def next_message(proc: subprocess.Popen[str], timeout: float = 30.0) -> dict[str, Any]:
     """The app's next JSON line; fails with its stderr when it exits or stays silent."""
     assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    line = proc.stdout.readline() if ready else ""
-    if not line:
-        proc.kill()
-        _, err = proc.communicate(timeout=10)
-        raise AssertionError(f"app sent nothing within {timeout} s (exit {proc.returncode}); stderr:\n{err}")
+    fd, deadline = proc.stdout.fileno(), time.monotonic() + timeout
+    buffered = _unread.pop(proc.pid, b"")
+    while b"\n" not in buffered:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(fd, 65536) if ready else b""
+        if not chunk:
+            err = stop_app(proc)
+            raise AssertionError(f"app sent nothing within {timeout} s (exit {proc.returncode}); stderr:\n{err}")
+        buffered += chunk
+    line, _, _unread[proc.pid] = buffered.partition(b"\n")
     message: dict[str, Any] = json.loads(line)
     return message
 
@@ -100,7 +114,11 @@ def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05
         time.sleep(interval)
 
 
-def stop_app(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.communicate(timeout=30)
+def stop_app(proc: subprocess.Popen[str]) -> str:
+    """Kill the app and everything it forked; its stderr."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # the whole group is gone already
+        pass
+    _, err = proc.communicate(timeout=30)
+    return err
