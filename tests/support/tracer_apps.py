@@ -6,6 +6,7 @@ stdout. A reader "restart" is a fresh interpreter calling read_totals, as a rest
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -116,9 +117,7 @@ def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05
 
 def stop_app(proc: subprocess.Popen[str]) -> str:
     """Kill the app and everything it forked; its stderr."""
-    try:
+    with contextlib.suppress(ProcessLookupError):  # the whole group is gone already
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:  # the whole group is gone already
-        pass
     _, err = proc.communicate(timeout=30)
     return err

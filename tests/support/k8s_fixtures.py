@@ -1,0 +1,43 @@
+"""pytest wiring of the test control plane: the session-wide ``k8s_cluster`` and a ``k8s_namespace`` per test.
+
+Registered in tests/conftest.py (``pytest_plugins``); the cluster itself is tests/support/k8s_cluster.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.k8s_cluster import K8sCluster
+from tests.support.k8s_processes import ensure_binaries
+
+_BIN_DIR = pytest.StashKey[Path]()
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Build here, before any test starts, so a first-time compile does not count against a test's timeout.
+    if any("k8s_cluster" in getattr(item, "fixturenames", ()) for item in items):
+        capture = config.pluginmanager.getplugin("capturemanager")
+        # Show build.sh's progress: a first build takes minutes and should not look like a hang.
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            config.stash[_BIN_DIR] = ensure_binaries()
+
+
+@pytest.fixture(scope="session")
+def k8s_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[K8sCluster]:
+    bin_dir = request.config.stash.get(_BIN_DIR, None) or ensure_binaries()
+    cluster = K8sCluster(tmp_path_factory.mktemp("k8s"), bin_dir).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def k8s_namespace(k8s_cluster: K8sCluster) -> Iterator[str]:
+    name = k8s_cluster.create_namespace()
+    yield name
+    k8s_cluster.api("DELETE", f"/api/v1/namespaces/{name}")
