@@ -17,19 +17,25 @@ from collections.abc import Callable
 
 from candor_sidecar.listener import accept_connections, listen_tcp
 
-READY_WINDOW = 30.0  # seconds to keep saying `ready` after maintenance ends (and after start)
+READY_WINDOW = 30.0  # seconds to keep saying `ready` when lifting a maint or drain this agent said
 
 
 class AgentState:
-    """What the agent says, updated by the evaluation loop and by signals; `line()` formats it."""
+    """What the agent says, updated by the evaluation loop and by signals; `line()` formats it.
 
-    def __init__(self, slow_start: float, max_conn: int | None, clock: Callable[[], float] = time.monotonic) -> None:
+    `lift_admin_state`: a previous sidecar of this pod said maint or drain (see admin_word), so this one
+    starts by saying `ready` for READY_WINDOW. Otherwise `ready` is said only after maintenance ends: it
+    would also cancel a MAINT an operator set through HAProxy's runtime API.
+    """
+
+    def __init__(self, slow_start: float, max_conn: int | None, clock: Callable[[], float] = time.monotonic,
+                 lift_admin_state: bool = False) -> None:
         self.slow_start = slow_start
         self.max_conn = max_conn
         self.clock = clock
         now = clock()
         self.ramp_from = now  # new pods ramp too: HAProxy's own slowstart skips new servers
-        self.ready_until = now + READY_WINDOW
+        self.ready_until = now + READY_WINDOW if lift_admin_state else now
         self.failing = False
         self.reason = ""
         self.maintenance = False
@@ -47,6 +53,9 @@ class AgentState:
 
     def drain(self) -> None:
         self.draining = True
+
+    def saying_ready(self, now: float | None = None) -> bool:
+        return (self.clock() if now is None else now) < self.ready_until
 
     def weight_percent(self, now: float | None = None) -> int:
         now = self.clock() if now is None else now
@@ -70,13 +79,16 @@ class AgentState:
             text = "drain # sidecar terminating"
         elif self.maintenance:
             text = "maint # annotation candor.io/maintenance=true"
-        elif self.failing:
-            text = f"down # {_clean(self.reason) or 'unhealthy'}"
         else:
-            words = ["ready"] if now < self.ready_until else []
-            words += ["up", f"{self.weight_percent(now)}%"]
-            if self.max_conn is not None:
-                words.append(f"maxconn:{self.max_conn}")
+            # `ready` goes with `down` too: an app failing right after maintenance must not stay in MAINT
+            # once it recovers (one admin, one operational word and a weight may share a line)
+            words = ["ready"] if self.saying_ready(now) else []
+            if self.failing:
+                words += ["down", "#", _clean(self.reason) or "unhealthy"]
+            else:
+                words += ["up", f"{self.weight_percent(now)}%"]
+                if self.max_conn is not None:
+                    words.append(f"maxconn:{self.max_conn}")
             text = " ".join(words)
         return text.encode("ascii", "replace") + b"\n"
 

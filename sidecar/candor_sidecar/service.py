@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
+from candor_sidecar.admin_word import ADMIN_WORDS, read_admin_word, remember_admin_word
 from candor_sidecar.agent import AgentState, start_agent_server
 from candor_sidecar.checks import Evaluation, evaluate
 from candor_sidecar.config import SidecarConfig
@@ -56,7 +57,8 @@ def is_probe_path(path: str) -> bool:
 class Sidecar:
     def __init__(self, config: SidecarConfig) -> None:
         self.config = config
-        self.agent = AgentState(config.slow_start, config.max_conn)
+        self._admin_word = read_admin_word(config.state_dir)  # maint/drain said and not yet lifted
+        self.agent = AgentState(config.slow_start, config.max_conn, lift_admin_state=self._admin_word is not None)
         self.evaluation: Evaluation | None = None
         self.presence = AppPresence()  # only the journal worker thread touches it
         self._health_cache: dict[tuple[str | None, bool, bool], Response] = {}
@@ -113,6 +115,17 @@ class Sidecar:
         if word != self._last_word:
             log.info("agent answers %s", self.agent.line().decode().strip())
             self._last_word = word
+        self._track_admin_word(word)
+
+    def _track_admin_word(self, word: str) -> None:
+        """Remember a maint or drain HAProxy will hold; forget it once `ready` has been said long enough."""
+        if word in ADMIN_WORDS:
+            if word != self._admin_word:
+                self._admin_word = word
+                remember_admin_word(self.config.state_dir, word)
+        elif self._admin_word is not None and not self.agent.saying_ready():
+            self._admin_word = None
+            remember_admin_word(self.config.state_dir, None)
 
     async def _evaluation_loop(self) -> None:
         interval = self.config.evaluation_interval
@@ -211,6 +224,7 @@ class Sidecar:
         log.info("termination signal: agent answers drain, folding journals")
         self.draining = True
         self.agent.drain()
+        self._track_admin_word("drain")
         self.terminate.set()
 
     async def start(self) -> None:

@@ -93,7 +93,7 @@ def test_a_pod_whose_app_never_journaled_only_warns(tmp_path: Path) -> None:
         time.sleep(2 * INTERVAL)
         status, entry = _heartbeat_check(sidecar)
         assert status == 200 and entry["status"] == "warn"
-        assert sidecar.agent_line().startswith("ready up ")
+        assert sidecar.agent_line().startswith("up ")
 
 
 def test_sigterm_after_the_app_exited_answers_drain_not_down(tmp_path: Path) -> None:

@@ -190,3 +190,34 @@ def test_option_httpchk_with_a_bare_uri_sends_options_and_the_sidecar_answers_it
         codes = {row["svname"]: row["check_code"] for row in haproxy.stat_rows() if row["pxname"] == "app"}
         assert codes["s1"] == "200" and codes["s2"] == "503", codes  # the sidecar's verdict, never 405
         assert _who_answers(frontend, 6) == ["s1"] * 6
+
+
+def test_the_agent_lifts_only_the_admin_states_it_set(tmp_path: Path) -> None:
+    """`ready` cancels any MAINT, so an operator's (runtime API) must outlive the agent; the sidecar's own
+    MAINT is lifted even when the sidecar crashed in it and the annotation went away meanwhile."""
+    config = {"slowStart": "0s", "evaluationInterval": "200ms"}
+    with ExitStack() as stack:
+        app = stack.enter_context(AppProcess(tmp_path / "a", "s1"))
+        sidecar = stack.enter_context(SidecarProcess(tmp_path / "a", config=config))
+        frontend = free_port()
+        haproxy = stack.enter_context(HAProxyProcess(_config(frontend, [("s1", app, sidecar)])))
+
+        def status() -> str:
+            return haproxy.server_state("app", "s1").base_status
+
+        _poll("s1 UP", lambda: status() == "UP", 10)
+        # 1. An operator's maintenance, seconds after the sidecar started: the agent leaves it alone.
+        haproxy.command("set server app/s1 state maint")
+        time.sleep(3 * AGENT_INTER + 0.5)
+        assert status() == "MAINT", "the agent cancelled a MAINT set through HAProxy's runtime API"
+        haproxy.command("set server app/s1 state ready")
+        _poll("s1 UP after the operator's ready", lambda: status() == "UP", AGENT_INTER + 3)
+
+        # 2. The sidecar's own maintenance; it crashes; the annotation goes; its successor lifts the MAINT.
+        sidecar.set_annotations({"candor.io/maintenance": "true"})
+        _poll("s1 MAINT", lambda: status() == "MAINT", AGENT_INTER + 3)
+        sidecar.kill()
+        sidecar.set_annotations({})
+        sidecar.start()
+        assert sidecar.agent_line().startswith("ready up")
+        _poll("s1 UP after the restarted sidecar's ready", lambda: status() == "UP", AGENT_INTER + 3)

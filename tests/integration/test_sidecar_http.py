@@ -91,7 +91,7 @@ def test_metrics_negotiates_prometheus_text_and_openmetrics(tmp_path: Path) -> N
 
 def test_sigterm_drains_waits_for_one_scrape_then_exits_0(tmp_path: Path) -> None:
     with SidecarProcess(tmp_path / "state", config={"finalScrapeTimeout": "30s"}) as sidecar:
-        assert sidecar.agent_line().startswith("ready up")
+        assert sidecar.agent_line().startswith("up ")
         sidecar.signal(signal.SIGTERM)
         deadline = time.monotonic() + 5
         while not sidecar.agent_line().startswith("drain"):
@@ -105,6 +105,9 @@ def test_sigterm_drains_waits_for_one_scrape_then_exits_0(tmp_path: Path) -> Non
         assert sidecar.wait(10) == 0
         assert time.monotonic() - scraped < 5
         assert "final scrape served" in sidecar.logs()
+    # A sidecar restarted in the same pod (same stateDir) lifts the DRAIN its predecessor left in HAProxy.
+    with SidecarProcess(tmp_path / "state") as successor:
+        assert successor.agent_line().startswith("ready up ")
 
 
 def test_without_a_scrape_it_exits_after_final_scrape_timeout(tmp_path: Path) -> None:

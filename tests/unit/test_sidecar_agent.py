@@ -19,11 +19,31 @@ def test_a_new_sidecar_ramps_its_weight_linearly_over_slow_start() -> None:
     clock = Clock()
     state = AgentState(slow_start=30.0, max_conn=30, clock=clock)
     state.update(False, "", False)
-    assert state.line() == b"ready up 1% maxconn:30\n"
+    assert state.line() == b"up 1% maxconn:30\n"  # no `ready`: it would cancel an operator's MAINT
     clock.now += 15
-    assert state.line() == b"ready up 50% maxconn:30\n"
-    clock.now += READY_WINDOW
+    assert state.line() == b"up 50% maxconn:30\n"
+    clock.now += 15
     assert state.line() == b"up 100% maxconn:30\n"
+
+
+def test_a_sidecar_whose_predecessor_said_maint_or_drain_says_ready_for_a_while() -> None:
+    clock = Clock()
+    state = AgentState(slow_start=0.0, max_conn=None, clock=clock, lift_admin_state=True)
+    state.update(False, "", False)
+    assert state.line() == b"ready up 100%\n"
+    clock.now += READY_WINDOW
+    assert state.line() == b"up 100%\n"
+
+
+def test_an_app_failing_right_after_maintenance_is_still_lifted_out_of_maint() -> None:
+    clock = Clock()
+    state = AgentState(slow_start=0.0, max_conn=None, clock=clock)
+    state.update(False, "", True)
+    clock.now += 5
+    state.update(True, "disk /data 95% > 90%", False)
+    assert state.line() == b"ready down # disk /data 95% > 90%\n"  # one admin and one operational word
+    clock.now += READY_WINDOW
+    assert state.line() == b"down # disk /data 95% > 90%\n"
 
 
 def test_failing_answers_down_with_the_reason_then_ramps_again_after_recovery() -> None:
@@ -69,12 +89,12 @@ async def test_the_server_answers_at_once_without_waiting_for_agent_send() -> No
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         line = await asyncio.wait_for(reader.read(), 2.0)  # EOF comes right after the line
-        assert line == b"ready up 100% maxconn:5\n"
+        assert line == b"up 100% maxconn:5\n"
         writer.close()
         # HAProxy's agent-send, or garbage, before reading: still one line
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"\x00\xffhello agent\r\n" * 100)
-        assert await asyncio.wait_for(reader.readline(), 2.0) == b"ready up 100% maxconn:5\n"
+        assert await asyncio.wait_for(reader.readline(), 2.0) == b"up 100% maxconn:5\n"
         writer.close()
     finally:
         server.close()
