@@ -1,0 +1,3 @@
+module candor/bench/loadgen
+
+go 1.21
