@@ -247,10 +247,34 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
+def _private_kib(pid: int) -> int:
+    """Memory only this process holds (a forked child shares the rest with its parent, copy-on-write)."""
+    total = 0
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                total += int(line.split()[1])
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        return [int(child) for child in children.read().split()]
+
+
+def _sidecar_rss_kib(pid: int) -> int:
+    """The sidecar's RSS plus what its agent process holds privately: the pod's real cost."""
+    return _rss_kib(pid) + sum(_private_kib(child) for child in _children(pid))
+
+
 def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """CPU of the process and of its children still running (the sidecar's agent process)."""
+    total = 0.0
+    for one in [pid, *_children(pid)]:
+        with open(f"/proc/{one}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
 
 
 def build_go_loadgen() -> Path | None:
@@ -359,7 +383,7 @@ def main() -> int:
         series = sum(1 for line in metrics.splitlines() if line.startswith("job_worked_seconds_total{"))
 
         time.sleep(3.0)
-        rss_mib = _rss_kib(sidecar.pid) / 1024
+        rss_mib = _sidecar_rss_kib(sidecar.pid) / 1024
         cpu_before, wall_before = _cpu_seconds(sidecar.pid), time.monotonic()
         time.sleep(10.0)
         idle_cpu = 100 * (_cpu_seconds(sidecar.pid) - cpu_before) / (time.monotonic() - wall_before)
@@ -385,7 +409,7 @@ def main() -> int:
         floor = summarize([one["agent"] for one in floor_rounds])
         floor_health = summarize([one["health"] for one in floor_rounds])
         cpu_per_request_us = 1e6 * sidecar_cpu / max(agent["count"] + health["count"], 1)
-        rss_after_load = _rss_kib(sidecar.pid) / 1024
+        rss_after_load = _sidecar_rss_kib(sidecar.pid) / 1024
     finally:
         for child in reversed(children):
             if child.poll() is None:
@@ -414,7 +438,8 @@ def main() -> int:
          + _per_round(floor_rounds, "health") + " ms", True),
         ("/health achieved rate / errors", ">= 190/s, 0", f"{health['rate']:.0f}/s, {health['errors']}",
          health["rate"] >= 190 and health["errors"] == 0),
-        (f"sidecar RSS after start, {journals} journals, {series} series", "<= 40 MB", f"{rss_mib:.1f} MiB",
+        (f"sidecar RSS (+ agent process) after start, {journals} journals, {series} series", "<= 40 MB",
+         f"{rss_mib:.1f} MiB",
          rss_mib <= 40 and journals == JOURNALS),
         ("sidecar CPU per answered connection under load", "", f"{cpu_per_request_us:.0f} us", True),
         ("sidecar RSS after the load", "", f"{rss_after_load:.1f} MiB", True),

@@ -1,4 +1,4 @@
-"""HAProxy agent-check: one line per TCP connection, answered at once from state kept in the background.
+"""HAProxy agent-check: what the agent says, kept by the sidecar and answered by agent_process.
 
 The seed's example agent samples the CPU for a second on every connection; this one only formats a line
 from what the evaluation loop last decided, so answering costs microseconds and never blocks.
@@ -8,14 +8,9 @@ and a free-text reason after `#`.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import socket
-import threading
 import time
 from collections.abc import Callable
-
-from candor_sidecar.listener import accept_connections, listen_tcp
 
 READY_WINDOW = 30.0  # seconds to keep saying `ready` when lifting a maint or drain this agent said
 
@@ -40,7 +35,15 @@ class AgentState:
         self.reason = ""
         self.maintenance = False
         self.draining = False
-        self.answers = 0
+        self._on_change: list[Callable[[], None]] = []
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call `callback` after every update and drain (the agent process gets the state this way)."""
+        self._on_change.append(callback)
+
+    def _changed(self) -> None:
+        for callback in self._on_change:
+            callback()
 
     def update(self, failing: bool, reason: str, maintenance: bool) -> None:
         now = self.clock()
@@ -50,9 +53,11 @@ class AgentState:
             self.ramp_from = now
             self.ready_until = now + READY_WINDOW
         self.failing, self.reason, self.maintenance = failing, reason, maintenance
+        self._changed()
 
     def drain(self) -> None:
         self.draining = True
+        self._changed()
 
     def saying_ready(self, now: float | None = None) -> bool:
         return (self.clock() if now is None else now) < self.ready_until
@@ -96,49 +101,3 @@ class AgentState:
 def _clean(reason: str) -> str:
     # One line only: a newline inside the reason would end the reply early.
     return " ".join(reason.split())
-
-
-class AgentServer:
-    """A thread answering each connection with blocking calls: accept, send the line, half-close, close.
-
-    No event-loop round trip, transport, task or timer per connection: a connection lives for a few
-    syscalls (the event loop measured about three times the CPU per connection), so idle, half-open and
-    never-reading clients cost nothing, and HAProxy gets its line in microseconds. Whatever the peer sent
-    (HAProxy's agent-send, garbage) is drained first, so closing sends a FIN, not a reset. The thread only
-    reads AgentState, which the event loop updates.
-    """
-
-    def __init__(self, state: AgentState, sock: socket.socket) -> None:
-        self.state = state
-        self.sock = sock
-        self.closed = False
-        self.thread = threading.Thread(target=self._serve, name="candor-agent", daemon=True)
-        self.thread.start()
-
-    @property
-    def port(self) -> int:
-        port: int = self.sock.getsockname()[1]
-        return port
-
-    def _serve(self) -> None:
-        for conn in accept_connections(self.sock, lambda: self.closed, "agent"):
-            self.state.answers += 1
-            try:
-                conn.send(self.state.line(), socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
-                conn.shutdown(socket.SHUT_WR)
-                while conn.recv(65536, socket.MSG_DONTWAIT):
-                    pass
-            except OSError:
-                pass  # reset by the peer, nothing to drain, ...: we are done with it either way
-            finally:
-                conn.close()
-
-    def close(self) -> None:
-        self.closed = True
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
-        self.sock.close()
-
-
-def start_agent_server(state: AgentState, host: str, port: int, backlog: int = 4096) -> AgentServer:
-    return AgentServer(state, listen_tcp(host, port, backlog))

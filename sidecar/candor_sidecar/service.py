@@ -19,7 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
 from candor_sidecar.admin_word import ADMIN_WORDS, read_admin_word, remember_admin_word
-from candor_sidecar.agent import AgentState, start_agent_server
+from candor_sidecar.agent import AgentState
+from candor_sidecar.agent_process import AgentServer, start_agent_server
 from candor_sidecar.checks import Evaluation, evaluate
 from candor_sidecar.config import SidecarConfig
 from candor_sidecar.health import CONTENT_TYPE, health_document, select
@@ -72,6 +73,7 @@ class Sidecar:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="candor-journal")
         self._closers: list[Callable[[], None]] = []
         self._last_word = ""
+        self._agent_server: AgentServer | None = None
 
     # journals -----------------------------------------------------------------------------------------
     async def _in_worker(self, function: Callable[[], T]) -> T:
@@ -210,8 +212,8 @@ class Sidecar:
             snapshot = await self._in_worker(self._read_snapshot)
         except (OSError, ValueError) as exc:
             return Response(503, f"journals unreadable: {exc}\n".encode())
-        facts = SidecarFacts(self.evaluation, self.agent.weight_percent(), self.agent.word(), self.draining,
-                             self.agent.answers)
+        answers = self._agent_server.answers if self._agent_server is not None else 0
+        facts = SidecarFacts(self.evaluation, self.agent.weight_percent(), self.agent.word(), self.draining, answers)
         body, content_type = render_metrics(snapshot, facts, request.headers.get("accept", ""))
         return Response(200, body, content_type, after_sent=self.final_scrape.set if after_fold else None)
 
@@ -229,17 +231,25 @@ class Sidecar:
 
     async def start(self) -> None:
         limit = raise_open_file_limit()
-        # The agent and HTTP accept threads and the journal worker share the GIL with the event loop:
-        # hand it over every 0.5 ms instead of 5 ms so none can hold an answer back for long.
+        # The HTTP accept thread and the journal worker share the GIL with the event loop: hand it over
+        # every 0.5 ms instead of 5 ms so none can hold an answer back for long.
         sys.setswitchinterval(0.0005)
         try:  # the shared volume normally exists; locally the sidecar may be first
             os.makedirs(self.config.state_dir, exist_ok=True)
         except OSError as error:
             log.warning("cannot create the state directory %s: %s", self.config.state_dir, error)
-        self._apply(await self._in_worker(self._evaluate_now))  # never serve before the first evaluation
-        agent_server = start_agent_server(self.agent, self.config.agent.address, self.config.agent.port)
-        await self.http.start(self.config.http.address, self.config.http.port)
-        self._closers = [agent_server.close, self.http.close]
+        # Fork the agent process first, while this process has no other thread; it answers from the first
+        # evaluation on (never before).
+        self._agent_server = start_agent_server(self.agent, self.config.agent.address, self.config.agent.port,
+                                                wait_for_update=True)
+        self._closers = [self._agent_server.close]
+        try:
+            self._apply(await self._in_worker(self._evaluate_now))
+            await self.http.start(self.config.http.address, self.config.http.port)
+        except BaseException:  # e.g. the HTTP port is taken: no agent process left behind
+            self._close()
+            raise
+        self._closers.append(self.http.close)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal)
@@ -268,10 +278,14 @@ class Sidecar:
         evaluator.cancel()
         terminated.cancel()
         stopped.cancel()
+        self._close()
+        return status
+
+    def _close(self) -> None:
         for close in self._closers:
             close()
+        self._closers = []
         self._executor.shutdown(wait=False, cancel_futures=True)
-        return status
 
     async def _final_sequence(self) -> None:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -23,6 +24,17 @@ def _job_seconds(sidecar: SidecarProcess) -> float:
     return 0.0
 
 
+def _agent_port_closes(port: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except ConnectionRefusedError:
+            return
+        assert time.monotonic() < deadline, f"agent port {port} still answers after the sidecar was SIGKILLed"
+        time.sleep(0.05)
+
+
 def test_counters_survive_a_sidecar_sigkill_and_an_app_exit(tmp_path: Path) -> None:
     state = tmp_path / "state"
     with AppProcess(state, "worker") as app:
@@ -33,6 +45,7 @@ def test_counters_survive_a_sidecar_sigkill_and_an_app_exit(tmp_path: Path) -> N
         assert before >= 1.5
         first.signal(signal.SIGKILL)
         first.wait(10)
+        _agent_port_closes(first.agent_port)  # its agent process died with it: nothing left holding the port
         second = SidecarProcess(state).start()
         try:
             after = _job_seconds(second)

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import socket
 
-from candor_sidecar.agent import READY_WINDOW, AgentState, start_agent_server
+import pytest
+
+from candor_sidecar.agent import READY_WINDOW, AgentState
+from candor_sidecar.agent_process import start_agent_server
 
 
 class Clock:
@@ -96,5 +102,44 @@ async def test_the_server_answers_at_once_without_waiting_for_agent_send() -> No
         writer.write(b"\x00\xffhello agent\r\n" * 100)
         assert await asyncio.wait_for(reader.readline(), 2.0) == b"up 100% maxconn:5\n"
         writer.close()
+    finally:
+        server.close()
+
+
+def _agent_line(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        return sock.makefile("rb").readline()
+
+
+def test_the_agent_process_answers_every_change_the_sidecar_publishes() -> None:
+    state = AgentState(slow_start=0.0, max_conn=None)
+    server = start_agent_server(state, "127.0.0.1", 0)
+    try:
+        assert server.pid != os.getpid()
+        assert _agent_line(server.port) == b"up 100%\n"
+        state.update(True, "memory 91% > 80% " + "x" * 100_000, False)  # a huge reason is cut, not fatal
+        line = _agent_line(server.port)
+        assert line.startswith(b"down # memory 91% > 80% xxx") and len(line) < 2048
+        os.kill(server.pid, signal.SIGTERM)  # only the sidecar decides when answering stops
+        state.drain()
+        assert _agent_line(server.port) == b"drain # sidecar terminating\n"
+        assert server.answers == 3
+    finally:
+        server.close()
+    with pytest.raises(ConnectionRefusedError):  # close() took the process and its listener away
+        _agent_line(server.port)
+
+
+def test_with_wait_for_update_nothing_is_answered_before_the_first_evaluation() -> None:
+    state = AgentState(slow_start=0.0, max_conn=None)
+    server = start_agent_server(state, "127.0.0.1", 0, wait_for_update=True)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.settimeout(0.3)
+            with pytest.raises(TimeoutError):  # accepted by the kernel, not answered yet
+                sock.recv(100)
+            state.update(True, "disk /data 95% > 90%", False)
+            sock.settimeout(5)
+            assert sock.makefile("rb").readline() == b"down # disk /data 95% > 90%\n"
     finally:
         server.close()
