@@ -87,33 +87,53 @@ class AgentServer:
     """Forks the answering child at once; it answers from the first state published.
 
     `state` is published now, and after every change; with `wait_for_update` only from its next update
-    on (the sidecar forks before its first evaluation, while it has no other thread yet).
+    on (the sidecar forks before its first evaluation, while it has no other thread yet). The sidecar keeps
+    the listening socket without accepting on it, so a child that died can be replaced (`ensure_running`).
     """
 
     def __init__(self, state: AgentState, sock: socket.socket, wait_for_update: bool = False) -> None:
         self.port: int = sock.getsockname()[1]
         self.shared = SharedAgentState()
+        self._state = state
+        self._sock = sock
+        self._closed = False
+        self.pid = self._fork()
+        state.on_change(lambda: self.shared.publish(state))
+        if not wait_for_update:
+            self.shared.publish(state)
+
+    def _fork(self) -> int:
         parent = os.getpid()
-        self.pid = os.fork()
-        if self.pid == 0:  # the child never returns into the sidecar's code
+        pid = os.fork()
+        if pid == 0:  # the child never returns into the sidecar's code
             status = 0
             try:
-                _answer_forever(state, sock, self.shared, parent)
+                _answer_forever(self._state, self._sock, self.shared, parent)
             except BaseException:
                 log.exception("the agent process failed")
                 status = 1
             finally:
                 os._exit(status)
-        sock.close()  # the child owns the listener now
-        self._closed = False
-        state.on_change(lambda: self.shared.publish(state))
-        if not wait_for_update:
-            self.shared.publish(state)
+        return pid
 
     @property
     def answers(self) -> int:
-        """Connections answered since start."""
+        """Connections answered since the sidecar started."""
         return self.shared.answers()
+
+    def ensure_running(self) -> bool:
+        """Replace the agent process if it died; False when it had to be replaced."""
+        if self._closed:
+            return True
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self.pid, 0
+        if pid == 0:
+            return True
+        log.error("the agent process %d died (%s); starting another", self.pid, _describe(status))
+        self.pid = self._fork()
+        return False
 
     def close(self) -> None:
         if self._closed:
@@ -123,6 +143,13 @@ class AgentServer:
             os.kill(self.pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
+        self._sock.close()
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
 def _die_with(parent: int) -> None:
@@ -142,7 +169,8 @@ def _answer_forever(state: AgentState, sock: socket.socket, shared: SharedAgentS
     while not shared.published():  # never answer before the sidecar's first evaluation
         time.sleep(0.005)
     seen = 0
-    for answered, conn in enumerate(accept_connections(sock, lambda: False, "agent"), start=1):
+    # A replacement process continues the count: candor_agent_answers_total never goes backwards.
+    for answered, conn in enumerate(accept_connections(sock, lambda: False, "agent"), start=shared.answers() + 1):
         seen = shared.refresh(state, seen)
         shared.count_answers(answered)
         try:

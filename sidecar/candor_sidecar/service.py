@@ -118,6 +118,8 @@ class Sidecar:
             log.info("agent answers %s", self.agent.line().decode().strip())
             self._last_word = word
         self._track_admin_word(word)
+        if self._agent_server is not None:
+            self._agent_server.ensure_running()
 
     def _track_admin_word(self, word: str) -> None:
         """Remember a maint or drain HAProxy will hold; forget it once `ready` has been said long enough."""

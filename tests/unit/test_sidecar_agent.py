@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import time
 
 import pytest
 
@@ -141,5 +142,23 @@ def test_with_wait_for_update_nothing_is_answered_before_the_first_evaluation() 
             state.update(True, "disk /data 95% > 90%", False)
             sock.settimeout(5)
             assert sock.makefile("rb").readline() == b"down # disk /data 95% > 90%\n"
+    finally:
+        server.close()
+
+
+def test_a_dead_agent_process_is_replaced_and_its_count_goes_on() -> None:
+    state = AgentState(slow_start=0.0, max_conn=None)
+    server = start_agent_server(state, "127.0.0.1", 0)
+    try:
+        assert _agent_line(server.port) == b"up 100%\n"
+        assert server.ensure_running()
+        first = server.pid
+        os.kill(first, signal.SIGKILL)
+        time.sleep(0.2)  # let it die; ensure_running reaps it
+        assert not server.ensure_running()
+        assert server.pid != first
+        state.update(False, "", True)
+        assert _agent_line(server.port) == b"maint # annotation candor.io/maintenance=true\n"
+        assert server.answers == 2  # continued, not reset: a Prometheus counter never goes backwards
     finally:
         server.close()
