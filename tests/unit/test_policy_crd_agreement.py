@@ -102,3 +102,27 @@ def test_go_form_durations_are_a_subset_of_what_the_sidecar_reads(text: str) -> 
 
 def test_days_are_refused_because_cel_duration_cannot_read_them() -> None:
     assert re.match(SIDECAR_DURATION_PATTERN, "1d") and not re.match(model.DURATION_PATTERN, "1d")
+
+
+def test_the_typed_models_defaults_are_the_defaults_table() -> None:
+    """A spec with only a selector parses to the model's own defaults: policy_model.py and DEFAULTS agree."""
+    selector = {"matchLabels": {"app": "resizer"}}
+    parsed = model.parse_policy({"selector": selector})
+    assert parsed == model.HealthPolicy(selector=parsed.selector)
+    # and the table is what the parser filled in, field by field (durations in seconds)
+    filled = {
+        "ingress.controller": parsed.ingress.controller, "httpCheck.path": parsed.http_check.path,
+        "httpCheck.port": parsed.http_check.port, "httpCheck.interval": parsed.http_check.interval,
+        "httpCheck.rise": parsed.http_check.rise, "httpCheck.fall": parsed.http_check.fall,
+        "httpCheck.expectStatus": parsed.http_check.expect_status, "agentCheck.port": parsed.agent_check.port,
+        "agentCheck.interval": parsed.agent_check.interval, "memory.maxPercent": parsed.memory.max_percent,
+        "disk.maxPercent": parsed.disk.max_percent, "deadlock.heartbeatTimeout": parsed.deadlock.heartbeat_timeout,
+        "deadlock.maxJobDuration": parsed.deadlock.max_job_duration, "slowStart": parsed.slow_start,
+        "metrics.finalScrapeTimeout": parsed.metrics.final_scrape_timeout, "rollout": parsed.rollout,
+    }
+    passive = model.parse_policy({"selector": selector, "passive": {"observe": "layer7"}}).passive
+    assert passive == model.Passive(observe="layer7")
+    filled |= {"passive.errorLimit": passive.error_limit, "passive.onError": passive.on_error}
+    expected = {dotted: parse_duration(value, dotted) if isinstance(value, str) and dotted in model.DURATION_RANGES
+                else value for dotted, value in model.DEFAULTS.items()}
+    assert filled == expected
