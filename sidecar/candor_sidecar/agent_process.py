@@ -21,6 +21,7 @@ import json
 import logging
 import mmap
 import os
+import resource
 import signal
 import socket
 import struct
@@ -95,7 +96,7 @@ class AgentServer:
         self.port: int = sock.getsockname()[1]
         self.shared = SharedAgentState()
         self._state = state
-        self._sock = sock
+        self.listener = sock
         self._closed = False
         self.pid = self._fork()
         state.on_change(lambda: self.shared.publish(state))
@@ -108,7 +109,7 @@ class AgentServer:
         if pid == 0:  # the child never returns into the sidecar's code
             status = 0
             try:
-                _answer_forever(self._state, self._sock, self.shared, parent)
+                _answer_forever(self._state, self.listener, self.shared, parent)
             except BaseException:
                 log.exception("the agent process failed")
                 status = 1
@@ -143,13 +144,20 @@ class AgentServer:
             os.kill(self.pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
-        self._sock.close()
+        self.listener.close()
 
 
 def _describe(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
     return f"exit status {os.waitstatus_to_exitcode(status)}"
+
+
+def _keep_only(listener: int) -> None:
+    """Close every inherited descriptor but stdio and the listener: a copy of an HTTP connection would keep
+    it open after the sidecar closed it, and a copy of a journal the reader holds would keep its flock."""
+    os.closerange(3, listener)
+    os.closerange(listener + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
 def _die_with(parent: int) -> None:
@@ -164,6 +172,7 @@ def _answer_forever(state: AgentState, sock: socket.socket, shared: SharedAgentS
         signal.signal(signum, signal.SIG_IGN)
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)  # an event loop's self-pipe is the sidecar's, not ours
+    _keep_only(sock.fileno())
     _die_with(parent)
     gc.freeze()  # what the child inherited lives until it exits: keep it out of the collector's scans
     while not shared.published():  # never answer before the sidecar's first evaluation

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import time
@@ -61,3 +62,27 @@ def test_counters_survive_a_sidecar_sigkill_and_an_app_exit(tmp_path: Path) -> N
             assert _job_seconds(second) == folded  # nobody works any more: flat, not lower
         finally:
             second.kill()
+
+
+def _agent_answers(sidecar: SidecarProcess) -> float:
+    _, _, body = sidecar.get("/metrics")
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == "candor_agent_answers_total":
+                return sample.value
+    raise AssertionError("no candor_agent_answers_total")
+
+
+def test_a_killed_agent_process_is_replaced_and_http_is_unaffected(tmp_path: Path) -> None:
+    with SidecarProcess(tmp_path / "state", config={"evaluationInterval": "200ms"}) as sidecar:
+        for _ in range(3):
+            assert sidecar.agent_line().startswith("up ")
+        before = _agent_answers(sidecar)
+        with open(f"/proc/{sidecar.pid}/task/{sidecar.pid}/children") as children:
+            (agent_pid,) = (int(pid) for pid in children.read().split())
+        os.kill(agent_pid, signal.SIGKILL)
+        assert sidecar.agent_line(timeout=5).startswith("up ")  # queued in the backlog, answered by the new one
+        assert _agent_answers(sidecar) >= before + 1  # the count went on
+        assert "the agent process" in sidecar.logs() and "SIGKILL" in sidecar.logs()
+        for _ in range(20):  # /health connections still close: the new process holds none of them
+            assert sidecar.get("/health", timeout=2)[0] == 200

@@ -162,3 +162,18 @@ def test_a_dead_agent_process_is_replaced_and_its_count_goes_on() -> None:
         assert server.answers == 2  # continued, not reset: a Prometheus counter never goes backwards
     finally:
         server.close()
+
+
+def test_the_agent_process_holds_no_descriptor_of_the_sidecar_but_its_listener() -> None:
+    held = socket.socket()  # e.g. an HTTP connection the sidecar has open when a replacement is forked
+    state = AgentState(slow_start=0.0, max_conn=None)
+    server = start_agent_server(state, "127.0.0.1", 0)
+    try:
+        _agent_line(server.port)  # answering: past its set-up
+        time.sleep(0.1)  # and done with that connection
+        beyond_stdio = [os.readlink(f"/proc/{server.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{server.pid}/fd")
+                        if int(fd) > 2]
+        assert beyond_stdio == [f"socket:[{os.fstat(server.listener.fileno()).st_ino}]"]  # not `held`
+    finally:
+        server.close()
+        held.close()
