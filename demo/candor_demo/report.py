@@ -172,8 +172,9 @@ seconds of jobs still running at each scrape and follows the truth.
   more. The naive counter's last scrape was up to one interval before the exit, so everything since is lost.
 - Requests that fail after the SIGTERM were sent to instance 1 between its app's exit and the moment HAProxy
   learnt of it (the sidecar's `drain` at the next agent check: a native sidecar only gets SIGTERM once the app
-  has exited, and until then its `/health` has no reason to fail); HAProxy retries a refused connection for up to
-  3 s before it answers 503.
+  has exited, and until then its `/health` has no reason to fail). A refused connection is redispatched to another
+  instance at once (`option redispatch 1` in the rendered backend), so only requests instance 1 had already
+  accepted when its app exited can fail.
 - Candor's total gap (truth − Prometheus) also holds a small difference that was there before the signal: the
   workers' stopwatch reads the clock beside the tracer's own reads, and CPython may hand the GIL to another thread
   in between. The "signal cost" rows subtract the gap measured at the last scrape before the signal; the

@@ -63,6 +63,12 @@ class Server:
     agent_port: int | None = None
 
 
+# A connection refused by a pod that has just exited (before a check noticed) is retried on another server
+# at once, instead of on the same one after a 1 s turn-around: the client never sees it. Only connection
+# failures are retried (HAProxy's default retry-on), so no request is ever sent twice.
+REDISPATCH = "option redispatch 1"
+
+
 def _controller(policy: HealthPolicy, controller: str | None) -> str:
     chosen = controller or policy.ingress.controller
     if chosen not in MANAGED_ANNOTATIONS:
@@ -97,7 +103,7 @@ def render_annotations(policy: HealthPolicy, controller: str | None = None) -> d
     chosen = _controller(policy, controller)
     check = policy.http_check
     if chosen == HAPROXYTECH:
-        snippet = [f"http-check expect status {check.expect_status}"]
+        snippet = [f"http-check expect status {check.expect_status}", REDISPATCH]
         if policy.queue_timeout is not None:
             snippet.append(f"timeout queue {_t(policy.queue_timeout)}")
         # `check` itself comes from haproxy.org/check; the rest has no Service-level key.
@@ -118,7 +124,8 @@ def render_annotations(policy: HealthPolicy, controller: str | None = None) -> d
             annotations[_TECH + "pod-maxconn"] = str(policy.max_conn)
         return annotations
 
-    config_backend = [f"http-check expect status {check.expect_status}", f"timeout check {_t(check.effective_timeout)}"]
+    config_backend = [f"http-check expect status {check.expect_status}", f"timeout check {_t(check.effective_timeout)}",
+                      REDISPATCH]
     defaults = _server_defaults(policy, with_checks=False, with_agent=False)
     if defaults:
         config_backend.append(defaults)
@@ -157,6 +164,7 @@ def render_backend(
         f"    option httpchk GET {check.path}",
         f"    http-check expect status {check.expect_status}",
         f"    timeout check {_t(check.effective_timeout)}",
+        f"    {REDISPATCH}",
     ]
     if policy.queue_timeout is not None:
         lines.append(f"    timeout queue {_t(policy.queue_timeout)}")

@@ -32,6 +32,7 @@ def test_haproxytech_defaults() -> None:
     assert annotations[TECH + "timeout-check"] == "2s"
     snippet = annotations[TECH + "backend-config-snippet"]
     assert "http-check expect status 200" in snippet.splitlines()
+    assert "option redispatch 1" in snippet.splitlines()  # a refused connection goes to another pod at once
     words = _snippet_words(snippet, "default-server")
     assert (_option(words, "port"), _option(words, "rise"), _option(words, "fall")) == ("9898", "2", "3")
     assert "agent-check" in words
@@ -65,7 +66,8 @@ def test_haproxy_ingress_defaults() -> None:
         HI + "agent-check-port": "9999",
         HI + "agent-check-interval": "2s",
         HI + "initial-weight": "100",
-        HI + "config-backend": "http-check expect status 200\ntimeout check 2s\ndefault-server slowstart 30s\n",
+        HI + "config-backend": "http-check expect status 200\ntimeout check 2s\noption redispatch 1\n"
+                               "default-server slowstart 30s\n",
     }
 
 
