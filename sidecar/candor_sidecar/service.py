@@ -60,6 +60,9 @@ class Sidecar:
         self.config = config
         self._admin_word = read_admin_word(config.state_dir)  # maint/drain said and not yet lifted
         self.agent = AgentState(config.slow_start, config.max_conn, lift_admin_state=self._admin_word is not None)
+        # Registered before the agent process publishes: a maint or drain is on disk before HAProxy can hear it,
+        # so a sidecar that crashes right after saying it still gets it lifted by its successor.
+        self.agent.on_change(lambda: self._track_admin_word(self.agent.word()))
         self.evaluation: Evaluation | None = None
         self.presence = AppPresence()  # only the journal worker thread touches it
         self._health_cache: dict[tuple[str | None, bool, bool], Response] = {}
@@ -117,7 +120,6 @@ class Sidecar:
         if word != self._last_word:
             log.info("agent answers %s", self.agent.line().decode().strip())
             self._last_word = word
-        self._track_admin_word(word)
         if self._agent_server is not None:
             self._agent_server.ensure_running()
 
@@ -228,7 +230,6 @@ class Sidecar:
         log.info("termination signal: agent answers drain, folding journals")
         self.draining = True
         self.agent.drain()
-        self._track_admin_word("drain")
         self.terminate.set()
 
     async def start(self) -> None:
