@@ -7,9 +7,9 @@ Targets (issue 3): agent replies p99 <= 1 ms at 2,000 connections/s from a load 
 with 16 journals; idle CPU < 1 % of a core. The load process is bench/loadgen (Go, built into
 ~/.cache/candor/bench on first use) or, without Go, an epoll loop in this script. In the same run, a naive
 agent that samples the CPU for one second per connection (the seed's Go example, in Python) gives the ratio.
-A bare blocking Python
-server takes the same load in rounds alternating with the sidecar's, so the table shows how much of a tail
-the machine itself adds (on a shared 2-vCPU VM, often more than 1 ms at p99). Prints a table and exits
+Two floors take the same load in rounds alternating with the sidecar's: a bare blocking Python server and, with
+Go, bench/loadgen's own fixed-answer Go server. The table shows how much of a tail the machine itself adds (on
+a shared 2-vCPU VM, often more than 1 ms at p99 even for the Go server). Prints a table and exits
 non-zero when a target is missed.
 """
 
@@ -317,6 +317,20 @@ def _per_round(rounds: list[dict[str, dict[str, Any]]], kind: str) -> str:
     return " ".join(f"{summarize([one[kind]])['p99_ms']:.1f}" for one in rounds)
 
 
+def _floor_rows(kind: str, sidecar_rounds: list[dict[str, dict[str, Any]]],
+                floor_rounds: dict[str, list[dict[str, dict[str, Any]]]]) -> list[tuple[str, str, str, bool]]:
+    """Each floor's p50 / p99, then the p99 of every round: sidecar | floor | floor."""
+    rows = []
+    for name, rounds in floor_rounds.items():
+        figures = summarize([one[kind] for one in rounds])
+        measured = f"{figures['p50_ms']:.3f} / {figures['p99_ms']:.3f} ms"
+        rows.append((f"reference: {name}, {kind} p50 / p99", "", measured, True))
+    names = " | ".join(["sidecar", *(name.removeprefix("bare ").removesuffix(" server") for name in floor_rounds)])
+    per_round = " | ".join([_per_round(sidecar_rounds, kind), *(_per_round(r, kind) for r in floor_rounds.values())])
+    rows.append((f"{kind} p99 per round: {names}", "", per_round + " ms", True))
+    return rows
+
+
 def _load_round(agent_port: int, http_port: int, seconds: float,
                 loadgen: Path | None) -> dict[str, dict[str, Any]]:
     process = _spawn_load(agent_port, http_port, seconds, loadgen)
@@ -391,23 +405,30 @@ def main() -> int:
         with ThreadPoolExecutor(max_workers=40) as pool:  # the naive agent, 40 connections at once
             naive_latencies = [1000 * latency for latency in pool.map(lambda _: _agent_once(naive_port), range(40))]
         naive.kill()
-        # The machine's own floor, same loads, same run: bare blocking accept/send/close loops. The sidecar and
-        # the floor take turns in short rounds, so both meet the same moments of a shared machine's noise.
-        floor_agent_port, floor_http_port = free_port(), free_port()
-        floor_server = subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, str(floor_agent_port),
-                                         str(floor_http_port)], text=True)
-        children.append(floor_server)
+        # The machine's own floor, same loads, same run: bare blocking accept/send/close loops in Python and,
+        # with Go, the least any server can do (goroutines, fixed answers). The sidecar and the floors take
+        # turns in short rounds, so all meet the same moments of a shared machine's noise.
+        floors: dict[str, tuple[int, int]] = {"bare Python server": (free_port(), free_port())}
+        children.append(subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, *map(str, floors["bare Python server"])],
+                                         text=True))
+        if loadgen is not None:
+            floors["bare Go server"] = (free_port(), free_port())
+            go_agent, go_http = floors["bare Go server"]
+            children.append(subprocess.Popen([str(loadgen), "-serve-agent", f"127.0.0.1:{go_agent}",
+                                              "-serve-http", f"127.0.0.1:{go_http}"], text=True))
         time.sleep(0.3)
-        sidecar_rounds, floor_rounds, sidecar_cpu = [], [], 0.0
+        sidecar_rounds: list[dict[str, dict[str, Any]]] = []
+        floor_rounds: dict[str, list[dict[str, dict[str, Any]]]] = {name: [] for name in floors}
+        sidecar_cpu = 0.0
         for _ in range(ROUNDS):
             cpu_before = _cpu_seconds(sidecar.pid)
             sidecar_rounds.append(_load_round(agent_port, http_port, args.seconds / ROUNDS, loadgen))
             sidecar_cpu += _cpu_seconds(sidecar.pid) - cpu_before
-            floor_rounds.append(_load_round(floor_agent_port, floor_http_port, args.seconds / ROUNDS, loadgen))
+            for name, (floor_agent_port, floor_http_port) in floors.items():
+                floor_rounds[name].append(_load_round(floor_agent_port, floor_http_port, args.seconds / ROUNDS,
+                                                      loadgen))
         agent = summarize([one["agent"] for one in sidecar_rounds])
         health = summarize([one["health"] for one in sidecar_rounds])
-        floor = summarize([one["agent"] for one in floor_rounds])
-        floor_health = summarize([one["health"] for one in floor_rounds])
         cpu_per_request_us = 1e6 * sidecar_cpu / max(agent["count"] + health["count"], 1)
         rss_after_load = _sidecar_rss_kib(sidecar.pid) / 1024
     finally:
@@ -423,19 +444,13 @@ def main() -> int:
         ("agent achieved rate / errors", ">= 1,900/s, 0", f"{agent['rate']:.0f}/s, {agent['errors']}",
          agent["rate"] >= 1900 and agent["errors"] == 0),
         ("agent reply p50 / max", "", f"{agent['p50_ms']:.3f} / {agent['max_ms']:.2f} ms", True),
-        ("reference: bare blocking server p50 / p99", "",
-         f"{floor['p50_ms']:.3f} / {floor['p99_ms']:.3f} ms", True),
-        ("agent p99 per round: sidecar | floor", "", _per_round(sidecar_rounds, "agent") + " | "
-         + _per_round(floor_rounds, "agent") + " ms", True),
+        *_floor_rows("agent", sidecar_rounds, floor_rounds),
         ("naive agent (1 s CPU sample) p99", "", f"{naive_p99:.0f} ms", True),
         ("naive p99 / candor p99", "", f"{naive_p99 / agent['p99_ms']:.0f}x", True),
         ("/health p99 at 200 req/s under agent load", "<= 5 ms", f"{health['p99_ms']:.3f} ms",
          health["p99_ms"] <= 5.0),
         ("/health p50 / max", "", f"{health['p50_ms']:.3f} / {health['max_ms']:.2f} ms", True),
-        ("reference: bare blocking HTTP server p50 / p99", "",
-         f"{floor_health['p50_ms']:.3f} / {floor_health['p99_ms']:.3f} ms", True),
-        ("/health p99 per round: sidecar | floor", "", _per_round(sidecar_rounds, "health") + " | "
-         + _per_round(floor_rounds, "health") + " ms", True),
+        *_floor_rows("health", sidecar_rounds, floor_rounds),
         ("/health achieved rate / errors", ">= 190/s, 0", f"{health['rate']:.0f}/s, {health['errors']}",
          health["rate"] >= 190 and health["errors"] == 0),
         (f"sidecar RSS (+ agent process) after start, {journals} journals, {series} series", "<= 40 MB",

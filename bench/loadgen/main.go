@@ -4,6 +4,11 @@
 // the name. Prints the same JSON as the Python load process it replaces when Go is present.
 //
 //	loadgen -agent 127.0.0.1:9999 -agent-rate 2000 -health 127.0.0.1:9898 -health-rate 200 -seconds 2
+//
+// With -serve-agent and -serve-http it is instead the machine's floor: the least a server can do for the
+// same load (a fixed agent line; a fixed HTTP 200), for comparison in the same run.
+//
+//	loadgen -serve-agent 127.0.0.1:19999 -serve-http 127.0.0.1:19898
 package main
 
 import (
@@ -98,13 +103,61 @@ func (s *stream) run(begin time.Time, wg *sync.WaitGroup) {
 	connections.Wait()
 }
 
+var floorHTTPResponse = []byte("HTTP/1.1 200 OK\r\nContent-Type: application/health+json\r\n" +
+	"Content-Length: 17\r\nConnection: close\r\n\r\n{\"status\":\"pass\"}")
+
+// serve answers every connection on `address` with `answer` (after reading a request head when `readHead`).
+func serve(address string, answer []byte, readHead bool) error {
+	listener, err := net.Listen("tcp", address)
+	if err != nil {
+		return err
+	}
+	for {
+		conn, err := listener.Accept()
+		if err != nil {
+			continue
+		}
+		go func(conn net.Conn) {
+			defer conn.Close()
+			if readHead {
+				buffer := make([]byte, 4096)
+				var head []byte
+				for !bytes.Contains(head, []byte("\r\n\r\n")) {
+					n, err := conn.Read(buffer)
+					head = append(head, buffer[:n]...)
+					if err != nil {
+						return
+					}
+				}
+			}
+			_, _ = conn.Write(answer)
+		}(conn)
+	}
+}
+
 func main() {
+	serveAgent := flag.String("serve-agent", "", "be the floor's agent server on host:port")
+	serveHTTP := flag.String("serve-http", "", "be the floor's HTTP server on host:port")
 	agent := flag.String("agent", "", "host:port of the agent-check listener")
 	agentRate := flag.Float64("agent-rate", 2000, "agent connections per second")
 	health := flag.String("health", "", "host:port of the HTTP listener (/health)")
 	healthRate := flag.Float64("health-rate", 200, "/health requests per second")
 	seconds := flag.Float64("seconds", 2, "length of the load")
 	flag.Parse()
+
+	if *serveAgent != "" || *serveHTTP != "" {
+		failed := make(chan error, 2)
+		if *serveAgent != "" {
+			go func() { failed <- serve(*serveAgent, []byte("up 100%\n"), false) }()
+		}
+		if *serveHTTP != "" {
+			go func() { failed <- serve(*serveHTTP, floorHTTPResponse, true) }()
+		}
+		if err := <-failed; err != nil {
+			os.Stderr.WriteString(err.Error() + "\n")
+		}
+		os.Exit(1)
+	}
 
 	var streams []*stream
 	if *agent != "" {
