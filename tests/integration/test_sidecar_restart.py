@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.sidecar_process import AppProcess, SidecarProcess
+from tests.support.sidecar_process import AppProcess, SidecarProcess, children_of, wait_dead
 
 pytestmark = pytest.mark.integration
 
@@ -73,29 +73,14 @@ def _agent_answers(sidecar: SidecarProcess) -> float:
     raise AssertionError("no candor_agent_answers_total")
 
 
-def _wait_dead(pid: int, timeout: float = 5.0) -> None:
-    """Until `pid` is a zombie (its parent has not reaped it yet) or gone."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return
-        except FileNotFoundError:
-            return
-        assert time.monotonic() < deadline, f"process {pid} still alive"
-        time.sleep(0.01)
-
-
 def test_a_killed_agent_process_is_replaced_and_http_is_unaffected(tmp_path: Path) -> None:
     with SidecarProcess(tmp_path / "state", config={"evaluationInterval": "200ms"}) as sidecar:
         for _ in range(3):
             assert sidecar.agent_line().startswith("up ")
         before = _agent_answers(sidecar)
-        with open(f"/proc/{sidecar.pid}/task/{sidecar.pid}/children") as children:
-            (agent_pid,) = (int(pid) for pid in children.read().split())
+        (agent_pid,) = children_of(sidecar.pid)
         os.kill(agent_pid, signal.SIGKILL)
-        _wait_dead(agent_pid)  # a connection it had just accepted dies with it; HAProxy ignores such a failure
+        wait_dead(agent_pid)  # a connection it had just accepted dies with it; HAProxy ignores such a failure
         assert sidecar.agent_line(timeout=5).startswith("up ")  # queued in the backlog, answered by the new one
         assert _agent_answers(sidecar) >= before + 1  # the count went on
         assert "the agent process" in sidecar.logs() and "SIGKILL" in sidecar.logs()

@@ -66,10 +66,37 @@ class _ChildProcess:
         self.process.send_signal(signum)
 
     def kill(self) -> None:
+        """SIGKILL, and wait until its children died with it too (the sidecar's agent process holds a port)."""
         if self.process is not None and self.process.poll() is None:
+            children = children_of(self.process.pid)
             self.process.send_signal(signal.SIGCONT)  # a stopped process must run to die
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
+            for child in children:
+                wait_dead(child)
+
+
+def children_of(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            return [int(child) for child in children.read().split()]
+    except OSError:
+        return []
+
+
+def wait_dead(pid: int, timeout: float = 5.0) -> None:
+    """Until `pid` is gone or a zombie (dead, its parent has not reaped it yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return
+        except OSError:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} still alive {timeout}s after its parent's SIGKILL")
+        time.sleep(0.01)
 
 
 class SidecarProcess(_ChildProcess):
