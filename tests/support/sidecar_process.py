@@ -18,6 +18,7 @@ from typing import Any, Self
 import yaml
 
 from tests.support.ports import free_port
+from tests.support.tracer_apps import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,19 +85,17 @@ def children_of(pid: int) -> list[int]:
         return []
 
 
+def _is_dead(pid: int) -> bool:
+    """Gone, or a zombie (dead, its parent has not reaped it yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
 def wait_dead(pid: int, timeout: float = 5.0) -> None:
-    """Until `pid` is gone or a zombie (dead, its parent has not reaped it yet)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                if stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                    return
-        except OSError:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"process {pid} still alive {timeout}s after its parent's SIGKILL")
-        time.sleep(0.01)
+    wait_until(lambda: _is_dead(pid), timeout, what=f"process {pid} to die with its parent", interval=0.01)
 
 
 class SidecarProcess(_ChildProcess):
