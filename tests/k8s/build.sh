@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Build the real kube-apiserver and kube-controller-manager for Candor's tests.
+# Build the real control plane (kube-apiserver, kube-controller-manager, kube-scheduler) and the kubelet
+# for Candor's tests.
 #
-# Output: the directory holding both binaries, printed as the last line of stdout:
+# Output: the directory holding the binaries, printed as the last line of stdout:
 #   ${CANDOR_K8S_CACHE:-$HOME/.cache/candor/k8s}/<k8s version>/bin
-# The cache lives outside the repository and is reused when both binaries are present, so only the
+# The cache lives outside the repository and is reused when every binary is present, so only the
 # first run pays for the module download and compile (Go's GOMODCACHE/GOCACHE are reused as well).
 # Concurrent runs (make test + the pytest fixture, parallel sessions) serialise on a lock file.
 set -euo pipefail
@@ -13,7 +14,7 @@ version="$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$here/
 [[ -n "$version" ]] || { echo "build.sh: no 'require k8s.io/kubernetes vX.Y.Z' line in $here/go.mod" >&2; exit 2; }
 cache="${CANDOR_K8S_CACHE:-$HOME/.cache/candor/k8s}"
 bin="$cache/$version/bin"
-binaries=(kube-apiserver kube-controller-manager)
+binaries=(kube-apiserver kube-controller-manager kube-scheduler kubelet)
 
 have_all() {
     local b
@@ -42,11 +43,12 @@ echo "build.sh: building ${binaries[*]} $version into $bin (first time only; sev
 start=$(date +%s)
 (
     cd "$here"
-    # One `go build` for both commands so their shared packages compile once. nice: the machine is shared.
+    # One `go build` for all commands so their shared packages compile once. nice: the machine is shared.
     # -mod=readonly: go.mod/go.sum are committed and complete; a build must never rewrite them.
     GOFLAGS="${GOFLAGS:--mod=readonly}" CGO_ENABLED=0 GOTOOLCHAIN=local \
         nice -n 10 go build -trimpath -ldflags="$ldflags" -o "$staging/" \
-        k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+        k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+        k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet
 )
 mkdir -p "$bin"
 for b in "${binaries[@]}"; do mv "$staging/$b" "$bin/$b"; done
