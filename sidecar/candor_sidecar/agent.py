@@ -1,7 +1,7 @@
-"""HAProxy agent-check: what the agent says, kept by the sidecar and answered by agent_process.
+"""HAProxy agent-check: what the agent says, kept by the sidecar and answered by agent_server.
 
-The seed's example agent samples the CPU for a second on every connection; this one only formats a line
-from what the evaluation loop last decided, so answering costs microseconds and never blocks.
+Answering only formats a line from what the evaluation loop last decided, so it costs microseconds and
+never waits for anything.
 Protocol words (HAProxy `agent-check`): `up`, `down`, `drain`, `maint`, `ready`, `N%`, `maxconn:N`,
 and a free-text reason after `#`.
 """
@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable
 
+REASON_LIMIT = 1024  # characters: HAProxy reads one short line; a longer reason is cut, never fatal
 READY_WINDOW = 30.0  # seconds to keep saying `ready` when lifting a maint or drain this agent said
 
 
@@ -38,7 +39,7 @@ class AgentState:
         self._on_change: list[Callable[[], None]] = []
 
     def on_change(self, callback: Callable[[], None]) -> None:
-        """Call `callback` after every update and drain (the agent process gets the state this way)."""
+        """Call `callback` after every update and drain."""
         self._on_change.append(callback)
 
     def _changed(self) -> None:
@@ -100,4 +101,4 @@ class AgentState:
 
 def _clean(reason: str) -> str:
     # One line only: a newline inside the reason would end the reply early.
-    return " ".join(reason.split())
+    return " ".join(reason[:REASON_LIMIT].split())

@@ -1,23 +1,20 @@
-"""A small HTTP/1.1 server: GET/HEAD (and OPTIONS on probe paths), keep-alive, hard time limits on every connection.
+"""A small HTTP/1.1 server on the event loop: GET/HEAD (and OPTIONS on probe paths), keep-alive, pipelining.
 
-Hand-written rather than aiohttp to keep the sidecar near its 40 MB RSS budget; it only needs to serve
-a handful of small documents to HAProxy, Prometheus and humans, and to survive garbage, slow and idle
-clients without ever blocking /health. A thread accepts and answers complete, cheap requests at once;
-the asyncio event loop takes everything else (partial, slow, kept-alive, /metrics).
+h11 parses and frames (it is small, pure Python and keeps to the RFCs); this module adds what a server
+facing HAProxy, Prometheus, humans and hostile clients needs: a deadline on every connection (slowloris
+and idle clients end), caps on the request head and body, a 400 for garbage, and pipelined requests
+answered in order. Every request is handled on the event loop, so handlers never race each other.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from candor_sidecar.listener import accept_connections, listen_tcp
+import h11
 
 log = logging.getLogger("candor.sidecar.http")
 
@@ -54,7 +51,7 @@ Handler = Callable[[Request], "Response | Awaitable[Response]"]  # sync answers 
 
 @dataclass(frozen=True)
 class Limits:
-    header_timeout: float = 5.0  # a request head must arrive within this (slowloris ends here)
+    header_timeout: float = 5.0  # a request (head and body) must arrive within this: slowloris ends here
     idle_timeout: float = 10.0  # a kept-alive connection may wait this long for its next request
     write_timeout: float = 5.0  # a client that does not read its response is cut off
     max_header_bytes: int = 16384
@@ -63,58 +60,24 @@ class Limits:
     max_connections: int = 20000
 
 
-class _BadRequest(Exception):
+class _Refused(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
 
 
-def _parse_head(head: bytes) -> Request:
-    try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes everything
-        raise _BadRequest(400, "undecodable request") from None
-    lines = text.split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-        raise _BadRequest(400, "malformed request line")
-    method, target, version = parts
-    if version not in ("HTTP/1.0", "HTTP/1.1"):
-        raise _BadRequest(505, "only HTTP/1.0 and HTTP/1.1")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip():
-            raise _BadRequest(400, "malformed header line")
-        headers[name.lower()] = value.strip()
-    split = urlsplit(target)
-    return Request(method, unquote(split.path) or "/", parse_qs(split.query, keep_blank_values=True), headers,
-                   version)
-
-
-def _keep_alive(request: Request) -> bool:
-    connection = request.headers.get("connection", "").lower()
-    if request.version == "HTTP/1.0":
-        return "keep-alive" in connection
-    return "close" not in connection
-
-
-def _encode(response: Response, head_only: bool, keep_alive: bool) -> bytes:
-    lines = [f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Unknown')}",
-             f"Content-Type: {response.content_type}", f"Content-Length: {len(response.body)}",
-             "Cache-Control: no-store", f"Connection: {'keep-alive' if keep_alive else 'close'}"]
-    lines += [f"{name}: {value}" for name, value in response.headers]
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return head if head_only else head + response.body
+def _request(event: h11.Request) -> Request:
+    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in event.headers}
+    split = urlsplit(event.target.decode("latin-1"))
+    return Request(event.method.decode("latin-1"), unquote(split.path) or "/",
+                   parse_qs(split.query, keep_blank_values=True), headers, "HTTP/" + event.http_version.decode())
 
 
 class _Connection(asyncio.Protocol):
-    """One client connection: a buffer, one deadline timer, at most one request in progress.
+    """One client connection: an h11 state machine, one deadline timer, at most one request in progress.
 
     A protocol rather than streams: an idle or slow client costs one small object and one timer, so
-    thousands of them neither eat memory nor delay the event loop that answers /health.
+    thousands of them neither eat memory nor delay the event loop that answers /health and the agent.
     """
 
     def __init__(self, server: HttpServer) -> None:
@@ -122,19 +85,19 @@ class _Connection(asyncio.Protocol):
         self.limits = server.limits
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=server.limits.max_header_bytes)
+        self.request: Request | None = None  # the request whose head and body are arriving
+        self.body_bytes = 0
         self.requests = 0
-        self.busy = False  # a handler is running or a response is being written
-        self.closing = False
+        self.busy = False  # a handler is running or its response is being written
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
-        self.eof = False
 
     # deadlines ---------------------------------------------------------------------------------------
-    def _deadline(self, seconds: float) -> None:
+    def _deadline(self, seconds: float | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
-        self.timer = self.loop.call_later(seconds, self._expire)
+        self.timer = None if seconds is None else self.loop.call_later(seconds, self._expire)
 
     def _expire(self) -> None:
         self.timer = None
@@ -153,62 +116,78 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections -= 1
-        if self.timer is not None:
-            self.timer.cancel()
+        self._deadline(None)
         if self.task is not None:
             self.task.cancel()
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        # h11 buffers whatever is beyond the current request (pipelining) until start_next_cycle
+        if len(self.h11.trailing_data[0]) + len(data) > self.limits.max_header_bytes + self.limits.max_body_bytes:
+            if self.busy:  # an answer is on its way: no room for a second one, just stop reading
+                self._close()
+            else:
+                self._refuse(_Refused(431, "too much pipelined data"))
             return
-        self.buffer += data
+        self.h11.receive_data(data)
         if not self.busy:
-            self._next_request()
-        elif len(self.buffer) > self.limits.max_header_bytes + self.limits.max_body_bytes:
-            self._fail(431, "too much pipelined data")
+            self._advance()
 
     def eof_received(self) -> bool:
-        # Half-closed by the client: finish a response in progress, otherwise there is nothing to answer.
-        self.eof = True
-        return self.busy
+        # Half-closed by the client: pipelined requests already received are still answered.
+        self.h11.receive_data(b"")
+        if not self.busy:
+            self._advance()
+        return True  # we close the transport ourselves once the last answer is written
 
     def pause_writing(self) -> None:
         self._deadline(self.limits.write_timeout)  # the client stopped reading
 
     def resume_writing(self) -> None:
-        if self.busy and self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.busy:
+            self._deadline(None)
 
     # requests ----------------------------------------------------------------------------------------
-    def _fail(self, status: int, message: str) -> None:
-        self._send(Response(status, (message + "\n").encode()), head_only=False, keep_alive=False)
+    def _advance(self) -> None:
+        """Consume events until a request is complete (then handle it) or more bytes are needed."""
+        while self.transport is not None and not self.busy:
+            try:
+                event = self.h11.next_event()
+                if isinstance(event, h11.Request):
+                    self._begin(event)
+                elif isinstance(event, h11.Data):
+                    self.body_bytes += len(event.data)
+                    if self.body_bytes > self.limits.max_body_bytes:
+                        raise _Refused(413, "request body too large")
+                elif isinstance(event, h11.EndOfMessage):
+                    self._handle()
+                elif isinstance(event, h11.ConnectionClosed):
+                    self._close()
+                elif event is h11.NEED_DATA or event is h11.PAUSED:
+                    return
+            except h11.RemoteProtocolError as error:
+                self._refuse(_Refused(error.error_status_hint, f"bad request: {error}"))
+                return
+            except _Refused as refused:
+                self._refuse(refused)
+                return
 
-    def _next_request(self) -> None:
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self.buffer) > self.limits.max_header_bytes:
-                self._fail(431, "request head too large")
-            return
-        if end > self.limits.max_header_bytes:
-            self._fail(431, "request head too large")
-            return
-        try:
-            request = _parse_head(bytes(self.buffer[:end]))
-            length = _content_length(request, self.limits.max_body_bytes)
-        except _BadRequest as error:
-            self._fail(error.status, str(error))
-            return
-        if len(self.buffer) < end + 4 + length:
-            return  # the body is still coming, within the same deadline
-        del self.buffer[: end + 4 + length]
+    def _begin(self, event: h11.Request) -> None:
+        if event.http_version not in (b"1.0", b"1.1"):
+            raise _Refused(505, "only HTTP/1.0 and HTTP/1.1")
+        request = _request(event)
+        length = request.headers.get("content-length")
+        if length is not None and int(length) > self.limits.max_body_bytes:  # h11 checked it is digits
+            raise _Refused(413, "request body too large")
+        self.request, self.body_bytes = request, 0
+
+    def _handle(self) -> None:
+        request, self.request = self.request, None
+        assert request is not None
         self.requests += 1
         self.busy = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        keep_alive = _keep_alive(request) and self.requests < self.limits.max_requests
+        self._deadline(None)
+        keep_alive = self.requests < self.limits.max_requests
         if not self.server.allows(request):
             self._send(Response(405, b"only GET and HEAD\n", headers=[("Allow", "GET, HEAD")]), False, keep_alive)
             return
@@ -216,7 +195,7 @@ class _Connection(asyncio.Protocol):
             answer = self.server.handler(request)
         except Exception:
             log.exception("handler failed for %s", request.path)
-            self._fail(500, "internal error")
+            self._send(Response(500, b"internal error\n"), False, False)
             return
         if isinstance(answer, Response):
             self._send(answer, request.method == "HEAD", keep_alive)
@@ -236,25 +215,51 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self._send(response, head_only, keep_alive)
 
+    def _refuse(self, refused: _Refused) -> None:
+        """Answer a request we cannot parse or accept (if HTTP still allows an answer), then close."""
+        self.busy = True
+        if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            self._send(Response(refused.status, (str(refused) + "\n").encode()), False, False)
+        else:
+            self._close()
+
     def _send(self, response: Response, head_only: bool, keep_alive: bool) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        keep_alive = keep_alive and not self.eof
-        transport.write(_encode(response, head_only, keep_alive))
+        headers = [("Content-Type", response.content_type), ("Content-Length", str(len(response.body))),
+                   ("Cache-Control", "no-store"), *response.headers]
+        if not keep_alive:
+            headers.append(("Connection", "close"))
+        try:
+            data = self.h11.send(h11.Response(status_code=response.status, headers=headers,
+                                            reason=REASONS.get(response.status, "").encode()))
+            if not head_only:
+                data += self.h11.send(h11.Data(data=response.body))
+            data += self.h11.send(h11.EndOfMessage())
+        except h11.LocalProtocolError:  # e.g. the request was refused before it was complete
+            transport.write(_raw_answer(response))
+            self._close()
+            return
+        transport.write(data)
         if response.after_sent is not None:
             self._after_flush(response.after_sent)
-        if not keep_alive:
-            self.closing = True
-            self.busy = True
-            transport.close()  # flushes what is buffered first
-            if transport.get_write_buffer_size():
-                self._deadline(self.limits.write_timeout)
+        if self.h11.our_state is h11.MUST_CLOSE or self.h11.their_state is not h11.DONE:
+            self._close()
             return
+        self.h11.start_next_cycle()
         self.busy = False
         self._deadline(self.limits.idle_timeout + self.limits.header_timeout)
-        if self.buffer:
-            self._next_request()  # pipelined
+        self._advance()  # a pipelined request may already be buffered
+
+    def _close(self) -> None:
+        self.busy = True
+        transport = self.transport
+        if transport is None:
+            return
+        transport.close()  # flushes what is buffered first
+        if transport.get_write_buffer_size():
+            self._deadline(self.limits.write_timeout)
 
     def _after_flush(self, callback: Callable[[], None], waited: float = 0.0) -> None:
         """Once the response left our buffer (it is in the kernel, on its way): then it counts as served."""
@@ -267,37 +272,26 @@ class _Connection(asyncio.Protocol):
             self.loop.call_later(0.02, self._after_flush, callback, waited + 0.02)
 
 
-def _content_length(request: Request, maximum: int) -> int:
-    if "chunked" in request.headers.get("transfer-encoding", "").lower():
-        raise _BadRequest(501, "chunked request bodies are not supported")
-    text = request.headers.get("content-length", "0")
-    if not text.isdigit():
-        raise _BadRequest(400, "bad Content-Length")
-    if int(text) > maximum:
-        raise _BadRequest(413, "request body too large")
-    return int(text)
+def _raw_answer(response: Response) -> bytes:
+    """An answer written past h11, for a client whose request h11 no longer allows answering."""
+    head = (f"HTTP/1.1 {response.status} {REASONS.get(response.status, '')}\r\n"
+            f"Content-Type: {response.content_type}\r\nContent-Length: {len(response.body)}\r\n"
+            "Connection: close\r\n\r\n")
+    return head.encode("latin-1") + response.body
 
 
 class HttpServer:
-    """Listens on one port. A thread accepts; a request that is already complete on arrival (HAProxy's
-    checks, curl, most probes) for a `fast` path is answered right there with four syscalls and closed.
-    Everything else (slow or partial clients, keep-alive, /metrics) is handed to the event loop.
-    """
+    """Listens on one port; every connection is a _Connection on the running event loop."""
 
     def __init__(self, handler: Handler, limits: Limits | None = None,
-                 fast: Callable[[str], bool] = lambda path: False,
                  options_as_get: Callable[[str], bool] = lambda path: False) -> None:
         self.handler = handler
         self.limits = limits or Limits()
-        self.fast = fast  # paths whose handler answers synchronously and cheaply (never /metrics)
         # Probe paths answering OPTIONS exactly as GET: HAProxy's `option httpchk <uri>` (no method) sends
         # OPTIONS, and so does haproxy-ingress's health-check-uri annotation; a 405 would mark every pod DOWN.
         self.options_as_get = options_as_get
         self.connections = 0
-        self.fast_answers = 0
-        self.sock: socket.socket | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.closed = False
+        self.server: asyncio.Server | None = None
 
     def allows(self, request: Request) -> bool:
         return request.method in ("GET", "HEAD") or (request.method == "OPTIONS"
@@ -305,78 +299,12 @@ class HttpServer:
 
     async def start(self, host: str, port: int, backlog: int = 4096) -> int:
         """Binds and starts accepting; the port (useful with port 0)."""
-        self.loop = asyncio.get_running_loop()
-        # Deferred accept wakes accept() only once the request has arrived (or after a second): HAProxy and
-        # curl send at once, but without it about half of them were accepted a moment before their request
-        # landed and took the slow event-loop path instead of being answered by the accept thread.
-        sock = self.sock = listen_tcp(host, port, backlog, defer_accept=True)
-        threading.Thread(target=self._accept_loop, name="candor-http-accept", daemon=True).start()
-        bound: int = sock.getsockname()[1]
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: _Connection(self), host, port, backlog=backlog,
+                                               reuse_address=True)
+        bound: int = self.server.sockets[0].getsockname()[1]
         return bound
 
-    def _accept_loop(self) -> None:
-        assert self.sock is not None and self.loop is not None
-        for conn in accept_connections(self.sock, lambda: self.closed, "HTTP"):
-            try:
-                if self._answer_at_once(conn):
-                    continue
-            except OSError:
-                conn.close()
-                continue
-            try:
-                self.loop.call_soon_threadsafe(self._adopt, conn)
-            except RuntimeError:  # the loop is closed: we are shutting down
-                conn.close()
-                return
-
-    def _answer_at_once(self, conn: socket.socket) -> bool:
-        """True when the request was complete on arrival and has been answered (and the socket closed)."""
-        try:
-            data = conn.recv(self.limits.max_header_bytes, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return False
-        end = data.find(b"\r\n\r\n")
-        if end < 0:
-            return False
-        try:
-            request = _parse_head(data[:end])
-        except _BadRequest:
-            return False  # the event loop path explains the problem to the client
-        if not self.allows(request) or request.headers.get("content-length", "0") != "0" \
-                or "transfer-encoding" in request.headers or not self.fast(request.path):
-            return False
-        response = self.handler(request)
-        if not isinstance(response, Response):  # a handler that must await after all: never here
-            close = getattr(response, "close", None)
-            if close is not None:
-                close()
-            return False
-        conn.recv(end + 4, socket.MSG_DONTWAIT)  # consume the head, so closing sends a FIN, not a reset
-        conn.settimeout(self.limits.write_timeout)
-        conn.sendall(_encode(response, request.method == "HEAD", keep_alive=False))
-        conn.close()
-        self.fast_answers += 1
-        if response.after_sent is not None:
-            self.loop.call_soon_threadsafe(response.after_sent)  # type: ignore[union-attr]
-        return True
-
-    def _adopt(self, conn: socket.socket) -> None:
-        assert self.loop is not None
-        if self.closed:
-            conn.close()
-            return
-        conn.setblocking(False)
-        task = self.loop.create_task(self.loop.connect_accepted_socket(lambda: _Connection(self), conn))
-        task.add_done_callback(_log_adopt_failure)
-
     def close(self) -> None:
-        self.closed = True
-        if self.sock is not None:
-            with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
-            self.sock.close()
-
-
-def _log_adopt_failure(task: asyncio.Task[tuple[asyncio.Transport, asyncio.Protocol]]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.debug("could not adopt a connection: %s", task.exception())
+        if self.server is not None:
+            self.server.close()

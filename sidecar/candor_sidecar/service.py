@@ -1,7 +1,8 @@
 """The sidecar process: background evaluation, the agent and HTTP servers, and the termination sequence.
 
-Journal reads run on one worker thread (they touch files; serialising them keeps folds ordered), so the
-event loop only ever formats cached answers and /health stays fast whatever the journals cost.
+One event loop answers the agent and every HTTP request, so handlers never race each other. Journal
+reads run on one worker thread (they touch files; serialising them keeps folds ordered), so the loop only
+formats answers from the latest evaluation and stays responsive whatever the journals cost.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import logging
 import os
 import resource
 import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from candor_sidecar.admin_word import ADMIN_WORDS, read_admin_word, remember_admin_word
 from candor_sidecar.agent import AgentState
-from candor_sidecar.agent_process import AgentServer, start_agent_server
+from candor_sidecar.agent_server import AgentServer
 from candor_sidecar.checks import Evaluation, evaluate
 from candor_sidecar.config import SidecarConfig
 from candor_sidecar.health import CONTENT_TYPE, health_document, select
@@ -60,10 +60,12 @@ class Sidecar:
         self.config = config
         self._admin_word = read_admin_word(config.state_dir)  # maint/drain said and not yet lifted
         self.agent = AgentState(config.slow_start, config.max_conn, lift_admin_state=self._admin_word is not None)
-        # Registered before the agent process publishes: a maint or drain is on disk before HAProxy can hear it,
-        # so a sidecar that crashes right after saying it still gets it lifted by its successor.
+        # Called on every change, before the next agent answer: a maint or drain is on disk before HAProxy can
+        # hear it, so a sidecar that crashes right after saying it still gets it lifted by its successor.
         self.agent.on_change(lambda: self._track_admin_word(self.agent.word()))
+        self.agent_server = AgentServer(self.agent)
         self.evaluation: Evaluation | None = None
+        self.evaluations = 0  # sequence number of self.evaluation: never goes back
         self.presence = AppPresence()  # only the journal worker thread touches it
         self._health_cache: dict[tuple[str | None, bool, bool], Response] = {}
         self.draining = False
@@ -71,12 +73,10 @@ class Sidecar:
         self.final_scrape = asyncio.Event()
         self.stop_now = asyncio.Event()
         self.terminate = asyncio.Event()
-        self.http = HttpServer(self.handle, fast=lambda path: path.rstrip("/") != "/metrics",
-                               options_as_get=is_probe_path)
+        self.http = HttpServer(self.handle, options_as_get=is_probe_path)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="candor-journal")
         self._closers: list[Callable[[], None]] = []
         self._last_word = ""
-        self._agent_server: AgentServer | None = None
 
     # journals -----------------------------------------------------------------------------------------
     async def _in_worker(self, function: Callable[[], T]) -> T:
@@ -110,6 +110,7 @@ class Sidecar:
     def _apply(self, evaluation: Evaluation) -> None:
         previous = self.evaluation
         self.evaluation = evaluation
+        self.evaluations += 1
         self._health_cache = {}
         failing = evaluation.failing()
         self.agent.update(bool(failing), "; ".join(check.reason for check in failing), evaluation.maintenance)
@@ -120,8 +121,6 @@ class Sidecar:
         if word != self._last_word:
             log.info("agent answers %s", self.agent.line().decode().strip())
             self._last_word = word
-        if self._agent_server is not None:
-            self._agent_server.ensure_running()
 
     def _track_admin_word(self, word: str) -> None:
         """Remember a maint or drain HAProxy will hold; forget it once `ready` has been said long enough."""
@@ -186,7 +185,8 @@ class Sidecar:
         if evaluation.maintenance:
             notes.append("maintenance annotation set: the agent answers maint")
         status, body = health_document(evaluation, checks, verbose, notes)
-        return Response(status, body, CONTENT_TYPE)
+        # A client comparing answers can tell a newer evaluation from an older one by this number.
+        return Response(status, body, CONTENT_TYPE, headers=[("Candor-Evaluation", str(self.evaluations))])
 
     def _livez(self) -> Response:
         evaluation = self.evaluation
@@ -216,7 +216,7 @@ class Sidecar:
             snapshot = await self._in_worker(self._read_snapshot)
         except (OSError, ValueError) as exc:
             return Response(503, f"journals unreadable: {exc}\n".encode())
-        answers = self._agent_server.answers if self._agent_server is not None else 0
+        answers = self.agent_server.answers
         facts = SidecarFacts(self.evaluation, self.agent.weight_percent(), self.agent.word(), self.draining, answers)
         body, content_type = render_metrics(snapshot, facts, request.headers.get("accept", ""))
         return Response(200, body, content_type, after_sent=self.final_scrape.set if after_fold else None)
@@ -234,25 +234,20 @@ class Sidecar:
 
     async def start(self) -> None:
         limit = raise_open_file_limit()
-        # The HTTP accept thread and the journal worker share the GIL with the event loop: hand it over
-        # every 0.5 ms instead of 5 ms so none can hold an answer back for long.
-        sys.setswitchinterval(0.0005)
         try:  # the shared volume normally exists; locally the sidecar may be first
             os.makedirs(self.config.state_dir, exist_ok=True)
         except OSError as error:
             log.warning("cannot create the state directory %s: %s", self.config.state_dir, error)
-        # Fork the agent process first, while this process has no other thread; it answers from the first
-        # evaluation on (never before).
-        self._agent_server = start_agent_server(self.agent, self.config.agent.address, self.config.agent.port,
-                                                wait_for_update=True)
-        self._closers = [self._agent_server.close]
+        # Listen only after the first evaluation: the agent never answers from a state nobody decided.
         try:
             self._apply(await self._in_worker(self._evaluate_now))
+            await self.agent_server.start(self.config.agent.address, self.config.agent.port)
+            self._closers.append(self.agent_server.close)
             await self.http.start(self.config.http.address, self.config.http.port)
-        except BaseException:  # e.g. the HTTP port is taken: no agent process left behind
+            self._closers.append(self.http.close)
+        except BaseException:  # e.g. the HTTP port is taken: no listener left behind
             self._close()
             raise
-        self._closers.append(self.http.close)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal)

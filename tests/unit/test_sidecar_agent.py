@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
 import time
 
 import pytest
 
 from candor_sidecar.agent import READY_WINDOW, AgentState
-from candor_sidecar.agent_process import start_agent_server
+from candor_sidecar.agent_server import AgentPeers, AgentServer
 
 
 class Clock:
@@ -89,91 +86,69 @@ def test_drain_wins_over_everything() -> None:
     assert state.word() == "drain"
 
 
+async def _started(state: AgentState) -> tuple[AgentServer, int]:
+    server = AgentServer(state)
+    return server, await server.start("127.0.0.1", 0)
+
+
+async def _agent_line(port: int, send: bytes = b"") -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(send)
+        return await asyncio.wait_for(reader.read(), 2.0)  # EOF comes right after the line
+    finally:
+        writer.close()
+
+
 async def test_the_server_answers_at_once_without_waiting_for_agent_send() -> None:
-    state = AgentState(slow_start=0.0, max_conn=5)
-    server = start_agent_server(state, "127.0.0.1", 0)
-    port = server.port
+    server, port = await _started(AgentState(slow_start=0.0, max_conn=5))
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        line = await asyncio.wait_for(reader.read(), 2.0)  # EOF comes right after the line
-        assert line == b"up 100% maxconn:5\n"
-        writer.close()
+        assert await _agent_line(port) == b"up 100% maxconn:5\n"
         # HAProxy's agent-send, or garbage, before reading: still one line
+        assert await _agent_line(port, b"\x00\xffhello agent\r\n" * 100) == b"up 100% maxconn:5\n"
+    finally:
+        server.close()
+
+
+async def test_the_agent_answers_every_change_of_state_and_counts_its_answers() -> None:
+    state = AgentState(slow_start=0.0, max_conn=None)
+    server, port = await _started(state)
+    try:
+        assert await _agent_line(port) == b"up 100%\n"
+        state.update(True, "memory 91% > 80% " + "x" * 100_000, False)  # a huge reason is cut, not fatal
+        line = await _agent_line(port)
+        assert line.startswith(b"down # memory 91% > 80% xxx") and len(line) < 2048
+        state.drain()
+        assert await _agent_line(port) == b"drain # sidecar terminating\n"
+        assert server.answers == 3
+        assert list(server.peers.last_poll()) == ["127.0.0.1"]
+    finally:
+        server.close()
+    with pytest.raises(ConnectionRefusedError):  # close() took the listener away
+        await _agent_line(port)
+
+
+async def test_a_peer_that_never_closes_is_cut_off_after_the_linger_time() -> None:
+    server = AgentServer(AgentState(slow_start=0.0, max_conn=None), linger=0.2)
+    port = await server.start("127.0.0.1", 0)
+    try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"\x00\xffhello agent\r\n" * 100)
-        assert await asyncio.wait_for(reader.readline(), 2.0) == b"up 100% maxconn:5\n"
+        assert await asyncio.wait_for(reader.read(), 2.0) == b"up 100%\n"  # the agent shut its side
+        assert server.connections == 1  # we never close ours
+        deadline = time.monotonic() + 2.0
+        while server.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert server.connections == 0  # the agent ended it
         writer.close()
     finally:
         server.close()
 
 
-def _agent_line(port: int) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        return sock.makefile("rb").readline()
-
-
-def test_the_agent_process_answers_every_change_the_sidecar_publishes() -> None:
-    state = AgentState(slow_start=0.0, max_conn=None)
-    server = start_agent_server(state, "127.0.0.1", 0)
-    try:
-        assert server.pid != os.getpid()
-        assert _agent_line(server.port) == b"up 100%\n"
-        state.update(True, "memory 91% > 80% " + "x" * 100_000, False)  # a huge reason is cut, not fatal
-        line = _agent_line(server.port)
-        assert line.startswith(b"down # memory 91% > 80% xxx") and len(line) < 2048
-        os.kill(server.pid, signal.SIGTERM)  # only the sidecar decides when answering stops
-        state.drain()
-        assert _agent_line(server.port) == b"drain # sidecar terminating\n"
-        assert server.answers == 3
-    finally:
-        server.close()
-    with pytest.raises(ConnectionRefusedError):  # close() took the process and its listener away
-        _agent_line(server.port)
-
-
-def test_with_wait_for_update_nothing_is_answered_before_the_first_evaluation() -> None:
-    state = AgentState(slow_start=0.0, max_conn=None)
-    server = start_agent_server(state, "127.0.0.1", 0, wait_for_update=True)
-    try:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-            sock.settimeout(0.3)
-            with pytest.raises(TimeoutError):  # accepted by the kernel, not answered yet
-                sock.recv(100)
-            state.update(True, "disk /data 95% > 90%", False)
-            sock.settimeout(5)
-            assert sock.makefile("rb").readline() == b"down # disk /data 95% > 90%\n"
-    finally:
-        server.close()
-
-
-def test_a_dead_agent_process_is_replaced_and_its_count_goes_on() -> None:
-    state = AgentState(slow_start=0.0, max_conn=None)
-    server = start_agent_server(state, "127.0.0.1", 0)
-    try:
-        assert _agent_line(server.port) == b"up 100%\n"
-        assert server.ensure_running()
-        first = server.pid
-        os.kill(first, signal.SIGKILL)
-        time.sleep(0.2)  # let it die; ensure_running reaps it
-        assert not server.ensure_running()
-        assert server.pid != first
-        state.update(False, "", True)
-        assert _agent_line(server.port) == b"maint # annotation candor.io/maintenance=true\n"
-        assert server.answers == 2  # continued, not reset: a Prometheus counter never goes backwards
-    finally:
-        server.close()
-
-
-def test_the_agent_process_holds_no_descriptor_of_the_sidecar_but_its_listener() -> None:
-    held = socket.socket()  # e.g. an HTTP connection the sidecar has open when a replacement is forked
-    state = AgentState(slow_start=0.0, max_conn=None)
-    server = start_agent_server(state, "127.0.0.1", 0)
-    try:
-        _agent_line(server.port)  # answering: past its set-up
-        time.sleep(0.1)  # and done with that connection
-        beyond_stdio = [os.readlink(f"/proc/{server.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{server.pid}/fd")
-                        if int(fd) > 2]
-        assert beyond_stdio == [f"socket:[{os.fstat(server.listener.fileno()).st_ino}]"]  # not `held`
-    finally:
-        server.close()
-        held.close()
+def test_agent_peers_remember_the_latest_poll_per_address_within_a_bound() -> None:
+    peers = AgentPeers(limit=2)
+    peers.record("10.0.0.1", 1.0)
+    peers.record("10.0.0.2", 2.0)
+    peers.record("10.0.0.1", 3.0)
+    peers.record("10.0.0.3", 4.0)  # forgets 10.0.0.2, the oldest
+    assert peers.last_poll() == {"10.0.0.1": 3.0, "10.0.0.3": 4.0}
+    assert peers.polled_since(3.5) == ["10.0.0.3"]

@@ -1,10 +1,9 @@
-"""The hand-written HTTP/1.1 server over real loopback sockets: keep-alive, pipelining, limits."""
+"""The sidecar's HTTP/1.1 server over real loopback sockets: keep-alive, pipelining, limits."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from pathlib import Path
 
@@ -48,7 +47,8 @@ async def test_keep_alive_pipelining_head_and_methods() -> None:
     try:
         answer = await _exchange(port, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
                                        b"HEAD /b?verbose HTTP/1.1\r\nHost: x\r\n\r\n"
-                                       b"POST /c HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+                                       b"POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                                       b"Connection: close\r\n\r\nabc",
                                  timeout=2.0)
         parts = answer.split(b"HTTP/1.1 ")[1:]
         assert [part.split(b"\r\n")[0] for part in parts] == [b"200 OK", b"200 OK", b"200 OK",
@@ -69,7 +69,7 @@ async def test_every_connection_has_a_deadline() -> None:
         assert await _exchange(port, b"GET / HTTP/1.1\r\n") == b""  # never finishes its head
         assert time.monotonic() - started < 1.5
         started = time.monotonic()
-        kept = await _exchange(port, b"GET /k HTTP/1.1\r\n\r\n")  # kept alive, then idle
+        kept = await _exchange(port, b"GET /k HTTP/1.1\r\nHost: x\r\n\r\n")  # kept alive, then idle
         assert kept.endswith(b"/k") and time.monotonic() - started < 1.5
         assert server.connections == 0
     finally:
@@ -82,45 +82,39 @@ async def test_oversized_and_malformed_heads_are_refused() -> None:
         assert (await _exchange(port, b"X" * 5000)).startswith(b"HTTP/1.1 431")
         assert (await _exchange(port, b"NONSENSE\r\n\r\n")).startswith(b"HTTP/1.1 400")
         assert (await _exchange(port, b"GET / HTTP/2.0\r\n\r\n")).startswith(b"HTTP/1.1 505")
-        assert (await _exchange(port, b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")).startswith(
-            b"HTTP/1.1 501")
+        assert (await _exchange(port, b"GET / HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 400")  # no Host
     finally:
         server.close()
 
 
-def _pair() -> tuple[socket.socket, socket.socket]:
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        client = socket.create_connection(listener.getsockname())
-        conn, _ = listener.accept()
-    return client, conn
+async def test_bodies_are_capped_and_chunked_ones_are_read() -> None:
+    server, port = await _server(Limits(max_body_bytes=100))
+    try:
+        big = await _exchange(port, b"GET /a HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n")
+        assert big.startswith(b"HTTP/1.1 413") and b"Connection: close" in big  # refused before it arrives
+        chunks = b"GET /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        assert (await _exchange(port, chunks + b"5\r\nhello\r\n0\r\n\r\n")).endswith(b"\r\n\r\n/c")
+        assert (await _exchange(port, chunks + b"65\r\n" + b"x" * 101)).startswith(b"HTTP/1.1 413")
+    finally:
+        server.close()
 
 
-def test_a_request_complete_on_arrival_is_answered_by_the_accept_thread_itself() -> None:
-    server = HttpServer(_handler, fast=lambda path: path.startswith("/health"))  # type: ignore[arg-type]
-    client, conn = _pair()
-    client.sendall(b"GET /health?verbose HTTP/1.1\r\nHost: x\r\n\r\n")
-    time.sleep(0.05)
-    assert server._answer_at_once(conn)
-    answer = client.recv(4096)
-    assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"/health verbose")
-    assert b"Connection: close" in answer and client.recv(4096) == b""  # closed with a FIN, not a reset
-    client.close()
-
-    for payload in (b"GET /health HTTP/1.1\r\nHost: x\r\n",  # head not complete yet
-                    b"GET /metrics HTTP/1.1\r\n\r\n",  # not a fast path
-                    b"POST /health HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi",  # not a GET
-                    b"garbage\r\n\r\n"):  # the event loop path explains errors
-        client, conn = _pair()
-        client.sendall(payload)
-        time.sleep(0.05)
-        assert not server._answer_at_once(conn)
-        assert conn.recv(4096) == payload  # only peeked: nothing was consumed for the slow path
-        client.close()
-        conn.close()
+async def test_pipelined_requests_are_all_answered_even_after_the_client_half_closes() -> None:
+    server, port = await _server()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"".join(f"GET /{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for n in range(50)))
+        writer.write_eof()
+        answer = await asyncio.wait_for(reader.read(), 3.0)
+        writer.close()
+        bodies = [part.partition(b"\r\n\r\n")[2] for part in answer.split(b"HTTP/1.1 200 OK")[1:]]
+        assert bodies == [f"/{n}".encode() for n in range(50)]
+    finally:
+        server.close()
 
 
 async def _split_exchange(port: int, payload: bytes) -> bytes:
-    """Sends the head in two pieces, so the event loop (not the accept thread) answers it."""
+    """Sends the head in two pieces, as a slow client would."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(payload[:5])
     await writer.drain()
@@ -144,7 +138,7 @@ async def test_options_on_probe_paths_answers_exactly_as_get(tmp_path: Path) -> 
     port = await sidecar.http.start("127.0.0.1", 0)
     try:
         for path in ("/health", "/health/disk", "/health/disk:utilization", "/livez", "/readyz", "/health/"):
-            for exchange in (_exchange, _split_exchange):  # the accept thread's fast path and the event loop
+            for exchange in (_exchange, _split_exchange):  # whole or in pieces
                 got = await exchange(port, f"GET {path} HTTP/1.0\r\n\r\n".encode())
                 options = await exchange(port, f"OPTIONS {path} HTTP/1.0\r\n\r\n".encode())
                 assert _status_and_body(options) == _status_and_body(got), (path, exchange.__name__)

@@ -1,0 +1,92 @@
+"""The agent-check listener, answered on the sidecar's event loop from the state the evaluation keeps.
+
+HAProxy polls once per `agent-inter` per load balancer, so answering is one formatted line per
+connection: no task, only a small protocol object and one timer. The line goes out at once (HAProxy's
+`agent-send`, if any, is not waited for); then our side is shut and whatever the peer sent is read until
+it closes, so closing sends a FIN, not a reset. A peer that never closes is cut off after `linger`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+
+from candor_sidecar.agent import AgentState
+
+
+class AgentPeers:
+    """The source addresses that polled the agent and when each last did (monotonic), newest last.
+
+    Bounded, so a scan from many addresses cannot grow it: the oldest entries are forgotten first. A
+    draining sidecar reads it to know which load balancers are still asking.
+    """
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit = limit
+        self._last_poll: OrderedDict[str, float] = OrderedDict()
+
+    def record(self, address: str, when: float) -> None:
+        self._last_poll[address] = when
+        self._last_poll.move_to_end(address)
+        while len(self._last_poll) > self.limit:
+            self._last_poll.popitem(last=False)
+
+    def last_poll(self) -> dict[str, float]:
+        """Address -> monotonic time of its latest poll."""
+        return dict(self._last_poll)
+
+    def polled_since(self, since: float) -> list[str]:
+        """Addresses whose latest poll is at or after `since`."""
+        return [address for address, when in self._last_poll.items() if when >= since]
+
+
+class _AgentConnection(asyncio.Protocol):
+    def __init__(self, server: AgentServer) -> None:
+        self.server = server
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        server = self.server
+        server.answers += 1
+        server.connections += 1
+        peer = transport.get_extra_info("peername")
+        if peer:
+            server.peers.record(str(peer[0]), time.monotonic())
+        transport.write(server.state.line())
+        transport.write_eof()
+        self.timer = asyncio.get_running_loop().call_later(server.linger, transport.abort)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # agent-send or garbage: nothing here changes the answer
+
+    def eof_received(self) -> bool:
+        return False  # the peer closed: close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections -= 1
+        if self.timer is not None:
+            self.timer.cancel()
+
+
+class AgentServer:
+    def __init__(self, state: AgentState, linger: float = 5.0) -> None:
+        self.state = state
+        self.linger = linger
+        self.answers = 0  # connections answered since the sidecar started
+        self.connections = 0  # answered, not closed yet
+        self.peers = AgentPeers()
+        self.server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int, backlog: int = 4096) -> int:
+        """Binds and starts answering; the port (useful with port 0)."""
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: _AgentConnection(self), host, port, backlog=backlog,
+                                               reuse_address=True)
+        bound: int = self.server.sockets[0].getsockname()[1]
+        return bound
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
