@@ -45,7 +45,7 @@ def test_counters_survive_a_sidecar_sigkill_and_an_app_exit(tmp_path: Path) -> N
         assert before >= 1.5
         first.signal(signal.SIGKILL)
         first.wait(10)
-        _agent_port_closes(first.agent_port)  # its agent process died with it: nothing left holding the port
+        _agent_port_closes(first.agent_port)  # nothing left holding the port for the next sidecar
         second = SidecarProcess(state).start()
         try:
             after = _job_seconds(second)
