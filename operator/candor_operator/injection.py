@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from candor_operator.policy_model import Metrics
+from candor_sidecar.config import DEFAULT_AGENT_PORT, DEFAULT_HTTP_PORT, STATE_DIR
+
 INJECT_ANNOTATION = "candor.io/inject"
 STATUS_ANNOTATION = "candor.io/status"
 POLICY_ANNOTATION = "candor.io/policy"
@@ -22,7 +25,6 @@ SIDECAR_NAME = "candor-sidecar"
 STATE_VOLUME = "candor-state"
 PODINFO_VOLUME = "candor-podinfo"
 CONFIG_VOLUME = "candor-config"
-STATE_DIR = "/var/run/candor"
 PODINFO_DIR = "/etc/podinfo"
 CONFIG_DIR = "/etc/candor"
 CONFIG_KEY = "sidecar.yaml"
@@ -48,9 +50,9 @@ class PolicyTarget:
 
     policy: str
     configmap: str
-    http_port: int = 9898
-    agent_port: int = 9999
-    final_scrape_timeout: float = 30.0
+    http_port: int = DEFAULT_HTTP_PORT
+    agent_port: int = DEFAULT_AGENT_PORT
+    final_scrape_timeout: float = Metrics.final_scrape_timeout
 
 
 def inject_requested(annotations: Mapping[str, str] | None) -> bool:

@@ -28,7 +28,15 @@ from candor_operator.policy_model import (
     PolicyError,
     Selector,
 )
-from candor_sidecar.durations import format_duration, parse_duration
+from candor_sidecar.durations import (
+    DURATION_PATTERN,
+    NANOS_PER_SECOND,
+    DurationError,
+    format_duration,
+    parse_duration_nanos,
+    seconds_to_nanos,
+)
+from candor_sidecar.shown import show
 
 __all__ = [
     "CONTROLLERS",
@@ -58,10 +66,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-# Go's time.ParseDuration grammar restricted to the units the sidecar also reads, so that the
-# API server's CEL duration() and candor_sidecar.durations agree on every accepted value.
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(us|ms|s|m|h))+$"
-_DURATION = re.compile(DURATION_PATTERN)
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -125,15 +129,11 @@ DEFAULTS: dict[str, object] = {
 # --- readers: each takes (value, field path) and names the field when it refuses -------------------
 
 
-def _show(value: object) -> str:
-    return f"{type(value).__name__} {value!r}"
-
-
 def _section(value: object, field: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise PolicyError(field, f"expected an object with fields {', '.join(allowed)}, got {_show(value)}")
+        raise PolicyError(field, f"expected an object with fields {', '.join(allowed)}, got {show(value)}")
     for name in value:
         if name not in allowed:
             raise PolicyError(f"{field}.{name}", f"unknown field; allowed here: {', '.join(allowed)}")
@@ -145,7 +145,7 @@ def _integer(name: str) -> Callable[[object, str], int]:
 
     def read(value: object, field: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise PolicyError(field, f"must be an integer from {low} to {high}, got {_show(value)}")
+            raise PolicyError(field, f"must be an integer from {low} to {high}, got {show(value)}")
         return value
 
     return read
@@ -156,14 +156,13 @@ def _duration(name: str) -> Callable[[object, str], float]:
     allowed = f"between {format_duration(low)} and {format_duration(high)}"
 
     def read(value: object, field: str) -> float:
-        if not isinstance(value, str) or len(value) > 32 or not _DURATION.match(value):
-            raise PolicyError(
-                field, f"must be a duration such as 500ms, 3s, 2m or 1h30m (units us, ms, s, m, h), got {_show(value)}"
-            )
-        seconds = parse_duration(value, field)
-        if not low <= seconds <= high:
+        try:
+            nanos = parse_duration_nanos(value, field)
+        except DurationError as error:
+            raise PolicyError(field, error.problem) from None
+        if not seconds_to_nanos(low) <= nanos <= seconds_to_nanos(high):
             raise PolicyError(field, f"must be {allowed}, got {value}")
-        return seconds
+        return nanos / NANOS_PER_SECOND
 
     return read
 
@@ -171,7 +170,7 @@ def _duration(name: str) -> Callable[[object, str], float]:
 def _choice(choices: tuple[str, ...]) -> Callable[[object, str], str]:
     def read(value: object, field: str) -> str:
         if value not in choices:
-            raise PolicyError(field, f"must be one of {', '.join(choices)}, got {_show(value)}")
+            raise PolicyError(field, f"must be one of {', '.join(choices)}, got {show(value)}")
         assert isinstance(value, str)
         return value
 
@@ -181,7 +180,7 @@ def _choice(choices: tuple[str, ...]) -> Callable[[object, str], str]:
 def _http_path(value: object, field: str) -> str:
     if not isinstance(value, str) or len(value) > 1024 or not _HTTP_PATH.match(value):
         raise PolicyError(
-            field, f"must be an absolute URL path without spaces, quotes, '#' or '$' (e.g. /health), got {_show(value)}"
+            field, f"must be an absolute URL path without spaces, quotes, '#' or '$' (e.g. /health), got {show(value)}"
         )
     return value
 
@@ -190,7 +189,7 @@ def _string_list(
     value: object, field: str, item: Callable[[object, str], str], max_items: int
 ) -> tuple[str, ...]:
     if not isinstance(value, list):
-        raise PolicyError(field, f"must be a list, got {_show(value)}")
+        raise PolicyError(field, f"must be a list, got {show(value)}")
     if len(value) > max_items:
         raise PolicyError(field, f"must have at most {max_items} items, got {len(value)}")
     items = tuple(item(entry, f"{field}[{index}]") for index, entry in enumerate(value))
@@ -203,19 +202,19 @@ def _string_list(
 def _service_name(value: object, field: str) -> str:
     if not isinstance(value, str) or len(value) > 63 or not _SERVICE_NAME.match(value):
         raise PolicyError(
-            field, f"must be a Service name (DNS-1035 label: a-z, 0-9, '-', at most 63), got {_show(value)}"
+            field, f"must be a Service name (DNS-1035 label: a-z, 0-9, '-', at most 63), got {show(value)}"
         )
     return value
 
 
 def _disk_path(value: object, field: str) -> str:
     if not isinstance(value, str) or len(value) > 1024 or not _ABSOLUTE_PATH.match(value):
-        raise PolicyError(field, f"must be an absolute path without whitespace, got {_show(value)}")
+        raise PolicyError(field, f"must be an absolute path without whitespace, got {show(value)}")
     return value
 
 
 def _label_key(value: object, field: str) -> str:
-    problem = f"must be a label key ([prefix/]name, name at most 63 of A-Z a-z 0-9 - _ .), got {_show(value)}"
+    problem = f"must be a label key ([prefix/]name, name at most 63 of A-Z a-z 0-9 - _ .), got {show(value)}"
     if not isinstance(value, str) or not value:
         raise PolicyError(field, problem)
     prefix, _, name = value.rpartition("/")
@@ -228,7 +227,7 @@ def _label_key(value: object, field: str) -> str:
 
 def _label_value(value: object, field: str) -> str:
     if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
-        raise PolicyError(field, f"must be a label value (at most 63 of A-Z a-z 0-9 - _ .), got {_show(value)}")
+        raise PolicyError(field, f"must be a label value (at most 63 of A-Z a-z 0-9 - _ .), got {show(value)}")
     return value
 
 
@@ -250,7 +249,7 @@ def _selector(value: object, field: str) -> Selector:
     section = _section(value, field, ("matchLabels", "matchExpressions"))
     labels_value = section.get("matchLabels") or {}
     if not isinstance(labels_value, Mapping):
-        raise PolicyError(f"{field}.matchLabels", f"must be a map of label keys to values, got {_show(labels_value)}")
+        raise PolicyError(f"{field}.matchLabels", f"must be a map of label keys to values, got {show(labels_value)}")
     if len(labels_value) > 32:
         raise PolicyError(f"{field}.matchLabels", f"must have at most 32 labels, got {len(labels_value)}")
     labels = tuple(

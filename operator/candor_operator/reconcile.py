@@ -8,7 +8,7 @@ converges to the same state.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ class Outcome:
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
 
 
-def _views(policies: Iterable[PolicySummary], me: PolicySummary) -> list[PolicyView]:
+def _views(policies: Sequence[PolicySummary], me: PolicySummary) -> list[PolicyView]:
     """The namespace's policies, with this one as freshly read (the index may lag a little behind)."""
     others = [p.view for p in policies if p.uid != me.uid and p.name != me.name]
     return [*others, me.view]
@@ -59,7 +59,7 @@ async def reconcile_policy(
     summary: PolicySummary,
     previous_status: Mapping[str, Any],
     services: Sequence[Mapping[str, Any]],
-    policies: Iterable[PolicySummary],
+    policies: Sequence[PolicySummary],
     deployments: Sequence[Mapping[str, Any]] = (),
     sidecar_image: str = "",
 ) -> Outcome:
@@ -149,7 +149,7 @@ def _was_conflict(previous: object) -> bool:
 
 
 async def release_policy(
-    client: KubeClient, summary: PolicySummary, policies: Iterable[PolicySummary]
+    client: KubeClient, summary: PolicySummary, policies: Sequence[PolicySummary]
 ) -> list[str]:
     """On deletion: hand each owned Service to the next policy in line or remove exactly what Candor wrote.
 

@@ -22,7 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from candor_operator.injection import PODINFO_DIR as POD_INFO_DIR
 from candor_operator.policy_model import HealthPolicy
+from candor_sidecar.config import STATE_DIR
 from candor_sidecar.durations import format_duration
 
 HAPROXYTECH = "haproxytech"
@@ -46,9 +48,6 @@ MANAGED_ANNOTATIONS: dict[str, tuple[str, ...]] = {
     ),
 }
 
-# Where the injected pod mounts the tracer's shared volume and the downward API (the webhook uses these).
-STATE_DIR = "/var/run/candor"
-POD_INFO_DIR = "/etc/podinfo"
 AGENT_WEIGHT = 100  # HAProxy's default weight is 1, which no agent percentage can scale
 
 

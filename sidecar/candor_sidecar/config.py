@@ -6,18 +6,21 @@ and what is allowed; the CLI turns that into exit status 2.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-import yaml
-
-from candor_sidecar.durations import DurationError, parse_duration
+from candor_sidecar.durations import DurationError, format_duration, parse_duration
+from candor_sidecar.shown import show
+from candor_sidecar.strict_yaml import YamlError, load_yaml_file
 
 DEFAULT_HTTP_PORT = 9898
 DEFAULT_AGENT_PORT = 9999
+# Where the tracer's journals live in a pod: the shared volume's mount point in every container.
+STATE_DIR = "/var/run/candor"
 T = TypeVar("T")
 
 
@@ -55,7 +58,7 @@ class DeadlockConfig:
 
 @dataclass(frozen=True)
 class SidecarConfig:
-    state_dir: str = "/var/run/candor"
+    state_dir: str = STATE_DIR
     pod_info_dir: str | None = "/etc/podinfo"
     http: ListenConfig = field(default_factory=lambda: ListenConfig(DEFAULT_HTTP_PORT))
     agent: ListenConfig = field(default_factory=lambda: ListenConfig(DEFAULT_AGENT_PORT))
@@ -89,40 +92,42 @@ def _section(value: object, key: str, allowed: tuple[str, ...]) -> Mapping[str, 
         return {}
     if not isinstance(value, Mapping):
         raise ConfigError(key or "(top level)",
-                          f"expected a mapping with keys {', '.join(allowed)}, got {_show(value)}")
+                          f"expected a mapping with keys {', '.join(allowed)}, got {show(value)}")
     for name in value:
         if name not in allowed:
-            raise ConfigError(f"{key}.{name}" if key else str(name),
+            shown = str(name)[:60]
+            raise ConfigError(f"{key}.{shown}" if key else shown,
                               f"unknown key; allowed here: {', '.join(allowed)}")
     return value
 
 
-def _show(value: object) -> str:
-    return f"{type(value).__name__} {value!r}"
-
-
 def _port(value: object, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise ConfigError(key, f"expected a TCP port, an integer from 1 to 65535, got {_show(value)}")
+        raise ConfigError(key, f"expected a TCP port, an integer from 1 to 65535, got {show(value)}")
     return value
 
 
 def _percent(value: object, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
             or not 0 < value <= 100:
-        raise ConfigError(key, f"expected a percentage, a number above 0 and at most 100, got {_show(value)}")
+        raise ConfigError(key, f"expected a percentage, a number above 0 and at most 100, got {show(value)}")
     return float(value)
 
 
 def _path(value: object, key: str) -> str:
     if not isinstance(value, str) or not value.startswith("/"):
-        raise ConfigError(key, f"expected an absolute path, got {_show(value)}")
+        raise ConfigError(key, f"expected an absolute path, got {show(value)}")
     return value
 
 
 def _address(value: object, key: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(key, f"expected an IP address to listen on such as 0.0.0.0 or 127.0.0.1, got {_show(value)}")
+    try:
+        ipaddress.ip_address(value if isinstance(value, str) else "")
+    except ValueError:
+        raise ConfigError(
+            key, f"expected an IP address to listen on such as 0.0.0.0, 127.0.0.1 or ::, got {show(value)}"
+        ) from None
+    assert isinstance(value, str)
     return value
 
 
@@ -139,7 +144,7 @@ def _max_conn(value: object, key: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
-        raise ConfigError(key, f"expected an integer from 1 to 1000000 (or null for no limit), got {_show(value)}")
+        raise ConfigError(key, f"expected an integer from 1 to 1000000 (or null for no limit), got {show(value)}")
     return value
 
 
@@ -147,7 +152,7 @@ def _paths(value: object, key: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
-        raise ConfigError(key, f"expected a list of absolute paths, got {_show(value)}")
+        raise ConfigError(key, f"expected a list of absolute paths, got {show(value)}")
     return tuple(_path(item, f"{key}[{index}]") for index, item in enumerate(value))
 
 
@@ -195,16 +200,25 @@ def parse_config(mapping: object) -> SidecarConfig:
         evaluation_interval=_get(top, "evaluationInterval", "evaluationInterval", _duration(0.1, 60.0), 1.0),
         final_scrape_timeout=_get(top, "finalScrapeTimeout", "finalScrapeTimeout", _duration(0.0, 3600.0), 20.0),
     )
+    _check_cross_field(config)
     return config.with_overrides()
 
 
+def _check_cross_field(config: SidecarConfig) -> None:
+    """The HealthPolicy's rules that relate two fields, for the fields the sidecar config shares with it."""
+    deadlock = config.deadlock
+    if deadlock.max_job_duration < deadlock.heartbeat_timeout:
+        raise ConfigError(
+            "deadlock.maxJobDuration",
+            f"must be at least deadlock.heartbeatTimeout ({format_duration(deadlock.heartbeat_timeout)}), "
+            f"got {format_duration(deadlock.max_job_duration)}",
+        )
+
+
 def load_config(path: str | os.PathLike[str]) -> SidecarConfig:
-    """Read and validate a YAML file; unreadable or non-YAML files are ConfigErrors too."""
+    """Read and validate a YAML file; unreadable, oversized or non-YAML files are ConfigErrors too."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-    except OSError as error:
-        raise ConfigError(str(path), f"cannot read the config file: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(str(path), f"not valid YAML: {error}") from None
+        data = load_yaml_file(path)
+    except YamlError as error:
+        raise ConfigError(error.field, error.problem) from None
     return parse_config(data)

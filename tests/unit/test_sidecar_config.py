@@ -68,7 +68,7 @@ BAD = [
     ({"maxConn": 0}, "maxConn", "1 to 1000000"),
     ({"maxConn": 2.5}, "maxConn", "1 to 1000000"),
     ({"evaluationInterval": "10ms"}, "evaluationInterval", "minimum of 100ms"),
-    ({"finalScrapeTimeout": "soon"}, "finalScrapeTimeout", "not a duration"),
+    ({"finalScrapeTimeout": "soon"}, "finalScrapeTimeout", "duration such as"),
     ({"stateDir": "relative"}, "stateDir", "absolute path"),
     ({"http": {"port": 9000}, "agent": {"port": 9000}}, "agent.port", "differ"),
     (["a", "list"], "(top level)", "mapping"),
