@@ -13,6 +13,7 @@ import time
 from collections import OrderedDict
 
 from candor_sidecar.agent import AgentState
+from candor_sidecar.descriptors import ConnectionBudget
 
 
 class AgentPeers:
@@ -45,10 +46,15 @@ class _AgentConnection(asyncio.Protocol):
     def __init__(self, server: AgentServer) -> None:
         self.server = server
         self.timer: asyncio.TimerHandle | None = None
+        self.admitted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.WriteTransport)
         server = self.server
+        if not server.budget.admit():
+            transport.abort()  # dropped at once: descriptors for the journals come first
+            return
+        self.admitted = True
         server.answers += 1
         server.connections += 1
         peer = transport.get_extra_info("peername")
@@ -65,14 +71,17 @@ class _AgentConnection(asyncio.Protocol):
         return False  # the peer closed: close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections -= 1
+        if self.admitted:
+            self.server.connections -= 1
+            self.server.budget.release()
         if self.timer is not None:
             self.timer.cancel()
 
 
 class AgentServer:
-    def __init__(self, state: AgentState, linger: float = 5.0) -> None:
+    def __init__(self, state: AgentState, linger: float = 5.0, budget: ConnectionBudget | None = None) -> None:
         self.state = state
+        self.budget = budget or ConnectionBudget(20_000)  # shared with the HTTP port
         self.linger = linger
         self.answers = 0  # connections answered since the sidecar started
         self.connections = 0  # answered, not closed yet

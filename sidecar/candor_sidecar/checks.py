@@ -187,11 +187,18 @@ def deadlock_checks(config: SidecarConfig, writers: Sequence[WriterInfo], now: f
     return results
 
 
+SKIPPED_NAMED = 10  # skipped journal paths named in /health; the rest are counted
+
+
 def journal_check(snapshot: JournalSnapshot | None, error: str | None) -> list[CheckResult]:
     if snapshot is None:
         return [CheckResult("journal:readable", WARN, f"journals unreadable: {error}", reason="journals unreadable")]
     if snapshot.skipped:
-        return [CheckResult("journal:readable", WARN, f"skipped corrupt journals: {', '.join(snapshot.skipped)}",
+        # Named up to a bound: thousands of bad files must not make every /health answer megabytes long.
+        named = ", ".join(snapshot.skipped[:SKIPPED_NAMED])
+        more = len(snapshot.skipped) - SKIPPED_NAMED
+        listed = named + (f" and {more} more" if more > 0 else "")
+        return [CheckResult("journal:readable", WARN, f"skipped {len(snapshot.skipped)} corrupt journals: {listed}",
                             float(len(snapshot.skipped)), "files")]
     return []
 

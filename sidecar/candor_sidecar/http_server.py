@@ -16,6 +16,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import h11
 
+from candor_sidecar.descriptors import ConnectionBudget
+
 log = logging.getLogger("candor.sidecar.http")
 
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
@@ -92,6 +94,7 @@ class _Connection(asyncio.Protocol):
         self.busy = False  # a handler is running or its response is being written
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
+        self.admitted = False
 
     # deadlines ---------------------------------------------------------------------------------------
     def _deadline(self, seconds: float | None) -> None:
@@ -108,14 +111,17 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.server.connections += 1
-        if self.server.connections > self.limits.max_connections:
-            transport.abort()
+        if self.server.connections >= self.limits.max_connections or not self.server.budget.admit():
+            transport.abort()  # dropped at once: descriptors for the journals come first
             return
+        self.admitted = True
+        self.server.connections += 1
         self._deadline(self.limits.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections -= 1
+        if self.admitted:
+            self.server.connections -= 1
+            self.server.budget.release()
         self._deadline(None)
         if self.task is not None:
             self.task.cancel()
@@ -284,9 +290,11 @@ class HttpServer:
     """Listens on one port; every connection is a _Connection on the running event loop."""
 
     def __init__(self, handler: Handler, limits: Limits | None = None,
-                 options_as_get: Callable[[str], bool] = lambda path: False) -> None:
+                 options_as_get: Callable[[str], bool] = lambda path: False,
+                 budget: ConnectionBudget | None = None) -> None:
         self.handler = handler
         self.limits = limits or Limits()
+        self.budget = budget or ConnectionBudget(self.limits.max_connections)  # shared with the agent port
         # Probe paths answering OPTIONS exactly as GET: HAProxy's `option httpchk <uri>` (no method) sends
         # OPTIONS, and so does haproxy-ingress's health-check-uri annotation; a 405 would mark every pod DOWN.
         self.options_as_get = options_as_get

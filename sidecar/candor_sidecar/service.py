@@ -23,6 +23,7 @@ from candor_sidecar.agent import AgentState
 from candor_sidecar.agent_server import AgentServer
 from candor_sidecar.checks import Evaluation, evaluate
 from candor_sidecar.config import SidecarConfig
+from candor_sidecar.descriptors import ConnectionBudget, Exhaustion, is_exhaustion, probe_directory
 from candor_sidecar.health import CONTENT_TYPE, health_document, select
 from candor_sidecar.http_server import HttpServer, Request, Response
 from candor_sidecar.metrics import SidecarFacts, render_metrics
@@ -63,7 +64,9 @@ class Sidecar:
         # Called on every change, before the next agent answer: a maint or drain is on disk before HAProxy can
         # hear it, so a sidecar that crashes right after saying it still gets it lifted by its successor.
         self.agent.on_change(lambda: self._track_admin_word(self.agent.word()))
-        self.agent_server = AgentServer(self.agent)
+        self.budget = ConnectionBudget(20_000)  # sized from the open-file limit at start
+        self.exhaustion = Exhaustion()
+        self.agent_server = AgentServer(self.agent, budget=self.budget)
         self.evaluation: Evaluation | None = None
         self.evaluations = 0  # sequence number of self.evaluation: never goes back
         self.presence = AppPresence()  # only the journal worker thread touches it
@@ -73,7 +76,7 @@ class Sidecar:
         self.final_scrape = asyncio.Event()
         self.stop_now = asyncio.Event()
         self.terminate = asyncio.Event()
-        self.http = HttpServer(self.handle, options_as_get=is_probe_path)
+        self.http = HttpServer(self.handle, options_as_get=is_probe_path, budget=self.budget)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="candor-journal")
         self._closers: list[Callable[[], None]] = []
         self._last_word = ""
@@ -101,6 +104,15 @@ class Sidecar:
         except Exception as exc:  # reported as a warning by the journal check; the other checks still run
             log.debug("reading the journals failed", exc_info=True)
             snapshot, error = None, f"{type(exc).__name__}: {exc}"
+            if is_exhaustion(exc):
+                self.exhaustion.seen("reading the state directory", exc)
+        if snapshot is not None and not snapshot.writers:
+            # No writer seen: make sure that is not a listing that failed for lack of descriptors, which
+            # would read as "the app exited". Unknown is said as unknown (a warning), never as down.
+            exhausted = probe_directory(self.config.state_dir)
+            if exhausted is not None:
+                self.exhaustion.seen("reading the state directory", exhausted)
+                snapshot, error = None, f"out of file descriptors: {exhausted}"
         monotonic = time.monotonic()
         absence = self.presence.observe(snapshot)
         checks = tuple(evaluate(self.config, snapshot, error, now=monotonic, absence=absence))
@@ -193,6 +205,8 @@ class Sidecar:
         budget = max(3 * self.config.evaluation_interval, 5.0)
         if evaluation is None or time.monotonic() - evaluation.monotonic > budget:
             return Response(503, b"evaluation loop stalled\n")
+        if self.exhaustion.within(budget):
+            return Response(503, b"out of file descriptors\n")
         return Response(200, b"ok\n")
 
     def _readyz(self) -> Response:
@@ -212,12 +226,16 @@ class Sidecar:
 
     async def _metrics(self, request: Request) -> Response:
         after_fold = self.fold_done  # this scrape's snapshot is taken after the final fold
+        snapshot: JournalSnapshot | None
         try:
             snapshot = await self._in_worker(self._read_snapshot)
-        except (OSError, ValueError) as exc:
-            return Response(503, f"journals unreadable: {exc}\n".encode())
-        answers = self.agent_server.answers
-        facts = SidecarFacts(self.evaluation, self.agent.weight_percent(), self.agent.word(), self.draining, answers)
+        except Exception as exc:  # Candor's own gauges are still worth a scrape; the gap is counted
+            log.warning("/metrics: reading the journals failed: %s: %s", type(exc).__name__, exc)
+            snapshot = None
+            if is_exhaustion(exc):
+                self.exhaustion.seen("reading the state directory", exc)
+        facts = SidecarFacts(self.evaluation, self.agent.weight_percent(), self.agent.word(), self.draining,
+                             self.agent_server.answers, self.exhaustion.count, self.budget.refused)
         body, content_type = render_metrics(snapshot, facts, request.headers.get("accept", ""))
         return Response(200, body, content_type, after_sent=self.final_scrape.set if after_fold else None)
 
@@ -234,6 +252,8 @@ class Sidecar:
 
     async def start(self) -> None:
         limit = raise_open_file_limit()
+        self.budget.limit = ConnectionBudget.for_open_file_limit(limit).limit
+        asyncio.get_running_loop().set_exception_handler(self._loop_exception)
         try:  # the shared volume normally exists; locally the sidecar may be first
             os.makedirs(self.config.state_dir, exist_ok=True)
         except OSError as error:
@@ -278,6 +298,14 @@ class Sidecar:
         stopped.cancel()
         self._close()
         return status
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        """asyncio pauses a listener for a second when accept() runs out of descriptors, and reports it here."""
+        error = context.get("exception")
+        if is_exhaustion(error):
+            self.exhaustion.seen("accepting a connection", error)
+            return
+        loop.default_exception_handler(context)
 
     def _close(self) -> None:
         for close in self._closers:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import resource
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,3 +146,42 @@ def test_a_slow_client_is_cut_off_while_others_are_served(sidecar: SidecarProces
             assert _closed_by_peer(sock, 3.0)
             cut_off = time.monotonic() - started
         assert cut_off < HEADER_TIMEOUT + 3
+
+
+def test_pipelined_requests_are_all_answered_in_order(sidecar: SidecarProcess) -> None:
+    paths = ["/livez", "/health", "/readyz", "/health/memory", "/nope"] * 20
+    with socket.create_connection(("127.0.0.1", sidecar.http_port), timeout=5) as sock:
+        sock.sendall(b"".join(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for path in paths))
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    statuses = [int(part.split(b" ", 1)[0]) for part in answer.split(b"HTTP/1.1 ")[1:]]
+    assert len(statuses) == len(paths)
+    assert statuses[4::5] == [404] * 20 and statuses[0::5] == [200] * 20
+
+
+def test_oversized_requests_are_refused_before_they_are_read(sidecar: SidecarProcess) -> None:
+    with socket.create_connection(("127.0.0.1", sidecar.http_port), timeout=5) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 413")
+        assert _closed_by_peer(sock, 2.0)
+    with socket.create_connection(("127.0.0.1", sidecar.http_port), timeout=5) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"X-Junk: " + b"j" * 100_000 + b"\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 431")
+    assert _timed_health(sidecar) < 1.0
+
+
+def test_connections_reset_mid_request_or_mid_answer_cost_nothing(sidecar: SidecarProcess) -> None:
+    linger_zero = struct.pack("ii", 1, 0)  # close() sends a reset instead of a FIN
+    for port, payload in [(sidecar.http_port, b"GET /health HTTP/1.1\r\nHost: x\r\n"),
+                          (sidecar.http_port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+                          (sidecar.agent_port, b"")] * 200:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger_zero)
+        if payload:
+            sock.sendall(payload)
+        sock.close()
+    assert _timed_health(sidecar) < 1.0
+    assert _timed_agent(sidecar) < 1.0
+    assert "Traceback" not in sidecar.logs()

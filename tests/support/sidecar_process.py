@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -75,8 +76,10 @@ class _ChildProcess:
 
 class SidecarProcess(_ChildProcess):
     def __init__(self, state_dir: str | os.PathLike[str], *, config: dict[str, Any] | None = None,
-                 pod_info_dir: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> None:
+                 pod_info_dir: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None,
+                 open_files: int | None = None) -> None:
         self.state_dir = Path(state_dir)
+        self.open_files = open_files  # RLIMIT_NOFILE (soft and hard) for the sidecar, as `ulimit -n` would
         self.http_port = free_port()
         self.agent_port = free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="candor-sidecar-"))
@@ -98,9 +101,13 @@ class SidecarProcess(_ChildProcess):
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "candor_sidecar", "--config", str(self.config_path)],
                                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            env=self.env, cwd=ROOT)
+                                            env=self.env, cwd=ROOT, preexec_fn=self._limit_open_files)
         self._wait_until_answering(lambda: self.get("/livez")[0] == 200, timeout, "sidecar", self.logs)
         return self
+
+    def _limit_open_files(self) -> None:
+        if self.open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
 
     def wait(self, timeout: float) -> int:
         assert self.process is not None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from candor_sidecar.checks import FAIL, PASS, WARN, deadlock_checks, disk_checks, memory_check
+from candor_sidecar.checks import FAIL, PASS, WARN, deadlock_checks, disk_checks, journal_check, memory_check
 from candor_sidecar.config import parse_config
 from candor_sidecar.memory import MemoryReading, parse_quantity, read_visible_processes
 from candor_sidecar.presence import AppPresence
@@ -146,3 +146,11 @@ def test_an_exit_fails_only_for_heartbeat_timeout_so_a_restarted_untraced_app_ge
     [archived] = deadlock_checks(config, [], now=5.0, absence=AppPresence().observe(_snapshot((), 5.0, 1000.0)),
                                  wall_now=1030.0)
     assert archived.status == WARN
+
+
+def test_thousands_of_skipped_journals_are_counted_and_only_a_few_named() -> None:
+    skipped = tuple(f"/var/run/candor/bad-{n}.journal" for n in range(10_000))
+    (check,) = journal_check(JournalSnapshot((), (), skipped, None, 0.0), None)
+    assert check.status == WARN and check.observed_value == 10_000
+    assert check.output.startswith("skipped 10000 corrupt journals: /var/run/candor/bad-0.journal, ")
+    assert check.output.endswith(" and 9990 more") and len(check.output) < 1000

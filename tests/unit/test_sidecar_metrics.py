@@ -44,3 +44,35 @@ def test_journal_counters_keep_the_apps_name_help_and_labels(tmp_path: Path) -> 
         running.__exit__(None, None, None)
     finally:
         tracer.close()
+
+
+def _sample(body: bytes, name: str) -> float:
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    raise AssertionError(f"no {name} in the scrape")
+
+
+def test_a_series_that_cannot_be_exposed_is_left_out_and_counted_never_a_failed_scrape() -> None:
+    from candor_tracer.journal import JournalSnapshot, SeriesTotal
+
+    good = SeriesTotal("job_seconds", "Seconds in jobs", (("task", "a"),), 1.5)
+    # What a reader bug could hand over: labels that are not pairs, a value that is not a number.
+    broken = [SeriesTotal("job_seconds", "x", (("task",),), 3.0),  # type: ignore[arg-type]
+              SeriesTotal("other_seconds", "x", (), "many")]  # type: ignore[arg-type]
+    snapshot = JournalSnapshot((good, *broken, SeriesTotal("huge", "h", (), 1e300)), (), (), None, time.monotonic())
+    body, _ = render_metrics(snapshot, SidecarFacts(None, 100, "up", False, 0), "text/plain")
+    assert _sample(body, "job_seconds_total") == 1.5
+    assert _sample(body, "huge_total") == 1e300  # odd but exposable: Prometheus takes it
+    assert _sample(body, "candor_metrics_skipped") == 2
+    assert _sample(body, "candor_journals_readable") == 1
+
+
+def test_without_a_readable_snapshot_the_scrape_still_has_candors_own_gauges() -> None:
+    facts = SidecarFacts(None, 40, "down", False, 9, descriptor_exhaustions=2, connections_refused=5)
+    body, _ = render_metrics(None, facts, "application/openmetrics-text")
+    text = body.decode()
+    assert "candor_journals_readable 0.0" in text and "candor_agent_answers_total 9.0" in text
+    assert "candor_descriptor_exhaustions_total 2.0" in text and "candor_connections_refused_total 5.0" in text
+    assert "candor_app_processes" not in text  # unknown, not zero
