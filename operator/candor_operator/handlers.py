@@ -185,6 +185,9 @@ class CandorOperator:
             return
         try:
             mutated = injection.inject(pod, policy.target, self.settings.sidecar)
+        except injection.InjectionConflict as conflict:
+            warnings.extend(f"candor: no sidecar added: {problem}" for problem in conflict.problems)
+            return
         except ValueError as error:
             warnings.append(f"candor: no sidecar added: {error}")
             return

@@ -60,13 +60,49 @@ def inject_requested(annotations: Mapping[str, str] | None) -> bool:
 
 
 def already_injected(pod: Mapping[str, Any]) -> bool:
-    """Never inject twice: our status annotation, or a container of ours already present."""
+    """Never inject twice: Candor's status annotation marks a pod it injected (or a copy of one)."""
     metadata = pod.get("metadata") or {}
-    if (metadata.get("annotations") or {}).get(STATUS_ANNOTATION) == INJECTED:
-        return True
+    return (metadata.get("annotations") or {}).get(STATUS_ANNOTATION) == INJECTED
+
+
+class InjectionConflict(ValueError):
+    """The pod already has something under a name or path Candor would add; `problems` name each field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def conflicts(pod: Mapping[str, Any]) -> list[str]:
+    """What in an uninjected pod collides with the sidecar, its volumes or the shared journal folder.
+
+    Reusing a user's `candor-state` volume, or injecting beside another volume mounted at the state
+    folder, would split the journals between app and sidecar without anyone noticing, so each is a
+    reason not to inject, reported to the pod's creator.
+    """
     spec = pod.get("spec") or {}
-    names = {c.get("name") for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])}
-    return SIDECAR_NAME in names
+    problems: list[str] = []
+    ours = (STATE_VOLUME, PODINFO_VOLUME, CONFIG_VOLUME)
+    for index, volume in enumerate(spec.get("volumes") or []):
+        if isinstance(volume, Mapping) and volume.get("name") in ours:
+            problems.append(f"spec.volumes[{index}]: a volume named {volume['name']} exists already; "
+                            "Candor adds its own under that name, rename yours")
+    for kind in ("initContainers", "containers"):
+        for index, container in enumerate(spec.get(kind) or []):
+            if not isinstance(container, Mapping):
+                continue
+            if container.get("name") == SIDECAR_NAME:
+                problems.append(f"spec.{kind}[{index}]: a container named {SIDECAR_NAME} exists already "
+                                "but the pod is not marked as injected by Candor")
+            for mount_index, mount in enumerate(container.get("volumeMounts") or []):
+                if not isinstance(mount, Mapping) or mount.get("name") == STATE_VOLUME:
+                    continue
+                if str(mount.get("mountPath") or "").rstrip("/") == STATE_DIR:
+                    problems.append(
+                        f"spec.{kind}[{index}].volumeMounts[{mount_index}]: volume {str(mount.get('name'))[:63]} "
+                        f"is mounted at {STATE_DIR}, where the app and the sidecar share journals"
+                    )
+    return problems
 
 
 def deployment_name_of(pod: Mapping[str, Any]) -> str | None:
@@ -171,17 +207,19 @@ def grace_period(current: int | None, target: PolicyTarget, settings: SidecarSet
 
 
 def inject(pod: Mapping[str, Any], target: PolicyTarget, settings: SidecarSettings) -> dict[str, Any]:
-    """The pod with the sidecar added; raises ValueError for a pod with no app container."""
+    """The pod with the sidecar added; ValueError for a pod with no app container, InjectionConflict for collisions."""
     mutated = copy.deepcopy(dict(pod))
     spec = mutated.setdefault("spec", {})
     containers = spec.get("containers") or []
     if not containers:
         raise ValueError("spec.containers: a pod needs at least one app container to inject the sidecar")
+    problems = conflicts(mutated)
+    if problems:
+        raise InjectionConflict(problems)
     app_container = str(containers[0].get("name"))
     spec["containers"] = [_with_app_wiring(c) for c in containers]
     spec["initContainers"] = [_sidecar_container(app_container, target, settings), *(spec.get("initContainers") or [])]
-    existing = {v.get("name") for v in spec.get("volumes") or []}
-    spec["volumes"] = list(spec.get("volumes") or []) + [v for v in _volumes(target) if v["name"] not in existing]
+    spec["volumes"] = list(spec.get("volumes") or []) + _volumes(target)
     spec["terminationGracePeriodSeconds"] = grace_period(spec.get("terminationGracePeriodSeconds"), target, settings)
     metadata = mutated.setdefault("metadata", {})
     annotations = dict(metadata.get("annotations") or {})

@@ -35,6 +35,7 @@ from typing import Any
 
 import kopf
 
+from candor_operator.admission_server import AdmissionServer
 from candor_operator.injection import SYSTEM_NAMESPACES
 from candor_operator.settings import WebhookSettings
 
@@ -77,7 +78,7 @@ MANAGED_WEBHOOK_RULES: list[dict[str, Any]] = [
 def server(settings: WebhookSettings) -> kopf.WebhookServer:
     if not (settings.cert_file and settings.key_file):
         raise ValueError("--webhook-cert and --webhook-key are required unless --no-webhook is given")
-    return kopf.WebhookServer(
+    return AdmissionServer(
         addr=settings.listen,
         port=settings.port,
         path=settings.path,

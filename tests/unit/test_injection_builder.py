@@ -107,7 +107,24 @@ def test_marks_the_pod_and_never_injects_twice() -> None:
     assert original == pod()  # the input is not mutated
     by_name_only = copy.deepcopy(original)
     by_name_only["spec"]["initContainers"] = [{"name": "candor-sidecar", "image": "x"}]
-    assert injection.already_injected(by_name_only)
+    assert not injection.already_injected(by_name_only)
+    with pytest.raises(injection.InjectionConflict, match=r"spec\.initContainers\[0\]: a container named candor"):
+        inject(by_name_only, TARGET, SETTINGS)
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    (lambda s: s.setdefault("volumes", []).append({"name": "candor-state", "emptyDir": {}}), r"spec\.volumes\[0\]"),
+    (lambda s: s.setdefault("volumes", []).append({"name": "candor-config", "emptyDir": {}}), r"spec\.volumes\[0\]"),
+    (lambda s: s.setdefault("volumes", []).append({"name": "candor-podinfo", "emptyDir": {}}), r"spec\.volumes\[0\]"),
+    (lambda s: s["containers"][0].setdefault("volumeMounts", []).append(
+        {"name": "journals", "mountPath": "/var/run/candor/"}), r"spec\.containers\[0\]\.volumeMounts\[0\]"),
+    (lambda s: s["containers"].append({"name": "candor-sidecar", "image": "x"}), r"spec\.containers\[2\]"),
+])
+def test_a_collision_with_candors_names_is_refused_naming_the_field(change: Any, field: str) -> None:
+    body = pod()
+    change(body["spec"])
+    with pytest.raises(injection.InjectionConflict, match=field):
+        inject(body, TARGET, SETTINGS)
 
 
 def test_an_app_that_already_sets_the_state_dir_keeps_its_choice() -> None:
