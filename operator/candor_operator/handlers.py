@@ -191,11 +191,26 @@ class CandorOperator:
         except ValueError as error:
             warnings.append(f"candor: no sidecar added: {error}")
             return
+        config_hash = policy.config_hash(self.settings.sidecar.image)
+        # Everything is computed before the patch is touched, so an error above leaves no half-injected pod.
         for key in ("initContainers", "containers", "volumes", "terminationGracePeriodSeconds"):
             patch.spec[key] = mutated["spec"][key]
         for key in (injection.STATUS_ANNOTATION, injection.POLICY_ANNOTATION):
             patch.metadata.annotations[key] = mutated["metadata"]["annotations"][key]
-        patch.metadata.annotations[rollout.CONFIG_HASH_ANNOTATION] = policy.config_hash(self.settings.sidecar.image)
+        patch.metadata.annotations[rollout.CONFIG_HASH_ANNOTATION] = config_hash
+
+    async def admit_pod(self, body: kopf.Body, patch: kopf.Patch, warnings: list[str], indices: Any) -> None:
+        """`mutate_pod`, never failing: kopf answers a handler's exception with a denial, which the API
+        server obeys whatever the failurePolicy, so an unexpected error admits the pod unchanged instead."""
+        try:
+            await self.mutate_pod(body, patch, warnings, indices)
+        except Exception as error:
+            metadata = body.get("metadata") or {}
+            logger.exception("injection failed for pod %s/%s", str(metadata.get("namespace"))[:63],
+                             str(metadata.get("name") or metadata.get("generateName"))[:253])
+            patch.clear()
+            reason = str(error)[:200] or type(error).__name__
+            warnings.append(f"candor: no sidecar added: unexpected error: {type(error).__name__}: {reason}")
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -272,7 +287,7 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
         @kopf.on.mutate("", "v1", "pods", operations=["CREATE"], id=webhook.HANDLER_ID, side_effects=False,
                         ignore_failures=True, registry=registry)
         async def inject_pod(body: kopf.Body, patch: kopf.Patch, warnings: list[str], **kwargs: Any) -> None:
-            await operator.mutate_pod(body, patch, warnings, indices_of(kwargs))
+            await operator.admit_pod(body, patch, warnings, indices_of(kwargs))
 
     return registry
 
