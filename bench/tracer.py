@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "sidecar"))
 
 from candor_tracer import Tracer  # noqa: E402
-from candor_tracer.journal import read_totals  # noqa: E402
+from candor_tracer.journal.reader import read_totals  # noqa: E402
 
 LOOPS = 2_000
 REPEATS = 60

@@ -17,7 +17,7 @@ from candor_sidecar.memory import MemoryReading, app_memory_limit, read_own_cgro
 from candor_sidecar.presence import AppAbsence
 
 if TYPE_CHECKING:
-    from candor_tracer.journal import JournalSnapshot, WriterInfo
+    from candor_tracer.journal.reader import JournalSnapshot, WriterInfo
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 _RANK = {PASS: 0, WARN: 1, FAIL: 2}

@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from candor_sidecar.checks import FAIL, PASS, WARN, Evaluation
 
 if TYPE_CHECKING:
-    from candor_tracer.journal import JournalSnapshot
+    from candor_tracer.journal.reader import JournalSnapshot
 
 log = logging.getLogger("candor.sidecar")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from candor_tracer.journal import JournalSnapshot
+    from candor_tracer.journal.reader import JournalSnapshot
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from candor_sidecar.podinfo import maintenance_requested, read_annotations
 from candor_sidecar.presence import AppPresence
 
 if TYPE_CHECKING:
-    from candor_tracer.journal import JournalSnapshot
+    from candor_tracer.journal.reader import JournalSnapshot
 
 log = logging.getLogger("candor.sidecar")
 T = TypeVar("T")
@@ -86,12 +86,12 @@ class Sidecar:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function)
 
     def _read_snapshot(self) -> JournalSnapshot:
-        from candor_tracer.journal import read_totals  # the tracer is imported once, lazily
+        from candor_tracer.journal.reader import read_totals  # the tracer is imported once, lazily
 
         return read_totals(self.config.state_dir)
 
     def _fold(self) -> int:
-        from candor_tracer.journal import fold_dead_writers
+        from candor_tracer.journal.reader import fold_dead_writers
 
         return fold_dead_writers(self.config.state_dir)
 

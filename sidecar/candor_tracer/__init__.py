@@ -11,9 +11,9 @@
     @trace(JOB_SECONDS, job="send")
     async def send(): ...
 
-With CANDOR_STATE_DIR set (the sidecar injection sets it), every process also keeps a journal there,
-read by `candor_tracer.journal.read_totals`. Its heartbeat carries the container's cgroup v2 memory
-figures for the sidecar's memory check; an app whose "container" is something else reports its own:
+With CANDOR_STATE_DIR set (the sidecar injection sets it), every process also keeps a journal there for
+the sidecar to read. Its heartbeat carries the container's cgroup v2 memory figures for the sidecar's
+memory check; an app whose "container" is something else reports its own:
 
     from candor_tracer import MemoryFigures, set_memory_source
 

@@ -13,7 +13,7 @@ import threading
 import time
 
 from candor_tracer.cgroup import NO_FIGURES, MemoryFigures, MemoryReader, MemorySource
-from candor_tracer.journal_writer import JournalWriter
+from candor_tracer.journal.writer import JournalWriter
 
 log = logging.getLogger("candor_tracer")
 

@@ -1,22 +1,21 @@
-"""In-process counting: each traced counter child gets a hook on its sample method, so *any* scrape of
-*any* registry first folds the in-flight seconds since the previous scrape into the counter.
+"""One traced counter child: its in-flight traces, counted into the counter at every scrape.
+
+Each traced child gets a hook on its sample method, so *any* scrape of *any* registry first folds the
+in-flight seconds since the previous scrape into the counter.
 """
 
 from __future__ import annotations
 
-import time
-import weakref
+import functools
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import Counter
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from candor_tracer.journal_mode import IN_PROCESS, trace_tokens
-from candor_tracer.journal_writer import JournalWriter
-
-if TYPE_CHECKING:
-    from candor_tracer.tracer import Tracer
+from candor_tracer.guard import Guard
+from candor_tracer.journal.writer import JournalWriter
+from candor_tracer.journaling import Journaling
+from candor_tracer.modes import IN_PROCESS, trace_tokens
 
 _FLUSHERS = "_candor_flushers"
 
@@ -45,11 +44,14 @@ class Series:
     otherwise. `inflight` maps it to the time up to which its seconds are already in the counter.
     """
 
-    __slots__ = ("__weakref__", "child", "child_key", "counter", "documentation", "inflight", "jindex", "journal",
-                 "labels", "name", "tracer", "value")
+    __slots__ = ("__weakref__", "child", "child_key", "clock", "counter", "documentation", "guard", "inflight",
+                 "jindex", "journal", "journaling", "labels", "name", "value")
 
-    def __init__(self, tracer: Tracer, counter: Counter, child: Counter) -> None:
-        self.tracer = tracer
+    def __init__(self, guard: Guard, journaling: Journaling, clock: Callable[[], float], counter: Counter,
+                 child: Counter) -> None:
+        self.guard = guard
+        self.journaling = journaling
+        self.clock = clock
         self.counter = counter
         self.child = child
         self.value = child._value
@@ -59,55 +61,46 @@ class Series:
         # The child's key in a labelled parent's `_metrics`: () when the counter is unlabelled or a child itself.
         self.child_key: tuple[str, ...] = child._labelvalues if child is not counter else ()
         self.inflight: dict[int, float] = {}
-        self.journal: JournalWriter | None = None
+        self.journal: JournalWriter | None = None  # the journal `jindex` belongs to
         self.jindex = -1
 
     def start(self) -> int:
-        tracer = self.tracer
-        now = tracer._clock()
-        journal = tracer._journal
+        now = self.clock()
+        journaling = self.journaling
+        journal = journaling.journal
         if journal is None:
-            if tracer._mode == IN_PROCESS:
+            if journaling.mode == IN_PROCESS:
                 token = next(trace_tokens)
                 self.inflight[token] = now  # atomic under the GIL; flush() iterates over a copy
                 return token
         elif self.journal is journal:  # the usual journal case: a free slot, no lock
             try:
-                slot = journal.start_free(self.jindex, now if tracer._monotonic_clock else time.monotonic())
+                slot = journal.start_free(self.jindex, journaling.journal_time(now))
             except Exception:
                 slot = -1  # the locked path below retries and reports
             if slot >= 0:
                 token = -1 - slot
                 self.inflight[token] = now
                 return token
-        with tracer._lock:
-            if tracer._busy:  # re-entered from a signal handler mid-operation: journal it when the outer call ends
+        guard = self.guard
+        with guard.lock:
+            if not guard.enter():  # a signal handler mid-operation: journal it when the outer call ends
                 token = next(trace_tokens)
                 self.inflight[token] = now
-                if tracer._mode != IN_PROCESS:  # journal mode, or its journal being created right now
-                    tracer._deferred.append((self, token, now, True))
+                if journaling.mode != IN_PROCESS:  # journal mode, or its journal being created right now
+                    guard.defer(functools.partial(journaling.start_late, self, token, now))
                 return token
-            tracer._busy = True
             try:
-                if journal is not None and self.journal is journal and tracer._journal is journal:
-                    try:
-                        token = -1 - journal.start(self.jindex, now if tracer._monotonic_clock else time.monotonic())
-                    except Exception:
-                        token = tracer._journal_start(self, now)  # the slow path reports the problem
-                else:
-                    token = tracer._journal_start(self, now)  # first trace of this series, or of the process
+                token = journaling.start(self, now)  # first trace of this series or process, or no free slot
                 self.inflight[token] = now
             finally:
-                if tracer._deferred:
-                    tracer._leave()
-                else:
-                    tracer._busy = False
+                guard.leave()
         return token
 
     def stop(self, token: int) -> None:
-        tracer = self.tracer
-        now = tracer._clock()
-        with tracer._lock:
+        now = self.clock()
+        guard = self.guard
+        with guard.lock:
             last = self.inflight.pop(token, None)
             if last is None:  # a trace inherited across fork(): its seconds belong to the parent
                 return
@@ -115,30 +108,26 @@ class Series:
                 self.value.inc(now - last)
             else:  # a scrape after our clock read already counted up to `last`: the trace ended there
                 now = last
-            if token >= 0 and not tracer._late_slots and not tracer._deferred:
+            journaling = self.journaling
+            if token >= 0 and not journaling.has_late_slots and not guard.deferred:
                 return  # in-process only (no journal slot now, and none pending from a signal handler)
-            if tracer._busy:  # re-entered from a signal handler: the journal part waits for the outer call
-                tracer._deferred.append((self, token, now, False))
+            if not guard.enter():  # a signal handler: the journal part waits for the outer call
+                guard.defer(functools.partial(journaling.end, self, token, now))
                 return
-            tracer._busy = True
             try:
-                tracer._journal_end(self, token, now)
+                journaling.end(self, token, now)
             finally:
-                if tracer._deferred:
-                    tracer._leave()
-                else:
-                    tracer._busy = False
+                guard.leave()
 
     def flush(self) -> None:
         """Move in-flight seconds since the previous flush into the counter (called at each scrape)."""
-        tracer = self.tracer
-        with tracer._lock:
+        guard = self.guard
+        with guard.lock:
             inflight = self.inflight
-            if not inflight or tracer._busy:  # busy: a scrape from a signal handler shows the last flush
+            if not inflight or not guard.enter():  # busy: a scrape from a signal handler shows the last flush
                 return
-            tracer._busy = True
             try:
-                now = tracer._clock()
+                now = self.clock()
                 total = 0.0
                 for token in list(inflight):  # a copy: lock-free starts may add tokens meanwhile
                     last = inflight.get(token)
@@ -148,29 +137,9 @@ class Series:
                 if total > 0:
                     self.value.inc(total)
             finally:
-                if tracer._deferred:
-                    tracer._leave()
-                else:
-                    tracer._busy = False
+                guard.leave()
 
-
-class InflightCollector:
-    """`candor_tracer_inflight_traces{metric=...}`, registered when a Tracer is given a registry."""
-
-    def __init__(self, tracer: Tracer) -> None:
-        self._tracer = weakref.ref(tracer)
-
-    def describe(self) -> list[Metric]:
-        return [GaugeMetricFamily("candor_tracer_inflight_traces", "Traces in flight", labels=["metric"])]
-
-    def collect(self) -> list[Metric]:
-        family = GaugeMetricFamily("candor_tracer_inflight_traces", "Traces in flight", labels=["metric"])
-        tracer = self._tracer()
-        if tracer is not None:
-            counts: dict[str, int] = {}
-            with tracer._lock:
-                for series in set(tracer._series.values()):
-                    counts[series.name] = counts.get(series.name, 0) + len(series.inflight)
-            for name, count in sorted(counts.items()):
-                family.add_metric([name], count)
-        return [family]
+    def forget_after_fork(self) -> None:
+        """In a forked child: the parent's in-flight traces are the parent's."""
+        self.inflight.clear()
+        self.journal = None

@@ -4,44 +4,33 @@ In-process: each traced counter child gets a hook on its sample method, so *any*
 registry first moves the in-flight seconds since the previous scrape into the counter (see series).
 A trace that ends adds exactly its seconds since the last scrape, so the total over a job is the job's
 duration, and overlapping traces with equal labels each count. Journal mode (CANDOR_STATE_DIR)
-additionally records every trace in this process's journal for the sidecar (see journal_mode and
-journal_writer).
+additionally records every trace in this process's journal for the sidecar (see journaling and
+journal.writer); guard holds the lock that serialises both.
 """
 
 from __future__ import annotations
 
-import collections
 import functools
 import inspect
 import os
-import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from candor_tracer.heartbeat import HeartbeatThread
-from candor_tracer.journal_mode import (
-    DEFAULT_HEARTBEAT_INTERVAL,
-    FROM_ENV,
-    HEARTBEAT_ENV,
-    STATE_DIR_ENV,
-    UNRESOLVED,
-    JournalMode,
-    heartbeat_interval_from_env,
-    tracers,
-)
-from candor_tracer.journal_writer import JournalWriter
-from candor_tracer.series import InflightCollector, Series, install_flush_hook
+from candor_tracer.guard import Guard
+from candor_tracer.journaling import Journaling
+from candor_tracer.modes import DEFAULT_HEARTBEAT_INTERVAL, FROM_ENV, HEARTBEAT_ENV, STATE_DIR_ENV, UNRESOLVED
+from candor_tracer.series import Series, install_flush_hook
 
 __all__ = ["DEFAULT_HEARTBEAT_INTERVAL", "HEARTBEAT_ENV", "STATE_DIR_ENV", "Trace", "Tracer"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-_heartbeat_interval_from_env = heartbeat_interval_from_env  # its old home: tests import it from here
 
 
 class Trace:
@@ -103,35 +92,22 @@ class Trace:
         return cast(F, traced)
 
 
-class Tracer(JournalMode):
+class Tracer:
     """Traces job seconds into prometheus_client Counters; journals them when a state directory is set.
 
     `state_dir` defaults to $CANDOR_STATE_DIR (read at the first trace); None forces in-process mode.
     `clock` serves in-process accounting; the journal always uses time.monotonic (shared by a node's
-    containers). `registry`, when given, receives a gauge of in-flight traces per metric. `close()` and the
-    journal slow paths are inherited from JournalMode.
+    containers). `registry`, when given, receives a gauge of in-flight traces per metric.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.monotonic,
                  state_dir: str | os.PathLike[str] | object | None = FROM_ENV,
                  heartbeat_interval: float | None = None) -> None:
-        # Reentrant, with a busy flag: a signal handler that traces or scrapes while this thread is inside
-        # the lock must neither deadlock nor interleave with a half-done journal update (see _leave).
-        self._lock = threading.RLock()
-        self._busy = False
-        # (series, token, time, is_start) of trace starts/ends made by signal handlers during a busy section
-        self._deferred: collections.deque[tuple[Series, int, float, bool]] = collections.deque()
-        self._late_slots: dict[int, int] = {}  # token -> journal slot of a trace whose start was deferred
+        self._guard = Guard()
         self._clock = clock
-        self._monotonic_clock = clock is time.monotonic
+        self._journaling = Journaling(self._guard, state_dir, heartbeat_interval, clock is time.monotonic)
         self._series: dict[tuple[int, tuple[tuple[str, Any], ...]], Series] = {}
-        self._state_dir_setting = state_dir
-        self._heartbeat_interval = heartbeat_interval
-        self._mode = UNRESOLVED
-        self._journal: JournalWriter | None = None
-        self._heartbeat: HeartbeatThread | None = None
-        self._warned: set[str] = set()
-        tracers.add(self)
+        _tracers.add(self)
         if registry is not None:
             registry.register(InflightCollector(self))
 
@@ -147,31 +123,38 @@ class Tracer(JournalMode):
 
     def heartbeat(self) -> None:
         """Mark app progress (journal mode): the sidecar's deadlock check watches it once it is used."""
-        journal = self._journal
+        journaling = self._journaling
+        journal = journaling.journal
+        if journal is None and journaling.mode == UNRESOLVED:
+            with self._guard.section() as alone:
+                journal = journaling.ensure() if alone else None
         if journal is not None:
             journal.progress_at = time.monotonic()
-        elif self._mode == UNRESOLVED:
-            with self._exclusive() as alone:
-                journal = self._ensure_journal() if alone else None
-            if journal is not None:
-                journal.progress_at = time.monotonic()
 
     def open_journal(self) -> Path | None:
         """Create this process's journal now rather than at the first trace (journal mode only).
 
         The event-loop watchdog uses it, so a stall is recorded even before anything was traced.
         """
-        if self._mode == UNRESOLVED:
-            with self._exclusive() as alone:
+        if self._journaling.mode == UNRESOLVED:
+            with self._guard.section() as alone:
                 if alone:
-                    self._ensure_journal()
+                    self._journaling.ensure()
         return self.journal_path
 
     @property
     def journal_path(self) -> Path | None:
         """This process's journal, once created (None in in-process mode)."""
-        journal = self._journal
+        journal = self._journaling.journal
         return journal.path if journal is not None else None
+
+    def close(self) -> None:
+        """Stop journaling: final heartbeat, release the journal for the sidecar to fold."""
+        self._journaling.close()
+
+    def _watch_note(self, loop_turned_at: float | None = None, stall: tuple[float, float] | None = None) -> None:
+        """Event-loop watchdog figures for the next heartbeat (see watchdog)."""
+        self._journaling.watch_note(loop_turned_at, stall)
 
     # --- series ----------------------------------------------------------------------------
 
@@ -184,12 +167,57 @@ class Tracer(JournalMode):
             raise ValueError(f"counter {counter._name} has no label names, but trace() got labels {sorted(labels)}")
         else:
             child = counter
-        with self._lock:
+        with self._guard.lock:
             canonical = (id(counter), tuple(zip(counter._labelnames, child._labelvalues, strict=False)))
             series = self._series.get(canonical)
             if series is None or series.counter is not counter or series.child is not child:
-                series = Series(self, counter, child)
+                series = Series(self._guard, self._journaling, self._clock, counter, child)
                 install_flush_hook(child, series.flush)
                 self._series[canonical] = series
             self._series[(id(counter), tuple(labels.items()))] = series
         return series
+
+    def _inflight_per_metric(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        with self._guard.lock:
+            for series in set(self._series.values()):
+                counts[series.name] = counts.get(series.name, 0) + len(series.inflight)
+        return counts
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child gets its own journal (on its first trace); the parent's traces stay the parent's."""
+        self._guard.reset_after_fork()
+        self._journaling.after_fork_in_child()
+        for series in self._series.values():
+            series.forget_after_fork()
+
+
+class InflightCollector:
+    """`candor_tracer_inflight_traces{metric=...}`, registered when a Tracer is given a registry."""
+
+    def __init__(self, tracer: Tracer) -> None:
+        self._tracer = weakref.ref(tracer)
+
+    def describe(self) -> list[Metric]:
+        return [GaugeMetricFamily("candor_tracer_inflight_traces", "Traces in flight", labels=["metric"])]
+
+    def collect(self) -> list[Metric]:
+        family = GaugeMetricFamily("candor_tracer_inflight_traces", "Traces in flight", labels=["metric"])
+        tracer = self._tracer()
+        if tracer is not None:
+            for name, count in sorted(tracer._inflight_per_metric().items()):
+                family.add_metric([name], count)
+        return [family]
+
+
+# Every live tracer, for the fork hook (weak: a dropped tracer needs nothing).
+_tracers: weakref.WeakSet[Tracer] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for tracer in list(_tracers):
+        tracer._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # absent on Windows, where there is no fork()
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -12,10 +12,8 @@ import logging
 import threading
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from candor_tracer.tracer import Tracer
+from candor_tracer.tracer import Tracer
 
 log = logging.getLogger("candor_tracer")
 

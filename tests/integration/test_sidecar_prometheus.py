@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from candor_demo.prometheus_process import PrometheusProcess
-from candor_tracer.journal import read_totals
+from candor_tracer.journal.reader import read_totals
 from tests.support.sidecar_process import AppProcess, SidecarProcess
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from candor_tracer.journal import read_totals
+from candor_tracer.journal.reader import read_totals
 from tests.support.tracer_apps import next_message, start_app
 
 pytestmark = pytest.mark.integration
@@ -82,7 +82,7 @@ FULL_READER = """
     import logging
     from prometheus_client import REGISTRY
     from candor_tracer import Tracer
-    from candor_tracer.journal import read_totals
+    from candor_tracer.journal.reader import read_totals
     state = sys.argv[1]
     tracer = Tracer(state_dir=state)
     with tracer.trace(JOB, job="a"):

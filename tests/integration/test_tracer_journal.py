@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from candor_tracer.journal import JournalSnapshot, read_totals
-from candor_tracer.journal_parse import read_journal
+from candor_tracer.journal.decode import read_journal
+from candor_tracer.journal.reader import JournalSnapshot, read_totals
 from tests.support.tracer_apps import (
     next_message,
     read_in_new_process,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from candor_tracer.journal import JournalSnapshot, read_totals
+from candor_tracer.journal.reader import JournalSnapshot, read_totals
 from tests.support.tracer_apps import next_message, start_app, stop_app, wait_until
 
 pytestmark = pytest.mark.integration

@@ -77,7 +77,7 @@ def next_message(proc: subprocess.Popen[str], timeout: float = 30.0) -> dict[str
 
 READER = textwrap.dedent("""
     import json, sys
-    from candor_tracer.journal import read_totals
+    from candor_tracer.journal.reader import read_totals
     snap = read_totals(sys.argv[1])
     print(json.dumps({
         "series": [[s.name, [list(p) for p in s.labels], s.value] for s in snap.series],

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from candor_sidecar.admin_word import FILE_NAME, read_admin_word, remember_admin_word
-from candor_tracer.journal import read_totals
+from candor_tracer.journal.reader import read_totals
 
 
 def test_a_remembered_word_is_read_back_and_forgotten(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from candor_sidecar.checks import FAIL, PASS, WARN, deadlock_checks, disk_checks
 from candor_sidecar.config import parse_config
 from candor_sidecar.memory import MemoryReading, parse_quantity, read_visible_processes
 from candor_sidecar.presence import AppPresence
-from candor_tracer.journal import JournalSnapshot, WriterInfo
+from candor_tracer.journal.reader import JournalSnapshot, WriterInfo
 
 
 def _writer(**overrides: object) -> WriterInfo:

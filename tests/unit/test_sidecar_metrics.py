@@ -12,7 +12,7 @@ from candor_sidecar.checks import Evaluation, evaluate
 from candor_sidecar.config import parse_config
 from candor_sidecar.metrics import SidecarFacts, render_metrics
 from candor_tracer import Tracer
-from candor_tracer.journal import read_totals
+from candor_tracer.journal.reader import read_totals
 
 
 def test_journal_counters_keep_the_apps_name_help_and_labels(tmp_path: Path) -> None:
@@ -55,7 +55,7 @@ def _sample(body: bytes, name: str) -> float:
 
 
 def test_a_series_that_cannot_be_exposed_is_left_out_and_counted_never_a_failed_scrape() -> None:
-    from candor_tracer.journal import JournalSnapshot, SeriesTotal
+    from candor_tracer.journal.reader import JournalSnapshot, SeriesTotal
 
     good = SeriesTotal("job_seconds", "Seconds in jobs", (("task", "a"),), 1.5)
     # What a reader bug could hand over: labels that are not pairs, a value that is not a number.

@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry, Counter
 from candor_tracer import MemoryFigures, Tracer, set_memory_source, watch_event_loop
 from candor_tracer.cgroup import MemoryReader
 from candor_tracer.heartbeat import HeartbeatThread, next_beat
-from candor_tracer.journal import WriterInfo, read_totals
-from candor_tracer.journal_writer import JournalWriter
+from candor_tracer.journal.reader import WriterInfo, read_totals
+from candor_tracer.journal.writer import JournalWriter
 
 
 @pytest.fixture(autouse=True)

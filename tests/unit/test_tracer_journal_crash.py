@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from candor_tracer.cgroup import NO_FIGURES
-from candor_tracer.journal_format import SLOT, SLOTS_OFFSET
-from candor_tracer.journal_parse import read_journal, series_values
-from candor_tracer.journal_writer import JournalWriter
+from candor_tracer.journal.decode import read_journal, series_values
+from candor_tracer.journal.format import SLOT, SLOTS_OFFSET
+from candor_tracer.journal.writer import JournalWriter
 
 HEARTBEAT_AT = 105.0
 

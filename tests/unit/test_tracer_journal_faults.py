@@ -14,9 +14,9 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from candor_tracer import Tracer
-from candor_tracer.journal import read_totals
-from candor_tracer.journal_format import MAX_SERIES
-from candor_tracer.tracer import _heartbeat_interval_from_env
+from candor_tracer.journal.format import MAX_SERIES
+from candor_tracer.journal.reader import read_totals
+from candor_tracer.modes import heartbeat_interval_from_env as _heartbeat_interval_from_env
 
 
 def live_tracer_with_work(state_dir: Path, registry: CollectorRegistry) -> tuple[Tracer, Counter]:
@@ -119,7 +119,7 @@ def test_a_journal_that_breaks_mid_run_never_reaches_the_app(tmp_path: Path, cap
     counter = Counter("job_worked_seconds_total", "h", registry=registry)
     tracer = Tracer(state_dir=tmp_path)
     with tracer.trace(counter):
-        journal = tracer._journal
+        journal = tracer._journaling.journal
         assert journal is not None
         journal._mm.close()  # every later journal write raises ValueError inside the tracer
         time.sleep(0.02)

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from candor_tracer import Tracer
-from candor_tracer.journal import fold_dead_writers, read_totals
+from candor_tracer.journal.reader import fold_dead_writers, read_totals
 
 
 def test_series_keep_name_help_and_the_counters_label_order(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from candor_tracer.journal_format import ARCHIVE_NAME
+from candor_tracer.journal.format import ARCHIVE_NAME
 
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 ARCHIVE_VERSION = 1

@@ -1,4 +1,4 @@
-"""Decoding one journal file (see journal_format) into series, totals, in-flight slots and the heartbeat."""
+"""Decoding one journal file (see journal.format) into series, totals, in-flight slots and the heartbeat."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import cast
 
-from candor_tracer.journal_format import (
+from candor_tracer.journal.format import (
     ACTIVE,
     DESC_HEAD,
     DESC_OFFSET,

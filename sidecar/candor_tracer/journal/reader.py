@@ -1,4 +1,4 @@
-"""The journal reader used by the sidecar and the demo: totals across every app process of a pod.
+"""The sidecar's journal reader: totals across every app process of a pod (apps never import this).
 
 value of a series = archive (dead writers, folded) + completed seconds of live writers + in-flight seconds
 of live writers up to `now`. A journal whose lock can be taken belongs to a dead process: its in-flight
@@ -19,8 +19,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from candor_tracer.archive import Archive, ArchiveError, SeriesKey, load_archive, save_archive
-from candor_tracer.journal_format import (
+from candor_tracer.journal.archive import Archive, ArchiveError, SeriesKey, load_archive, save_archive
+from candor_tracer.journal.decode import JournalReading, read_journal, series_values
+from candor_tracer.journal.format import (
     ARCHIVE_LOCK_NAME,
     ARCHIVE_NAME,
     JOURNAL_NAME,
@@ -30,7 +31,6 @@ from candor_tracer.journal_format import (
     JournalFormatError,
     pack_observed,
 )
-from candor_tracer.journal_parse import JournalReading, read_journal, series_values
 
 __all__ = [
     "JournalSnapshot",

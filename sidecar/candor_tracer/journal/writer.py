@@ -1,4 +1,4 @@
-"""The app side of a trace journal: one mmap'd, flock'd file per process (layout in journal_format).
+"""The app side of a trace journal: one mmap'd, flock'd file per process (layout in journal.format).
 
 Not thread-safe by itself: the tracer calls start/end/series_index under its own lock, and `beat` is
 serialised by a lock of its own (the heartbeat thread and atexit are its only callers).
@@ -23,7 +23,7 @@ except ImportError:  # Windows: no journal (the tracer falls back to in-process 
     fcntl = None  # type: ignore[assignment]
 
 from candor_tracer.cgroup import MemoryFigures
-from candor_tracer.journal_format import (
+from candor_tracer.journal.format import (
     ACTIVE,
     COUNTERS,
     COUNTERS_OFFSET,
