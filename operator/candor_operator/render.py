@@ -32,6 +32,20 @@ HAPROXY_INGRESS = "haproxy-ingress"
 _TECH = "haproxy.org/"
 _HI = "haproxy-ingress.github.io/"
 
+# Each controller's default balance algorithm (Candor sets none): what the preview backend uses.
+BALANCE = {HAPROXYTECH: "roundrobin", HAPROXY_INGRESS: "random(2)"}
+# haproxytech divides `pod-maxconn` among its controller pods (haproxy-ingress's maxconn-server does not).
+POD_MAXCONN_NOTE = ("haproxy.org/pod-maxconn is divided by the number of haproxytech controller pods: "
+                    "each HAProxy allows maxConn / replicas connections per pod")
+
+
+def controller_notes(policy: HealthPolicy, controller: str | None = None) -> list[str]:
+    """What a reader of the rendered annotations should know about how this controller applies them."""
+    if _controller(policy, controller) == HAPROXYTECH and policy.max_conn is not None:
+        return [POD_MAXCONN_NOTE]
+    return []
+
+
 # Every key Candor may write, per controller: reconcile removes the ones a new render no longer has.
 MANAGED_ANNOTATIONS: dict[str, tuple[str, ...]] = {
     HAPROXYTECH: tuple(
@@ -89,8 +103,9 @@ def _server_defaults(policy: HealthPolicy, *, with_checks: bool, with_agent: boo
     if with_agent:
         words += ["agent-check", "agent-port", str(policy.agent_check.port),
                   "agent-inter", _t(policy.agent_check.interval), "weight", str(AGENT_WEIGHT)]
-    if policy.slow_start:
-        words += ["slowstart", _t(policy.slow_start)]
+    # No HAProxy `slowstart`: the sidecar's agent ramps its weight over slowStart (new pods too, which
+    # slowstart skips). Both together multiply (49 % of a weight already at 40 % of its ramp), and
+    # slowstart would also scale maxconn while it lasts.
     if policy.passive is not None:
         words += ["observe", policy.passive.observe, "error-limit", str(policy.passive.error_limit),
                   "on-error", policy.passive.on_error]
@@ -154,12 +169,12 @@ def render_backend(
     controller: str | None = None,
 ) -> str:
     """The HAProxy `backend` section the annotations amount to (what `haproxy -c` can check)."""
-    _controller(policy, controller)  # both controllers end up with the same section
+    chosen = _controller(policy, controller)  # both controllers end up with the same section but for balance
     check = policy.http_check
     lines = [
         f"backend {name}",
         "    mode http",
-        "    balance roundrobin",
+        f"    balance {BALANCE[chosen]}",
         f"    option httpchk GET {check.path}",
         f"    http-check expect status {check.expect_status}",
         f"    timeout check {_t(check.effective_timeout)}",

@@ -64,7 +64,8 @@ def test_haproxy_accepts_every_rendered_backend(spec: dict[str, Any], controller
 
 def test_haproxy_refuses_a_broken_section() -> None:
     """The check above can fail: a mangled keyword is caught by the same `haproxy -c`."""
-    backend = render_backend(parse_policy(valid_spec()), [Server("a", "10.0.0.1:80")]).replace("slowstart", "slowstrat")
+    backend = render_backend(parse_policy(valid_spec()), [Server("a", "10.0.0.1:80")])
+    backend = backend.replace("agent-check", "agent-chek")
     result = check_config(GLOBAL + backend)
     assert result.returncode != 0
 
@@ -267,3 +268,58 @@ def test_annotation_values_are_valid_haproxy_where_each_controller_puts_them(spe
         result = check_config(config)
         assert result.returncode == 0, result.stdout + result.stderr + config
         assert "[WARNING]" not in result.stdout + result.stderr, result.stdout + result.stderr + config
+
+
+# --- one ramp: HAProxy's effective weight is the agent's weight, never scaled a second time ------------
+
+
+def _user_weights(haproxy: HAProxyProcess) -> dict[str, int]:
+    """server -> srv_uweight from `show servers state`: the weight the agent's N% set."""
+    lines = haproxy.command("show servers state candor").splitlines()
+    header = next(line for line in lines if line.startswith("# be_id")).lstrip("# ").split()
+    rows = [dict(zip(header, line.split(), strict=False)) for line in lines
+            if line and not line.startswith("#") and len(line.split()) > 3]
+    return {row["srv_name"]: int(row["srv_uweight"]) for row in rows}
+
+
+def _weights(haproxy: HAProxyProcess, server: str) -> tuple[int, int]:
+    """(agent-set weight, effective weight) read as one moment: retried while an agent poll lands between."""
+    while True:
+        before = _user_weights(haproxy)[server]
+        effective = haproxy.server_state("candor", server).weight
+        if _user_weights(haproxy)[server] == before:
+            return before, effective
+
+
+def test_the_effective_weight_is_the_agents_ramp_alone(live: tuple[HAProxyProcess, list[Pod], int]) -> None:
+    haproxy, (pod_a, pod_b), _ = live
+    policy = parse_policy(LIVE_SPEC)
+    for pod in (pod_a, pod_b):
+        haproxy.wait_for_status("candor", pod.name, "UP", timeout=15)
+        _wait_weight(haproxy, pod.name, 100, timeout=policy.slow_start + 10)
+
+    # DOWN -> UP: the effective weight is the agent's, not a fraction of it (HAProxy's slowstart would
+    # scale whatever the agent says down again for slowStart).
+    os.kill(pod_b.sidecar.pid, signal.SIGSTOP)
+    haproxy.wait_for_status("candor", "pod-b", "DOWN", timeout=15)
+    os.kill(pod_b.sidecar.pid, signal.SIGCONT)
+    haproxy.wait_for_status("candor", "pod-b", "UP", timeout=15, poll=0.01)
+    samples = []
+    observed_until = time.monotonic() + policy.slow_start / 2  # within what a second ramp would have covered
+    while time.monotonic() < observed_until:
+        samples.append(_weights(haproxy, "pod-b"))
+    assert samples and all(effective == agent for agent, effective in samples), samples
+
+    # MAINT -> UP: the agent ramps over slowStart; the effective weight is exactly what it said, every time.
+    (pod_a.podinfo / "annotations").write_text('candor.io/maintenance="true"\n')
+    haproxy.wait_for_status("candor", "pod-a", "MAINT", timeout=15)
+    (pod_a.podinfo / "annotations").write_text("")
+    haproxy.wait_for_status("candor", "pod-a", "UP", timeout=15, poll=0.01)
+    ramp = []
+    deadline = time.monotonic() + policy.slow_start + 10
+    while not ramp or ramp[-1][0] < 100:
+        assert time.monotonic() < deadline, ramp
+        ramp.append(_weights(haproxy, "pod-a"))
+    assert [effective for _, effective in ramp] == [agent for agent, _ in ramp], ramp
+    assert any(0 < agent < 100 for agent, _ in ramp), ramp  # it did ramp, in the agent's steps
+    assert haproxy.server_state("candor", "pod-a").weight == 100

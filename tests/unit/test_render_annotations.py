@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from candor_operator.policy import parse_policy
-from candor_operator.render import MANAGED_ANNOTATIONS, Server, render_annotations, render_backend
+from candor_operator.render import (
+    MANAGED_ANNOTATIONS,
+    POD_MAXCONN_NOTE,
+    Server,
+    controller_notes,
+    render_annotations,
+    render_backend,
+)
 from tests.support.policy_cases import FULL_SPEC, valid_spec
 
 TECH = "haproxy.org/"
@@ -38,7 +45,7 @@ def test_haproxytech_defaults() -> None:
     assert "agent-check" in words
     assert (_option(words, "agent-port"), _option(words, "agent-inter")) == ("9999", "2s")
     assert _option(words, "weight") == "100"
-    assert _option(words, "slowstart") == "30s"
+    assert "slowstart" not in words  # the agent's ramp is the only one
     assert "observe" not in words and "timeout queue" not in snippet
 
 
@@ -51,7 +58,7 @@ def test_haproxytech_full_policy() -> None:
     # timeout-queue is a ConfigMap-only key for haproxytech, so it travels in the snippet.
     assert "timeout queue 5s" in snippet.splitlines()
     words = _snippet_words(snippet, "default-server")
-    assert (_option(words, "slowstart"), _option(words, "observe")) == ("1m", "layer7")
+    assert "slowstart" not in words and _option(words, "observe") == "layer7"
     assert (_option(words, "error-limit"), _option(words, "on-error")) == ("10", "mark-down")
 
 
@@ -66,8 +73,7 @@ def test_haproxy_ingress_defaults() -> None:
         HI + "agent-check-port": "9999",
         HI + "agent-check-interval": "2s",
         HI + "initial-weight": "100",
-        HI + "config-backend": "http-check expect status 200\ntimeout check 2s\noption redispatch 1\n"
-                               "default-server slowstart 30s\n",
+        HI + "config-backend": "http-check expect status 200\ntimeout check 2s\noption redispatch 1\n",
     }
 
 
@@ -78,7 +84,7 @@ def test_haproxy_ingress_full_policy() -> None:
     assert annotations[HI + "health-check-interval"] == "1s"
     lines = annotations[HI + "config-backend"].splitlines()
     assert "timeout check 500ms" in lines
-    assert lines[-1] == "default-server slowstart 1m observe layer7 error-limit 10 on-error mark-down"
+    assert lines[-1] == "default-server observe layer7 error-limit 10 on-error mark-down"
 
 
 @pytest.mark.parametrize("controller", ["haproxytech", "haproxy-ingress"])
@@ -135,3 +141,17 @@ def test_both_controllers_check_with_get() -> None:
 def test_server_port_overrides_for_one_host() -> None:
     text = render_backend(parse_policy(valid_spec()), [Server("a", "127.0.0.1:8001", check_port=9001, agent_port=9002)])
     assert text.splitlines()[-1] == "    server a 127.0.0.1:8001 port 9001 agent-port 9002"
+
+
+def test_the_preview_backend_balances_as_each_controller_does_and_never_ramps_twice() -> None:
+    policy = parse_policy(FULL_SPEC)
+    assert "    balance random(2)\n" in render_backend(policy, controller="haproxy-ingress")
+    assert "    balance roundrobin\n" in render_backend(policy, controller="haproxytech")
+    assert all("slowstart" not in render_backend(policy, controller=c) for c in ("haproxy-ingress", "haproxytech"))
+
+
+def test_haproxytech_pod_maxconn_is_explained_as_divided_among_controller_pods() -> None:
+    policy = parse_policy(FULL_SPEC)
+    assert controller_notes(policy, "haproxytech") == [POD_MAXCONN_NOTE]
+    assert controller_notes(policy, "haproxy-ingress") == []
+    assert controller_notes(parse_policy(valid_spec()), "haproxytech") == []  # no maxConn, nothing divided
