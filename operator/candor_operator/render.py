@@ -11,7 +11,7 @@ Annotation names and value forms, as documented by each controller:
   sidecar refuses, so Candor writes `GET /health`), `health-check-port`, `health-check-interval`,
   `health-check-rise-count`, `health-check-fall-count`, `agent-check-port`, `agent-check-interval`,
   `initial-weight` (default 1: agent percentages need 100), `maxconn-server`, `timeout-queue`,
-  and `config-backend` for what has no key (expected status, `timeout check`, slowstart, passive checks).
+  and `config-backend` for what has no key (expected status, `timeout check`, passive checks).
 Times are written in HAProxy's form (`500ms`, `2s`, `1m`).
 """
 

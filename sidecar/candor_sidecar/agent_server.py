@@ -61,7 +61,13 @@ class _AgentConnection(asyncio.Protocol):
         if peer:
             server.peers.record(str(peer[0]), time.monotonic())
         transport.write(server.state.line())
-        transport.write_eof()
+        try:
+            transport.write_eof()
+        except OSError:
+            # The line was sent and the peer already reset the connection (HAProxy may close a check that
+            # way as soon as it has read the line): nothing is left to shut.
+            transport.abort()
+            return
         self.timer = asyncio.get_running_loop().call_later(server.linger, transport.abort)
 
     def data_received(self, data: bytes) -> None:

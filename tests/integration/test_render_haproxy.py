@@ -14,7 +14,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -272,54 +273,132 @@ def test_annotation_values_are_valid_haproxy_where_each_controller_puts_them(spe
 
 # --- one ramp: HAProxy's effective weight is the agent's weight, never scaled a second time ------------
 
+RAMP_SPEC = valid_spec(
+    httpCheck={"interval": "500ms", "timeout": "400ms", "rise": 1, "fall": 2},
+    agentCheck={"interval": "500ms"},
+    deadlock={"heartbeatTimeout": "3s", "maxJobDuration": "1m"},  # the journal's heartbeat is about 1 s apart
+    slowStart="6s",
+    maxConn=10,
+)
+STARTING = 1  # `show servers state` srv_op_state while HAProxy's own slowstart runs (SRV_ST_STARTING)
 
-def _user_weights(haproxy: HAProxyProcess) -> dict[str, int]:
-    """server -> srv_uweight from `show servers state`: the weight the agent's N% set."""
+
+@dataclass(frozen=True)
+class Sample:
+    """One moment of one server, as HAProxy's stats socket shows it."""
+
+    status: str
+    agent: int  # srv_uweight: the weight the agent's `up N%` set (N of `weight 100`)
+    effective: int  # `show stat` weight: what HAProxy balances with
+    op_state: int  # srv_op_state: STARTING while HAProxy ramps on its own
+    throttle: str  # `show stat` throttle: HAProxy's slowstart percentage, applied to weight and maxconn alike
+    sessions: int  # scur
+    queued: int  # qcur: requests waiting because the server is at its (dynamic) maxconn
+
+
+def _servers_state(haproxy: HAProxyProcess, server: str) -> dict[str, str]:
     lines = haproxy.command("show servers state candor").splitlines()
     header = next(line for line in lines if line.startswith("# be_id")).lstrip("# ").split()
-    rows = [dict(zip(header, line.split(), strict=False)) for line in lines
-            if line and not line.startswith("#") and len(line.split()) > 3]
-    return {row["srv_name"]: int(row["srv_uweight"]) for row in rows}
+    rows = [dict(zip(header, line.split(), strict=False)) for line in lines if line and not line.startswith("#")]
+    return next(row for row in rows if row.get("srv_name") == server)
 
 
-def _weights(haproxy: HAProxyProcess, server: str) -> tuple[int, int]:
-    """(agent-set weight, effective weight) read as one moment: retried while an agent poll lands between."""
+def _sample(haproxy: HAProxyProcess, server: str) -> Sample:
+    """Both views read as one moment: read again when an agent poll changed the weight in between."""
     while True:
-        before = _user_weights(haproxy)[server]
-        effective = haproxy.server_state("candor", server).weight
-        if _user_weights(haproxy)[server] == before:
-            return before, effective
+        before = _servers_state(haproxy, server)
+        stat = next(row for row in haproxy.stat_rows() if row["pxname"] == "candor" and row["svname"] == server)
+        if _servers_state(haproxy, server)["srv_uweight"] == before["srv_uweight"]:
+            return Sample(stat["status"].split(" ")[0], int(before["srv_uweight"]), int(stat["weight"] or 0),
+                          int(before["srv_op_state"]), stat.get("throttle", ""), int(stat["scur"] or 0),
+                          int(stat["qcur"] or 0))
 
 
-def test_the_effective_weight_is_the_agents_ramp_alone(live: tuple[HAProxyProcess, list[Pod], int]) -> None:
-    haproxy, (pod_a, pod_b), _ = live
-    policy = parse_policy(LIVE_SPEC)
-    for pod in (pod_a, pod_b):
-        haproxy.wait_for_status("candor", pod.name, "UP", timeout=15)
-        _wait_weight(haproxy, pod.name, 100, timeout=policy.slow_start + 10)
+def _ramp(haproxy: HAProxyProcess, server: str, timeout: float,
+          during: Callable[[Sample], None] = lambda sample: None) -> list[Sample]:
+    """Samples while the server is UP, from the first agent weight below 100 until it is back at 100."""
+    samples: list[Sample] = []
+    deadline = time.monotonic() + timeout
+    while not (samples and any(s.agent < 100 for s in samples) and samples[-1].agent == 100):
+        assert time.monotonic() < deadline, [(s.agent, s.effective, s.status) for s in samples[::20]]
+        sample = _sample(haproxy, server)
+        if sample.status == "UP" and (samples or sample.agent < 100):
+            samples.append(sample)
+            during(sample)
+    return samples
 
-    # DOWN -> UP: the effective weight is the agent's, not a fraction of it (HAProxy's slowstart would
-    # scale whatever the agent says down again for slowStart).
-    os.kill(pod_b.sidecar.pid, signal.SIGSTOP)
-    haproxy.wait_for_status("candor", "pod-b", "DOWN", timeout=15)
-    os.kill(pod_b.sidecar.pid, signal.SIGCONT)
-    haproxy.wait_for_status("candor", "pod-b", "UP", timeout=15, poll=0.01)
-    samples = []
-    observed_until = time.monotonic() + policy.slow_start / 2  # within what a second ramp would have covered
-    while time.monotonic() < observed_until:
-        samples.append(_weights(haproxy, "pod-b"))
-    assert samples and all(effective == agent for agent, effective in samples), samples
 
-    # MAINT -> UP: the agent ramps over slowStart; the effective weight is exactly what it said, every time.
-    (pod_a.podinfo / "annotations").write_text('candor.io/maintenance="true"\n')
-    haproxy.wait_for_status("candor", "pod-a", "MAINT", timeout=15)
-    (pod_a.podinfo / "annotations").write_text("")
-    haproxy.wait_for_status("candor", "pod-a", "UP", timeout=15, poll=0.01)
-    ramp = []
-    deadline = time.monotonic() + policy.slow_start + 10
-    while not ramp or ramp[-1][0] < 100:
-        assert time.monotonic() < deadline, ramp
-        ramp.append(_weights(haproxy, "pod-a"))
-    assert [effective for _, effective in ramp] == [agent for agent, _ in ramp], ramp
-    assert any(0 < agent < 100 for agent, _ in ramp), ramp  # it did ramp, in the agent's steps
-    assert haproxy.server_state("candor", "pod-a").weight == 100
+def _assert_one_ramp(samples: list[Sample]) -> None:
+    assert [s.effective for s in samples] == [s.agent for s in samples], samples
+    assert all(s.op_state != STARTING and not s.throttle for s in samples), samples
+    assert len({s.agent for s in samples if 0 < s.agent < 100}) >= 3, samples  # a ramp in the agent's steps
+
+
+def _start_traced_pod(home: Path, controller: str, app_port: int) -> subprocess.Popen[bytes]:
+    """The app: traced, heartbeating into the pod's state directory as an app with the tracer does."""
+    (home / "state").mkdir(parents=True)
+    env = {**os.environ, "CANDOR_STATE_DIR": str(home / "state")}
+    app = subprocess.Popen([sys.executable, "-m", "tests.support.traced_app", "--port", str(app_port)], env=env,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_http(f"http://127.0.0.1:{app_port}/", 10, app)
+    config = render_sidecar_config(parse_policy({**RAMP_SPEC, "ingress": {"controller": controller}}))
+    config["stateDir"] = str(home / "state")
+    config["podInfoDir"] = str(home / "podinfo")
+    (home / "podinfo").mkdir()
+    (home / "podinfo" / "annotations").write_text("")
+    (home / "sidecar.yaml").write_text(yaml.safe_dump(config))
+    return app
+
+
+@pytest.mark.parametrize("controller", ["haproxytech", "haproxy-ingress"])
+def test_the_effective_weight_is_the_agents_ramp_alone(controller: str, tmp_path: Path) -> None:
+    """A new pod and a recovered pod: HAProxy balances with exactly the weight the agent says at every
+    moment of its ramp, never a fraction of it, and lets the full maxConn through from the first step."""
+    policy = parse_policy(RAMP_SPEC)
+    assert policy.max_conn is not None
+    app_port, http_port, agent_port, front = free_port(), free_port(), free_port(), free_port()
+    app = _start_traced_pod(tmp_path, controller, app_port)
+    sidecar: subprocess.Popen[bytes] | None = None
+    server = Server("pod", f"127.0.0.1:{app_port}", check_port=http_port, agent_port=agent_port)
+    backend = render_backend(policy, [server], name="candor", controller=controller)
+    config = GLOBAL + f"frontend fe\n    bind 127.0.0.1:{front}\n    default_backend candor\n" + backend
+    try:
+        with HAProxyProcess(config) as haproxy, ThreadPoolExecutor(policy.max_conn) as pool:
+            # A new pod: its sidecar starts after HAProxy has the server (DOWN until then, as a new slot is).
+            haproxy.wait_for_status("candor", "pod", "DOWN", timeout=15)
+            sidecar = subprocess.Popen(
+                [sys.executable, "-m", "candor_sidecar", "--config", str(tmp_path / "sidecar.yaml"),
+                 "--http-port", str(http_port), "--agent-port", str(agent_port)],
+                stdin=subprocess.DEVNULL, stdout=(tmp_path / "sidecar.log").open("wb"), stderr=subprocess.STDOUT)
+
+            # Mid-ramp, maxConn slow requests at once: all of them reach the pod, none waits in HAProxy's queue
+            # (slowstart would cut the pod's maxconn to its ramp percentage as well).
+            held: list[Future[str]] = []
+
+            def hold_max_conn(sample: Sample) -> None:
+                if not held and 15 <= sample.agent <= 50:
+                    url = f"http://127.0.0.1:{front}/slow?seconds=1.5"
+                    held.extend(pool.submit(_fetch, url) for _ in range(policy.max_conn or 0))
+
+            new_pod = _ramp(haproxy, "pod", timeout=policy.slow_start + 15, during=hold_max_conn)
+            _assert_one_ramp(new_pod)
+            assert held and [f.result(timeout=10) for f in held] == ["slow\n"] * policy.max_conn
+            assert max(s.sessions for s in new_pod) == policy.max_conn, new_pod
+            assert max(s.queued for s in new_pod) == 0, new_pod
+
+            # A recovered pod: the app stalls (no heartbeat), the sidecar fails it, HAProxy takes it DOWN;
+            # the app resumes, and the agent ramps it back.
+            os.kill(app.pid, signal.SIGSTOP)
+            haproxy.wait_for_status("candor", "pod", "DOWN", timeout=15)
+            os.kill(app.pid, signal.SIGCONT)
+            recovered = _ramp(haproxy, "pod", timeout=policy.slow_start + 15)
+            _assert_one_ramp(recovered)
+    finally:
+        for process in (sidecar, app):
+            if process is not None:
+                _stop(process)
+
+
+def _fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return str(response.read().decode())

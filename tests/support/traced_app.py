@@ -4,6 +4,7 @@
 
 GET /          -> "hello from <name>" (counts as progress: heartbeat())
 GET /job?seconds=20 -> starts a traced background job (202)
+GET /slow?seconds=2 -> answers after that long (a request that holds its connection)
 GET /metrics   -> the app's own registry, with a naive counter incremented only when a job ends
 
 A thread calls heartbeat() every 200 ms as the app's main loop would; SIGSTOP freezes it (a stall).
@@ -44,6 +45,9 @@ def make_handler(name: str) -> type[BaseHTTPRequestHandler]:
                 task = query.get("task", ["resize"])[0]
                 threading.Thread(target=run_job, args=(seconds, task), daemon=True).start()
                 self._send(202, b"started\n")
+            elif url.path == "/slow":
+                time.sleep(float(parse_qs(url.query).get("seconds", ["1"])[0]))
+                self._send(200, b"slow\n")
             else:
                 heartbeat()
                 self._send(200, f"hello from {name}\n".encode())

@@ -102,9 +102,8 @@ def test_a_removed_setting_disappears_from_the_render() -> None:
     assert not {HI + "maxconn-server", HI + "timeout-queue"} & set(without)
 
 
-def test_zero_slow_start_writes_no_slowstart() -> None:
-    annotations = render_annotations(parse_policy(valid_spec(slowStart="0s")), "haproxy-ingress")
-    assert "slowstart" not in annotations[HI + "config-backend"]
+def test_a_policy_without_passive_checks_writes_no_default_server_line() -> None:
+    annotations = render_annotations(parse_policy(valid_spec()), "haproxy-ingress")
     assert "default-server" not in annotations[HI + "config-backend"]
 
 

@@ -38,6 +38,13 @@ def test_text_output_has_annotations_and_backend(tmp_path: Path) -> None:
     assert code == 0
     assert "haproxy.org/pod-maxconn: '30'" in out
     assert "backend shop_demo" in out and "option httpchk GET /health" in out
+    assert "# Note: haproxy.org/pod-maxconn is divided by the number of haproxytech controller pods" in out
+
+
+def test_haproxy_ingress_text_output_has_no_division_note(tmp_path: Path) -> None:
+    code, out, _ = _run(tmp_path, POLICY, "--controller", "haproxy-ingress")
+    assert code == 0
+    assert "maxconn-server: '30'" in out and "# Note:" not in out and "balance random(2)" in out
 
 
 def test_annotations_output_is_yaml_with_literal_snippets(tmp_path: Path) -> None:
