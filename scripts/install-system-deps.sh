@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs the real HAProxy and Prometheus from Debian when they are missing.
+# Installs the real HAProxy, Prometheus and Redis (the job-framework tests' broker) from Debian when they are missing.
 # Without root it says exactly what is missing and how to get it, and fails.
 set -euo pipefail
 missing=()
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || missing+=(prometheus)
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
     sudo_cmd=""

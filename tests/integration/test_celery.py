@@ -1,0 +1,140 @@
+"""Real Celery 5 workers on a real Redis broker, traced by `candor_tracer.celery.instrument` (one line).
+
+Tasks are killed the ways Celery kills them: the hard `time_limit` (the pool child is terminated), a pool
+child SIGKILLed as the OOM killer would, and children retired by `max_tasks_per_child`. The journals'
+totals (the sidecar's reader) are checked against the tasks' own measured busy time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support.framework_runs import (
+    DeathWatch,
+    Run,
+    children_of,
+    framework_process,
+    journal_pids,
+    total,
+)
+from tests.support.redis_server import redis_server
+from tests.support.tracer_apps import wait_until
+
+pytestmark = pytest.mark.integration
+
+HEARTBEAT = 0.5
+SLACK = 0.05  # per task: signal dispatch around the task body, scheduling of a busy machine
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[str]:
+    with redis_server(tmp_path / "redis") as url:
+        yield url
+
+
+@pytest.fixture
+def run(tmp_path: Path, broker: str) -> Iterator[Run]:
+    state = tmp_path / "state"
+    state.mkdir()
+    deaths = DeathWatch()
+    client = redis.Redis.from_url(broker)
+    try:
+        yield Run(client, state, deaths)
+    finally:
+        client.close()
+        deaths.close()
+
+
+def _worker(run: Run, broker: str, tmp_path: Path, *options: str) -> object:
+    argv = ["celery", "-A", "tests.support.celery_app", "worker", "--loglevel", "WARNING",
+            "--without-gossip", "--without-mingle", "--without-heartbeat", *options]
+    return framework_process(argv, run.state_dir, tmp_path / "worker.log", HEARTBEAT, {"CANDOR_TEST_REDIS": broker})
+
+
+def _send(broker: str, name: str, seconds: float) -> str:
+    # Sending needs no worker code: the test process does not import the app module's tasks.
+    from celery import Celery
+
+    sender = Celery("sender", broker=broker)
+    try:
+        return str(sender.send_task(name, args=[seconds]).id)
+    finally:
+        sender.close()
+
+
+def test_prefork_time_limit_sigkill_and_recycling_lose_at_most_one_heartbeat_per_kill(
+        tmp_path: Path, broker: str, run: Run) -> None:
+    with _worker(run, broker, tmp_path, "-P", "prefork", "-c", "2", "--max-tasks-per-child", "2") as worker:
+        limited = _send(broker, "limited", 30)  # killed by the 1 s hard time limit
+        quick = [_send(broker, "work", 0.3) for _ in range(4)]  # its child is retired after every 2 tasks
+        wait_until(lambda: run.dead(limited), timeout=60, what="the time limit to kill the pool child")
+        for task_id in quick:
+            wait_until(lambda task_id=task_id: run.ended(task_id), timeout=60, what=f"task {task_id}")
+
+        oom = _send(broker, "work", 30)  # its child is SIGKILLed, as the OOM killer does
+        job = wait_until(lambda: run.started(oom), timeout=60, what="the task the test kills")
+        wait_until(lambda: run.started(oom) and total(run.state_dir, "job_worked_seconds", task="work",
+                                                      queue="celery") > 1.2 + 0.3 * 4, timeout=30,
+                   what="1.2 s of the long task in the journal")
+        os.kill(job.pid, signal.SIGKILL)
+        wait_until(lambda: run.dead(oom), timeout=30, what="the SIGKILLed child to exit")
+
+        # The pool replaced every child it lost or retired; each new child journals before its first task.
+        def two_journaling_children() -> bool:
+            children = children_of(worker.pid)
+            return len(children) == 2 and set(children) <= journal_pids(run.state_dir)
+
+        wait_until(two_journaling_children, timeout=30, what="two pool children again, each with a journal")
+        run.poll()
+
+    run.poll()  # the whole worker is gone: every journal folds
+    pids = {job.pid for job in run.jobs.values()}
+    assert len(pids) >= 3, f"recycling should have spread 6 tasks over at least 3 children, got {pids}"
+
+    worked, killed, kills = run.measured("work")
+    counted = total(run.state_dir, "job_worked_seconds", task="work", queue="celery")
+    assert kills == 1
+    assert worked + killed - kills * HEARTBEAT - 5 * SLACK <= counted <= worked + killed + 5 * SLACK, \
+        (counted, worked, killed)
+
+    worked, killed, kills = run.measured("limited")
+    counted = total(run.state_dir, "job_worked_seconds", task="limited", queue="celery")
+    assert (worked, kills) == (0.0, 1)
+    assert killed >= 1.0  # the hard limit let it run its second
+    assert killed - HEARTBEAT - SLACK <= counted <= killed + SLACK, (counted, killed)
+    run.assert_never_decreasing()
+
+
+@pytest.mark.parametrize("pool", ["threads", "solo"])
+def test_threads_and_solo_pools_count_overlapping_tasks_and_a_killed_worker(
+        tmp_path: Path, broker: str, run: Run, pool: str) -> None:
+    with _worker(run, broker, tmp_path, "-P", pool, "-c", "3") as worker:
+        wait_until(lambda: worker.pid in journal_pids(run.state_dir), timeout=60,
+                   what="the worker's journal (opened when it is ready)")
+        quick = [_send(broker, "work", 0.4) for _ in range(3)]
+        for task_id in quick:
+            wait_until(lambda task_id=task_id: run.ended(task_id), timeout=60, what=f"task {task_id}")
+        jobs = [run.jobs[task_id] for task_id in quick]
+        assert {job.pid for job in jobs} == {worker.pid}  # these pools run tasks in the worker process
+        if pool == "threads":  # three threads: the tasks overlapped, and each is counted
+            assert max(job.start for job in jobs) < min(job.end or 0.0 for job in jobs)
+
+        lost = _send(broker, "work", 30)
+        wait_until(lambda: run.started(lost), timeout=60, what="the task that dies with its worker")
+        wait_until(lambda: total(run.state_dir, "job_worked_seconds", task="work", queue="celery") > 1.2 + 1.0,
+                   timeout=30, what="1 s of the long task in the journal")
+        os.kill(worker.pid, signal.SIGKILL)
+        wait_until(lambda: run.dead(lost), timeout=30, what="the worker to die")
+
+    run.poll()
+    worked, killed, kills = run.measured("work")
+    counted = total(run.state_dir, "job_worked_seconds", task="work", queue="celery")
+    assert kills == 1
+    assert worked + killed - HEARTBEAT - 4 * SLACK <= counted <= worked + killed + 4 * SLACK, (counted, worked, killed)
+    run.assert_never_decreasing()

@@ -1,0 +1,68 @@
+"""The Celery app the integration tests run with `celery -A tests.support.celery_app worker`.
+
+Broker: the test's redis-server ($CANDOR_TEST_REDIS). Every task reports its own start and end to Redis
+(framework_runs.report), so the test knows each task's measured busy time. With PROMETHEUS_MULTIPROC_DIR
+set, each task also adds its duration to a prometheus_client multiprocess-mode counter when it ends,
+the way apps count job seconds without Candor, for the side-by-side comparison.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import redis
+from celery import Celery
+from prometheus_client import Counter
+
+from candor_tracer.celery import instrument
+from tests.support.framework_runs import report
+
+BROKER = os.environ["CANDOR_TEST_REDIS"]
+
+app = Celery("candor_test", broker=BROKER)
+app.conf.update(
+    worker_prefetch_multiplier=1,  # a child takes one task at a time: kills hit exactly the task the test chose
+    task_acks_late=False,  # a killed task is not delivered again
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+)
+
+TASK_SECONDS = Counter("job_worked_seconds_total", "Seconds spent in Celery tasks", ["task", "queue"])
+instrument(app, TASK_SECONDS, queue_label="queue")
+
+PLAIN_SECONDS = Counter("plain_task_seconds_total", "Task seconds added when a task ends", ["task"])
+
+_client: redis.Redis | None = None
+
+
+def client() -> redis.Redis:
+    global _client
+    if _client is None or _client.connection_pool.pid != os.getpid():
+        _client = redis.Redis.from_url(BROKER)
+    return _client
+
+
+def _run(task: Any, seconds: float) -> float:
+    started = time.monotonic()
+    report(client(), kind="start", id=task.request.id, name=task.name)
+    try:
+        time.sleep(seconds)
+    finally:
+        ended = time.monotonic()
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            PLAIN_SECONDS.labels(task=task.name).inc(ended - started)
+    report(client(), kind="end", id=task.request.id, name=task.name, at=ended)
+    return ended - started
+
+
+@app.task(bind=True, name="work")
+def work(self: Any, seconds: float) -> float:
+    return _run(self, seconds)
+
+
+@app.task(bind=True, name="limited", time_limit=1.0)
+def limited(self: Any, seconds: float) -> float:
+    """Killed by Celery's hard time limit after 1 s (SIGTERM then SIGKILL of the pool child)."""
+    return _run(self, seconds)

@@ -1,0 +1,196 @@
+"""What the job-framework tests measure: the jobs' own start/end times, the deaths of the processes running them.
+
+Jobs report to a Redis list (one JSON object per event, times from CLOCK_MONOTONIC, which every process on
+the machine shares). A killed job cannot say when it stopped: `DeathWatch` holds a pidfd for each process
+that started a job and records the moment the kernel reports it exited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from candor_tracer.journal.reader import read_totals
+from tests.support.tracer_apps import app_env
+
+EVENTS_KEY = "candor-test:events"
+
+
+def report(client: redis.Redis, **fields: Any) -> None:
+    """Called inside a job: record an event with the job's pid and the time."""
+    fields.setdefault("pid", os.getpid())
+    fields.setdefault("at", time.monotonic())
+    client.rpush(EVENTS_KEY, json.dumps(fields))
+
+
+class DeathWatch:
+    """Exit times of watched processes, taken by a thread blocked in epoll on their pidfds."""
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._wake_r, self._wake_w = os.pipe()
+        self._epoll.register(self._wake_r, select.EPOLLIN)
+        self._fds: dict[int, int] = {}  # pidfd -> pid
+        self.died: dict[int, float] = {}
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def watch(self, pid: int) -> None:
+        if pid in self._fds.values() or pid in self.died:
+            return
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:  # already reaped: it died before now
+            self.died.setdefault(pid, time.monotonic())
+            return
+        self._fds[fd] = pid
+        self._epoll.register(fd, select.EPOLLIN)
+
+    def _run(self) -> None:
+        while not self._stop:
+            for fd, _ in self._epoll.poll():
+                at = time.monotonic()
+                if fd == self._wake_r:
+                    continue
+                pid = self._fds.pop(fd, None)
+                if pid is not None:
+                    self.died.setdefault(pid, at)
+                    self._epoll.unregister(fd)
+                    os.close(fd)
+
+    def close(self) -> None:
+        self._stop = True
+        os.write(self._wake_w, b"x")
+        self._thread.join(timeout=5)
+        for fd in list(self._fds):
+            os.close(fd)
+        self._epoll.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+
+@dataclass
+class Job:
+    id: str
+    name: str
+    pid: int
+    start: float
+    end: float | None = None
+
+
+@dataclass
+class Run:
+    """The events of one test run, read from Redis, and the readings of the journals taken meanwhile."""
+
+    client: redis.Redis
+    state_dir: Path
+    deaths: DeathWatch
+    jobs: dict[str, Job] = field(default_factory=dict)
+    readings: list[dict[tuple[str, tuple[tuple[str, str], ...]], float]] = field(default_factory=list)
+
+    def poll(self) -> None:
+        """Take new events (watching every pid that starts a job) and one reading of the journals."""
+        while (raw := self.client.lpop(EVENTS_KEY)) is not None:
+            event = json.loads(raw)
+            if event["kind"] == "start":
+                self.jobs[event["id"]] = Job(event["id"], event["name"], event["pid"], event["at"])
+                self.deaths.watch(event["pid"])
+            elif event["kind"] == "end":
+                self.jobs[event["id"]].end = event["at"]
+        snapshot = read_totals(self.state_dir)
+        self.readings.append({(s.name, s.labels): s.value for s in snapshot.series})
+
+    def started(self, job_id: str) -> Job | None:
+        self.poll()
+        return self.jobs.get(job_id)
+
+    def ended(self, job_id: str) -> Job | None:
+        job = self.started(job_id)
+        return job if job is not None and job.end is not None else None
+
+    def dead(self, job_id: str) -> float | None:
+        job = self.started(job_id)
+        return self.deaths.died.get(job.pid) if job is not None else None
+
+    def measured(self, name: str) -> tuple[float, float, int]:
+        """(seconds of jobs that ended, seconds of jobs whose process died first, number of those deaths)."""
+        ended = killed = 0.0
+        kills = 0
+        for job in self.jobs.values():
+            if job.name != name:
+                continue
+            if job.end is not None:
+                ended += job.end - job.start
+            else:
+                died = self.deaths.died.get(job.pid)
+                assert died is not None, f"job {job.id} neither ended nor lost its process {job.pid}"
+                killed += died - job.start
+                kills += 1
+        return ended, killed, kills
+
+    def assert_never_decreasing(self) -> None:
+        previous: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for number, reading in enumerate(self.readings):
+            for key, value in previous.items():
+                now = reading.get(key, 0.0)
+                assert now >= value, f"{key} went from {value} to {now} at reading {number}"
+            previous = reading
+
+
+def total(state_dir: Path, name: str, **labels: str) -> float:
+    for series in read_totals(state_dir).series:
+        if series.name == name and dict(series.labels) == labels:
+            return series.value
+    return 0.0
+
+
+@contextlib.contextmanager
+def framework_process(argv: list[str], state_dir: Path, log: Path, heartbeat: float,
+                      extra_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """A framework's own process (`celery worker`, `rq worker`, gunicorn) in its own session, killed whole after."""
+    env = app_env(state_dir, heartbeat)
+    env.update(extra_env)
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", *argv], env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+def children_of(pid: int) -> list[int]:
+    """The live children of `pid` (a killed child waiting to be reaped is not one)."""
+    try:
+        pids = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    live = []
+    for child in pids:
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if state not in ("Z", "X"):
+            live.append(child)
+    return live
+
+
+def journal_pids(state_dir: Path) -> set[int]:
+    return {writer.pid for writer in read_totals(state_dir).writers}
