@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,7 +22,8 @@ import aiohttp
 import kopf
 
 from candor_operator import injection, rollout, webhook
-from candor_operator.kube import ApiError, KubeClient, connection_info, path_for
+from candor_operator.credentials import LoginPacer, connection_info
+from candor_operator.kube import ApiError, KubeClient, path_for
 from candor_operator.ownership import record_of
 from candor_operator.reconcile import reconcile_policy, release_policy
 from candor_operator.services import reconcile_service, slim_service
@@ -52,12 +54,34 @@ class CandorOperator:
         self.settings = settings
         self.kubeconfig = kubeconfig
         self._client: KubeClient | None = None
+        self.login_pacer = LoginPacer()
 
     @property
     def client(self) -> KubeClient:
         if self._client is None:
-            self._client = KubeClient(connection_info(self.kubeconfig))
+            self._client = KubeClient(lambda: connection_info(self.kubeconfig))
         return self._client
+
+    async def credentials_probe(self) -> dict[str, Any]:
+        """The liveness check: fails while the API server refuses Candor's credentials, even read afresh.
+
+        kopf's probe answers 200 as long as its loop runs, but an operator whose every write gets 401
+        reconciles nothing; failing the probe lets the kubelet restart it. Any other error (an API
+        server that is down, a timeout) is reported, not failed: a restart would not cure it.
+        """
+        try:
+            await self.client.get("/version", timeout=self.settings.lookup_timeout)
+        except ApiError as error:
+            if error.status == 401:
+                since = self.client.unauthorized_since
+                refused_for = time.monotonic() - since if since is not None else 0.0
+                raise kopf.PermanentError(
+                    f"the API server refuses Candor's credentials (HTTP 401 for {refused_for:.0f} s)"
+                ) from error
+            return {"api": f"HTTP {error.status}"}
+        except (aiohttp.ClientError, TimeoutError, OSError) as error:
+            return {"api": f"unreachable: {type(error).__name__}"}
+        return {"api": "ok"}
 
     async def close(self) -> None:
         if self._client is not None:
@@ -229,6 +253,12 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
     async def login(**_: Any) -> kopf.AiohttpSession:
         # A private registry does not get kopf's default login handlers: use the same credentials as our client,
         # in a session with a connection limit (kopf closes it when it re-logs in, and calls this again).
+        # kopf calls this again at once after any 401; the pacer keeps a refused token from becoming a busy loop.
+        wait = operator.login_pacer.delay()
+        if wait:
+            logger.warning("logging in again %.1f s after credentials were refused (%d in a row)",
+                           wait, operator.login_pacer.streak)
+            await asyncio.sleep(wait)
         info = connection_info(operator.kubeconfig)
         connector = aiohttp.TCPConnector(
             limit=KOPF_CONNECTIONS + 4 * len(operator.settings.namespaces), ssl=info.as_ssl_context()
@@ -237,6 +267,10 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
         return kopf.AiohttpSession(
             server=info.server, default_namespace=info.default_namespace, aiohttp_session=session
         )
+
+    @kopf.on.probe(registry=registry, id="credentials")
+    async def credentials(**_: Any) -> dict[str, Any]:
+        return await operator.credentials_probe()
 
     @kopf.on.startup(registry=registry, id="configure")
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -267,7 +301,8 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
     async def reconcile(body: kopf.Body, status: Any, patch: kopf.Patch, **kwargs: Any) -> None:
         await operator.reconcile(body, status, patch, indices_of(kwargs))
 
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=resync, initial_delay=resync, registry=registry, id="resync")
+    @kopf.timer(GROUP, VERSION, PLURAL, interval=resync, initial_delay=resync, registry=registry, id="resync",
+                backoff=RETRY_BACKOFF)
     async def resync_policy(body: kopf.Body, status: Any, patch: kopf.Patch, **kwargs: Any) -> None:
         await operator.reconcile(body, status, patch, indices_of(kwargs))
 

@@ -1,21 +1,31 @@
-"""A small asyncio Kubernetes API client on aiohttp, using the credentials kopf logs in with.
+"""A small asyncio Kubernetes API client on aiohttp, re-reading its credentials when they are refused.
 
 kopf has no public client for arbitrary reads and patches, and the official async client is large;
 the operator needs a handful of verbs on a few resources, with the API server's own error codes
 (409 Conflict for a stale resourceVersion, 404, 422) surfaced as `ApiError.status`.
+
+Credentials are not captured once: on a 401 the client reads them again (token file, kubeconfig,
+certificates) and, if they changed, retries that request once with the new ones, as the official
+clients do with a rotated service-account token. While requests keep being refused,
+`unauthorized_since` says since when, for the liveness probe.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
+import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
 import kopf
+
+from candor_operator.credentials import Loader, fingerprint
+
+logger = logging.getLogger("candor.operator")
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -27,19 +37,6 @@ class ApiError(Exception):
         super().__init__(f"{method} {path}: HTTP {status}: {message}")
         self.status = status
         self.message = message
-
-
-def connection_info(kubeconfig: str | None = None) -> kopf.ConnectionInfo:
-    """Credentials from --kubeconfig/KUBECONFIG/~/.kube/config, else the pod's service account."""
-    if kubeconfig:
-        os.environ["KUBECONFIG"] = kubeconfig  # kopf's own login reads the same variable
-    settings = kopf.OperatorSettings()
-    info = kopf.login_with_kubeconfig(settings=settings)
-    if info is None:
-        info = kopf.login_with_service_account(settings=settings)
-    if info is None:
-        raise kopf.LoginError("no kubeconfig (--kubeconfig, KUBECONFIG, ~/.kube/config) and no service account")
-    return info
 
 
 def path_for(
@@ -57,13 +54,27 @@ def path_for(
     return base
 
 
+class _Login:
+    """One set of credentials and the session that sends them (a new certificate needs a new connector)."""
+
+    def __init__(self, info: kopf.ConnectionInfo, timeout: aiohttp.ClientTimeout) -> None:
+        self.server = info.server.rstrip("/")
+        self.fingerprint = fingerprint(info)
+        ssl = info.as_ssl_context() if self.server.startswith("https") else False
+        self.session = aiohttp.ClientSession(
+            headers={"Accept": "application/json", **info.as_http_headers()}, timeout=timeout,
+            connector=aiohttp.TCPConnector(ssl=ssl, limit=32),
+        )
+
+
 class KubeClient:
-    def __init__(self, info: kopf.ConnectionInfo, timeout: float = 30.0) -> None:
-        self._server = info.server.rstrip("/")
-        self._headers = {"Accept": "application/json", **info.as_http_headers()}
-        self._ssl = info.as_ssl_context() if self._server.startswith("https") else None
+    def __init__(self, credentials: Loader, timeout: float = 30.0) -> None:
+        self._load = credentials
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
+        self._login: _Login | None = None
+        # A session replaced after a re-read may still carry requests; it is closed at the next replacement.
+        self._retired: _Login | None = None
+        self.unauthorized_since: float | None = None  # time.monotonic() of the first refusal in a row
 
     async def __aenter__(self) -> KubeClient:
         return self
@@ -71,16 +82,33 @@ class KubeClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else False, limit=32)
-            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout, connector=connector)
-        return self._session
+    def _current(self) -> _Login:
+        if self._login is None:
+            self._login = _Login(self._load(), self._timeout)
+        return self._login
+
+    async def _relogin(self, refused: _Login) -> bool:
+        """Read the credentials again after `refused` got a 401; True when a retry can use different ones."""
+        if self._login is not refused:
+            return True  # another request has already read them again
+        try:
+            info = self._load()
+        except (kopf.LoginError, OSError, ValueError) as error:
+            logger.warning("credentials refused and cannot be read again: %s", error)
+            return False
+        if fingerprint(info) == refused.fingerprint:
+            return False
+        if self._retired is not None:
+            await self._retired.session.close()
+        self._retired, self._login = refused, _Login(info, self._timeout)
+        logger.info("credentials refused (HTTP 401); read them again and retrying with the renewed ones")
+        return True
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for login in (self._login, self._retired):
+            if login is not None:
+                await login.session.close()
+        self._login = self._retired = None
 
     async def request(
         self,
@@ -91,11 +119,43 @@ class KubeClient:
         params: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        url = self._server + path + (f"?{urlencode(params)}" if params else "")
+        login = self._current()
+        try:
+            result = await self._send(login, method, path, body, content_type, params, timeout)
+        except ApiError as error:
+            if error.status != 401:
+                raise
+            if not await self._relogin(login):
+                self._refused()
+                raise
+            try:
+                result = await self._send(self._current(), method, path, body, content_type, params, timeout)
+            except ApiError as retry_error:
+                if retry_error.status == 401:
+                    self._refused()
+                raise
+        self.unauthorized_since = None
+        return result
+
+    def _refused(self) -> None:
+        if self.unauthorized_since is None:
+            self.unauthorized_since = time.monotonic()
+
+    async def _send(
+        self,
+        login: _Login,
+        method: str,
+        path: str,
+        body: object,
+        content_type: str,
+        params: Mapping[str, str] | None,
+        timeout: float | None,
+    ) -> dict[str, Any]:
+        url = login.server + path + (f"?{urlencode(params)}" if params else "")
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if body is not None else {}
         request_timeout = aiohttp.ClientTimeout(total=timeout) if timeout is not None else None
-        async with self._get_session().request(
+        async with login.session.request(
             method, url, data=data, headers=headers, timeout=request_timeout
         ) as response:
             text = await response.text()

@@ -35,6 +35,8 @@ Fixture API (tests/support/k8s_fixtures.py, registered in tests/conftest.py)
                                 returns once RBAC grants the first rule (the authorizer's cache is async)
     cluster.kubeconfig_for_token(token, name) -> Path
                                 a kubeconfig authenticating with that bearer token (for kubectl / operators)
+    cluster.kubeconfig_for_token_file(path, name) -> Path
+                                the same with `tokenFile: path`, read at each login (rewrite it to renew)
     cluster.serving_cert(name, hosts=("127.0.0.1", "localhost")) -> ServingCert(cert_file, key_file, ca_file,
                                 ca_bundle): a server cert signed by the cluster CA, for webhooks on 127.0.0.1
     cluster.wait_until(predicate, timeout=30, what="...") -> value
@@ -387,6 +389,12 @@ class K8sCluster:
     def kubeconfig_for_token(self, token: str, name: str) -> Path:
         path = self.workdir / f"{name}.kubeconfig"
         self._write_kubeconfig(path, {"token": token})
+        return path
+
+    def kubeconfig_for_token_file(self, token_file: Path, name: str) -> Path:
+        """A kubeconfig whose user reads its bearer token from `token_file` (rewrite it to renew the token)."""
+        path = self.workdir / f"{name}.kubeconfig"
+        self._write_kubeconfig(path, {"tokenFile": str(token_file)})
         return path
 
     def serving_cert(self, name: str, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> ServingCert:
