@@ -60,6 +60,13 @@ class AgentState:
         self.draining = True
         self._changed()
 
+    def undrain(self) -> None:
+        """Lift a drain of our own: say `ready` for READY_WINDOW, so HAProxy leaves DRAIN as after maintenance."""
+        if self.draining:
+            self.draining = False
+            self.ready_until = self.clock() + READY_WINDOW
+            self._changed()
+
     def saying_ready(self, now: float | None = None) -> bool:
         return (self.clock() if now is None else now) < self.ready_until
 
@@ -82,7 +89,7 @@ class AgentState:
     def line(self, now: float | None = None) -> bytes:
         now = self.clock() if now is None else now
         if self.draining:
-            text = "drain # sidecar terminating"
+            text = "drain # pod terminating"
         elif self.maintenance:
             text = "maint # annotation candor.io/maintenance=true"
         else:

@@ -11,27 +11,46 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from candor_sidecar.agent import AgentState
 from candor_sidecar.descriptors import ConnectionBudget
 
 
 class AgentPeers:
-    """The source addresses that polled the agent and when each last did (monotonic), newest last.
+    """The source addresses that polled the agent, when each last did, and when each last heard `drain`.
 
-    Bounded, so a scan from many addresses cannot grow it: the oldest entries are forgotten first. A
-    draining sidecar reads it to know which load balancers are still asking.
+    Times are monotonic. Bounded, so a scan from many addresses cannot grow it: the oldest entries are
+    forgotten first. A draining sidecar reads it to know which load balancers are still asking and which
+    of them have been told (see candor_sidecar.drain).
     """
 
     def __init__(self, limit: int = 256) -> None:
         self.limit = limit
         self._last_poll: OrderedDict[str, float] = OrderedDict()
+        self._heard_drain: dict[str, float] = {}
+        self._on_heard: list[Callable[[], None]] = []
+
+    def on_heard(self, callback: Callable[[], None]) -> None:
+        """Call `callback` each time a peer has heard `drain`."""
+        self._on_heard.append(callback)
 
     def record(self, address: str, when: float) -> None:
         self._last_poll[address] = when
         self._last_poll.move_to_end(address)
         while len(self._last_poll) > self.limit:
-            self._last_poll.popitem(last=False)
+            forgotten, _ = self._last_poll.popitem(last=False)
+            self._heard_drain.pop(forgotten, None)
+
+    def heard_drain(self, address: str, when: float) -> None:
+        """A connection from `address` answered `drain` has ended: that load balancer has read the answer."""
+        if address in self._last_poll:
+            self._heard_drain[address] = when
+            for callback in self._on_heard:
+                callback()
+
+    def heard_drain_at(self, address: str) -> float | None:
+        return self._heard_drain.get(address)
 
     def last_poll(self) -> dict[str, float]:
         """Address -> monotonic time of its latest poll."""
@@ -47,6 +66,8 @@ class _AgentConnection(asyncio.Protocol):
         self.server = server
         self.timer: asyncio.TimerHandle | None = None
         self.admitted = False
+        self.peer: str | None = None
+        self.answered_drain = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.WriteTransport)
@@ -59,7 +80,9 @@ class _AgentConnection(asyncio.Protocol):
         server.connections += 1
         peer = transport.get_extra_info("peername")
         if peer:
-            server.peers.record(str(peer[0]), time.monotonic())
+            self.peer = str(peer[0])
+            server.peers.record(self.peer, time.monotonic())
+        self.answered_drain = server.state.draining
         transport.write(server.state.line())
         try:
             transport.write_eof()
@@ -82,6 +105,10 @@ class _AgentConnection(asyncio.Protocol):
             self.server.budget.release()
         if self.timer is not None:
             self.timer.cancel()
+        # HAProxy closes once it has read the line, so the end of a `drain` answer is when it was heard. A peer
+        # that never closes is cut off after `linger` and counts then: it cannot hold a drain wait longer.
+        if self.answered_drain and self.peer is not None:
+            self.server.peers.heard_drain(self.peer, time.monotonic())
 
 
 class AgentServer:

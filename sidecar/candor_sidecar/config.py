@@ -40,6 +40,12 @@ class ListenConfig:
 
 
 @dataclass(frozen=True)
+class DrainConfig:
+    agent_interval: float = 2.0  # how often each HAProxy polls the agent (the policy's agentCheck.interval)
+    max_wait: float = 6.0  # the longest /drain/wait holds an app's preStop hook
+
+
+@dataclass(frozen=True)
 class MemoryConfig:
     max_percent: float = 80.0
 
@@ -69,13 +75,24 @@ class SidecarConfig:
     max_conn: int | None = None
     evaluation_interval: float = 1.0
     final_scrape_timeout: float = 20.0
+    drain: DrainConfig = field(default_factory=DrainConfig)
+    # Per pod, so not in the file the policy writes: from the CLI (the injection passes the pod's value).
+    grace_period: float = 30.0
+    control_socket: str | None = None  # the unix socket `candor sidecar drain` talks to; None: no control socket
 
     def with_overrides(self, *, state_dir: str | None = None, http_port: int | None = None,
-                       agent_port: int | None = None) -> SidecarConfig:
+                       agent_port: int | None = None, grace_period: float | None = None,
+                       control_socket: str | None = None) -> SidecarConfig:
         """The CLI flags win over the file."""
         result = self
         if state_dir is not None:
             result = replace(result, state_dir=state_dir)
+        if grace_period is not None:
+            if not 0 <= grace_period <= 86400 * 365:
+                raise ConfigError("--termination-grace-period", f"expected seconds from 0 on, got {grace_period}")
+            result = replace(result, grace_period=float(grace_period))
+        if control_socket is not None:
+            result = replace(result, control_socket=_path(control_socket, "--control-socket"))
         if http_port is not None:
             result = replace(result, http=replace(result.http, port=_port(http_port, "--http-port")))
         if agent_port is not None:
@@ -163,7 +180,7 @@ def _get(section: Mapping[str, Any], name: str, key: str, read: Callable[[object
 # --- the schema -----------------------------------------------------------------------------------
 
 _TOP = ("stateDir", "podInfoDir", "http", "agent", "memory", "disk", "deadlock", "slowStart", "maxConn",
-        "evaluationInterval", "finalScrapeTimeout")
+        "evaluationInterval", "finalScrapeTimeout", "drain")
 
 
 def parse_config(mapping: object) -> SidecarConfig:
@@ -179,6 +196,7 @@ def parse_config(mapping: object) -> SidecarConfig:
     memory = _section(top.get("memory"), "memory", ("maxPercent",))
     disk = _section(top.get("disk"), "disk", ("paths", "maxPercent"))
     deadlock = _section(top.get("deadlock"), "deadlock", ("heartbeatTimeout", "maxJobDuration"))
+    drain = _section(top.get("drain"), "drain", ("agentInterval", "maxWait"))
     pod_info: str | None = defaults.pod_info_dir
     if "podInfoDir" in top:
         pod_info = None if top["podInfoDir"] is None else _path(top["podInfoDir"], "podInfoDir")
@@ -199,6 +217,9 @@ def parse_config(mapping: object) -> SidecarConfig:
         max_conn=_get(top, "maxConn", "maxConn", _max_conn, None),
         evaluation_interval=_get(top, "evaluationInterval", "evaluationInterval", _duration(0.1, 60.0), 1.0),
         final_scrape_timeout=_get(top, "finalScrapeTimeout", "finalScrapeTimeout", _duration(0.0, 3600.0), 20.0),
+        drain=DrainConfig(
+            agent_interval=_get(drain, "agentInterval", "drain.agentInterval", _duration(0.1, 3600.0), 2.0),
+            max_wait=_get(drain, "maxWait", "drain.maxWait", _duration(0.0, 3600.0), 6.0)),
     )
     _check_cross_field(config)
     return config.with_overrides()

@@ -60,6 +60,7 @@ class Limits:
     max_body_bytes: int = 65536
     max_requests: int = 1000  # per connection
     max_connections: int = 20000
+    handler_timeout: float = 35.0  # a handler that waits for something (e.g. /drain/wait) still ends
 
 
 class _Refused(Exception):
@@ -206,7 +207,7 @@ class _Connection(asyncio.Protocol):
         if isinstance(answer, Response):
             self._send(answer, request.method == "HEAD", keep_alive)
         else:
-            self._deadline(self.limits.write_timeout + 30.0)  # a slow handler still ends
+            self._deadline(self.limits.handler_timeout)
             self.task = self.loop.create_task(self._await(answer, request.method == "HEAD", keep_alive))
 
     async def _await(self, answer: Awaitable[Response], head_only: bool, keep_alive: bool) -> None:

@@ -119,7 +119,8 @@ class JournalCollector(Collector):
                          "counter")
         answers.add_sample("candor_agent_answers_total", {}, float(facts.agent_answers))
         yield answers
-        yield GaugeMetricFamily("candor_draining", "1 once the sidecar received SIGTERM.", value=int(facts.draining))
+        yield GaugeMetricFamily("candor_draining", "1 while the agent answers drain (the pod is terminating).",
+                                value=int(facts.draining))
         if facts.evaluation is not None:
             checks = GaugeMetricFamily("candor_check_status", "Health check states (1 for the current one).",
                                        labels=["check", "component", "status"])

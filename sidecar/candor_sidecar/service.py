@@ -8,6 +8,7 @@ formats answers from the latest evaluation and stays responsive whatever the jou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -23,9 +24,11 @@ from candor_sidecar.agent import AgentState
 from candor_sidecar.agent_server import AgentServer
 from candor_sidecar.checks import Evaluation, evaluate
 from candor_sidecar.config import SidecarConfig
+from candor_sidecar.control import ControlServer
 from candor_sidecar.descriptors import ConnectionBudget, Exhaustion, is_exhaustion, probe_directory
+from candor_sidecar.drain import START_WAIT, Drain, DrainTimes
 from candor_sidecar.health import CONTENT_TYPE, health_document, select
-from candor_sidecar.http_server import HttpServer, Request, Response
+from candor_sidecar.http_server import HttpServer, Limits, Request, Response
 from candor_sidecar.metrics import SidecarFacts, render_metrics
 from candor_sidecar.podinfo import maintenance_requested, read_annotations
 from candor_sidecar.presence import AppPresence
@@ -67,16 +70,24 @@ class Sidecar:
         self.budget = ConnectionBudget(20_000)  # sized from the open-file limit at start
         self.exhaustion = Exhaustion()
         self.agent_server = AgentServer(self.agent, budget=self.budget)
+        self.drain = Drain(self.agent_server.peers, DrainTimes(config.drain.agent_interval, config.drain.max_wait,
+                                                               config.grace_period))
+        self.agent_server.peers.on_heard(self._drain_news)
+        self._drain_changed: asyncio.Future[None] | None = None
+        self._lift_timer: asyncio.TimerHandle | None = None
+        self.control: ControlServer | None = None
         self.evaluation: Evaluation | None = None
         self.evaluations = 0  # sequence number of self.evaluation: never goes back
         self.presence = AppPresence()  # only the journal worker thread touches it
         self._health_cache: dict[tuple[str | None, bool, bool], Response] = {}
-        self.draining = False
+        self.terminating = False  # SIGTERM received
         self.fold_done = False
         self.final_scrape = asyncio.Event()
         self.stop_now = asyncio.Event()
         self.terminate = asyncio.Event()
-        self.http = HttpServer(self.handle, options_as_get=is_probe_path, budget=self.budget)
+        # /drain/wait may hold a request up to the grace period (a composed preStop sleep), never longer.
+        limits = Limits(handler_timeout=max(Limits.handler_timeout, config.grace_period + 10.0))
+        self.http = HttpServer(self.handle, limits, options_as_get=is_probe_path, budget=self.budget)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="candor-journal")
         self._closers: list[Callable[[], None]] = []
         self._last_word = ""
@@ -169,8 +180,10 @@ class Sidecar:
             return self._readyz()
         if path == "/metrics":
             return self._metrics(request)
+        if path == "/drain/wait":
+            return self._drain_wait(request)
         if path == "/":
-            return Response(200, b"candor sidecar: /health /health/<check> /livez /readyz /metrics\n")
+            return Response(200, b"candor sidecar: /health /health/<check> /livez /readyz /metrics /drain/wait\n")
         return Response(404, b"not found; try /health, /livez, /readyz or /metrics\n")
 
     def _health(self, request: Request, name: str | None) -> Response:
@@ -192,8 +205,10 @@ class Sidecar:
             known = sorted({check.key for check in evaluation.checks})
             return Response(404, f"unknown check {name!r}; known: {', '.join(known)}\n".encode())
         notes = []
-        if self.draining:
+        if self.terminating:
             notes.append("sidecar terminating: the agent answers drain")
+        elif self.draining:
+            notes.append("pod terminating (preStop): the agent answers drain")
         if evaluation.maintenance:
             notes.append("maintenance annotation set: the agent answers maint")
         status, body = health_document(evaluation, checks, verbose, notes)
@@ -239,15 +254,103 @@ class Sidecar:
         body, content_type = render_metrics(snapshot, facts, request.headers.get("accept", ""))
         return Response(200, body, content_type, after_sent=self.final_scrape.set if after_fold else None)
 
+    # drain --------------------------------------------------------------------------------------------
+    @property
+    def draining(self) -> bool:
+        """The agent answers `drain`: begun by the preStop hook, or by SIGTERM."""
+        return self.agent.draining
+
+    def _drain_news(self) -> None:
+        """Wake every /drain/wait: the drain began or lifted, or a load balancer heard it."""
+        changed, self._drain_changed = self._drain_changed, None
+        if changed is not None and not changed.done():
+            changed.set_result(None)
+
+    async def _drain_change(self, timeout: float) -> None:
+        if self._drain_changed is None:
+            self._drain_changed = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._drain_changed), timeout)
+
+    def _begin_drain(self, source: str) -> bool:
+        began = self.drain.begin(source)
+        if not self.agent.draining:
+            self.agent.drain()
+        self._drain_news()
+        return began
+
+    def _control_drain(self) -> str:
+        """`candor sidecar drain`: only a process in the sidecar container reaches it (see control)."""
+        if self.terminating:
+            return "draining: the sidecar is terminating"
+        if not self._begin_drain("preStop"):
+            assert self.drain.began_at is not None
+            return f"draining already, for {time.monotonic() - self.drain.began_at:.1f}s"
+        lift_after = self.drain.times.lift_after
+        self._lift_timer = asyncio.get_running_loop().call_later(lift_after, self._lift_drain)
+        log.info("drain begun by the preStop hook: the agent answers drain (lifts itself in %.0fs unless SIGTERM "
+                 "follows)", lift_after)
+        return f"draining: the agent answers drain; lifts itself in {lift_after:.0f}s unless the sidecar is stopped"
+
+    def _lift_drain(self) -> None:
+        self._lift_timer = None
+        if self.terminating:
+            return
+        log.warning("drain lifted: no termination followed within %.0fs; the agent answers ready again",
+                    self.drain.times.lift_after)
+        self.drain.lift()
+        self.agent.undrain()
+        self._drain_news()
+
+    async def _drain_wait(self, request: Request) -> Response:
+        """An app container's preStop hook: wait until every polling HAProxy heard `drain`. Changes nothing.
+
+        Waits START_WAIT for the drain to begin (all preStop hooks start together), then until no load
+        balancer that is still polling has yet to hear it, at most drain.maxWait; and at least `?atLeast=N`
+        seconds (a preStop sleep the app container had, composed into this hook).
+        """
+        started = time.monotonic()
+        times = self.drain.times
+        try:
+            at_least = _seconds(request.query.get("atLeast"), "atLeast", maximum=times.grace_period)
+        except ValueError as error:
+            return Response(400, f"{error}\n".encode())
+        end = started + times.wait_bound
+        start_by = started + min(START_WAIT, times.wait_bound)
+        while True:
+            now = time.monotonic()
+            state = self.drain.state(now)
+            if state.done or now >= end or (not state.began and now >= start_by):
+                break
+            until = end if state.began else start_by
+            next_change = state.next_change()
+            if next_change is not None:
+                until = min(until, next_change)
+            await self._drain_change(max(0.0, until - now) + 0.001)
+        remaining = started + at_least - time.monotonic()
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+        outcome = "heard" if state.done else ("timeout" if state.began else "no-drain")
+        text = self.drain.describe(state, now)
+        if outcome == "timeout":
+            text += f" (gave up after drain.maxWait {times.wait_bound:g}s)"
+        elif outcome == "no-drain":
+            text += f" within {min(START_WAIT, times.wait_bound):g}s: not waiting"
+        log.info("/drain/wait: %s", text)
+        return Response(200, f"{text}\n".encode(), headers=[("Candor-Drain", outcome)])
+
     # lifecycle ----------------------------------------------------------------------------------------
     def _on_signal(self) -> None:
-        if self.draining:
+        if self.terminating:
             log.warning("second termination signal: exiting at once")
             self.stop_now.set()
             return
         log.info("termination signal: agent answers drain, folding journals")
-        self.draining = True
-        self.agent.drain()
+        self.terminating = True
+        if self._lift_timer is not None:
+            self._lift_timer.cancel()
+            self._lift_timer = None
+        self._begin_drain("SIGTERM")
         self.terminate.set()
 
     async def start(self) -> None:
@@ -265,6 +368,7 @@ class Sidecar:
             self._closers.append(self.agent_server.close)
             await self.http.start(self.config.http.address, self.config.http.port)
             self._closers.append(self.http.close)
+            await self._start_control()
         except BaseException:  # e.g. the HTTP port is taken: no listener left behind
             self._close()
             raise
@@ -299,6 +403,20 @@ class Sidecar:
         self._close()
         return status
 
+    async def _start_control(self) -> None:
+        path = self.config.control_socket
+        if path is None:
+            return
+        control = ControlServer(path, {"drain": self._control_drain})
+        try:
+            await control.start()
+        except OSError as error:  # the sidecar still serves; only the preStop drain is missing, so say it loudly
+            log.error("no control socket at %s (%s): `candor sidecar drain` cannot reach this sidecar; a drain "
+                      "starts with SIGTERM only", path, error)
+            return
+        self.control = control
+        self._closers.append(control.close)
+
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
         """asyncio pauses a listener for a second when accept() runs out of descriptors, and reports it here."""
         error = context.get("exception")
@@ -328,6 +446,16 @@ class Sidecar:
             log.info("final scrape served; exiting")
         except TimeoutError:
             log.info("no scrape within finalScrapeTimeout; exiting")
+
+
+def _seconds(values: list[str] | None, name: str, maximum: float) -> float:
+    """A whole number of seconds from a query parameter (0 when absent), at most `maximum`."""
+    if not values:
+        return 0.0
+    value = values[-1]
+    if not value.isdigit() or int(value) > maximum:
+        raise ValueError(f"{name}: expected whole seconds from 0 to {maximum:g}, got {value[:32]!r}")
+    return float(value)
 
 
 async def run_sidecar(config: SidecarConfig) -> int:

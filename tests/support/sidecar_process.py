@@ -77,8 +77,9 @@ class _ChildProcess:
 class SidecarProcess(_ChildProcess):
     def __init__(self, state_dir: str | os.PathLike[str], *, config: dict[str, Any] | None = None,
                  pod_info_dir: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None,
-                 open_files: int | None = None) -> None:
+                 open_files: int | None = None, grace_period: float | None = None) -> None:
         self.state_dir = Path(state_dir)
+        self.grace_period = grace_period  # --termination-grace-period, as the injection passes the pod's
         self.open_files = open_files  # RLIMIT_NOFILE (soft and hard) for the sidecar, as `ulimit -n` would
         self.http_port = free_port()
         self.agent_port = free_port()
@@ -93,14 +94,18 @@ class SidecarProcess(_ChildProcess):
         self.config_path = self.workdir / "sidecar.yaml"
         self.config_path.write_text(yaml.safe_dump(document))
         self.log_path = self.workdir / "sidecar.log"
-        self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        # As in a pod: the control socket's directory is the sidecar's own (here its private temporary directory).
+        self.control_socket = self.workdir / "control" / "sidecar.sock"
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT), "CANDOR_CONTROL_SOCKET": str(self.control_socket),
+                    **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> SidecarProcess:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "candor_sidecar", "--config", str(self.config_path)],
-                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            grace = [] if self.grace_period is None else ["--termination-grace-period", f"{self.grace_period:g}"]
+            self.process = subprocess.Popen([sys.executable, "-m", "candor_sidecar", "--config", str(self.config_path),
+                                             *grace], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             env=self.env, cwd=ROOT, preexec_fn=self._limit_open_files)
         self._wait_until_answering(lambda: self.get("/livez")[0] == 200, timeout, "sidecar", self.logs)
         return self
@@ -128,6 +133,11 @@ class SidecarProcess(_ChildProcess):
             return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
         finally:
             connection.close()
+
+    def run_drain(self, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+        """`candor sidecar drain` as the kubelet runs the preStop hook: a new process in the sidecar's environment."""
+        return subprocess.run([sys.executable, "-m", "candor_cli.main", "sidecar", "drain"], env=self.env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=timeout, check=False)
 
     def agent_line(self, timeout: float = 5.0) -> str:
         with socket.create_connection(("127.0.0.1", self.agent_port), timeout=timeout) as sock:

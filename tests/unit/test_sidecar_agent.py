@@ -119,7 +119,7 @@ async def test_the_agent_answers_every_change_of_state_and_counts_its_answers() 
         line = await _agent_line(port)
         assert line.startswith(b"down # memory 91% > 80% xxx") and len(line) < 2048
         state.drain()
-        assert await _agent_line(port) == b"drain # sidecar terminating\n"
+        assert await _agent_line(port) == b"drain # pod terminating\n"
         assert server.answers == 3
         assert list(server.peers.last_poll()) == ["127.0.0.1"]
     finally:

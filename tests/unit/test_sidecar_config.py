@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from candor_sidecar.config import ConfigError, SidecarConfig, load_config, parse_config
+from candor_sidecar.config import ConfigError, DrainConfig, SidecarConfig, load_config, parse_config
 
 EXAMPLE = """
 stateDir: /var/run/candor
@@ -46,6 +46,18 @@ def test_an_empty_file_gives_the_documented_defaults() -> None:
 def test_cli_flags_override_the_file() -> None:
     config = parse_config({"http": {"port": 1000}}).with_overrides(state_dir="/tmp/x", http_port=2000, agent_port=3000)
     assert (config.state_dir, config.http.port, config.agent.port) == ("/tmp/x", 2000, 3000)
+    config = config.with_overrides(grace_period=45, control_socket="/run/x/sidecar.sock")
+    assert (config.grace_period, config.control_socket) == (45.0, "/run/x/sidecar.sock")
+    with pytest.raises(ConfigError, match="--termination-grace-period"):
+        config.with_overrides(grace_period=-1)
+    with pytest.raises(ConfigError, match="--control-socket"):
+        config.with_overrides(control_socket="relative.sock")
+
+
+def test_the_drain_section_reads_the_poll_interval_and_the_longest_wait() -> None:
+    config = parse_config({"drain": {"agentInterval": "500ms", "maxWait": "4s"}})
+    assert (config.drain.agent_interval, config.drain.max_wait) == (0.5, 4.0)
+    assert parse_config({}).drain == DrainConfig(agent_interval=2.0, max_wait=6.0)
 
 
 BAD = [
@@ -71,6 +83,9 @@ BAD = [
     ({"finalScrapeTimeout": "soon"}, "finalScrapeTimeout", "duration such as"),
     ({"stateDir": "relative"}, "stateDir", "absolute path"),
     ({"http": {"port": 9000}, "agent": {"port": 9000}}, "agent.port", "differ"),
+    ({"drain": {"maxWait": "2h"}}, "drain.maxWait", "maximum"),
+    ({"drain": {"agentInterval": "1ms"}}, "drain.agentInterval", "minimum"),
+    ({"drain": {"wait": "1s"}}, "drain.wait", "unknown key"),
     (["a", "list"], "(top level)", "mapping"),
 ]
 

@@ -1,0 +1,96 @@
+"""Who a drain still waits for, from the agent's record of its peers (times given, no clock read)."""
+
+from __future__ import annotations
+
+from candor_sidecar.agent_server import AgentPeers
+from candor_sidecar.drain import Drain, DrainTimes
+
+TIMES = DrainTimes(poll_interval=2.0, max_wait=10.0, grace_period=30.0)  # window: 2 x 2 s + 1 s = 5 s
+
+
+def _drain(now: list[float]) -> tuple[Drain, AgentPeers]:
+    peers = AgentPeers()
+    return Drain(peers, TIMES, clock=lambda: now[0]), peers
+
+
+def test_nothing_is_done_before_the_drain_begins() -> None:
+    now = [100.0]
+    drain, peers = _drain(now)
+    peers.record("10.0.0.1", 99.0)
+    state = drain.state()
+    assert not state.began and not state.done
+    assert drain.describe(state) == "no drain began"
+
+
+def test_every_polling_peer_must_hear_drain_after_it_began() -> None:
+    now = [100.0]
+    drain, peers = _drain(now)
+    peers.record("10.0.0.1", 99.0)
+    peers.record("10.0.0.2", 98.5)
+    peers.heard_drain("10.0.0.2", 98.6)  # heard an earlier drain (lifted since): does not count
+    assert drain.begin("preStop") and not drain.begin("preStop")
+    state = drain.state()
+    assert state.pending == {"10.0.0.1": 104.0, "10.0.0.2": 103.5}
+    assert state.next_change() == 103.5
+    now[0] = 101.0
+    peers.record("10.0.0.1", 101.0)
+    peers.heard_drain("10.0.0.1", 101.01)
+    assert list(drain.state().pending) == ["10.0.0.2"]
+    peers.record("10.0.0.2", 101.5)
+    peers.heard_drain("10.0.0.2", 101.51)
+    state = drain.state()
+    assert state.done
+    assert drain.describe(state) == ("drain heard by 2 load balancer(s) 10.0.0.1, 10.0.0.2 "
+                                     "1.00s after the drain began")
+
+
+def test_a_peer_silent_for_the_window_has_stopped_polling_and_is_not_waited_for() -> None:
+    now = [100.0]
+    drain, peers = _drain(now)
+    peers.record("10.0.0.9", 90.0)  # silent for 10 s before the drain: long gone
+    peers.record("10.0.0.1", 99.0)
+    drain.begin("preStop")
+    assert list(drain.state().pending) == ["10.0.0.1"]
+    assert not drain.state(now=104.0).done
+    assert drain.state(now=104.01).done  # 5 s without a poll: it took the server out of its checks
+
+
+def test_a_new_peer_counts_once_it_heard_the_drain() -> None:
+    now = [100.0]
+    drain, peers = _drain(now)
+    drain.begin("SIGTERM")
+    assert drain.state().done  # nobody polls: nothing to wait for
+    peers.record("10.0.0.3", 100.5)  # connected after the drain began, not closed yet
+    assert list(drain.state(now=100.5).pending) == ["10.0.0.3"]
+    peers.heard_drain("10.0.0.3", 100.6)
+    assert drain.state(now=100.6).done
+
+
+def test_lifting_forgets_the_drain() -> None:
+    now = [100.0]
+    drain, _peers = _drain(now)
+    drain.begin("preStop")
+    drain.lift()
+    assert not drain.active and not drain.state().began
+    assert drain.begin("preStop")
+
+
+def test_the_bounds_follow_the_grace_period() -> None:
+    assert TIMES.wait_bound == 10.0 and TIMES.lift_after == 37.5  # grace + a quarter of it (at least 5 s)
+    short = DrainTimes(poll_interval=2.0, max_wait=10.0, grace_period=5.0)
+    assert short.wait_bound == 3.0  # the app keeps 2 s of its grace period for SIGTERM
+    assert short.lift_after == 10.0
+    assert DrainTimes(grace_period=1.0).wait_bound == 0.0
+
+
+def test_a_heard_drain_from_an_unknown_address_is_ignored() -> None:
+    peers = AgentPeers(limit=1)
+    calls: list[int] = []
+    peers.on_heard(lambda: calls.append(1))
+    peers.heard_drain("10.0.0.1", 1.0)
+    assert peers.heard_drain_at("10.0.0.1") is None and not calls
+    peers.record("10.0.0.1", 1.0)
+    peers.heard_drain("10.0.0.1", 1.5)
+    assert peers.heard_drain_at("10.0.0.1") == 1.5 and calls == [1]
+    peers.record("10.0.0.2", 2.0)  # forgets 10.0.0.1, and what it heard
+    assert peers.heard_drain_at("10.0.0.1") is None
