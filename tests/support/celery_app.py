@@ -9,15 +9,13 @@ the way apps count job seconds without Candor, for the side-by-side comparison.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
-import redis
 from celery import Celery
 from prometheus_client import Counter
 
 from candor_tracer.celery import instrument
-from tests.support.framework_runs import report
+from tests.support.framework_runs import client_for, sleep_as_a_job
 
 BROKER = os.environ["CANDOR_TEST_REDIS"]
 
@@ -34,27 +32,12 @@ instrument(app, TASK_SECONDS, queue_label="queue")
 
 PLAIN_SECONDS = Counter("plain_task_seconds_total", "Task seconds added when a task ends", ["task"])
 
-_client: redis.Redis | None = None
-
-
-def client() -> redis.Redis:
-    global _client
-    if _client is None or _client.connection_pool.pid != os.getpid():
-        _client = redis.Redis.from_url(BROKER)
-    return _client
-
-
 def _run(task: Any, seconds: float) -> float:
-    started = time.monotonic()
-    report(client(), kind="start", id=task.request.id, name=task.name)
-    try:
-        time.sleep(seconds)
-    finally:
-        ended = time.monotonic()
+    def count_plain(elapsed: float) -> None:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            PLAIN_SECONDS.labels(task=task.name).inc(ended - started)
-    report(client(), kind="end", id=task.request.id, name=task.name, at=ended)
-    return ended - started
+            PLAIN_SECONDS.labels(task=task.name).inc(elapsed)
+
+    return sleep_as_a_job(client_for(BROKER), task.request.id, task.name, seconds, count_plain)
 
 
 @app.task(bind=True, name="work")

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,34 @@ def report(client: redis.Redis, **fields: Any) -> None:
     fields.setdefault("pid", os.getpid())
     fields.setdefault("at", time.monotonic())
     client.rpush(EVENTS_KEY, json.dumps(fields))
+
+
+def sleep_as_a_job(client: redis.Redis, job_id: str, name: str, seconds: float,
+                   on_end: Callable[[float], None] | None = None) -> float:
+    """The body of every test job: report the start, sleep, report the end (also when interrupted by an
+    exception, e.g. a timeout raised inside the job). `on_end(seconds)` runs first, as an app's own
+    end-of-job accounting would."""
+    started = time.monotonic()
+    report(client, kind="start", id=job_id, name=name, at=started)
+    try:
+        time.sleep(seconds)
+    finally:
+        ended = time.monotonic()
+        if on_end is not None:
+            on_end(ended - started)
+        report(client, kind="end", id=job_id, name=name, at=ended)
+    return ended - started
+
+
+_clients: dict[tuple[int, str], redis.Redis] = {}
+
+
+def client_for(url: str) -> redis.Redis:
+    """One Redis client per process (a forked child must not share its parent's connections)."""
+    key = (os.getpid(), url)
+    if key not in _clients:
+        _clients[key] = redis.Redis.from_url(url)
+    return _clients[key]
 
 
 class DeathWatch:
@@ -98,7 +126,7 @@ class Run:
 
     client: redis.Redis
     state_dir: Path
-    deaths: DeathWatch
+    deaths: DeathWatch | None  # None when jobs run in another PID namespace: their pids mean nothing here
     jobs: dict[str, Job] = field(default_factory=dict)
     readings: list[dict[tuple[str, tuple[tuple[str, str], ...]], float]] = field(default_factory=list)
 
@@ -108,7 +136,8 @@ class Run:
             event = json.loads(raw)
             if event["kind"] == "start":
                 self.jobs[event["id"]] = Job(event["id"], event["name"], event["pid"], event["at"])
-                self.deaths.watch(event["pid"])
+                if self.deaths is not None:
+                    self.deaths.watch(event["pid"])
             elif event["kind"] == "end":
                 self.jobs[event["id"]].end = event["at"]
         snapshot = read_totals(self.state_dir)
@@ -124,10 +153,13 @@ class Run:
 
     def dead(self, job_id: str) -> float | None:
         job = self.started(job_id)
+        assert self.deaths is not None
         return self.deaths.died.get(job.pid) if job is not None else None
 
-    def measured(self, name: str) -> tuple[float, float, int]:
-        """(seconds of jobs that ended, seconds of jobs whose process died first, number of those deaths)."""
+    def measured(self, name: str, died: dict[str, float] | None = None) -> tuple[float, float, int]:
+        """(seconds of jobs that ended, seconds of jobs whose process died first, number of those deaths).
+
+        `died` gives the death time of jobs by id where no DeathWatch could see it."""
         ended = killed = 0.0
         kills = 0
         for job in self.jobs.values():
@@ -136,9 +168,11 @@ class Run:
             if job.end is not None:
                 ended += job.end - job.start
             else:
-                died = self.deaths.died.get(job.pid)
-                assert died is not None, f"job {job.id} neither ended nor lost its process {job.pid}"
-                killed += died - job.start
+                death = (died or {}).get(job.id)
+                if death is None and self.deaths is not None:
+                    death = self.deaths.died.get(job.pid)
+                assert death is not None, f"job {job.id} neither ended nor lost its process {job.pid}"
+                killed += death - job.start
                 kills += 1
         return ended, killed, kills
 
@@ -159,14 +193,16 @@ def total(state_dir: Path, name: str, **labels: str) -> float:
 
 
 @contextlib.contextmanager
-def framework_process(argv: list[str], state_dir: Path, log: Path, heartbeat: float,
-                      extra_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    """A framework's own process (`celery worker`, `rq worker`, gunicorn) in its own session, killed whole after."""
+def framework_process(argv: list[str], state_dir: Path, log: Path, heartbeat: float, extra_env: dict[str, str],
+                      prefix: list[str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """A framework's own process (`celery worker`, `rq worker`, gunicorn) in its own session, killed whole after.
+
+    `prefix` runs it behind e.g. `unshare --pid --fork`."""
     env = app_env(state_dir, heartbeat)
     env.update(extra_env)
     with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", *argv], env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen([*(prefix or []), sys.executable, "-m", *argv], env=env, stdin=subprocess.DEVNULL,
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         yield process
     finally:
