@@ -103,11 +103,12 @@ def test_prefork_time_limit_sigkill_and_recycling_lose_at_most_one_heartbeat_per
     assert worked + killed - kills * HEARTBEAT - 5 * SLACK <= counted <= worked + killed + 5 * SLACK, \
         (counted, worked, killed)
 
+    # The hard limit terminates the child: the task may still unwind (its end reported, its trace closed)
+    # before the SIGKILL that follows 0.1 s later, or not; either way it loses at most one heartbeat.
     worked, killed, kills = run.measured("limited")
     counted = total(run.state_dir, "job_worked_seconds", task="limited", queue="celery")
-    assert (worked, kills) == (0.0, 1)
-    assert killed >= 1.0  # the hard limit let it run its second
-    assert killed - HEARTBEAT - SLACK <= counted <= killed + SLACK, (counted, killed)
+    assert 0.9 <= worked + killed < 3.0  # the 1 s limit (counted from before the task body starts)
+    assert worked + killed - HEARTBEAT - SLACK <= counted <= worked + killed + SLACK, (counted, worked, killed)
     run.assert_never_decreasing()
 
 
