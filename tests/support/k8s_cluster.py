@@ -161,6 +161,9 @@ class K8sCluster:
         admin = self._admin = ca.issue("admin", "candor-admin", organizations=("system:masters",), client=True)
         # One identity with full rights for all controllers (like envtest and Kubernetes' integration tests):
         # per-controller ServiceAccount credentials cost about 5 s of start-up while the tokens are minted.
+        # The API server's identity towards kubelets (logs, exec); a test node accepts the cluster CA's certs.
+        kubelet_client = ca.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client",
+                                  organizations=("system:masters",), client=True)
         kcm = ca.issue("kcm", "system:kube-controller-manager", organizations=("system:masters",), client=True)
         sa_key, sa_pub = write_signing_key(self.pki)
         self._write_kubeconfig(self.kubeconfig, {"client-certificate": str(admin.cert_file),
@@ -192,6 +195,12 @@ class K8sCluster:
                 f"--service-account-key-file={sa_pub}", f"--service-account-signing-key-file={sa_key}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}", "--allow-privileged=true",
                 "--profiling=false", "--event-ttl=1h",
+                # For a test node (tests/support/node.py): reach kubelets by IP (no DNS here), with a cert.
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-client-certificate={kubelet_client.cert_file}",
+                f"--kubelet-client-key={kubelet_client.key_file}",
+                # Webhooks and aggregated APIs by endpoint IP: there is no kube-proxy for Service IPs.
+                "--enable-aggregator-routing=true",
             ])
             # The controller-manager reads RBAC-protected config at start; the API server must be ready first.
             self.wait_until(lambda: self._try_status("/readyz") == 200, READY_TIMEOUT, "kube-apiserver /readyz")
