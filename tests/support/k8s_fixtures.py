@@ -1,6 +1,9 @@
-"""pytest wiring of the test control plane: the session-wide ``k8s_cluster`` and a ``k8s_namespace`` per test.
+"""pytest wiring of the test control plane: the session-wide ``k8s_cluster`` and ``k8s_node``, and a
+``k8s_namespace`` per test.
 
-Registered in tests/conftest.py (``pytest_plugins``); the cluster itself is tests/support/k8s_cluster.py.
+Registered in tests/conftest.py (``pytest_plugins``); the cluster itself is tests/support/k8s_cluster.py, the
+node tests/support/node.py. Every test that uses ``k8s_node`` is marked ``node``: ``pytest -m 'not node'``
+runs the rest without containerd, a kubelet or images.
 """
 
 from __future__ import annotations
@@ -13,11 +16,17 @@ import pytest
 
 from tests.support.k8s_cluster import K8sCluster
 from tests.support.k8s_processes import ensure_binaries
+from tests.support.node import Node
 
 _BIN_DIR = pytest.StashKey[Path]()
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "k8s_node" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.node)
+    # The crash-recovery test runs its own node with the machine to itself: before the session's node starts.
+    items.sort(key=lambda item: not item.get_closest_marker("node_exclusive"))
     # Build here, before any test starts, so a first-time compile does not count against a test's timeout.
     if any("k8s_cluster" in getattr(item, "fixturenames", ()) for item in items):
         capture = config.pluginmanager.getplugin("capturemanager")
@@ -41,3 +50,12 @@ def k8s_namespace(k8s_cluster: K8sCluster) -> Iterator[str]:
     name = k8s_cluster.create_namespace()
     yield name
     k8s_cluster.api("DELETE", f"/api/v1/namespaces/{name}")
+
+
+@pytest.fixture(scope="session")
+def k8s_node(k8s_cluster: K8sCluster) -> Iterator[Node]:
+    node = Node(cluster=k8s_cluster).start()
+    try:
+        yield node
+    finally:
+        node.stop()

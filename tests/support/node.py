@@ -173,8 +173,11 @@ class Node:
             with contextlib.suppress(Exception):
                 self.cluster.api("DELETE", f"/api/v1/nodes/{self.name}")
         if self._lock is not None:
+            (STATE / f"{self.name}.lock").unlink(missing_ok=True)  # still held: no other run can be inside
             self._lock.close()
             self._lock = None
+            with contextlib.suppress(OSError):
+                STATE.rmdir()  # only when no other node's files are left
 
     def _take_lock(self) -> None:
         STATE.mkdir(parents=True, exist_ok=True)
