@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# Installs the real HAProxy, Prometheus and Redis (the job-framework tests' broker) from Debian when they are missing.
+# Installs from Debian what the demo and the tests run for real when it is missing: HAProxy, Prometheus,
+# Redis (the job-framework tests' broker),
+# and for the test node containerd, runc, the CNI plugins, iptables, and what builds images without a
+# registry (mmdebstrap for the base, buildah for the Dockerfiles, gcc + libc6-dev for the static pause).
 # Without root it says exactly what is missing and how to get it, and fails.
 set -euo pipefail
 missing=()
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || missing+=(prometheus)
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
+for tool in containerd runc mmdebstrap buildah iptables gcc; do
+    command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("$tool")
+done
+[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] || missing+=(libc6-dev)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
     sudo_cmd=""

@@ -4,14 +4,17 @@ kopf pauses every operator that sees a live peer with a higher priority (and pau
 priorities), so `candor operator` picks a random priority per process: exactly one replica is
 active, the others serve the webhook and take over when its record expires or it exits.
 
-The chart must install `CLUSTER_PEERING_CRD` and the `ClusterKopfPeering` named "candor"
-(`cluster_peering("candor")`); the operator always uses the cluster-wide peering, also when it serves
-only some namespaces (`-n`). Without a peering object kopf runs standalone.
+The chart installs `CLUSTER_PEERING_CRD`; the operator creates the `ClusterKopfPeering` itself before kopf
+starts (`ensure_cluster_peering`), because kopf runs standalone when the object is missing, and a chart
+cannot ship a custom resource beside the CRD that defines it (Helm maps every template before it applies
+any). The operator always uses the cluster-wide peering, also when it serves only some namespaces (`-n`).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from candor_operator.kube import ApiError, KubeClient, connection_info
 
 
 def _crd(kind: str, plural: str, scope: str) -> dict[str, Any]:
@@ -47,3 +50,15 @@ CLUSTER_PEERING_CRD = _crd("ClusterKopfPeering", "clusterkopfpeerings", "Cluster
 
 def cluster_peering(name: str = "candor") -> dict[str, Any]:
     return {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
+
+
+async def ensure_cluster_peering(name: str, kubeconfig: str | None) -> None:
+    """Create the ClusterKopfPeering ``name`` unless it exists (both replicas may race: 409 is success)."""
+    async with KubeClient(connection_info(kubeconfig)) as client:
+        try:
+            await client.create("/apis/kopf.dev/v1/clusterkopfpeerings", cluster_peering(name))
+        except ApiError as error:
+            if error.status == 404:  # no peering CRD: kopf runs this replica standalone, and says so
+                return
+            if error.status != 409:
+                raise

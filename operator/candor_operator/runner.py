@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ from typing import Any
 import kopf
 
 from candor_operator.handlers import CandorOperator, build_registry
+from candor_operator.peering import ensure_cluster_peering
 from candor_operator.settings import OperatorSettings
 
 
@@ -46,6 +48,8 @@ def run_operator(
     configure_logging(log_format, verbose)
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig  # kopf's own login reads it too
+    if settings.peering and not settings.standalone:
+        asyncio.run(ensure_cluster_peering(settings.peering, kubeconfig))
     operator = CandorOperator(settings, kubeconfig)
     registry = build_registry(operator)
     kopf.run(

@@ -63,7 +63,8 @@ RBAC_RULES: list[dict[str, Any]] = [
     # kopf: resource discovery and peering between replicas.
     {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
-    {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "verbs": ["list", "watch", "patch", "get"]},
+    {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"],
+     "verbs": ["list", "watch", "patch", "get", "create"]},
 ]
 # Only with `--webhook-managed NAME` (kopf keeps the configuration itself; the chart does not need it):
 MANAGED_WEBHOOK_RULES: list[dict[str, Any]] = [
