@@ -32,7 +32,6 @@ import contextlib
 import fcntl
 import ipaddress
 import json
-import os
 import selectors
 import signal
 import socket
@@ -368,11 +367,6 @@ state = "{self.run_dir / 'containerd'}"
                         .status == 200, 30, "ServiceAccount default/default")
 
     # ------------------------------------------------------------------------------------------- helpers
-    def crictl_pods(self) -> list[dict[str, Any]]:
-        """The sandboxes containerd runs (for tests that check what the runtime itself holds)."""
-        result = self._ctr("containers", "list", "-q", check=False)
-        return [{"id": line} for line in result.stdout.split()]
-
     def container_memory_usage(self, pod_uid: str, container_id: str) -> int:
         """Bytes a container uses, read from its cgroup on the node (v2 memory.current or v1 usage)."""
         assert self.record is not None

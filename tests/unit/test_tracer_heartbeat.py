@@ -52,6 +52,31 @@ def test_unlimited_or_absent_memory_figures_are_none(tmp_path: Path) -> None:
     assert (nothing.current, nothing.limit, nothing.inactive_file) == (None, None, None)
 
 
+def fake_cgroup_v1(directory: Path, usage: str, limit: str) -> None:
+    directory.mkdir(parents=True)
+    (directory / "memory.usage_in_bytes").write_text(usage)
+    (directory / "memory.limit_in_bytes").write_text(limit)
+    # v1's memory.stat has the cgroup's own figures and the hierarchy's totals; the totals are what count.
+    (directory / "memory.stat").write_text("cache 9\ninactive_file 7\ntotal_cache 90\ntotal_inactive_file 70\n")
+
+
+def test_cgroup_v1_figures_on_a_node_that_still_runs_v1(tmp_path: Path) -> None:
+    fake_cgroup_v1(tmp_path / "memory" / "kubepods" / "pod1" / "c1", "104857600\n", "268435456\n")
+    proc_cgroup = tmp_path / "proc-self-cgroup"
+    proc_cgroup.write_text("12:pids:/kubepods/pod1/c1\n9:memory:/kubepods/pod1/c1\n1:name=systemd:/x\n0::/\n")
+    figures = MemoryReader(root=tmp_path, proc_cgroup=proc_cgroup).read()
+    assert (figures.current, figures.limit, figures.inactive_file) == (104857600, 268435456, 70)
+
+
+def test_cgroup_v1_inside_a_container_and_unlimited(tmp_path: Path) -> None:
+    # In a container the host's path is not visible: its own cgroup is the memory mount's root.
+    fake_cgroup_v1(tmp_path / "memory", "5000\n", "9223372036854771712\n")
+    proc_cgroup = tmp_path / "proc-self-cgroup"
+    proc_cgroup.write_text("9:memory:/candor/kubepods/besteffort/pod9/abc\n")
+    figures = MemoryReader(root=tmp_path, proc_cgroup=proc_cgroup).read()
+    assert (figures.current, figures.limit, figures.inactive_file) == (5000, None, 70)
+
+
 def only_writer(state_dir: Path) -> WriterInfo:
     [writer] = read_totals(state_dir).writers
     return writer
