@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from candor_operator.kube import ApiError, KubeClient, connection_info
+from candor_operator.credentials import connection_info
+from candor_operator.kube import ApiError, KubeClient
 
 
 def _crd(kind: str, plural: str, scope: str) -> dict[str, Any]:
@@ -54,7 +55,7 @@ def cluster_peering(name: str = "candor") -> dict[str, Any]:
 
 async def ensure_cluster_peering(name: str, kubeconfig: str | None) -> None:
     """Create the ClusterKopfPeering ``name`` unless it exists (both replicas may race: 409 is success)."""
-    async with KubeClient(connection_info(kubeconfig)) as client:
+    async with KubeClient(lambda: connection_info(kubeconfig)) as client:
         try:
             await client.create("/apis/kopf.dev/v1/clusterkopfpeerings", cluster_peering(name))
         except ApiError as error:
