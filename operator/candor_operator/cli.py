@@ -11,7 +11,13 @@ import click
 import yaml
 
 from candor_operator.policy import CONTROLLERS, PolicyError, parse_policy
-from candor_operator.render import controller_notes, render_annotations, render_backend, render_sidecar_config
+from candor_operator.render import (
+    controller_notes,
+    drain_summary,
+    render_annotations,
+    render_backend,
+    render_sidecar_config,
+)
 
 API_VERSION = "candor.io/v1alpha1"
 _OUTPUTS = ("text", "annotations", "backend", "sidecar")
@@ -92,6 +98,7 @@ def render_command(path: str, controller: str | None, output: str) -> None:
             notes = "".join(f"# Note: {note}\n" for note in controller_notes(policy, chosen))
             blocks.append(
                 f"# HealthPolicy {name} for {chosen}, on {services}\n{notes}"
+                f"# Pod termination: {drain_summary(policy)}\n"
                 f"# Service annotations:\n{annotations}"
                 f"# The equivalent HAProxy backend (servers are the governed pods):\n"
                 + render_backend(policy, name=backend, controller=chosen)

@@ -217,6 +217,7 @@ class CandorOperator:
             return
         config_hash = policy.config_hash(self.settings.sidecar.image)
         # Everything is computed before the patch is touched, so an error above leaves no half-injected pod.
+        warnings.extend(f"candor: {warning}" for warning in injection.drain_warnings(pod, policy.target))
         for key in ("initContainers", "containers", "volumes", "terminationGracePeriodSeconds"):
             patch.spec[key] = mutated["spec"][key]
         for key in (injection.STATUS_ANNOTATION, injection.POLICY_ANNOTATION):

@@ -3,6 +3,13 @@
 The sidecar runs as a native sidecar (an init container with `restartPolicy: Always`, GA since
 Kubernetes 1.29/1.33): it starts before the app and, on termination, receives SIGTERM only after
 the app containers have exited, so it can fold the journals and serve one last scrape.
+
+The drain before termination rides on preStop hooks, which the kubelet starts together when the pod
+is deleted: the sidecar's own hook (`candor sidecar drain`, an exec in the sidecar's image) begins the
+drain over a control socket in a volume only the sidecar mounts; each app container's hook is an
+`httpGet` of the sidecar's `/drain/wait` (the kubelet dials the pod IP at the numeric port: a named
+port would be looked up among the app container's ports), so the app image needs no shell or binary.
+The kubelet sends an app SIGTERM when its hook returns, and discards the answer's status.
 """
 
 from __future__ import annotations
@@ -13,8 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from candor_operator.policy_model import Metrics
+from candor_operator.policy_model import AgentCheck, Drain, Metrics
 from candor_sidecar.config import DEFAULT_AGENT_PORT, DEFAULT_HTTP_PORT, STATE_DIR
+from candor_sidecar.control import DEFAULT_SOCKET
 
 INJECT_ANNOTATION = "candor.io/inject"
 STATUS_ANNOTATION = "candor.io/status"
@@ -25,6 +33,10 @@ SIDECAR_NAME = "candor-sidecar"
 STATE_VOLUME = "candor-state"
 PODINFO_VOLUME = "candor-podinfo"
 CONFIG_VOLUME = "candor-config"
+CONTROL_VOLUME = "candor-control"
+CONTROL_DIR = DEFAULT_SOCKET.rsplit("/", 1)[0]  # mounted in the sidecar container only
+DRAIN_COMMAND = ["candor", "sidecar", "drain"]
+DRAIN_WAIT_PATH = "/drain/wait"
 PODINFO_DIR = "/etc/podinfo"
 CONFIG_DIR = "/etc/candor"
 CONFIG_KEY = "sidecar.yaml"
@@ -53,6 +65,8 @@ class PolicyTarget:
     http_port: int = DEFAULT_HTTP_PORT
     agent_port: int = DEFAULT_AGENT_PORT
     final_scrape_timeout: float = Metrics.final_scrape_timeout
+    drain_enabled: bool = Drain.enabled
+    drain_max_wait: float = Drain().effective_max_wait(AgentCheck.interval)
 
 
 def inject_requested(annotations: Mapping[str, str] | None) -> bool:
@@ -82,7 +96,7 @@ def conflicts(pod: Mapping[str, Any]) -> list[str]:
     """
     spec = pod.get("spec") or {}
     problems: list[str] = []
-    ours = (STATE_VOLUME, PODINFO_VOLUME, CONFIG_VOLUME)
+    ours = (STATE_VOLUME, PODINFO_VOLUME, CONFIG_VOLUME, CONTROL_VOLUME)
     for index, volume in enumerate(spec.get("volumes") or []):
         if isinstance(volume, Mapping) and volume.get("name") in ours:
             problems.append(f"spec.volumes[{index}]: a volume named {volume['name']} exists already; "
@@ -117,7 +131,8 @@ def deployment_name_of(pod: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _sidecar_container(app_container: str, target: PolicyTarget, settings: SidecarSettings) -> dict[str, Any]:
+def _sidecar_container(app_container: str, target: PolicyTarget, settings: SidecarSettings,
+                       grace: int) -> dict[str, Any]:
     resources: dict[str, Any] = {}
     if settings.requests:
         resources["requests"] = dict(settings.requests)
@@ -134,6 +149,8 @@ def _sidecar_container(app_container: str, target: PolicyTarget, settings: Sidec
             "--state-dir", STATE_DIR,
             "--http-port", str(target.http_port),
             "--agent-port", str(target.agent_port),
+            "--termination-grace-period", str(grace),
+            "--control-socket", DEFAULT_SOCKET,
         ],
         "ports": [
             {"name": "candor-http", "containerPort": target.http_port, "protocol": "TCP"},
@@ -161,12 +178,14 @@ def _sidecar_container(app_container: str, target: PolicyTarget, settings: Sidec
             {"name": STATE_VOLUME, "mountPath": STATE_DIR},
             {"name": PODINFO_VOLUME, "mountPath": PODINFO_DIR, "readOnly": True},
             {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": CONTROL_VOLUME, "mountPath": CONTROL_DIR},
         ],
         "livenessProbe": {
             "httpGet": {"path": "/livez", "port": target.http_port},
             "periodSeconds": 10,
             "failureThreshold": 3,
         },
+        **({"lifecycle": {"preStop": {"exec": {"command": list(DRAIN_COMMAND)}}}} if target.drain_enabled else {}),
     }
 
 
@@ -186,6 +205,8 @@ def _volumes(target: PolicyTarget) -> list[dict[str, Any]]:
             "name": CONFIG_VOLUME,
             "configMap": {"name": target.configmap, "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}]},
         },
+        # The control socket's directory: in memory (it holds one socket), in no container but the sidecar.
+        {"name": CONTROL_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
     ]
 
 
@@ -201,9 +222,49 @@ def _with_app_wiring(container: dict[str, Any]) -> dict[str, Any]:
 
 
 def grace_period(current: int | None, target: PolicyTarget, settings: SidecarSettings) -> int:
-    """Long enough for the sidecar's final scrape after the app exits (never shortened)."""
+    """Long enough for the sidecar's final scrape after the app exits (never shortened), plus the drain wait.
+
+    The kubelet counts preStop hooks against the grace period, so the drain's longest wait is added on top:
+    the app keeps the time its owner gave it for SIGTERM.
+    """
     needed = math.ceil(target.final_scrape_timeout) + settings.grace_margin_seconds
-    return max(current if current is not None else 30, needed)
+    drain = math.ceil(target.drain_max_wait) if target.drain_enabled else 0
+    return max(current if current is not None else 30, needed) + drain
+
+
+def _drain_hook(container: Mapping[str, Any], target: PolicyTarget) -> tuple[dict[str, Any], str | None]:
+    """The container with the drain wait as its preStop hook, and a warning when its own hook stays instead.
+
+    A `sleep` hook composes: the wait then lasts at least that many seconds (`?atLeast=N`). Any other hook
+    (exec, httpGet, tcpSocket) is the user's own and stays; the drain still begins at deletion, but that
+    container's SIGTERM no longer waits until every HAProxy heard it.
+    """
+    lifecycle = dict(container.get("lifecycle") or {})
+    existing = lifecycle.get("preStop")
+    path = DRAIN_WAIT_PATH
+    if existing:
+        sleep = existing.get("sleep") if isinstance(existing, Mapping) and len(existing) == 1 else None
+        seconds = sleep.get("seconds") if isinstance(sleep, Mapping) else None
+        if isinstance(seconds, int) and not isinstance(seconds, bool) and seconds >= 0:
+            path += f"?atLeast={seconds}"
+        else:
+            kind = ", ".join(existing) if isinstance(existing, Mapping) else "unreadable"
+            name = str(container.get("name"))[:63]
+            return dict(container), (
+                f"container {name} keeps its own preStop hook ({kind}): it gets SIGTERM when that hook ends, "
+                "not once every HAProxy has heard the drain (the drain still begins at deletion); use a preStop "
+                "sleep, or no hook, to have Candor hold its SIGTERM")
+    lifecycle["preStop"] = {"httpGet": {"path": path, "port": target.http_port, "scheme": "HTTP"}}
+    return {**container, "lifecycle": lifecycle}, None
+
+
+def drain_warnings(pod: Mapping[str, Any], target: PolicyTarget) -> list[str]:
+    """What the injection could not do for the drain (for the pod's admission warnings)."""
+    if not target.drain_enabled:
+        return []
+    containers = (pod.get("spec") or {}).get("containers") or []
+    return [warning for c in containers if isinstance(c, Mapping)
+            for warning in [_drain_hook(c, target)[1]] if warning is not None]
 
 
 def inject(pod: Mapping[str, Any], target: PolicyTarget, settings: SidecarSettings) -> dict[str, Any]:
@@ -217,10 +278,13 @@ def inject(pod: Mapping[str, Any], target: PolicyTarget, settings: SidecarSettin
     if problems:
         raise InjectionConflict(problems)
     app_container = str(containers[0].get("name"))
-    spec["containers"] = [_with_app_wiring(c) for c in containers]
-    spec["initContainers"] = [_sidecar_container(app_container, target, settings), *(spec.get("initContainers") or [])]
+    grace = grace_period(spec.get("terminationGracePeriodSeconds"), target, settings)
+    wired = [_with_app_wiring(c) for c in containers]
+    spec["containers"] = [_drain_hook(c, target)[0] for c in wired] if target.drain_enabled else wired
+    spec["initContainers"] = [_sidecar_container(app_container, target, settings, grace),
+                              *(spec.get("initContainers") or [])]
     spec["volumes"] = list(spec.get("volumes") or []) + _volumes(target)
-    spec["terminationGracePeriodSeconds"] = grace_period(spec.get("terminationGracePeriodSeconds"), target, settings)
+    spec["terminationGracePeriodSeconds"] = grace
     metadata = mutated.setdefault("metadata", {})
     annotations = dict(metadata.get("annotations") or {})
     annotations[STATUS_ANNOTATION] = INJECTED

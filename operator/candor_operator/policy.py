@@ -18,6 +18,7 @@ from candor_operator.policy_model import (
     AgentCheck,
     Deadlock,
     Disk,
+    Drain,
     HealthPolicy,
     HttpCheck,
     Ingress,
@@ -52,6 +53,7 @@ __all__ = [
     "AgentCheck",
     "Deadlock",
     "Disk",
+    "Drain",
     "HealthPolicy",
     "HttpCheck",
     "Ingress",
@@ -103,6 +105,7 @@ DURATION_RANGES: dict[str, tuple[float, float]] = {
     "slowStart": (0.0, 3600.0),
     "queueTimeout": (0.01, 300.0),
     "metrics.finalScrapeTimeout": (1.0, 600.0),
+    "drain.maxWait": (1.0, 600.0),
 }
 DEFAULTS: dict[str, object] = {
     "ingress.controller": "haproxytech",
@@ -123,6 +126,7 @@ DEFAULTS: dict[str, object] = {
     "passive.onError": "fail-check",
     "metrics.finalScrapeTimeout": "20s",
     "rollout": "Automatic",
+    "drain.enabled": True,
 }
 
 
@@ -165,6 +169,12 @@ def _duration(name: str) -> Callable[[object, str], float]:
         return nanos / NANOS_PER_SECOND
 
     return read
+
+
+def _boolean(value: object, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise PolicyError(field, f"must be true or false, got {show(value)}")
+    return value
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[object, str], str]:
@@ -383,9 +393,17 @@ def _metrics(value: object, field: str) -> Metrics:
     )
 
 
+def _drain(value: object, field: str) -> Drain:
+    section = _section(value, field, ("enabled", "maxWait"))
+    return Drain(
+        enabled=_get(section, "enabled", field, _boolean, _default("drain.enabled")),
+        max_wait=_get(section, "maxWait", field, _duration("drain.maxWait"), None),
+    )
+
+
 _SPEC_FIELDS = (
     "selector", "ingress", "httpCheck", "agentCheck", "memory", "disk", "deadlock", "slowStart", "maxConn",
-    "queueTimeout", "passive", "metrics", "rollout",
+    "queueTimeout", "passive", "metrics", "rollout", "drain",
 )
 
 
@@ -409,6 +427,7 @@ def parse_policy(spec: object, field: str = "spec") -> HealthPolicy:
         passive=_passive(section.get("passive"), f"{field}.passive"),
         metrics=_metrics(section.get("metrics"), f"{field}.metrics"),
         rollout=_get(section, "rollout", field, _choice(ROLLOUTS), _default("rollout")),
+        drain=_drain(section.get("drain"), f"{field}.drain"),
     )
     _check_cross_field(policy, field)
     return policy
@@ -427,6 +446,13 @@ def _check_cross_field(policy: HealthPolicy, field: str) -> None:
     if policy.queue_timeout is not None and policy.max_conn is None:
         raise PolicyError(
             f"{field}.queueTimeout", "needs maxConn (HAProxy only queues requests once a server is at maxConn)"
+        )
+    max_wait = policy.drain.max_wait
+    if max_wait is not None and max_wait < policy.agent_check.interval:
+        raise PolicyError(
+            f"{field}.drain.maxWait",
+            f"must be at least agentCheck.interval ({format_duration(policy.agent_check.interval)}): a shorter "
+            f"wait could end before any HAProxy polled again, got {format_duration(max_wait)}",
         )
     if policy.http_check.port == policy.agent_check.port:
         raise PolicyError(

@@ -101,6 +101,20 @@ class Metrics:
 
 
 @dataclass(frozen=True)
+class Drain:
+    """The drain before termination: app containers' preStop hooks wait until every HAProxy heard `drain`."""
+
+    enabled: bool = True
+    max_wait: float | None = None  # None: derived from the agent interval (effective_max_wait)
+
+    def effective_max_wait(self, agent_interval: float) -> float:
+        """The policy's maxWait, else three agent intervals and a second: every HAProxy polls within one
+        interval, one that stayed silent for two intervals and a second is not waited for, and the
+        sidecar's own preStop hook needs a moment to begin the drain."""
+        return self.max_wait if self.max_wait is not None else 3 * agent_interval + 1.0
+
+
+@dataclass(frozen=True)
 class HealthPolicy:
     selector: Selector
     ingress: Ingress = Ingress()
@@ -115,3 +129,4 @@ class HealthPolicy:
     passive: Passive | None = None
     metrics: Metrics = Metrics()
     rollout: str = "Automatic"
+    drain: Drain = Drain()

@@ -213,11 +213,25 @@ def render_sidecar_config(policy: HealthPolicy) -> dict[str, Any]:
         # Fresh state for every agent poll: evaluate at least twice per agent interval, at most once a second.
         "evaluationInterval": _t(min(1.0, max(0.1, policy.agent_check.interval / 2))),
         "finalScrapeTimeout": _t(policy.metrics.final_scrape_timeout),
+        "drain": {
+            "agentInterval": _t(policy.agent_check.interval),
+            "maxWait": _t(policy.drain.effective_max_wait(policy.agent_check.interval)),
+        },
     }
     if policy.max_conn is not None:
         config["maxConn"] = policy.max_conn
     _validate_with_sidecar(config)
     return config
+
+
+def drain_summary(policy: HealthPolicy) -> str:
+    """One line on what pod termination does under this policy (the preStop hooks the injection adds)."""
+    if not policy.drain.enabled:
+        return ("drain.enabled is false: no preStop hooks; the agent answers drain only once the app has exited "
+                "and the sidecar gets SIGTERM")
+    wait = _t(policy.drain.effective_max_wait(policy.agent_check.interval))
+    return (f"the agent answers drain first; each app container's SIGTERM waits until every "
+            f"HAProxy polling it has heard that, at most {wait} (added to terminationGracePeriodSeconds)")
 
 
 def _validate_with_sidecar(config: dict[str, Any]) -> None:

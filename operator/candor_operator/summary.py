@@ -128,6 +128,8 @@ def _summarize(body: Mapping[str, Any]) -> PolicySummary:
         http_port=config.http.port,
         agent_port=config.agent.port,
         final_scrape_timeout=config.final_scrape_timeout,
+        drain_enabled=policy.drain.enabled,
+        drain_max_wait=config.drain.max_wait,
     )
     return PolicySummary(**base, annotations=annotations, target=target,
                          sidecar_yaml=yaml.dump(sidecar, Dumper=_DUMPER, sort_keys=True, default_flow_style=False))

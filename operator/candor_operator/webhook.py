@@ -18,8 +18,12 @@ What an injected pod carries
     `initContainers[0]` with `restartPolicy: Always`; volumes `candor-state` (emptyDir at /var/run/candor,
     also mounted in every app container with CANDOR_STATE_DIR), `candor-podinfo` (downwardAPI labels and
     annotations at /etc/podinfo) and `candor-config` (ConfigMap `candor-sidecar-<policy>`, key sidecar.yaml,
-    at /etc/candor). The sidecar image comes from `--sidecar-image` / CANDOR_SIDECAR_IMAGE and is started as
-    `candor sidecar --config /etc/candor/sidecar.yaml ...` as uid 10001.
+    at /etc/candor), `candor-control` (in-memory emptyDir at /run/candor-control, the sidecar's control socket,
+    mounted in the sidecar only). The sidecar image comes from `--sidecar-image` / CANDOR_SIDECAR_IMAGE and is
+    started as `candor sidecar --config /etc/candor/sidecar.yaml ...` as uid 10001. With the policy's drain
+    enabled: the sidecar's preStop hook `exec: candor sidecar drain`, each app container's preStop hook
+    `httpGet /drain/wait` on the sidecar's HTTP port (an app's own preStop sleep composed as `?atLeast=N`, any
+    other own hook kept and named in the admission warnings), and drain.maxWait added to the grace period.
 
 Liveness
     `--liveness http://0.0.0.0:8080/healthz` serves kopf's health endpoint (200 once the operator runs).

@@ -449,13 +449,13 @@ class Sidecar:
 
 
 def _seconds(values: list[str] | None, name: str, maximum: float) -> float:
-    """A whole number of seconds from a query parameter (0 when absent), at most `maximum`."""
+    """A whole number of seconds from a query parameter (0 when absent), cut to `maximum` (the kubelet would)."""
     if not values:
         return 0.0
     value = values[-1]
-    if not value.isdigit() or int(value) > maximum:
-        raise ValueError(f"{name}: expected whole seconds from 0 to {maximum:g}, got {value[:32]!r}")
-    return float(value)
+    if not value.isdigit() or len(value) > 9:
+        raise ValueError(f"{name}: expected whole seconds (0 or more), got {value[:32]!r}")
+    return min(float(value), maximum)
 
 
 async def run_sidecar(config: SidecarConfig) -> int:

@@ -6,6 +6,7 @@ and Pods (which stay Pending: there is no kubelet), and each Pod as stored is wh
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,6 +95,15 @@ def assert_injected(pod: dict[str, Any], policy_name: str, final_scrape: float =
     assert volumes["candor-config"]["configMap"]["name"] == f"candor-sidecar-{policy_name}"
     assert spec["terminationGracePeriodSeconds"] >= final_scrape + 5
     assert pod["metadata"]["annotations"]["candor.io/status"] == "injected"
+    # The drain handshake, as the API server stored it (a native sidecar may carry lifecycle hooks).
+    assert first["lifecycle"]["preStop"] == {"exec": {"command": ["candor", "sidecar", "drain"]}}
+    grace = first["command"][first["command"].index("--termination-grace-period") + 1]
+    assert grace == str(spec["terminationGracePeriodSeconds"])
+    assert {"name": "candor-control", "mountPath": "/run/candor-control"} in first["volumeMounts"]
+    for container in spec["containers"]:
+        assert container["lifecycle"]["preStop"] == {
+            "httpGet": {"path": "/drain/wait", "port": 9898, "scheme": "HTTP"}}, container["name"]
+        assert all(m["name"] != "candor-control" for m in container["volumeMounts"]), container["name"]
 
 
 def test_annotated_deployment_gets_pods_with_exactly_one_native_sidecar(
@@ -190,3 +200,39 @@ def test_a_deployment_created_annotated_is_not_restarted_for_nothing(
     # status.pods counts the governed pods (a resync later).
     cluster.wait_until(lambda: cluster.api("GET", f"{POLICIES.format(ns=ns)}/demo").ok()["status"].get("pods") == 2,
                        30, "status.pods")
+
+
+def test_own_prestop_hooks_are_composed_or_kept_with_an_admission_warning(
+    operator: OperatorProcess, k8s_cluster: K8sCluster, k8s_namespace: str
+) -> None:
+    ns, cluster = k8s_namespace, k8s_cluster
+    policy(cluster, ns, "demo", rollout="Manual", agentCheck={"interval": "1s"}, drain={"maxWait": "3s"})
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "hooks", "labels": {"app": "demo"}, "annotations": {"candor.io/inject": "true"}},
+           "spec": {"terminationGracePeriodSeconds": 60, "containers": [
+               {"name": "app", "image": "demo:1", "lifecycle": {"preStop": {"sleep": {"seconds": 10}}}},
+               {"name": "flusher", "image": "demo:1",
+                "lifecycle": {"preStop": {"exec": {"command": ["/bin/flush"]}}}}]}}
+    # kubectl prints the admission warnings on stderr
+    result = cluster.kubectl("-n", ns, "create", "-o", "json", "-f", "-", input=json.dumps(pod))
+    stored = json.loads(result.stdout)
+    app, flusher = stored["spec"]["containers"]
+    assert app["lifecycle"]["preStop"] == {"httpGet": {"path": "/drain/wait?atLeast=10", "port": 9898,
+                                                       "scheme": "HTTP"}}
+    assert flusher["lifecycle"]["preStop"] == {"exec": {"command": ["/bin/flush"]}}
+    assert "candor: container flusher keeps its own preStop hook (exec)" in result.stderr
+    assert stored["spec"]["terminationGracePeriodSeconds"] == 60 + 3  # the drain's wait comes on top
+
+
+def test_a_policy_with_the_drain_disabled_injects_no_hooks(
+    operator: OperatorProcess, k8s_cluster: K8sCluster, k8s_namespace: str
+) -> None:
+    ns, cluster = k8s_namespace, k8s_cluster
+    policy(cluster, ns, "demo", rollout="Manual", drain={"enabled": False})
+    stored = cluster.api("POST", f"/api/v1/namespaces/{ns}/pods", {
+        "metadata": {"name": "nodrain", "labels": {"app": "demo"}, "annotations": {"candor.io/inject": "true"}},
+        "spec": {"containers": [{"name": "app", "image": "demo:1"}]}}).ok()
+    assert stored["spec"]["initContainers"][0]["name"] == "candor-sidecar"
+    assert "lifecycle" not in stored["spec"]["initContainers"][0]
+    assert "lifecycle" not in stored["spec"]["containers"][0]
+    assert stored["spec"]["terminationGracePeriodSeconds"] == 30

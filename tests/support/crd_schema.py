@@ -20,7 +20,8 @@ import celpy
 import yaml
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "healthpolicy.yaml"
-_TYPES: dict[str, type | tuple[type, ...]] = {"object": dict, "array": list, "string": str, "integer": int}
+_TYPES: dict[str, type | tuple[type, ...]] = {"object": dict, "array": list, "string": str, "integer": int,
+                                              "boolean": bool}
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def apply_defaults(node: dict[str, Any], value: Any) -> Any:
 
 def _check(node: dict[str, Any], value: Any, path: str, errors: list[SchemaError]) -> None:
     kind = node.get("type")
-    if kind and (isinstance(value, bool) or not isinstance(value, _TYPES[kind])):
+    if kind and ((isinstance(value, bool) and kind != "boolean") or not isinstance(value, _TYPES[kind])):
         errors.append(SchemaError(path, f"must be of type {kind}"))
         return
     if "enum" in node and value not in node["enum"]:

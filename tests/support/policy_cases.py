@@ -43,6 +43,7 @@ FULL_SPEC: dict[str, Any] = {
     "passive": {"observe": "layer7", "errorLimit": 10, "onError": "mark-down"},
     "metrics": {"finalScrapeTimeout": "30s"},
     "rollout": "Manual",
+    "drain": {"enabled": True, "maxWait": "10s"},
 }
 
 INVALID_POLICIES: list[tuple[str, dict[str, Any], str]] = [
@@ -106,4 +107,8 @@ INVALID_POLICIES: list[tuple[str, dict[str, Any], str]] = [
     ("final scrape timeout too long", valid_spec(metrics={"finalScrapeTimeout": "1h"}),
      "spec.metrics.finalScrapeTimeout"),
     ("unknown rollout", valid_spec(rollout="Sometimes"), "spec.rollout"),
+    ("drain enabled as a string", valid_spec(drain={"enabled": "yes"}), "spec.drain.enabled"),
+    ("drain wait too long", valid_spec(drain={"maxWait": "11m"}), "spec.drain.maxWait"),
+    ("drain wait shorter than the agent interval", valid_spec(drain={"maxWait": "5s"}, agentCheck={"interval": "10s"}),
+     "spec.drain.maxWait"),
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -88,13 +89,65 @@ def test_security_context_is_restricted() -> None:
     assert context["seccompProfile"] == {"type": "RuntimeDefault"}
 
 
-@pytest.mark.parametrize(("current", "expected"), [(30, 55), (120, 120), (None, 55)])
-def test_grace_period_covers_the_final_scrape_and_is_never_shortened(current: int | None, expected: int) -> None:
+@pytest.mark.parametrize(("current", "expected"), [(30, 55 + 7), (120, 120 + 7), (None, 55 + 7)])
+def test_grace_period_covers_the_final_scrape_and_the_drain_wait_and_is_never_shortened(
+        current: int | None, expected: int) -> None:
     spec = {} if current is None else {"terminationGracePeriodSeconds": current}
     body = pod(**spec)
     if current is None:
         del body["spec"]["terminationGracePeriodSeconds"]
-    assert inject(body, TARGET, SETTINGS)["spec"]["terminationGracePeriodSeconds"] == expected
+    mutated = inject(body, TARGET, SETTINGS)
+    assert mutated["spec"]["terminationGracePeriodSeconds"] == expected
+    command = mutated["spec"]["initContainers"][0]["command"]
+    assert command[command.index("--termination-grace-period") + 1] == str(expected)  # the sidecar knows it
+    undrained = inject(body, replace(TARGET, drain_enabled=False), SETTINGS)
+    assert undrained["spec"]["terminationGracePeriodSeconds"] == expected - 7
+
+
+def test_the_sidecar_begins_the_drain_in_its_own_prestop_hook_over_a_socket_only_it_mounts() -> None:
+    mutated = inject(pod(), TARGET, SETTINGS)
+    sidecar = mutated["spec"]["initContainers"][0]
+    assert sidecar["lifecycle"] == {"preStop": {"exec": {"command": ["candor", "sidecar", "drain"]}}}
+    command = sidecar["command"]
+    assert command[command.index("--control-socket") + 1] == "/run/candor-control/sidecar.sock"
+    assert {"name": "candor-control", "mountPath": "/run/candor-control"} in sidecar["volumeMounts"]
+    volumes = {v["name"]: v for v in mutated["spec"]["volumes"]}
+    assert volumes["candor-control"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "1Mi"}
+    for container in mutated["spec"]["containers"]:  # no app container can reach the control socket
+        assert all(m["name"] != "candor-control" for m in container["volumeMounts"])
+
+
+def test_every_app_container_waits_for_the_drain_in_an_http_prestop_hook() -> None:
+    mutated = inject(pod(), TARGET, SETTINGS)
+    for container in mutated["spec"]["containers"]:
+        # a number, not the port's name: the kubelet resolves names among the app container's own ports
+        assert container["lifecycle"] == {
+            "preStop": {"httpGet": {"path": "/drain/wait", "port": 9898, "scheme": "HTTP"}}}
+    assert injection.drain_warnings(pod(), TARGET) == []
+
+
+def test_a_prestop_sleep_is_composed_and_other_hooks_are_kept_with_a_warning() -> None:
+    body = pod()
+    app, worker = body["spec"]["containers"]
+    app["lifecycle"] = {"preStop": {"sleep": {"seconds": 15}}, "postStart": {"exec": {"command": ["warm"]}}}
+    worker["lifecycle"] = {"preStop": {"exec": {"command": ["/bin/sh", "-c", "flush"]}}}
+    mutated = inject(body, TARGET, SETTINGS)
+    app_after, worker_after = mutated["spec"]["containers"]
+    assert app_after["lifecycle"] == {
+        "preStop": {"httpGet": {"path": "/drain/wait?atLeast=15", "port": 9898, "scheme": "HTTP"}},
+        "postStart": {"exec": {"command": ["warm"]}}}
+    assert worker_after["lifecycle"] == worker["lifecycle"]  # the user's own hook stays
+    (warning,) = injection.drain_warnings(body, TARGET)
+    assert warning.startswith("container worker keeps its own preStop hook (exec): it gets SIGTERM when")
+
+
+def test_a_policy_without_drain_adds_no_hooks() -> None:
+    body = pod()
+    body["spec"]["containers"][1]["lifecycle"] = {"preStop": {"exec": {"command": ["flush"]}}}
+    mutated = inject(body, replace(TARGET, drain_enabled=False), SETTINGS)
+    assert "lifecycle" not in mutated["spec"]["initContainers"][0]
+    assert "lifecycle" not in mutated["spec"]["containers"][0]
+    assert injection.drain_warnings(body, replace(TARGET, drain_enabled=False)) == []
 
 
 def test_marks_the_pod_and_never_injects_twice() -> None:
@@ -116,6 +169,7 @@ def test_marks_the_pod_and_never_injects_twice() -> None:
     (lambda s: s.setdefault("volumes", []).append({"name": "candor-state", "emptyDir": {}}), r"spec\.volumes\[0\]"),
     (lambda s: s.setdefault("volumes", []).append({"name": "candor-config", "emptyDir": {}}), r"spec\.volumes\[0\]"),
     (lambda s: s.setdefault("volumes", []).append({"name": "candor-podinfo", "emptyDir": {}}), r"spec\.volumes\[0\]"),
+    (lambda s: s.setdefault("volumes", []).append({"name": "candor-control", "emptyDir": {}}), r"spec\.volumes\[0\]"),
     (lambda s: s["containers"][0].setdefault("volumeMounts", []).append(
         {"name": "journals", "mountPath": "/var/run/candor/"}), r"spec\.containers\[0\]\.volumeMounts\[0\]"),
     (lambda s: s["containers"].append({"name": "candor-sidecar", "image": "x"}), r"spec\.containers\[2\]"),

@@ -119,6 +119,7 @@ def test_the_typed_models_defaults_are_the_defaults_table() -> None:
         "disk.maxPercent": parsed.disk.max_percent, "deadlock.heartbeatTimeout": parsed.deadlock.heartbeat_timeout,
         "deadlock.maxJobDuration": parsed.deadlock.max_job_duration, "slowStart": parsed.slow_start,
         "metrics.finalScrapeTimeout": parsed.metrics.final_scrape_timeout, "rollout": parsed.rollout,
+        "drain.enabled": parsed.drain.enabled,
     }
     passive = model.parse_policy({"selector": selector, "passive": {"observe": "layer7"}}).passive
     assert passive == model.Passive(observe="layer7")

@@ -45,3 +45,17 @@ def test_paths_match_what_the_webhook_mounts() -> None:
     from candor_operator import injection
 
     assert (STATE_DIR, POD_INFO_DIR) == (injection.STATE_DIR, injection.PODINFO_DIR)
+
+
+def test_the_drain_follows_the_agent_interval_unless_the_policy_bounds_it() -> None:
+    config = parse_config(render_sidecar_config(parse_policy(FULL_SPEC)))
+    assert (config.drain.agent_interval, config.drain.max_wait) == (1.0, 10.0)
+    derived = parse_config(render_sidecar_config(parse_policy(valid_spec(agentCheck={"interval": "3s"}))))
+    assert (derived.drain.agent_interval, derived.drain.max_wait) == (3.0, 10.0)  # 3 intervals and a second
+
+
+def test_render_says_what_termination_does() -> None:
+    from candor_operator.render import drain_summary
+
+    assert "at most 7s" in drain_summary(parse_policy(valid_spec()))
+    assert drain_summary(parse_policy(valid_spec(drain={"enabled": False}))).startswith("drain.enabled is false")
