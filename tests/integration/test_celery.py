@@ -18,6 +18,7 @@ import redis
 from tests.support.framework_runs import (
     DeathWatch,
     Run,
+    assert_counted,
     children_of,
     framework_process,
     journal_pids,
@@ -29,7 +30,6 @@ from tests.support.tracer_apps import wait_until
 pytestmark = pytest.mark.integration
 
 HEARTBEAT = 0.5
-SLACK = 0.05  # per task: signal dispatch around the task body, scheduling of a busy machine
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_prefork_time_limit_sigkill_and_recycling_lose_at_most_one_heartbeat_per
         tmp_path: Path, broker: str, run: Run) -> None:
     with _worker(run, broker, tmp_path, "-P", "prefork", "-c", "2", "--max-tasks-per-child", "2") as worker:
         limited = _send(broker, "limited", 30)  # killed by the 1 s hard time limit
-        quick = [_send(broker, "work", 0.3) for _ in range(4)]  # its child is retired after every 2 tasks
+        quick = [_send(broker, "work", 0.5) for _ in range(4)]  # its child is retired after every 2 tasks
         wait_until(lambda: run.dead(limited), timeout=60, what="the time limit to kill the pool child")
         for task_id in quick:
             wait_until(lambda task_id=task_id: run.ended(task_id), timeout=60, what=f"task {task_id}")
@@ -80,7 +80,7 @@ def test_prefork_time_limit_sigkill_and_recycling_lose_at_most_one_heartbeat_per
         oom = _send(broker, "work", 30)  # its child is SIGKILLed, as the OOM killer does
         job = wait_until(lambda: run.started(oom), timeout=60, what="the task the test kills")
         wait_until(lambda: run.started(oom) and total(run.state_dir, "job_worked_seconds", task="work",
-                                                      queue="celery") > 1.2 + 0.3 * 4, timeout=30,
+                                                      queue="celery") > 1.2 + 0.5 * 4, timeout=30,
                    what="1.2 s of the long task in the journal")
         os.kill(job.pid, signal.SIGKILL)
         wait_until(lambda: run.dead(oom), timeout=30, what="the SIGKILLed child to exit")
@@ -100,15 +100,14 @@ def test_prefork_time_limit_sigkill_and_recycling_lose_at_most_one_heartbeat_per
     worked, killed, kills = run.measured("work")
     counted = total(run.state_dir, "job_worked_seconds", task="work", queue="celery")
     assert kills == 1
-    assert worked + killed - kills * HEARTBEAT - 5 * SLACK <= counted <= worked + killed + 5 * SLACK, \
-        (counted, worked, killed)
+    assert_counted(counted, worked, killed, kills, jobs=5, heartbeat=HEARTBEAT)
 
     # The hard limit terminates the child: the task may still unwind (its end reported, its trace closed)
     # before the SIGKILL that follows 0.1 s later, or not; either way it loses at most one heartbeat.
     worked, killed, kills = run.measured("limited")
     counted = total(run.state_dir, "job_worked_seconds", task="limited", queue="celery")
     assert 0.9 <= worked + killed < 3.0  # the 1 s limit (counted from before the task body starts)
-    assert worked + killed - HEARTBEAT - SLACK <= counted <= worked + killed + SLACK, (counted, worked, killed)
+    assert_counted(counted, worked, killed, kills=1, jobs=1, heartbeat=HEARTBEAT)
     run.assert_never_decreasing()
 
 
@@ -118,7 +117,7 @@ def test_threads_and_solo_pools_count_overlapping_tasks_and_a_killed_worker(
     with _worker(run, broker, tmp_path, "-P", pool, "-c", "3") as worker:
         wait_until(lambda: worker.pid in journal_pids(run.state_dir), timeout=60,
                    what="the worker's journal (opened when it is ready)")
-        quick = [_send(broker, "work", 0.4) for _ in range(3)]
+        quick = [_send(broker, "work", 0.5) for _ in range(3)]
         for task_id in quick:
             wait_until(lambda task_id=task_id: run.ended(task_id), timeout=60, what=f"task {task_id}")
         jobs = [run.jobs[task_id] for task_id in quick]
@@ -128,7 +127,7 @@ def test_threads_and_solo_pools_count_overlapping_tasks_and_a_killed_worker(
 
         lost = _send(broker, "work", 30)
         wait_until(lambda: run.started(lost), timeout=60, what="the task that dies with its worker")
-        wait_until(lambda: total(run.state_dir, "job_worked_seconds", task="work", queue="celery") > 1.2 + 1.0,
+        wait_until(lambda: total(run.state_dir, "job_worked_seconds", task="work", queue="celery") > 1.5 + 1.0,
                    timeout=30, what="1 s of the long task in the journal")
         os.kill(worker.pid, signal.SIGKILL)
         wait_until(lambda: run.dead(lost), timeout=30, what="the worker to die")
@@ -137,5 +136,5 @@ def test_threads_and_solo_pools_count_overlapping_tasks_and_a_killed_worker(
     worked, killed, kills = run.measured("work")
     counted = total(run.state_dir, "job_worked_seconds", task="work", queue="celery")
     assert kills == 1
-    assert worked + killed - HEARTBEAT - 4 * SLACK <= counted <= worked + killed + 4 * SLACK, (counted, worked, killed)
+    assert_counted(counted, worked, killed, kills, jobs=4, heartbeat=HEARTBEAT)
     run.assert_never_decreasing()

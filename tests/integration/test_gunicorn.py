@@ -16,7 +16,14 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.framework_runs import DeathWatch, Run, children_of, framework_process, journal_pids
+from tests.support.framework_runs import (
+    DeathWatch,
+    Run,
+    assert_counted,
+    children_of,
+    framework_process,
+    journal_pids,
+)
 from tests.support.ports import free_port
 from tests.support.redis_server import redis_server
 from tests.support.sidecar_process import SidecarProcess
@@ -25,7 +32,6 @@ from tests.support.tracer_apps import wait_until
 pytestmark = pytest.mark.integration
 
 HEARTBEAT = 0.5
-SLACK = 0.05
 _ids = itertools.count()
 
 
@@ -90,7 +96,7 @@ def test_max_requests_recycling_and_timeout_kills_seen_by_a_real_sidecar(tmp_pat
         wait_until(two_journaling_workers, timeout=60, what="the arbiter and two idle workers with journals")
         first_workers = set(children_of(arbiter.pid))
 
-        quick = [_request(port, "quick", 0.2) for _ in range(6)]
+        quick = [_request(port, "quick", 0.5) for _ in range(6)]
         assert [future.result(timeout=60) for _, future in quick] == [200] * 6
         for request_id, _ in quick:
             wait_until(lambda request_id=request_id: runs.ended(request_id), timeout=30, what=request_id)
@@ -118,8 +124,7 @@ def test_max_requests_recycling_and_timeout_kills_seen_by_a_real_sidecar(tmp_pat
         worked, killed, counted_kills = runs.measured(route)
         assert counted_kills == kills, route
         counted = final[route]
-        assert worked + killed - kills * HEARTBEAT - 6 * SLACK <= counted <= worked + killed + 6 * SLACK, \
-            (route, counted, worked, killed)
+        assert_counted(counted, worked, killed, kills, jobs=6 if route == "/quick" else 1, heartbeat=HEARTBEAT)
     for before, after in itertools.pairwise(sidecar_readings):
         assert all(after.get(route, 0.0) >= value for route, value in before.items()), (before, after)
     runs.assert_never_decreasing()

@@ -185,6 +185,23 @@ class Run:
             previous = reading
 
 
+# What a trace may count beyond the job's own measurement of its body: per job, the framework's work around
+# it (signal dispatch, RQ's bookkeeping in perform_job, the report of the end to Redis), ~10-30 ms; once per
+# check, one late scheduling on a machine shared by many test runs. Test jobs last 0.5 s or more, so a job
+# counted twice never fits within these bounds.
+PER_JOB = 0.05
+LATE = 0.1
+
+
+def assert_counted(counted: float, worked: float, killed: float, kills: int, jobs: int, heartbeat: float) -> None:
+    """The journals' total against the jobs' measured time: at most one heartbeat lost per kill, nothing extra."""
+    measured = worked + killed
+    lowest, highest = measured - kills * heartbeat - LATE, measured + jobs * PER_JOB + LATE
+    assert lowest <= counted <= highest, (
+        f"counted {counted:.3f} s, measured {measured:.3f} s ({worked:.3f} s of jobs that ended, {killed:.3f} s "
+        f"of {kills} killed), allowed [{lowest:.3f}, {highest:.3f}]")
+
+
 def total(state_dir: Path, name: str, **labels: str) -> float:
     for series in read_totals(state_dir).series:
         if series.name == name and dict(series.labels) == labels:
