@@ -20,6 +20,16 @@ from candor_tracer.journal.format import SLOT, SLOTS_OFFSET
 from candor_tracer.journal.writer import JournalWriter
 
 HEARTBEAT_AT = 105.0
+# The journals here are created at monotonic time CREATED and read as if at NOW, so the made-up times of
+# the traces (10 s .. 105 s) are ones a real writer could have written.
+CREATED = 1.0
+NOW = 1000.0
+
+
+def new_writer(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> JournalWriter:
+    with monkeypatch.context() as patched:
+        patched.setattr("candor_tracer.journal.writer.time.monotonic", lambda: CREATED)
+        return JournalWriter(state_dir)
 
 
 class RecordingMap:
@@ -70,7 +80,7 @@ def dead_values(image: bytes, tmp: Path) -> list[float]:
     path.write_bytes(image)
     fd = os.open(path, os.O_RDONLY)
     try:
-        reading = read_journal(fd, live=False)
+        reading = read_journal(fd, live=False, now=NOW)
     finally:
         os.close(fd)
     assert reading.heartbeat.alive_at == HEARTBEAT_AT
@@ -82,8 +92,8 @@ def used_bytes(writer: JournalWriter) -> bytes:
 
 
 @pytest.fixture
-def writer(tmp_path: Path) -> Iterator[JournalWriter]:
-    w = JournalWriter(tmp_path / "state")
+def writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[JournalWriter]:
+    w = new_writer(tmp_path / "state", monkeypatch)
     yield w
     w.close()
 
@@ -163,15 +173,16 @@ def test_a_kill_anywhere_in_a_heartbeat_keeps_the_previous_or_the_new_one(writer
         path.write_bytes(image)
         fd = os.open(path, os.O_RDONLY)
         try:
-            beats.add(read_journal(fd, live=False).heartbeat.alive_at)
+            beats.add(read_journal(fd, live=False, now=NOW).heartbeat.alive_at)
         finally:
             os.close(fd)
     assert beats == {HEARTBEAT_AT, HEARTBEAT_AT + 1}
 
 
-def test_a_kill_during_the_very_first_updates_of_a_fresh_journal(tmp_path: Path) -> None:
+def test_a_kill_during_the_very_first_updates_of_a_fresh_journal(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The first counters and heartbeat updates must not overwrite the only valid copy."""
-    writer = JournalWriter(tmp_path / "fresh")
+    writer = new_writer(tmp_path / "fresh", monkeypatch)
     try:
         writer.beat(NO_FIGURES, now=HEARTBEAT_AT)  # the first heartbeat update after creation
         before, writes = record(writer, lambda: writer.series_index("job_worked_seconds", "h", (("job", "a"),)))
@@ -179,7 +190,7 @@ def test_a_kill_during_the_very_first_updates_of_a_fresh_journal(tmp_path: Path)
         assert seen == {repr([]), repr([0.0])}
     finally:
         writer.close()
-    fresh = JournalWriter(tmp_path / "fresh2")
+    fresh = new_writer(tmp_path / "fresh2", monkeypatch)
     try:
         before, writes = record(fresh, lambda: fresh.beat(NO_FIGURES, now=HEARTBEAT_AT))
         for label, image in crash_images(before, writes):
@@ -187,7 +198,7 @@ def test_a_kill_during_the_very_first_updates_of_a_fresh_journal(tmp_path: Path)
             path.write_bytes(image)
             fd = os.open(path, os.O_RDONLY)
             try:
-                read_journal(fd, live=False)  # must not raise "both heartbeat records are corrupt"
+                read_journal(fd, live=False, now=NOW)  # must not raise "both heartbeat records are corrupt"
             except Exception as exc:
                 raise AssertionError(f"{label}: {exc}") from exc
             finally:

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from candor_tracer.journal.files import SAFE_FLAGS, NotARegularFile, read_regular
 from candor_tracer.journal.format import ARCHIVE_NAME
 
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 ARCHIVE_VERSION = 1
+MAX_ARCHIVE_BYTES = 64 * 1024 * 1024  # far above what thousands of series take; bounds a planted file
+MAX_NANOSECONDS = 2**80  # about 38 million years: beyond it the number was not written by a reader
 
 
 class ArchiveError(ValueError):
@@ -51,8 +55,8 @@ def _parse(raw: object) -> Archive:
         value = item.get("nanoseconds")
         if not isinstance(name, str) or not isinstance(doc, str) or not isinstance(labels, list):
             raise ArchiveError("a 'series' entry lacks name/documentation/labels")
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ArchiveError(f"series {name!r}: 'nanoseconds' must be a non-negative integer")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_NANOSECONDS:
+            raise ArchiveError(f"series {name[:100]!r}: 'nanoseconds' must be an integer in [0, 2**80]")
         pairs: list[tuple[str, str]] = []
         for pair in labels:
             if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
@@ -62,23 +66,31 @@ def _parse(raw: object) -> Archive:
     if not all(isinstance(n, str) for n in folded):
         raise ArchiveError("'folded' must list journal names")
     archive.folded = list(folded)
-    if last_fold is not None and not isinstance(last_fold, int | float):
-        raise ArchiveError("'last_fold' must be a number")
+    if last_fold is not None and (not isinstance(last_fold, int | float) or not math.isfinite(last_fold)):
+        raise ArchiveError("'last_fold' must be a finite number")
     archive.last_fold = None if last_fold is None else float(last_fold)
     return archive
 
 
 def load_archive(state_dir: Path) -> Archive:
-    """The archive in `state_dir`; an empty one when there is none yet. Raises ArchiveError when corrupt."""
+    """The archive in `state_dir`; an empty one when there is none yet.
+
+    Raises ArchiveError when it is corrupt, not a regular file or larger than MAX_ARCHIVE_BYTES, and
+    OSError when it cannot be read.
+    """
     path = state_dir / ARCHIVE_NAME
     try:
-        text = path.read_bytes()
-    except FileNotFoundError:
+        text = read_regular(path, MAX_ARCHIVE_BYTES)
+    except NotARegularFile as exc:
+        raise ArchiveError(exc.strerror or "not a regular file") from None
+    except ValueError as exc:
+        raise ArchiveError(str(exc)) from None
+    if text is None:
         return Archive()
     try:
         raw = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ArchiveError(f"not JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise ArchiveError(f"not JSON: {type(exc).__name__}") from None
     return _parse(raw)
 
 
@@ -96,8 +108,9 @@ def save_archive(state_dir: Path, archive: Archive) -> None:
     }
     data = json.dumps(doc, indent=1).encode()
     tmp = state_dir / f".{ARCHIVE_NAME}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)  # whatever holds the name (a link, a FIFO) is not written through
     try:
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), "wb") as out:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | SAFE_FLAGS, 0o666), "wb") as out:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())

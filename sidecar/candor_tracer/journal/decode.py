@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import cast
 
 from candor_tracer.journal.format import (
@@ -17,6 +17,7 @@ from candor_tracer.journal.format import (
     DESC_OFFSET,
     ENDING,
     FIRST_PAGE,
+    FREE,
     SERIES_OFFSET,
     SERIES_STRIDE,
     SLOT,
@@ -37,6 +38,9 @@ from candor_tracer.journal.format import (
 # A live writer applies a trace end in microseconds; a reader that keeps catching it mid-update
 # gives up after this many tries and relies on the ENDING-slot rule (and the caller's clamp).
 LIVE_READ_ATTEMPTS = 8
+# How far a writer's times may lie outside [its journal's creation, now]: a trace's start is read just
+# before its journal is created, and a live writer may write while we read.
+CLOCK_SLACK = 2.0
 
 
 @dataclass(frozen=True)
@@ -60,28 +64,20 @@ class Slots:
 NO_SLOTS = Slots(b"", [], [], [], [])
 
 
-def _decode_slots(data: bytes, series_count: int) -> Slots:
+def _decode_slots(data: bytes) -> Slots:
+    """Every slot below the high-water mark, FREE ones included (check_plausible drops those)."""
     if not data:
         return NO_SLOTS
     states = data[SLOT_STATE_OFFSET:: SLOT.size]
     if sys.byteorder == "little":  # columns straight from the bytes: no per-slot Python work
         view = memoryview(data)
         doubles = view.cast("d")
-        slots = Slots(states=states, series=view.cast("I")[6::8].tolist(),
-                      starts=cast(list[float], doubles[0::4].tolist()), ends=cast(list[float], doubles[1::4].tolist()),
-                      targets=view.cast("Q")[2::4].tolist())
-    else:
-        rows = list(SLOT.iter_unpack(data))
-        slots = Slots(states=states, series=[r[3] for r in rows], starts=[r[0] for r in rows],
-                      ends=[r[1] for r in rows], targets=[r[2] for r in rows])
-    if (states.count(ACTIVE) == len(states) and max(slots.series) < series_count
-            and math.fsum(slots.starts) == math.fsum(slots.starts)):  # the usual case, checked in C: all valid
-        return slots
-    valid = [i for i, (state, series, start) in enumerate(zip(states, slots.series, slots.starts, strict=True))
-             if state in (ACTIVE, ENDING) and series < series_count and start == start]  # start == start: not NaN
-    return Slots(states=bytes(states[i] for i in valid), series=[slots.series[i] for i in valid],
-                 starts=[slots.starts[i] for i in valid], ends=[slots.ends[i] for i in valid],
-                 targets=[slots.targets[i] for i in valid])
+        return Slots(states=states, series=view.cast("I")[6::8].tolist(),
+                     starts=cast(list[float], doubles[0::4].tolist()), ends=cast(list[float], doubles[1::4].tolist()),
+                     targets=view.cast("Q")[2::4].tolist())
+    rows = list(SLOT.iter_unpack(data))
+    return Slots(states=states, series=[r[3] for r in rows], starts=[r[0] for r in rows],
+                 ends=[r[1] for r in rows], targets=[r[2] for r in rows])
 
 
 @dataclass(frozen=True)
@@ -94,6 +90,7 @@ class JournalReading:
     commits: tuple[int, ...]
     totals: tuple[float, ...]
     slots: Slots
+    slot_hwm: int = 0  # slots the writer ever had in use at once (bounds its completed seconds)
 
     def active_starts(self) -> list[float]:
         if ENDING not in self.slots.states:
@@ -105,8 +102,8 @@ def _decode_desc(raw: bytes) -> SeriesDesc:
     try:
         doc = json.loads(raw)
         name, help_text, labels = doc["n"], doc["h"], doc["l"]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise JournalFormatError(f"bad series descriptor: {exc}") from None
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:  # RecursionError: nesting a writer never makes
+        raise JournalFormatError(f"bad series descriptor: {type(exc).__name__}") from None
     if not isinstance(name, str) or not isinstance(help_text, str) or not isinstance(labels, list):
         raise JournalFormatError("bad series descriptor: wrong field types")
     pairs: list[tuple[str, str]] = []
@@ -161,6 +158,8 @@ def _pread_exact(fd: int, size: int, offset: int) -> bytes:
 
 
 def _read_once(fd: int) -> tuple[bytes, JournalReading, bytes]:
+    """One pass over the file; the first and last element (series records, then slots, read twice) are
+    equal when no writer changed them while we read."""
     page = _pread_exact(fd, FIRST_PAGE, 0)
     header = unpack_header(page)
     counters = unpack_counters(page)
@@ -168,33 +167,106 @@ def _read_once(fd: int) -> tuple[bytes, JournalReading, bytes]:
     observed_seq, observed_at = unpack_observed(page)
     descs = _descs(fd, header, counters.series_count, counters.desc_used)
     series_size = counters.series_count * SERIES_STRIDE
+    slots_size = counters.slot_hwm * SLOT.size
     series_before = _pread_exact(fd, series_size, SERIES_OFFSET)
-    slot_data = _pread_exact(fd, counters.slot_hwm * SLOT.size, SLOTS_OFFSET)
+    slot_data = _pread_exact(fd, slots_size, SLOTS_OFFSET)
     series_after = _pread_exact(fd, series_size, SERIES_OFFSET)
+    # Slots a second time: a slot read while the writer filled it (its fields before, its state byte after the
+    # write) shows a start that is not its own; two equal reads cannot both be torn that way.
+    slots_again = _pread_exact(fd, slots_size, SLOTS_OFFSET)
     commits: list[int] = []
     totals: list[float] = []
     for i in range(counters.series_count):
         commit, total = unpack_series(series_before, i * SERIES_STRIDE)
         commits.append(commit)
         totals.append(total)
-    slots = _decode_slots(slot_data, counters.series_count)
     reading = JournalReading(header=header, heartbeat=heartbeat, observed_seq=observed_seq,
                              observed_at=observed_at, descs=descs, commits=tuple(commits),
-                             totals=tuple(totals), slots=slots)
-    return series_before, reading, series_after
+                             totals=tuple(totals), slots=_decode_slots(slot_data), slot_hwm=counters.slot_hwm)
+    return series_before + slot_data, reading, series_after + slots_again
 
 
-def read_journal(fd: int, live: bool) -> JournalReading:
-    """Decode the journal open at `fd`. For a live writer, retry until no trace end overlapped the read."""
+def read_journal(fd: int, live: bool, now: float | None = None) -> JournalReading:
+    """Decode the journal open at `fd` and check that every value is one a writer can have written.
+
+    `now` is the current CLOCK_MONOTONIC time (default: read it), the bound for "not in the future". For a
+    live writer, retry until no trace start or end overlapped the read; when a busy writer keeps catching
+    us, the last reading is used and slots that could be half-written are left out. Raises
+    JournalFormatError naming the first problem: bytes no writer writes make the whole journal corrupt.
+    """
     attempts = LIVE_READ_ATTEMPTS if live else 1
+    settled = False
     reading: JournalReading | None = None
     for attempt in range(attempts):
         before, reading, after = _read_once(fd)
         if before == after:
-            return reading
+            settled = True
+            break
         time.sleep(0.0001 * (attempt + 1))
     assert reading is not None
-    return reading
+    return check_plausible(reading, time.monotonic() if now is None else now, settled or not live)
+
+
+def _bounded(what: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:  # False for NaN too
+        raise JournalFormatError(f"{what} {value!r} is not within [{low:.3f}, {high:.3f}]")
+
+
+def check_plausible(reading: JournalReading, now: float, settled: bool = True) -> JournalReading:
+    """`reading` with only in-use slots, or JournalFormatError when a value cannot be a writer's.
+
+    A writer's times are CLOCK_MONOTONIC readings between its journal's creation and now (CLOCK_SLACK
+    either side: a trace may start just before the journal exists, a write may land while we read), and
+    its completed seconds cannot exceed the journal's age times the slots it ever had in use at once.
+    `settled`: False when a live writer kept changing the slots during every read; then a slot outside
+    the bounds may be one caught half-written, and only that slot is left out.
+    """
+    header, hb = reading.header, reading.heartbeat
+    _bounded("creation time", header.created_mono, 0.0, now + CLOCK_SLACK)
+    if not math.isfinite(header.created_wall):
+        raise JournalFormatError(f"creation wall-clock time {header.created_wall!r} is not a finite number")
+    low, high = header.created_mono - CLOCK_SLACK, now + CLOCK_SLACK
+    _bounded("heartbeat time", hb.alive_at, low, high)
+    for what, value in (("progress time", hb.progress_at), ("stall time", hb.stall_at),
+                        ("loop turn time", hb.loop_turned_at), ("observation time", reading.observed_at)):
+        if value is not None:
+            _bounded(what, value, low, high)
+    if hb.stall_seconds is not None:
+        _bounded("stall length", hb.stall_seconds, 0.0, high - low)
+    completed = sum(reading.totals)  # each total is finite and >= 0 (unpack_series)
+    _bounded("completed seconds", completed, 0.0, (high - low) * max(reading.slot_hwm, 1))
+    slots = reading.slots
+    series_count = len(reading.totals)
+    states = slots.states
+    if not states:
+        return reading
+    starts = slots.starts
+    total_start = sum(starts)  # finite only when no start is NaN or infinite
+    if (states.count(ACTIVE) == len(states) and -math.inf < total_start < math.inf and min(starts) >= low
+            and max(starts) <= high and max(slots.series) < series_count):  # the usual case, checked in C
+        return reading
+    keep: list[int] = []
+    for i, (state, series, start, end) in enumerate(zip(states, slots.series, starts, slots.ends, strict=True)):
+        if state == FREE:
+            continue
+        problem = ""
+        if state not in (ACTIVE, ENDING):
+            problem = f"state byte {state}"
+        elif series >= series_count:
+            problem = f"series index {series} of {series_count}"
+        elif not low <= start <= high:
+            problem = f"start {start!r} outside [{low:.3f}, {high:.3f}]"
+        elif state == ENDING and not low <= end <= high:
+            problem = f"end {end!r} outside [{low:.3f}, {high:.3f}]"
+        if problem and settled:
+            raise JournalFormatError(f"in-flight slot {i}: {problem}")
+        if not problem:
+            keep.append(i)
+    if len(keep) == len(states):
+        return reading
+    return replace(reading, slots=Slots(states=bytes(states[i] for i in keep), series=[slots.series[i] for i in keep],
+                                        starts=[starts[i] for i in keep], ends=[slots.ends[i] for i in keep],
+                                        targets=[slots.targets[i] for i in keep]))
 
 
 def to_ns(seconds: float) -> int:
@@ -205,8 +277,9 @@ def to_ns(seconds: float) -> int:
 def series_values(reading: JournalReading, close_at: float) -> list[int]:
     """Nanoseconds per series: completed + ACTIVE traces up to `close_at` + ENDING traces not yet applied.
 
-    Integer arithmetic: a reader that folds this journal later, or sums journals in another order, gets
-    exactly the same numbers, so a reported total can never shrink by a rounding error.
+    Takes a reading that passed check_plausible (every number finite and bounded). Integer arithmetic: a
+    reader that folds this journal later, or sums journals in another order, gets exactly the same
+    numbers, so a reported total can never shrink by a rounding error.
     """
     values = [to_ns(t) for t in reading.totals]
     slots = reading.slots

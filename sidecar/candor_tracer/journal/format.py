@@ -168,9 +168,10 @@ def pack_counters(c: Counters) -> bytes:
 def _unpack_counters_copy(data: bytes, offset: int) -> Counters | None:
     seq, count, hwm, used, check = COUNTERS.unpack_from(data, offset)
     if check != crc(data[offset: offset + COUNTERS_BODY.size]):
-        return None
-    if count > MAX_SERIES or hwm > MAX_SLOTS or used > DESC_SIZE:
-        return None
+        return None  # torn: the other copy holds the previous state
+    if count > MAX_SERIES or hwm > MAX_SLOTS or used > DESC_SIZE:  # no writer writes that: not torn, forged
+        raise JournalFormatError(f"counters beyond the journal's capacity ({count} series, {hwm} slots, "
+                                 f"{used} descriptor bytes)")
     return Counters(seq=seq, series_count=count, slot_hwm=hwm, desc_used=used)
 
 
@@ -232,8 +233,10 @@ def unpack_observed(data: bytes) -> tuple[int, float | None]:
     for copy in (0, 1):
         start = OBSERVED_OFFSET + copy * OBSERVED.size
         seq, observed, check = OBSERVED.unpack_from(data, start)
-        if seq == 0 or check != crc(data[start: start + OBSERVED_BODY.size]) or not math.isfinite(observed):
+        if seq == 0 or check != crc(data[start: start + OBSERVED_BODY.size]):
             continue
+        if not math.isfinite(observed):
+            raise JournalFormatError(f"reader observation time {observed!r} is not a finite number")
         if seq > best[0]:
             best = (seq, observed)
     return best
@@ -253,8 +256,10 @@ def unpack_series(data: bytes, offset: int) -> tuple[int, float]:
     for copy in (0, 1):
         start = offset + copy * SERIES.size
         commit, total, check = SERIES.unpack_from(data, start)
-        if check != crc(data[start: start + SERIES_BODY.size]) or not math.isfinite(total) or total < 0:
-            continue
+        if check != crc(data[start: start + SERIES_BODY.size]):
+            continue  # torn: the other copy holds the previous commit
+        if not (0.0 <= total < math.inf):  # also NaN
+            raise JournalFormatError(f"series total {total!r} is not a finite number of seconds >= 0")
         if best is None or commit > best[0]:
             best = (commit, total)
     if best is None:

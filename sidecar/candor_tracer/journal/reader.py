@@ -5,31 +5,40 @@ of live writers up to `now`. A journal whose lock can be taken belongs to a dead
 traces are closed at the later of its last heartbeat and the last time a reader reported it alive, and
 its totals move into the archive, so a total never goes backwards, survives reader restarts and is never
 counted twice. All of it runs under `archive.lock`, so concurrent readers never see a half-done fold.
+
+Any process of the pod can write the state directory, so nothing in it is trusted: a file that is not a
+journal a writer could have written (see decode.check_plausible and files) costs that file alone, is
+named in `skipped` and warned about once, and is never folded. Only a directory that cannot be listed
+at all, or running out of descriptors, raises: that is "unknown", never "no writers".
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from candor_tracer.journal.archive import Archive, ArchiveError, SeriesKey, load_archive, save_archive
 from candor_tracer.journal.decode import JournalReading, read_journal, series_values
+from candor_tracer.journal.files import SAFE_FLAGS, NotARegularFile, OpenFile, is_exhaustion, open_regular
 from candor_tracer.journal.format import (
     ARCHIVE_LOCK_NAME,
     ARCHIVE_NAME,
+    HEADER,
     JOURNAL_NAME,
     OBSERVED,
     OBSERVED_OFFSET,
     TEMP_PREFIX,
-    JournalFormatError,
     pack_observed,
+    unpack_header,
 )
 
 __all__ = [
@@ -80,7 +89,7 @@ class WriterInfo:
 class JournalSnapshot:
     series: tuple[SeriesTotal, ...]
     writers: tuple[WriterInfo, ...]
-    skipped: tuple[str, ...]  # corrupt/unreadable journal paths (each warned once per process)
+    skipped: tuple[str, ...]  # files left out as corrupt or unreadable, each once (each warned once per process)
     last_fold: float | None  # wall-clock time.time() of the latest fold into the archive
     now: float  # monotonic time the totals were computed at
 
@@ -89,27 +98,92 @@ _warned: set[str] = set()
 _state_lock = threading.Lock()
 # The highest value this process has reported per (state dir, series): a live journal read while its
 # writer was mid-update can be off by a fraction of a trace; a counter must still never go backwards.
-_reported: dict[tuple[str, SeriesKey], int] = {}
+# A series is kept (at that value) when its journal later turns unreadable.
+_reported: dict[str, dict[SeriesKey, tuple[int, str]]] = {}
 
 
 def _warn_once(path: str, problem: str) -> None:
     with _state_lock:
         if path in _warned:
             return
+        if len(_warned) > 100_000:  # a directory churning through bad names must not grow this forever
+            _warned.clear()
         _warned.add(path)
     log.warning("candor: skipping %s: %s", path, problem)
 
 
+# Files found bad that no writer holds, by (directory, name): their lstat signature then. A
+# dead file changes only when someone writes it, which changes its signature; until then it is not
+# opened again, so thousands of planted files cost a stat each per read, not an open, a read and a lock.
+_known_bad: dict[tuple[str, str], tuple[int, ...]] = {}
+
+
+def _signature(entry: os.DirEntry[str]) -> tuple[int, ...]:
+    st = entry.stat(follow_symlinks=False)
+    return (st.st_dev, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class _Skips:
+    """The files left out of one read: each listed once, whatever went wrong with it and how often."""
+
+    def __init__(self) -> None:
+        self.paths: dict[str, None] = {}
+
+    def add(self, path: Path | str, problem: str) -> None:
+        _warn_once(str(path), problem)
+        self.paths.setdefault(str(path))
+
+    def known_bad(self, state_dir: str, entry: os.DirEntry[str]) -> bool:
+        """True (and skipped again) when `entry` is a dead bad file unchanged since it was found bad."""
+        known = _known_bad.get((state_dir, entry.name))
+        if known is None:
+            return False
+        try:
+            unchanged = _signature(entry) == known
+        except OSError as exc:
+            if is_exhaustion(exc):
+                raise
+            unchanged = False
+        if unchanged:
+            self.paths.setdefault(entry.path)
+            return True
+        del _known_bad[(state_dir, entry.name)]
+        return False
+
+    def remember_bad(self, state_dir: str, entry: os.DirEntry[str]) -> None:
+        """`entry` was just skipped and no writer holds it: skip it unopened while it stays as it is."""
+        if entry.path not in self.paths:
+            return
+        try:
+            signature = _signature(entry)
+        except OSError as exc:
+            if is_exhaustion(exc):
+                raise
+            return
+        if len(_known_bad) > 200_000:
+            _known_bad.clear()
+        _known_bad[(state_dir, entry.name)] = signature
+
+
 @contextmanager
-def _archive_lock(state_dir: Path) -> Iterator[bool]:
-    """Hold archive.lock; yields False (no lock: read, don't fold) when the directory cannot be written
-    or another reader has held the lock for ARCHIVE_LOCK_TIMEOUT (a stopped process must not hang us)."""
+def _archive_lock(state_dir: Path, skips: _Skips) -> Iterator[bool]:
+    """Hold archive.lock; yields False (no lock: read, don't fold) when it cannot be opened as a regular file
+    or another reader has held it for ARCHIVE_LOCK_TIMEOUT (a stopped process must not hang us)."""
+    path = state_dir / ARCHIVE_LOCK_NAME
     try:
-        fd = os.open(state_dir / ARCHIVE_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | SAFE_FLAGS, 0o666)
+    except OSError as exc:
+        if is_exhaustion(exc):
+            raise
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS):  # not just read-only
+            skips.add(path, f"cannot open the archive lock: {exc}")
         yield False
         return
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            skips.add(path, "the archive lock is not a regular file: reading without folding")
+            yield False
+            return
         deadline = time.monotonic() + ARCHIVE_LOCK_TIMEOUT
         while True:
             try:
@@ -118,33 +192,13 @@ def _archive_lock(state_dir: Path) -> Iterator[bool]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    _warn_once(str(state_dir / ARCHIVE_LOCK_NAME), "held by another reader; reading without folding")
+                    _warn_once(str(path), "held by another reader; reading without folding")
                     locked = False
                     break
                 time.sleep(0.005)
         yield locked
     finally:
         os.close(fd)
-
-
-@dataclass
-class _Opened:
-    path: Path
-    fd: int
-    writable: bool
-
-
-def _open_journal(path: Path) -> _Opened | None:
-    try:
-        return _Opened(path, os.open(path, os.O_RDWR), True)
-    except FileNotFoundError:
-        return None
-    except PermissionError:
-        pass
-    try:
-        return _Opened(path, os.open(path, os.O_RDONLY), False)
-    except FileNotFoundError:
-        return None
 
 
 def _writer_is_alive(fd: int) -> bool:
@@ -155,57 +209,197 @@ def _writer_is_alive(fd: int) -> bool:
     return False
 
 
-def _remove_stale_temp(path: Path) -> None:
+def _remove_stale_temp(entry: os.DirEntry[str]) -> None:
     """Remove a temporary file a writer or reader left when killed (unlocked and older than a minute)."""
     try:
-        opened = _open_journal(path)
+        if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
+            return  # not one of ours
+        if time.time() - entry.stat(follow_symlinks=False).st_mtime <= STALE_TEMP_SECONDS:
+            return
+        opened = open_regular(Path(entry.path))
         if opened is None:
             return
         try:
-            if not _writer_is_alive(opened.fd) and time.time() - os.fstat(opened.fd).st_mtime > STALE_TEMP_SECONDS:
-                path.unlink(missing_ok=True)
+            if not _writer_is_alive(opened.fd):
+                os.unlink(entry.path)
         finally:
             os.close(opened.fd)
-    except OSError:
-        pass
-
-
-def _scan(state_dir: Path, skipped: list[str]) -> tuple[list[_Opened], list[_Opened]]:
-    """(live, dead) journals of `state_dir`; the dead ones are returned with their lock held."""
-    live: list[_Opened] = []
-    dead: list[_Opened] = []
-    try:
-        names = sorted(os.listdir(state_dir))
     except OSError as exc:
-        _warn_once(str(state_dir), f"cannot list the state directory: {exc}")
-        return live, dead
-    for name in names:
-        path = state_dir / name
+        if is_exhaustion(exc):
+            raise
+
+
+def _list(state_dir: Path) -> list[os.DirEntry[str]]:
+    """The directory's entries by name. Raises OSError when it cannot be listed: that is not "empty"."""
+    try:
+        with os.scandir(state_dir) as it:
+            return sorted(it, key=lambda entry: entry.name)
+    except FileNotFoundError:
+        return []  # no directory yet: nothing can be writing there
+
+
+def _open_journal(entry: os.DirEntry[str], skips: _Skips) -> OpenFile | None:
+    """The journal under this name, opened; None (named in `skips` when wrong) when there is none to read."""
+    path = Path(entry.path)
+    try:
+        if entry.is_symlink():
+            skips.add(path, "a symbolic link: journals are read under their own name only")
+            return None
+        if not entry.is_file(follow_symlinks=False):
+            skips.add(path, "not a regular file")
+            return None
+        return open_regular(path)
+    except NotARegularFile as exc:
+        skips.add(path, exc.strerror or "not a regular file")
+    except OSError as exc:
+        if is_exhaustion(exc):
+            raise
+        skips.add(path, f"cannot open: {exc.strerror or exc}")
+    return None
+
+
+def _name_matches(opened: OpenFile, reading: JournalReading) -> bool:
+    match = JOURNAL_NAME.match(opened.path.name)
+    return match is not None and (int(match[1]), int(match[2])) == (reading.header.pid, reading.header.starttime)
+
+
+@dataclass
+class _Dead:
+    """A dead writer's journal, read: what it adds to the archive when folded."""
+
+    path: Path
+    identity: tuple[int, int]
+    values: dict[SeriesKey, int]
+    docs: dict[SeriesKey, str]
+
+
+@dataclass
+class _Read:
+    """What one pass over the directory found."""
+
+    live: dict[SeriesKey, int] = field(default_factory=dict)
+    docs: dict[SeriesKey, str] = field(default_factory=dict)
+    writers: list[WriterInfo] = field(default_factory=list)
+    dead: list[_Dead] = field(default_factory=list)
+    already_folded: list[Path] = field(default_factory=list)  # folded before a reader died ahead of the unlink
+    aliases: dict[tuple[int, int], list[Path]] = field(default_factory=dict)  # more names of one file
+
+
+def _values(reading: JournalReading, close_at: float) -> dict[SeriesKey, int]:
+    values: dict[SeriesKey, int] = {}
+    for desc, value in zip(reading.descs, series_values(reading, close_at), strict=True):
+        key = (desc.name, desc.labels)
+        values[key] = values.get(key, 0) + value
+    return values
+
+
+def _dead_close_at(reading: JournalReading) -> float:
+    """A dead writer's in-flight traces end at its last heartbeat, or at the last read that saw it alive."""
+    if reading.observed_at is not None:
+        return max(reading.heartbeat.alive_at, reading.observed_at)
+    return reading.heartbeat.alive_at
+
+
+def _decode(opened: OpenFile, live: bool, skips: _Skips) -> JournalReading | None:
+    """The journal's reading, or None when it is corrupt (named in `skips`)."""
+    try:
+        return read_journal(opened.fd, live=live)
+    except Exception as exc:  # any bytes at all: the file is corrupt, nothing else is
+        if is_exhaustion(exc):
+            raise
+        skips.add(opened.path, str(exc) or type(exc).__name__)
+        return None
+
+
+def _named_by_its_writer(opened: OpenFile, skips: _Skips) -> bool:
+    """Whether the file name carries the pid and start time its header does (a writer names it so).
+
+    A second name of a journal (a link anyone can make) must not be the name it is read under, nor hide
+    the real one: a name that does not match is skipped before the file counts as read.
+    """
+    try:
+        header = unpack_header(os.pread(opened.fd, HEADER.size, 0))
+    except Exception as exc:
+        if is_exhaustion(exc):
+            raise
+        return True  # not a journal at all: the decode names the problem
+    match = JOURNAL_NAME.match(opened.path.name)
+    if match is not None and (int(match[1]), int(match[2])) == (header.pid, header.starttime):
+        return True
+    skips.add(opened.path, f"its header names pid {header.pid}, start {header.starttime}, not those of the file name")
+    return False
+
+
+def _pass(state_dir: Path, folded: set[str], at: float, realtime: bool, read_live: bool, skips: _Skips) -> _Read:
+    """Read every journal of `state_dir` once (one descriptor at a time, so thousands of files cost no more)."""
+    found = _Read()
+    seen: set[tuple[int, int]] = set()
+    directory = str(state_dir)
+    for entry in _list(state_dir):
+        name = entry.name
         if name.startswith((TEMP_PREFIX, ARCHIVE_TEMP_PREFIX)):
-            _remove_stale_temp(path)
+            _remove_stale_temp(entry)
             continue
-        if not JOURNAL_NAME.match(name):
+        if not JOURNAL_NAME.match(name) or skips.known_bad(directory, entry):
             continue
-        try:
-            opened = _open_journal(path)
-        except OSError as exc:
-            _warn_once(str(path), f"cannot open: {exc}")
-            skipped.append(str(path))
-            continue
+        opened = _open_journal(entry, skips)
         if opened is None:
+            skips.remember_bad(directory, entry)
             continue
         try:
-            alive = _writer_is_alive(opened.fd)
-        except OSError as exc:
+            if opened.identity in seen:
+                found.aliases.setdefault(opened.identity, []).append(opened.path)
+                skips.add(opened.path, "another name of a journal already read (read once)")
+                continue
+            if not _named_by_its_writer(opened, skips):
+                found.aliases.setdefault(opened.identity, []).append(opened.path)
+                continue
+            seen.add(opened.identity)
+            try:
+                alive = _writer_is_alive(opened.fd)
+            except OSError as exc:
+                if is_exhaustion(exc):
+                    raise
+                skips.add(opened.path, f"cannot lock: {exc.strerror or exc}")
+                continue
+            if alive:
+                if read_live:
+                    _read_live(opened, at, realtime, found, skips)
+            elif name in folded:
+                found.already_folded.append(opened.path)
+            else:
+                reading = _decode(opened, False, skips)
+                if reading is None:
+                    skips.remember_bad(directory, entry)
+                else:
+                    docs = {(d.name, d.labels): d.documentation for d in reading.descs}
+                    found.dead.append(_Dead(opened.path, opened.identity, _values(reading, _dead_close_at(reading)),
+                                            docs))
+        finally:
             os.close(opened.fd)
-            _warn_once(str(path), f"cannot lock: {exc}")
-            skipped.append(str(path))
-            continue
-        (live if alive else dead).append(opened)
-    return live, dead
+    return found
 
 
-def _record_observation(opened: _Opened, reading: JournalReading, now: float) -> None:
+def _read_live(opened: OpenFile, at: float, realtime: bool, found: _Read, skips: _Skips) -> None:
+    reading = _decode(opened, True, skips)
+    if reading is None:
+        # Its lock says a process is alive; its bytes say nothing we can trust. Still a writer, so a
+        # damaged file never reads as "the app exited" (and the lock goes when the process does).
+        match = JOURNAL_NAME.match(opened.path.name)
+        found.writers.append(WriterInfo(journal=str(opened.path), pid=int(match[1]) if match else 0, heartbeat=None,
+                                        memory_current=None, memory_max=None, inactive_file=None, inflight=0,
+                                        oldest_inflight_start=None, last_stall_at=None, last_stall_seconds=None))
+        return
+    for key, value in _values(reading, at).items():
+        found.live[key] = found.live.get(key, 0) + value
+    for desc in reading.descs:
+        found.docs.setdefault((desc.name, desc.labels), desc.documentation)
+    found.writers.append(_writer_info(opened, reading))
+    if realtime:
+        _record_observation(opened, reading, at)
+
+
+def _record_observation(opened: OpenFile, reading: JournalReading, now: float) -> None:
     """Persist "a reader reported this writer alive up to `now`" in the journal, for a later fold."""
     if not opened.writable or (reading.observed_at is not None and reading.observed_at >= now):
         return
@@ -216,85 +410,68 @@ def _record_observation(opened: _Opened, reading: JournalReading, now: float) ->
         _warn_once(f"{opened.path} (observation)", f"cannot record the read time: {exc}")
 
 
-def _dead_close_at(reading: JournalReading) -> float:
-    """A dead writer's in-flight traces end at its last heartbeat, or at the last read that saw it alive."""
-    if reading.observed_at is not None:
-        return max(reading.heartbeat.alive_at, reading.observed_at)
-    return reading.heartbeat.alive_at
+def _fold(state_dir: Path, archive: Archive, found: _Read) -> Archive:
+    """Move dead journals into (a copy of) the archive, save it, then remove them (and their other names).
 
-
-def _fold(state_dir: Path, archive: Archive, dead: list[_Opened], skipped: list[str]) -> tuple[Archive, int]:
-    """Move dead journals into (a copy of) the archive, save it, then remove them.
-
-    Returns the archive now on disk and how many journals were folded. When saving fails (a full
-    volume) it raises OSError with nothing changed on disk and `archive` untouched.
+    Returns the archive now on disk. When saving fails (a full volume) it raises OSError with nothing
+    changed on disk and `archive` untouched.
     """
-    updated = Archive(totals=dict(archive.totals), documentation=dict(archive.documentation),
-                      folded=list(archive.folded), last_fold=archive.last_fold)
-    already = set(archive.folded)
-    to_unlink: list[Path] = []
-    folded_now: list[str] = []
-    for opened in dead:
-        name = opened.path.name
-        if name in already:
-            to_unlink.append(opened.path)  # folded before a reader died ahead of the unlink
-            continue
-        try:
-            reading = read_journal(opened.fd, live=False)
-        except (JournalFormatError, OSError) as exc:
-            _warn_once(str(opened.path), str(exc))
-            skipped.append(str(opened.path))
-            continue
-        for desc, value in zip(reading.descs, series_values(reading, _dead_close_at(reading)), strict=True):
-            updated.add((desc.name, desc.labels), desc.documentation, value)
-        folded_now.append(name)
-        to_unlink.append(opened.path)
-    if folded_now:
+    to_unlink = list(found.already_folded)
+    updated = archive
+    if found.dead:
+        updated = Archive(totals=dict(archive.totals), documentation=dict(archive.documentation),
+                          folded=list(archive.folded), last_fold=time.time())
+        names: set[str] = set()
+        for dead in found.dead:
+            for key, value in dead.values.items():
+                updated.add(key, dead.docs.get(key, ""), value)
+            for path in (dead.path, *found.aliases.get(dead.identity, ())):
+                names.add(path.name)
+                to_unlink.append(path)
         present = {n for n in archive.folded if (state_dir / n).exists()}
-        updated.folded = sorted(present | set(folded_now))
-        updated.last_fold = time.time()
+        updated.folded = sorted(present | names)
         save_archive(state_dir, updated)
-    else:
-        updated = archive
     for path in to_unlink:
         try:
             path.unlink(missing_ok=True)
         except OSError as exc:  # listed in the archive as folded: never counted twice, retried next time
             _warn_once(f"{path} (unlink)", f"folded but cannot be removed: {exc}")
-    return updated, len(folded_now)
+    return updated
 
 
-def _load_archive(state_dir: Path, skipped: list[str]) -> Archive | None:
+def _load_archive(state_dir: Path, skips: _Skips) -> Archive | None:
     try:
         return load_archive(state_dir)
     except (ArchiveError, OSError) as exc:
-        path = str(state_dir / ARCHIVE_NAME)
-        _warn_once(path, f"corrupt archive, not folding until it is repaired: {exc}")
-        skipped.append(path)
+        if is_exhaustion(exc):
+            raise
+        skips.add(state_dir / ARCHIVE_NAME, f"corrupt archive, not folding until it is repaired: {exc}")
         return None
 
 
 def fold_dead_writers(state_dir: str | os.PathLike[str]) -> int:
-    """Fold every dead writer's journal into the archive; returns the number of journals folded."""
+    """Fold every dead writer's journal into the archive; returns the number of journals folded.
+
+    Raises OSError when the directory cannot be listed or descriptors run out.
+    """
     directory = Path(state_dir)
-    skipped: list[str] = []
-    with _archive_lock(directory) as writable:
-        live, dead = _scan(directory, skipped)
+    skips = _Skips()
+    with _archive_lock(directory, skips) as writable:
+        archive = _load_archive(directory, skips) if writable else None
+        if archive is None:
+            return 0
+        found = _pass(directory, set(archive.folded), time.monotonic(), False, False, skips)
         try:
-            archive = _load_archive(directory, skipped) if writable else None
-            if archive is None:
-                return 0
-            try:
-                return _fold(directory, archive, dead, skipped)[1]
-            except OSError as exc:
-                _warn_once(str(directory / ARCHIVE_NAME), f"cannot save the archive, not folding: {exc}")
-                return 0
-        finally:
-            for opened in live + dead:
-                os.close(opened.fd)
+            _fold(directory, archive, found)
+        except OSError as exc:
+            if is_exhaustion(exc):
+                raise
+            _warn_once(str(directory / ARCHIVE_NAME), f"cannot save the archive, not folding: {exc}")
+            return 0
+        return len(found.dead)
 
 
-def _writer_info(opened: _Opened, reading: JournalReading) -> WriterInfo:
+def _writer_info(opened: OpenFile, reading: JournalReading) -> WriterInfo:
     hb = reading.heartbeat
     starts = reading.active_starts()
     return WriterInfo(
@@ -317,72 +494,58 @@ def _writer_info(opened: _Opened, reading: JournalReading) -> WriterInfo:
 def read_totals(state_dir: str | os.PathLike[str], now: float | None = None) -> JournalSnapshot:
     """Fold dead writers, then total archive + live journals per (metric, labels) at `now` (monotonic).
 
-    Never raises for a bad or unreadable file: it is skipped (listed in `skipped`, warned once). With the
-    default `now` (the current time) the values never go backwards within this process, and each live
-    journal records that it was seen alive up to `now`, so a later fold by any reader keeps that time.
-    An explicit `now` (tests, what-if) computes at that time without recording or clamping anything.
+    Never raises for what a file holds: a bad or unreadable file is skipped (listed once in `skipped`,
+    warned once). Raises OSError only when the directory itself cannot be listed or descriptors run out,
+    which says nothing about the writers. With the default `now` (the current time) the values never go
+    backwards within this process, and each live journal records that it was seen alive up to `now`, so a
+    later fold by any reader keeps that time. An explicit `now` (tests, what-if) computes at that time
+    without recording or clamping anything.
     """
     directory = Path(state_dir)
     realtime = now is None
     at = time.monotonic() if now is None else now  # taken before the lock probes: "alive at `at`" holds
-    skipped: list[str] = []
-    totals: dict[SeriesKey, int] = {}  # nanoseconds
-    docs: dict[SeriesKey, str] = {}
-    writers: list[WriterInfo] = []
-    last_fold: float | None = None
-    with _archive_lock(directory) as writable:
-        live, dead = _scan(directory, skipped)
-        try:
-            archive = _load_archive(directory, skipped)
-            folded_ok = False
-            if archive is not None and writable:
-                try:
-                    archive, _ = _fold(directory, archive, dead, skipped)
-                    folded_ok = True
-                except OSError as exc:
-                    _warn_once(str(directory / ARCHIVE_NAME), f"cannot save the archive, not folding: {exc}")
-            if dead and not folded_ok:  # count them in place, unless a fold already moved them into the archive
-                folded = set(archive.folded) if archive is not None else set()
-                live = live + [d for d in dead if d.path.name not in folded]
-            if archive is not None:
-                last_fold = archive.last_fold
-                for key, value in archive.totals.items():
-                    totals[key] = value
-                    docs[key] = archive.documentation.get(key, "")
-            for opened in live:
-                try:
-                    reading = read_journal(opened.fd, live=True)
-                except (JournalFormatError, OSError) as exc:
-                    _warn_once(str(opened.path), str(exc))
-                    skipped.append(str(opened.path))
-                    continue
-                alive = opened not in dead
-                close_at = at if alive else _dead_close_at(reading)
-                for desc, value in zip(reading.descs, series_values(reading, close_at), strict=True):
-                    key = (desc.name, desc.labels)
-                    totals[key] = totals.get(key, 0) + value
-                    docs.setdefault(key, desc.documentation)
-                if alive:
-                    writers.append(_writer_info(opened, reading))
-                    if realtime:
-                        _record_observation(opened, reading, at)
-        finally:
-            for opened in live + [d for d in dead if d not in live]:
-                os.close(opened.fd)
+    skips = _Skips()
+    with _archive_lock(directory, skips) as writable:
+        archive = _load_archive(directory, skips)
+        found = _pass(directory, set(archive.folded) if archive is not None else set(), at, realtime, True, skips)
+        totals: dict[SeriesKey, int] = {}
+        docs: dict[SeriesKey, str] = {}
+        if archive is not None and writable:
+            try:
+                archive = _fold(directory, archive, found)
+                found.dead = []  # now in the archive
+            except OSError as exc:
+                if is_exhaustion(exc):
+                    raise
+                _warn_once(str(directory / ARCHIVE_NAME), f"cannot save the archive, not folding: {exc}")
+    if archive is not None:
+        totals.update(archive.totals)
+        docs.update({key: archive.documentation.get(key, "") for key in archive.totals})
+    for dead in found.dead:  # not folded (no archive, or it could not be saved): counted where they are
+        for key, value in dead.values.items():
+            totals[key] = totals.get(key, 0) + value
+            docs.setdefault(key, dead.docs.get(key, ""))
+    for key, value in found.live.items():
+        totals[key] = totals.get(key, 0) + value
+        docs.setdefault(key, found.docs.get(key, ""))
     series = _monotonic_series(directory, totals, docs, clamp=realtime)
-    return JournalSnapshot(series=series, writers=tuple(writers), skipped=tuple(skipped),
-                           last_fold=last_fold, now=at)
+    return JournalSnapshot(series=series, writers=tuple(found.writers), skipped=tuple(skips.paths),
+                           last_fold=archive.last_fold if archive is not None else None, now=at)
 
 
 def _monotonic_series(directory: Path, totals: dict[SeriesKey, int], docs: dict[SeriesKey, str],
                       clamp: bool) -> tuple[SeriesTotal, ...]:
-    root = str(directory.resolve())
-    out: list[SeriesTotal] = []
-    with _state_lock:
-        for key in sorted(totals):
-            value = totals[key]
-            if clamp:
-                value = max(value, _reported.get((root, key), 0))
-                _reported[(root, key)] = value
-            out.append(SeriesTotal(name=key[0], documentation=docs.get(key, ""), labels=key[1], value=value / 1e9))
-    return tuple(out)
+    """The series at their totals; with `clamp`, never below what this process reported before, and a
+    series reported before is still there (at its last value) when its journal can no longer be read."""
+    values = dict(totals)
+    if clamp:
+        with _state_lock:
+            reported = _reported.setdefault(str(directory.resolve()), {})
+            for key, (before, doc) in reported.items():
+                if values.get(key, -1) < before:
+                    values[key] = before
+                    docs.setdefault(key, doc)
+            for key, value in values.items():
+                reported[key] = (value, docs.get(key, ""))
+    return tuple(SeriesTotal(name=key[0], documentation=docs.get(key, ""), labels=key[1], value=values[key] / 1e9)
+                 for key in sorted(values))
