@@ -113,6 +113,10 @@ class Figures:
     ramp_seconds: float | None = None
     out_window: tuple[float, float] | None = None  # monotonic: instance 2 out of rotation .. back in
     served_while_out: int | None = None  # requests instance 2 answered in that window (in-flight ones at most)
+    failed_requests: int | None = None  # through HAProxy, the whole run
+    failed_while_leaving: int | None = None  # from instance 1's deletion (its preStop hooks) to the end
+    drain_wait: float | None = None  # instance 1's deletion -> its app's SIGTERM (the app's preStop hook)
+    served_after_sigterm: int | None = None  # requests instance 1 answered after its app's SIGTERM
     prometheus_haproxy: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # weight per server
     checks: list[Check] = field(default_factory=list)
     # The raw samples behind the figures, per instance: traced and naive sums and scrape durations (wall time).
@@ -242,6 +246,7 @@ def compute(record: RunRecord, prometheus: PrometheusProcess) -> Figures:
                         term.app_term_at))
 
     _haproxy_figures(record, figures)
+    _request_figures(record, figures)
     figures.prometheus_haproxy = _prometheus_weights(prometheus, end_wall, window)
     figures.checks = self_checks(record, figures)
     return figures
@@ -287,6 +292,21 @@ def _haproxy_figures(record: RunRecord, figures: Figures) -> None:
             figures.ramp_weights = weights
             full = next((s for s in after if s.at >= back.at and s.weight >= _full_weight(mine)), None)
             figures.ramp_seconds = None if full is None else full.at - back.at
+
+
+def _request_figures(record: RunRecord, figures: Figures) -> None:
+    requests = record.requests
+    if not requests:
+        return
+    figures.failed_requests = sum(1 for r in requests if r.status != 200)
+    term = record.term
+    if term is None or term.deleted_at is None:
+        return
+    deleted_at = term.deleted_at
+    figures.failed_while_leaving = sum(1 for r in requests if r.status != 200 and r.at >= deleted_at)
+    figures.drain_wait = term.app_term_at - deleted_at
+    # An answer that came back after the SIGTERM was sent before it, or HAProxy gave the app a new request.
+    figures.served_after_sigterm = sum(1 for r in requests if r.server == term.instance and r.at > term.app_term_at)
 
 
 def _full_weight(samples: Sequence[ServerSample]) -> int:
@@ -351,6 +371,13 @@ def self_checks(record: RunRecord, figures: Figures) -> list[Check]:
                         "≥ 3 rising weights between 0 and full"))
 
     term = record.term
+    leaving = figures.failed_while_leaving
+    checks.append(Check("no request failed while resizer-1 left: HAProxy heard drain before its app's SIGTERM",
+                        term is not None and term.drain_outcome == "heard" and leaving == 0,
+                        "no measurement" if term is None or leaving is None else
+                        f"{leaving} failed; app hook {term.drain_outcome} after {figures.drain_wait or 0:.2f} s, "
+                        f"HAProxy had it {term.haproxy_status_at_term or '?'} at the SIGTERM",
+                        "0 failed, drain heard"))
     sigterm_lost = figures.sigterm.candor_lost_at_signal if figures.sigterm else None
     drained = term is not None and term.sidecar_status == 0 and sigterm_lost is not None \
         and abs(sigterm_lost) <= heartbeat * HEARTBEAT_SLACK

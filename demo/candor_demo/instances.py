@@ -1,17 +1,22 @@
 """One "pod" of the demo: a resizer app process and its own `candor sidecar`, sharing a state directory.
 
-Termination follows a Kubernetes pod with a native sidecar: the app gets SIGTERM first; once it has exited the
-sidecar gets SIGTERM, drains, folds the journals and waits for Prometheus' final scrape.
+Termination follows a Kubernetes pod with a native sidecar and Candor's injected preStop hooks: the sidecar's
+hook (`candor sidecar drain`) and the app's (GET /drain/wait) start together; the app gets SIGTERM when its
+hook returns, once HAProxy has heard `drain`; once it has exited the sidecar gets SIGTERM, folds the journals
+and waits for Prometheus' final scrape.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +47,12 @@ class Instance:
     agent_port: int = field(default_factory=listen_port)
     app: subprocess.Popen[bytes] | None = None
     sidecar: subprocess.Popen[bytes] | None = None
+    # The sidecar's control socket: a short private directory (a unix socket path has a 108-byte limit).
+    control_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="candor-demo-")))
+
+    @property
+    def control_socket(self) -> Path:
+        return self.control_dir / "sidecar.sock"
 
     @property
     def state_dir(self) -> Path:
@@ -71,7 +82,7 @@ class Instance:
             self.sidecar = subprocess.Popen(
                 [sys.executable, "-m", "candor_cli.main", "sidecar", "--config", str(config_path),
                  "--state-dir", str(self.state_dir), "--http-port", str(self.sidecar_port),
-                 "--agent-port", str(self.agent_port)],
+                 "--agent-port", str(self.agent_port), "--control-socket", str(self.control_socket)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
 
     def start_app(self, settings: DemoSettings) -> None:
@@ -133,6 +144,20 @@ class Instance:
         return result
 
     # -- stop ---------------------------------------------------------------------------------------------
+    def run_drain_hook(self, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """The sidecar container's preStop hook: `candor sidecar drain`, a new process reaching the control socket."""
+        return subprocess.run([sys.executable, "-m", "candor_cli.main", "sidecar", "drain", "--control-socket",
+                               str(self.control_socket)], capture_output=True, text=True, timeout=timeout,
+                              check=False, stdin=subprocess.DEVNULL)
+
+    def run_wait_hook(self, timeout: float) -> tuple[str, str]:
+        """The app container's preStop hook, as the kubelet runs it: GET /drain/wait; (outcome, text)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.sidecar_port}/drain/wait", timeout=timeout) as answer:
+                return answer.headers.get("Candor-Drain", ""), answer.read().decode(errors="replace").strip()
+        except (OSError, urllib.error.URLError) as error:  # the kubelet would log it and go on to SIGTERM
+            return "failed", str(error)
+
     def terminate_app(self, timeout: float) -> float | None:
         """SIGTERM to the app; the monotonic time it exited (None if it had to be killed)."""
         if self.app is None or self.app.poll() is not None:
@@ -158,3 +183,4 @@ class Instance:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+        shutil.rmtree(self.control_dir, ignore_errors=True)

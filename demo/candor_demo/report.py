@@ -74,12 +74,17 @@ def table_rows(record: RunRecord, figures: Figures) -> list[Row]:
         rows.append(("resizer-1 sidecar after SIGTERM: exit status, seconds until the final scrape let it go", "—",
                      f"{term.sidecar_status}, {_seconds(waited, 1)}",
                      f"0, ≤ finalScrapeTimeout {record.settings.final_scrape_timeout}"))
+    if figures.drain_wait is not None and term is not None:
+        rows.append(("resizer-1 deleted: its app's preStop hook held SIGTERM until HAProxy heard drain", "—",
+                     f"{figures.drain_wait:.2f} s ({term.drain_outcome}; HAProxy: {term.haproxy_status_at_term})",
+                     "≤ drain.maxWait, heard"))
+        rows.append(("resizer-1 answers after its app's SIGTERM (in flight before it)", "—",
+                     str(figures.served_after_sigterm), "in-flight ones only"))
     requests = record.requests
     if requests:
-        failed = [r for r in requests if r.status != 200]
-        after_term = sum(1 for r in failed if term is not None and r.at >= term.app_term_at)
-        rows.append(("requests through HAProxy: served / failed (failed after resizer-1's SIGTERM)", "—",
-                     f"{len(requests) - len(failed)} / {len(failed)} ({after_term})", "—"))
+        rows.append(("requests through HAProxy: served / failed (failed from resizer-1's deletion on)", "—",
+                     f"{len(requests) - (figures.failed_requests or 0)} / {figures.failed_requests} "
+                     f"({figures.failed_while_leaving})", "failed: 0"))
     return rows
 
 
@@ -167,14 +172,17 @@ seconds of jobs still running at each scrape and follows the truth.
   job at the worker's last heartbeat (every {settings.heartbeat_interval:g} s), so it loses less than one heartbeat.
   Both are measured as (truth − the final value Prometheus holds) for that worker's series, whose counters start at 0
   and stop moving at the kill.
-- **SIGTERM**: instance 1's app exits (its interrupted jobs end at the signal), then its sidecar gets SIGTERM,
-  answers `drain` to HAProxy, folds the journals and keeps serving `/metrics` until Prometheus has scraped once
-  more. The naive counter's last scrape was up to one interval before the exit, so everything since is lost.
-- Requests that fail after the SIGTERM were sent to instance 1 between its app's exit and the moment HAProxy
-  learnt of it (the sidecar's `drain` at the next agent check: a native sidecar only gets SIGTERM once the app
-  has exited, and until then its `/health` has no reason to fail). A refused connection is redispatched to another
-  instance at once (`option redispatch 1` in the rendered backend), so only requests instance 1 had already
-  accepted when its app exited can fail.
+- **SIGTERM**: instance 1 is deleted as a pod with Candor's injected hooks would be. Both preStop hooks start
+  together: the sidecar's (`candor sidecar drain`, over its control socket) makes the agent answer `drain`; the
+  app's (`GET /drain/wait`) returns once HAProxy has read that answer. Only then does the app get SIGTERM: it
+  finishes what it holds (its interrupted jobs end at the signal) on a server HAProxy sends nothing new to, and
+  exits. Then its sidecar gets SIGTERM, keeps answering `drain`, folds the journals and keeps serving `/metrics`
+  until Prometheus has scraped once more. The naive counter's last scrape was up to one interval before the
+  exit, so everything since is lost.
+- Failed requests are counted over the whole run, and from instance 1's deletion on. Without the handshake the
+  app would exit while HAProxy still sends it requests (a native sidecar gets SIGTERM only once the app has
+  exited, so its `drain` would come too late); with it, the target is 0. A connection refused anyway would be
+  redispatched to another instance at once (`option redispatch 1` in the rendered backend).
 - Candor's total gap (truth − Prometheus) also holds a small difference that was there before the signal: the
   workers' stopwatch reads the clock beside the tracer's own reads, and CPython may hand the GIL to another thread
   in between. The "signal cost" rows subtract the gap measured at the last scrape before the signal; the

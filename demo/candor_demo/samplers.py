@@ -41,10 +41,16 @@ class AgentSample:
     answer: str  # the agent's line, e.g. "up 100% maxconn:30", "down # memory 88% > 80%"; "" when unreachable
 
 
+# The recorder polls the agents from an address of its own: a draining sidecar waits for every address that
+# polls it to hear `drain`, and the recorder must not pass for the HAProxy (which polls from 127.0.0.1).
+OBSERVER_ADDRESS = "127.0.0.2"
+
+
 def read_agent(port: int, timeout: float = 1.0) -> str:
     """One agent-check exchange, as HAProxy does it: connect, read one line."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                      source_address=(OBSERVER_ADDRESS, 0)) as sock:
             data = b""
             while b"\n" not in data:
                 chunk = sock.recv(256)

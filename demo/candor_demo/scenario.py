@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -48,6 +49,9 @@ class TermRecord:
     sidecar_term_at: float | None = None
     sidecar_exit_at: float | None = None
     sidecar_status: int | None = None
+    deleted_at: float | None = None  # monotonic: the preStop hooks started (the pod's deletion)
+    drain_outcome: str = ""  # the app's hook: heard, timeout, no-drain, failed
+    haproxy_status_at_term: str = ""  # HAProxy's view of the server when the app got SIGTERM
 
 
 @dataclass
@@ -308,20 +312,48 @@ class Demo:
         self.event(f"SIGKILL {victim.name} worker {target['slot']} (pid {target['pid']}) "
                    f"{killed_at - float(target['started']):.1f} s into a {float(target['length']):.1f} s job")
 
+    def delete_instance(self, victim: Instance) -> tuple[float, str]:
+        """What the kubelet does at a pod's deletion: both preStop hooks at once; returns when the app's ended.
+
+        The monotonic time the hooks started, and the app hook's outcome (heard, timeout, no-drain, failed).
+        """
+        deleted_at = time.monotonic()
+        waited: list[tuple[str, str]] = []
+        hook = threading.Thread(target=lambda: waited.append(victim.run_wait_hook(60.0)), name="app-prestop",
+                                daemon=True)
+        hook.start()
+        drained = victim.run_drain_hook()
+        if drained.returncode == 0:
+            self.event(f"{victim.name} deleted: its sidecar's preStop hook began the drain "
+                       f"({drained.stdout.strip()})")
+        else:
+            self.event(f"{victim.name} deleted: its sidecar's preStop hook FAILED: {drained.stderr.strip()}")
+        while hook.is_alive():
+            self._poll_instances_except(victim)
+            hook.join(0.1)
+        outcome, text = waited[0] if waited else ("failed", "no answer")
+        self.event(f"{victim.name} app's preStop hook returned after {time.monotonic() - deleted_at:.2f} s: {text}")
+        return deleted_at, outcome
+
     def sigterm_instance(self) -> None:
         settings, victim = self.settings, self.instances[0]
-        self.progress.set_phase(f"{victim.name}: SIGTERM, drain, final scrape")
+        self.progress.set_phase(f"{victim.name}: deleted: drain handshake, SIGTERM, final scrape")
+        deleted_at, outcome = self.delete_instance(victim)
+        seen = self.haproxy.server_state(BACKEND, victim.name).status if self.haproxy is not None else ""
         term_at = time.monotonic()
         exit_at = victim.terminate_app(10.0)
-        record = TermRecord(victim.name, term_at, exit_at)
+        record = TermRecord(victim.name, term_at, exit_at, deleted_at=deleted_at, drain_outcome=outcome,
+                            haproxy_status_at_term=seen)
         self.record.term = record
-        self.event(f"SIGTERM {victim.name} app: exited after {(exit_at or time.monotonic()) - term_at:.2f} s")
+        self.event(f"SIGTERM {victim.name} app (HAProxy had it {seen}): exited after "
+                   f"{(exit_at or time.monotonic()) - term_at:.2f} s")
         sidecar = victim.sidecar
         if sidecar is None or sidecar.poll() is not None:
             raise ScenarioError(f"{victim.name}: sidecar gone before its SIGTERM\n{victim.logs()}")
         record.sidecar_term_at = time.monotonic()
         sidecar.send_signal(signal.SIGTERM)
-        self.event(f"SIGTERM {victim.name} sidecar: agent drains, journals folded, waiting for the final scrape")
+        self.event(f"SIGTERM {victim.name} sidecar: still answering drain, journals folded, waiting for the final "
+                   "scrape")
         limit = parse_duration(settings.final_scrape_timeout, "finalScrapeTimeout") + 10.0
         deadline = time.monotonic() + limit
         while sidecar.poll() is None and time.monotonic() < deadline:

@@ -37,7 +37,7 @@ def test_the_quick_demo_passes_its_self_checks_and_exits_0(demo_run: tuple[Any, 
     figures = _figures(report)
     assert figures["passed"] is True
     assert [check["passed"] for check in figures["checks"]] == [True] * len(figures["checks"])
-    assert len(figures["checks"]) == 5
+    assert len(figures["checks"]) == 6
     assert seconds < 150, f"--quick took {seconds:.0f} s"
 
 

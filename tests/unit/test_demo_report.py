@@ -75,3 +75,26 @@ def test_the_report_shows_the_table_the_checks_and_the_rendered_backend(tmp_path
     backend = text.split("## What HAProxy ran: the backend rendered from the HealthPolicy")[1].split("## ")[0]
     assert backend.strip().startswith("```\nbackend resizer") and "default_backend" not in backend
     assert "|     5.0 s | resizer-2 allocated |" in text
+
+
+def test_failed_requests_are_counted_from_the_deletion_on_and_judged() -> None:
+    from candor_demo.analysis import _request_figures, self_checks
+    from candor_demo.loadgen import RequestResult
+
+    record, _ = _figures()
+    assert record.term is not None
+    record.term.deleted_at, record.term.drain_outcome, record.term.haproxy_status_at_term = 29.5, "heard", "DRAIN"
+    record.requests = [RequestResult(10.0, 0, "", 0.1), RequestResult(30.0, 200, "resizer-1", 0.1),
+                       RequestResult(31.05, 200, "resizer-1", 0.1), RequestResult(32.0, 200, "resizer-2", 0.1)]
+    figures = Figures()
+    _request_figures(record, figures)
+    assert (figures.failed_requests, figures.failed_while_leaving, figures.served_after_sigterm) == (1, 0, 1)
+    assert figures.drain_wait == 1.5
+    rows = {row[0]: row[1:] for row in table_rows(record, figures)}
+    assert rows["requests through HAProxy: served / failed (failed from resizer-1's deletion on)"][1] == "3 / 1 (0)"
+    (check,) = [c for c in self_checks(record, figures) if c.name.startswith("no request failed")]
+    assert check.passed
+    record.requests.append(RequestResult(33.0, 502, "", 0.1))  # one failure while it left: the target is missed
+    _request_figures(record, figures)
+    (check,) = [c for c in self_checks(record, figures) if c.name.startswith("no request failed")]
+    assert not check.passed and check.measured.startswith("1 failed")
