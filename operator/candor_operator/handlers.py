@@ -55,6 +55,7 @@ class CandorOperator:
         self.kubeconfig = kubeconfig
         self._client: KubeClient | None = None
         self.login_pacer = LoginPacer()
+        self.heals = rollout.HealPacer()
 
     @property
     def client(self) -> KubeClient:
@@ -123,6 +124,7 @@ class CandorOperator:
             policies=_slice(indices[POLICIES], summary.namespace),
             deployments=_slice(indices[DEPLOYMENTS], summary.namespace),
             sidecar_image=self.settings.sidecar.image,
+            heals=self.heals,
         )
         for key, value in outcome.status.items():
             if status.get(key) != value:
@@ -160,8 +162,9 @@ class CandorOperator:
         if deployment is None:
             return
         policy = rollout.governing_policy(deployment["labels"], _slice(indices[POLICIES], str(deployment["namespace"])))
-        if await rollout.ensure_rolled_out(self.client, deployment, policy, self.settings.sidecar.image):
-            logger.info("restarted Deployment %s/%s for the sidecar", deployment["namespace"], deployment["name"])
+        why = await rollout.ensure_rolled_out(self.client, deployment, policy, self.settings.sidecar.image, self.heals)
+        if why:
+            logger.info("restarted Deployment %s/%s %s", deployment["namespace"], deployment["name"], why)
 
     # ---- the pod webhook -------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from candor_operator.configmap import apply_configmap, delete_configmap
 from candor_operator.kube import ApiError, KubeClient, path_for
 from candor_operator.labels import selector_to_query
 from candor_operator.ownership import record_of
-from candor_operator.rollout import ensure_rolled_out, governing_policy
+from candor_operator.rollout import HealPacer, ensure_rolled_out, governing_policy
 from candor_operator.services import reconcile_service, slim_service
 from candor_operator.summary import PolicySummary
 
@@ -62,6 +62,8 @@ async def reconcile_policy(
     policies: Sequence[PolicySummary],
     deployments: Sequence[Mapping[str, Any]] = (),
     sidecar_image: str = "",
+    *,
+    heals: HealPacer,
 ) -> Outcome:
     previous_conditions = previous_status.get("conditions")
     if not summary.valid:
@@ -103,8 +105,9 @@ async def reconcile_policy(
         labels = deployment.get("labels") or {}
         if governing_policy(labels, [*[p for p in policies if p.uid != summary.uid], summary]) is not summary:
             continue
-        if await ensure_rolled_out(client, deployment, summary, sidecar_image):
-            changes.append(f"Deployment {deployment['name']} restarted to get the sidecar")
+        why = await ensure_rolled_out(client, deployment, summary, sidecar_image, heals)
+        if why:
+            changes.append(f"Deployment {deployment['name']} restarted {why}")
 
     if changes:
         events.insert(0, ("Normal", "Reconciled", "; ".join(changes)))

@@ -6,19 +6,33 @@ rollout restart` does with `restartedAt`. The hash makes it idempotent: a resync
 an operator restart that finds the same hash does nothing, so pods restart once per real change.
 The webhook stamps the same hash on each injected pod, so a Deployment created already annotated
 (its pods got the sidecar at admission) is not restarted for nothing.
+
+A template that already carries the hash does not prove its pods have the sidecar: pods made while
+the operator was down, or its webhook unreachable, were admitted as they were (`failurePolicy:
+Ignore`). So the pods made from the current template are looked at too, and a Deployment with pods
+the webhook never saw is restarted once more with `candor.io/heal` set to a digest of those pods: the
+same pods give the same patch, so a replayed event or a second replica adds no rollout. If the
+webhook stays unreachable the new pods miss it too; `HealPacer` then spaces the next restarts of
+that Deployment out (one minute, doubling up to an hour) instead of rolling it continuously.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from candor_operator.injection import inject_requested
+from candor_operator.injection import already_injected, conflicts, inject_requested
 from candor_operator.kube import KubeClient, path_for
 from candor_operator.labels import selector_to_query
 from candor_operator.summary import PolicySummary
 
+logger = logging.getLogger("candor.operator")
+
 CONFIG_HASH_ANNOTATION = "candor.io/config-hash"
+HEAL_ANNOTATION = "candor.io/heal"
 
 
 def governing_policy(labels: Mapping[str, str], policies: Iterable[PolicySummary]) -> PolicySummary | None:
@@ -40,6 +54,7 @@ def slim_deployment(body: Mapping[str, Any]) -> dict[str, Any] | None:
         "labels": dict(template.get("labels") or {}),
         "selector": dict((body.get("spec") or {}).get("selector") or {}),
         "hash": template_annotations.get(CONFIG_HASH_ANNOTATION),
+        "heal": template_annotations.get(HEAL_ANNOTATION),
     }
 
 
@@ -57,27 +72,99 @@ def pods_current(pods: Iterable[Mapping[str, Any]], wanted: str) -> bool:
                for p in pods)
 
 
+def from_current_template(pod: Mapping[str, Any], deployment: Mapping[str, Any]) -> bool:
+    """Made from the Deployment's template as it is now (pods copy the template's annotations), not being deleted."""
+    metadata = pod.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    return (not metadata.get("deletionTimestamp")
+            and annotations.get(CONFIG_HASH_ANNOTATION) == deployment.get("hash")
+            and annotations.get(HEAL_ANNOTATION) == deployment.get("heal"))
+
+
+def missed_pods(pods: Iterable[Mapping[str, Any]], deployment: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Pods of the current template that the webhook would have injected but never saw.
+
+    A pod the webhook declined on purpose (a name colliding with Candor's, no app container) would be
+    declined again, so restarting for it would only churn; it is not counted.
+    """
+    return [pod for pod in pods
+            if from_current_template(pod, deployment) and not already_injected(pod)
+            and (pod.get("spec") or {}).get("containers") and not conflicts(pod)]
+
+
+def heal_mark(pods: Iterable[Mapping[str, Any]]) -> str:
+    uids = sorted(str((pod.get("metadata") or {}).get("uid")) for pod in pods)
+    return hashlib.sha256("\n".join(uids).encode()).hexdigest()[:16]
+
+
+class HealPacer:
+    """When a Deployment may be restarted again for pods that missed the webhook.
+
+    The first heal is at once; another within `first` seconds means the webhook missed the new pods
+    too, so the wait doubles up to `maximum`, and a look that finds the current pods injected resets it.
+    """
+
+    def __init__(self, first: float = 60.0, maximum: float = 3600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.first, self.maximum = first, maximum
+        self._clock = clock
+        self._next: dict[tuple[str, str], tuple[float, float]] = {}  # key -> (not before, next wait)
+
+    def allowed(self, key: tuple[str, str]) -> bool:
+        not_before, _ = self._next.get(key, (0.0, self.first))
+        return self._clock() >= not_before
+
+    def healed(self, key: tuple[str, str]) -> None:
+        _, wait = self._next.get(key, (0.0, self.first))
+        self._next[key] = (self._clock() + wait, min(self.maximum, wait * 2))
+
+    def settled(self, key: tuple[str, str]) -> None:
+        self._next.pop(key, None)
+
+
 async def ensure_rolled_out(
-    client: KubeClient, deployment: Mapping[str, Any], policy: PolicySummary | None, sidecar_image: str
-) -> bool:
-    """Restart the Deployment when its pods do not run the policy's current sidecar; True when restarted."""
-    wanted = wanted_hash(deployment, policy, sidecar_image)
-    if wanted is None:
-        return False
+    client: KubeClient, deployment: Mapping[str, Any], policy: PolicySummary | None, sidecar_image: str,
+    heals: HealPacer,
+) -> str | None:
+    """Restart the Deployment when its pods do not run the policy's current sidecar; says why when it did."""
+    if policy is None or policy.rollout != "Automatic":
+        return None
     namespace, name = str(deployment["namespace"]), str(deployment["name"])
-    if deployment.get("hash") is None:
-        # Never restarted by Candor: only restart if some pod lacks the sidecar or runs an older config.
-        selector = deployment.get("selector") or {}
-        if not selector:
-            return False
-        pods = await client.list_items(path_for("v1", "pods", namespace), label_selector=selector_to_query(selector))
-        if pods_current(pods, wanted):
-            return False
-    await restart(client, namespace, name, wanted)
-    return True
+    selector = deployment.get("selector") or {}
+    wanted = wanted_hash(deployment, policy, sidecar_image)
+    if wanted is not None:
+        if deployment.get("hash") is None:
+            # Never restarted by Candor: only restart if some pod lacks the sidecar or runs an older config.
+            if not selector:
+                return None
+            if pods_current(await _pods(client, namespace, selector), wanted):
+                return None
+        await restart(client, namespace, name, {CONFIG_HASH_ANNOTATION: wanted})
+        return "to get the current sidecar config"
+    if not selector:
+        return None
+    pods = await _pods(client, namespace, selector)
+    missed = missed_pods(pods, deployment)
+    key = (namespace, name)
+    if not missed:
+        if any(from_current_template(pod, deployment) for pod in pods):
+            heals.settled(key)
+        return None
+    if not heals.allowed(key):
+        logger.warning("Deployment %s/%s: %d pods of its current template missed the injection webhook again; "
+                       "is the webhook reachable from the API server?", namespace, name, len(missed))
+        return None
+    heals.healed(key)
+    await restart(client, namespace, name, {HEAL_ANNOTATION: heal_mark(missed)})
+    return f"for {len(missed)} pods that missed the injection webhook"
 
 
-async def restart(client: KubeClient, namespace: str, name: str, config_hash: str) -> None:
-    # Only the hash, no timestamp: two replicas (or a retry) sending the same patch cause one rollout, not two.
-    patch = {"spec": {"template": {"metadata": {"annotations": {CONFIG_HASH_ANNOTATION: config_hash}}}}}
+async def _pods(client: KubeClient, namespace: str, selector: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return await client.list_items(path_for("v1", "pods", namespace), label_selector=selector_to_query(selector))
+
+
+async def restart(client: KubeClient, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
+    # Only values derived from the state, no timestamp: two replicas (or a retry) sending the same patch cause
+    # one rollout, not two.
+    patch = {"spec": {"template": {"metadata": {"annotations": dict(annotations)}}}}
     await client.merge_patch(path_for("apps/v1", "deployments", namespace, name), patch)

@@ -10,7 +10,15 @@ from candor_operator import status
 from candor_operator.claims import PolicyView, decide
 from candor_operator.labels import SelectorError, policy_targets_service, selector_matches, selector_to_query
 from candor_operator.ownership import annotation_patch
-from candor_operator.rollout import governing_policy, pods_current, slim_deployment, wanted_hash
+from candor_operator.rollout import (
+    HealPacer,
+    governing_policy,
+    heal_mark,
+    missed_pods,
+    pods_current,
+    slim_deployment,
+    wanted_hash,
+)
 from candor_operator.summary import configmap_body, summarize
 from tests.support.policy_cases import FULL_SPEC, valid_spec
 
@@ -163,3 +171,54 @@ def test_the_service_index_keeps_only_keys_candor_could_write() -> None:
         "kubectl.kubernetes.io/last-applied-configuration": "{...}", "haproxy.org/check": "false", "team": "x"}},
         "spec": {"selector": {"app": "web"}}})
     assert slim["metadata"]["annotations"] == {"haproxy.org/check": "false"}
+
+
+def pod(uid: str, hash_: str | None, heal: str | None = None, injected: bool = False, **spec: Any) -> dict[str, Any]:
+    annotations = {k: v for k, v in (("candor.io/config-hash", hash_), ("candor.io/heal", heal)) if v is not None}
+    if injected:
+        annotations["candor.io/status"] = "injected"
+    return {"metadata": {"uid": uid, "annotations": annotations},
+            "spec": spec or {"containers": [{"name": "app", "image": "demo:1"}]}}
+
+
+def test_missed_pods_are_the_current_templates_pods_the_webhook_would_inject() -> None:
+    deployment = {"hash": "h2", "heal": None}
+    pods = [
+        pod("injected", "h2", injected=True),
+        pod("missed", "h2"),
+        pod("older template", "h1"),  # being replaced by the rollout anyway
+        pod("other heal", "h2", heal="x"),  # from an earlier heal's template
+        pod("declined", "h2", containers=[{"name": "app"}], volumes=[{"name": "candor-state", "emptyDir": {}}]),
+        {**pod("leaving", "h2"), "metadata": {"uid": "leaving", "deletionTimestamp": "2026-01-01T00:00:00Z",
+                                              "annotations": {"candor.io/config-hash": "h2"}}},
+    ]
+    assert [p["metadata"]["uid"] for p in missed_pods(pods, deployment)] == ["missed"]
+    assert missed_pods(pods, {"hash": "h2", "heal": "x"}) == [pods[3]]
+
+
+def test_the_heal_mark_depends_on_the_pods_not_their_order() -> None:
+    a, b = pod("a", "h"), pod("b", "h")
+    assert heal_mark([a, b]) == heal_mark([b, a]) != heal_mark([a])
+
+
+def test_heals_of_one_deployment_are_spaced_out_until_its_pods_are_injected() -> None:
+    now = [0.0]
+    pacer = HealPacer(first=60.0, maximum=200.0, clock=lambda: now[0])
+    key, other = ("ns", "web"), ("ns", "api")
+    assert pacer.allowed(key)
+    pacer.healed(key)
+    assert not pacer.allowed(key) and pacer.allowed(other)
+    now[0] = 60.0
+    assert pacer.allowed(key)
+    pacer.healed(key)  # missed again: the next waits twice as long
+    now[0] = 60.0 + 119.0
+    assert not pacer.allowed(key)
+    now[0] = 60.0 + 120.0
+    pacer.healed(key)
+    now[0] += 199.0
+    assert not pacer.allowed(key)  # capped at the maximum
+    now[0] += 1.0
+    assert pacer.allowed(key)
+    pacer.healed(key)
+    pacer.settled(key)  # the current pods have the sidecar: the next heal is immediate again
+    assert pacer.allowed(key)
