@@ -23,12 +23,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from candor_tracer.cgroup import NO_FIGURES
 from candor_tracer.journal.decode import CLOCK_SLACK
-from candor_tracer.journal.format import ARCHIVE_LOCK_NAME, ARCHIVE_NAME, FIRST_PAGE, MAX_SLOTS, SLOTS_OFFSET
+from candor_tracer.journal.format import (
+    ARCHIVE_LOCK_NAME,
+    ARCHIVE_NAME,
+    FIRST_PAGE,
+    MAX_SLOTS,
+    SLOTS_OFFSET,
+    journal_name,
+)
 from candor_tracer.journal.reader import JournalSnapshot, read_totals
 from tests.support.journal_forge import FIELDS, forge
 
@@ -85,7 +92,7 @@ class Scene:
     expected_good: float  # completed seconds of the healthy writer (its one in-flight trace adds now - start)
     good_start: float
     template: bytes  # a real journal image (a second writer with series, finished and in-flight traces)
-    template_created: float
+    template_name: str  # the name its writer gave it (fresh nonce)
 
 
 @contextmanager
@@ -101,7 +108,6 @@ def scene() -> Iterator[Scene]:
         good.start(series, start)
         good.beat(NO_FIGURES)
         other = JournalWriter(top / "template")
-        created = time.monotonic()
         a = other.series_index("job_worked_seconds", "h", (("job", "victim"),))
         b = other.series_index("other_seconds", "h", ())
         other.end(other.start(a, now - 1.0), a, now)
@@ -112,7 +118,7 @@ def scene() -> Iterator[Scene]:
         other.beat(NO_FIGURES)
         template = other.path.read_bytes()[: SLOTS_OFFSET + 8 * 32]
         other.close()
-        yield Scene(state, good, 3.0, start, template, created)
+        yield Scene(state, good, 3.0, start, template, journal_name(other.pid, other.starttime, "f00d"))
     finally:
         good.close()
         shutil.rmtree(top, ignore_errors=True)
@@ -173,8 +179,7 @@ def test_any_bytes_in_one_journal_cost_that_journal_alone(edits: list[tuple[str,
                 continue
         for kind, at, data in damage:
             image = image[:at] if kind == "truncate" else image[:at] + data + image[at + len(data):]
-        header_pid = s.template[12:16]
-        path = s.state / f"journal-{int.from_bytes(header_pid, 'little')}-0-ff.cj"
+        path = s.state / s.template_name  # the name its writer gave it: the bytes decide, not the name
         path.write_bytes(image)
         holder = None
         if alive:  # a lock holder, as a live writer would be
@@ -185,6 +190,7 @@ def test_any_bytes_in_one_journal_cost_that_journal_alone(edits: list[tuple[str,
         try:
             first = read_in_time(s.state)
             check(s, first, {str(path)}, max_seconds=uptime_bound())
+            event("planted journal skipped" if first.skipped else "planted journal read")  # both must occur
             second = read_in_time(s.state)
             check(s, second, {str(path)}, max_seconds=uptime_bound())
             before = {(x.name, x.labels): x.value for x in first.series}
@@ -195,14 +201,18 @@ def test_any_bytes_in_one_journal_cost_that_journal_alone(edits: list[tuple[str,
                 os.close(holder)
 
 
+# Stand for the name the template's writer gave its journal and another name its writer could have given
+# it (a fresh nonce), so planted bytes are also read under a right name.
+OWN_NAME, OTHER_OWN_NAME = "<own name>", "<other own name>"
 ENTRY_KINDS = ["forged", "random", "empty", "truncated", "fifo", "directory", "symlink_good", "symlink_dev",
                "symlink_fifo", "dangling", "hardlink_good", "copy_good", "mode000"]
 NAMES = st.one_of(
     st.builds(lambda p, t, n: f"journal-{p}-{t}-{n}.cj", st.integers(0, 2**40), st.integers(0, 2**40),
               st.sampled_from(["a", "ff", "0123abcd", "deadbeef00"])),
     st.sampled_from([ARCHIVE_NAME, ARCHIVE_LOCK_NAME, ".journal-1-aa.tmp", f".{ARCHIVE_NAME}.1.tmp", "x", "..journal",
-                     "journal-1-1-a.cj.tmp"]),
+                     "journal-1-1-a.cj.tmp", OWN_NAME, OTHER_OWN_NAME]),
 )
+
 
 
 @settings(FUZZ, max_examples=EXAMPLES // 3 or 40)
@@ -215,7 +225,8 @@ def test_any_entries_in_the_state_directory_cost_those_entries_alone(
     with scene() as s:
         planted: set[str] = set()
         for name, kind, edits, raw in entries:
-            path = s.state / name
+            own = {OWN_NAME: s.template_name, OTHER_OWN_NAME: s.template_name.replace("-f00d.cj", "-beef.cj")}
+            path = s.state / own.get(name, name)
             planted.add(str(path))
             good_name = s.good.path.name
             if kind == "forged":
