@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from candor_tracer.cgroup import NO_FIGURES
-from candor_tracer.journal.decode import CLOCK_SLACK
+from candor_tracer.journal.decode import CLOCK_SLACK, CREATION_SLACK
 from candor_tracer.journal.format import (
     ARCHIVE_LOCK_NAME,
     ARCHIVE_NAME,
@@ -162,7 +162,7 @@ def check(s: Scene, snapshot: JournalSnapshot, planted: set[str], *, max_seconds
 def uptime_bound() -> float:
     """The most seconds a journal anyone could forge may claim: every slot busy since boot, three ways over
     (completed, in flight, ending), plus the healthy writer's."""
-    return 3 * (time.monotonic() + 4 * CLOCK_SLACK) * MAX_SLOTS + 100.0
+    return 3 * (time.monotonic() + 2 * (CLOCK_SLACK + CREATION_SLACK)) * MAX_SLOTS + 100.0
 
 
 @settings(FUZZ, max_examples=EXAMPLES or 300)

@@ -125,6 +125,18 @@ def test_an_in_flight_start_in_the_future_or_before_the_journal_existed_is_corru
         victim.close()
 
 
+def test_a_start_taken_a_little_before_its_journal_existed_is_a_writer_s(pod: Pod) -> None:
+    """A starved process reads a trace's start, then creates its journal seconds later: still plausible."""
+    victim, _ = pod.victim(alive=True, start_offsets=(-10.0,))
+    try:
+        snapshot, now = read_now(pod)
+        assert_healthy_unharmed(pod, snapshot, now)
+        assert snapshot.skipped == ()
+        assert victim_series(snapshot) == [pytest.approx(1.0 + 10.0, abs=0.5)]
+    finally:
+        victim.close()
+
+
 @pytest.mark.parametrize("total", [1e300, math.inf, math.nan, -1.0, 1e7])
 def test_a_series_total_no_writer_could_have_reached_is_corrupt(pod: Pod, total: float) -> None:
     """1e7 s is finite but more than the journal's age allows with the one slot it ever used."""

@@ -38,9 +38,13 @@ from candor_tracer.journal.format import (
 # A live writer applies a trace end in microseconds; a reader that keeps catching it mid-update
 # gives up after this many tries and relies on the ENDING-slot rule (and the caller's clamp).
 LIVE_READ_ATTEMPTS = 8
-# How far a writer's times may lie outside [its journal's creation, now]: a trace's start is read just
-# before its journal is created, and a live writer may write while we read.
+# How far a writer's times may lie outside [its journal's creation, now]. After now: a live writer may write
+# while we read. Before the creation: the first trace's start is read before its journal is created (a
+# starved process may take a while), and a reader records the time it took before waiting for the archive
+# lock. Generous on that side: a genuine journal judged corrupt would lose all of a process's seconds,
+# while the slack bounds what a forged start can add to a minute per slot.
 CLOCK_SLACK = 2.0
+CREATION_SLACK = 60.0
 
 
 @dataclass(frozen=True)
@@ -215,9 +219,9 @@ def _bounded(what: str, value: float, low: float, high: float) -> None:
 def check_plausible(reading: JournalReading, now: float, settled: bool = True) -> JournalReading:
     """`reading` with only in-use slots, or JournalFormatError when a value cannot be a writer's.
 
-    A writer's times are CLOCK_MONOTONIC readings between its journal's creation and now (CLOCK_SLACK
-    either side: a trace may start just before the journal exists, a write may land while we read), and
-    its completed seconds cannot exceed the journal's age times the slots it ever had in use at once.
+    A writer's times are CLOCK_MONOTONIC readings between its journal's creation and now (give or take
+    CREATION_SLACK and CLOCK_SLACK), and its completed seconds cannot exceed the journal's age times the
+    slots it ever had in use at once.
     `settled`: False when a live writer kept changing the slots during every read; then a slot outside
     the bounds may be one caught half-written, and only that slot is left out.
     """
@@ -225,7 +229,7 @@ def check_plausible(reading: JournalReading, now: float, settled: bool = True) -
     _bounded("creation time", header.created_mono, 0.0, now + CLOCK_SLACK)
     if not math.isfinite(header.created_wall):
         raise JournalFormatError(f"creation wall-clock time {header.created_wall!r} is not a finite number")
-    low, high = header.created_mono - CLOCK_SLACK, now + CLOCK_SLACK
+    low, high = max(header.created_mono - CREATION_SLACK, 0.0), now + CLOCK_SLACK
     _bounded("heartbeat time", hb.alive_at, low, high)
     for what, value in (("progress time", hb.progress_at), ("stall time", hb.stall_at),
                         ("loop turn time", hb.loop_turned_at), ("observation time", reading.observed_at)):
