@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from candor_operator.ownership import MANAGED_ANNOTATIONS
 from candor_operator.peering import CLUSTER_PEERING_CRD, cluster_peering
 from candor_operator.webhook import RBAC_RULES
-from tests.support.k8s_cluster import ROOT, K8sCluster
+from tests.support.k8s_cluster import K8sCluster
 from tests.support.operator_process import OperatorProcess
-from tests.support.policy_cases import INVALID_POLICIES, valid_spec
+from tests.support.policy_cases import valid_spec
 
 pytestmark = pytest.mark.integration
 
@@ -189,69 +188,6 @@ def test_two_policies_on_one_service_the_newer_reports_conflict(
     cluster.wait_until(lambda: (c := condition(cluster, ns, "second", "Ready")) and c["status"] == "True", 30,
                        "second becomes Ready")
     assert json.loads(annotations(cluster, ns, "web")[MANAGED_ANNOTATIONS])["policy"] == "second"
-
-
-def relaxed_crd() -> dict[str, Any]:
-    """The HealthPolicy CRD with its spec schema switched off, so only the operator's own checks remain."""
-    crd = yaml.safe_load((ROOT / "crds" / "healthpolicy.yaml").read_text())
-    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"] = {
-        "type": "object", "x-kubernetes-preserve-unknown-fields": True}
-    return dict(crd)
-
-
-def test_invalid_policies_are_refused_by_the_api_server_or_marked_invalid_with_nothing_written(
-    operator: OperatorProcess, k8s_cluster: K8sCluster, k8s_namespace: str
-) -> None:
-    ns, cluster = k8s_namespace, k8s_cluster
-    make_service(cluster, ns, "web", {"app": "demo"}, USER_ANNOTATIONS)
-
-    def post(name: str, spec: dict[str, Any]) -> int:
-        return cluster.api("POST", POLICIES.format(ns=ns), {
-            "apiVersion": "candor.io/v1alpha1", "kind": "HealthPolicy", "metadata": {"name": name}, "spec": spec,
-        }).status
-
-    # With the real CRD: the API server refuses what its schema and CEL rules catch.
-    accepted = [(case, spec, field) for case, spec, field in INVALID_POLICIES if post("probe", spec) != 422]
-    for case, _spec, _field in accepted:
-        cluster.api("DELETE", f"{POLICIES.format(ns=ns)}/probe")
-        cluster.wait_until(lambda: cluster.api("GET", f"{POLICIES.format(ns=ns)}/probe").status == 404, 30, case)
-    assert len(INVALID_POLICIES) - len(accepted) >= 20
-
-    # Without the schema (a CRD installed by hand, an older chart): the operator's own checks catch every kind.
-    names: dict[str, tuple[str, str]] = {}
-    cluster.apply(relaxed_crd())
-    try:
-        cluster.wait_until(lambda: post("relaxed-probe", {"selector": {}, "nonsense": 1}) == 201, 30, "relaxed CRD")
-        for index, (case, spec, field) in enumerate(INVALID_POLICIES):
-            names[f"bad-{index}"] = (case, field)
-            assert post(f"bad-{index}", spec) == 201, case
-        for name, (case, field) in names.items():
-            invalid = cluster.wait_until(
-                lambda name=name: (c := condition(cluster, ns, name, "Invalid")) and c["status"] == "True" and c,
-                30, f"{case}: Invalid condition")
-            assert field in invalid["message"], (case, invalid["message"])
-            assert condition(cluster, ns, name, "Ready")["status"] == "False"  # type: ignore[index]
-            assert cluster.api("GET", f"/api/v1/namespaces/{ns}/configmaps/candor-sidecar-{name}").status == 404
-        assert any(e["reason"] == "Invalid" for e in events_for(cluster, ns, "bad-0"))
-        assert annotations(cluster, ns, "web") == USER_ANNOTATIONS  # nothing written by any of them
-
-        # A working policy edited into an invalid one: marked Invalid, and what it wrote before stays (a typo
-        # must not strip the health checks from a live Service).
-        make_service(cluster, ns, "kept", {"app": "kept"})
-        names["turns-bad"] = ("turns bad", "spec.memory.maxPercent")
-        assert post("turns-bad", valid_spec(selector={"matchLabels": {"app": "kept"}}, maxConn=5)) == 201
-        before = cluster.wait_until(lambda: (a := annotations(cluster, ns, "kept")).get("haproxy.org/check") and a,
-                                    30, "kept annotated")
-        cluster.api("PATCH", f"{POLICIES.format(ns=ns)}/turns-bad", {"spec": {"memory": {"maxPercent": 150}}},
-                    content_type="application/merge-patch+json").ok()
-        cluster.wait_until(lambda: (c := condition(cluster, ns, "turns-bad", "Invalid")) and c["status"] == "True",
-                           30, "Invalid after the edit")
-        assert annotations(cluster, ns, "kept") == before
-    finally:
-        for name in [*names, "relaxed-probe"]:
-            cluster.api("DELETE", f"{POLICIES.format(ns=ns)}/{name}")
-        cluster.apply(yaml.safe_load((ROOT / "crds" / "healthpolicy.yaml").read_text()))
-        cluster.install_crds()
 
 
 def test_the_documented_rbac_is_enough(k8s_cluster: K8sCluster, k8s_namespace: str, tmp_path: Path) -> None:
