@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,3 +139,78 @@ def test_threads_and_solo_pools_count_overlapping_tasks_and_a_killed_worker(
     assert kills == 1
     assert_counted(counted, worked, killed, kills, jobs=4, heartbeat=HEARTBEAT)
     run.assert_never_decreasing()
+
+
+def _multiprocess_total(directory: Path, task: str) -> float:
+    """What a /metrics in prometheus_client's multiprocess mode would serve: the sum over every pid's file."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))
+    return registry.get_sample_value("plain_task_seconds_total", {"task": task}) or 0.0
+
+
+def test_side_by_side_with_prometheus_client_multiprocess_mode(tmp_path: Path, broker: str, run: Run,
+                                                               record_property: pytest.RecordProperty) -> None:
+    """The same prefork worker also counts each task's seconds the usual way without Candor: a multiprocess-mode
+    counter incremented when the task ends. Only Candor's figures are asserted; the others are recorded
+    (printed with -s, and in the junit XML) for the README's comparison."""
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    rows: list[tuple[str, float, float, float]] = []  # (scenario, measured, Candor, multiprocess mode)
+
+    def candor(task: str) -> float:
+        return total(run.state_dir, "job_worked_seconds", task=task, queue="celery")
+
+    argv = ["celery", "-A", "tests.support.celery_app", "worker", "--loglevel", "WARNING", "--without-gossip",
+            "--without-mingle", "--without-heartbeat", "-P", "prefork", "-c", "2", "--max-tasks-per-child", "2"]
+    env = {"CANDOR_TEST_REDIS": broker, "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
+    with framework_process(argv, run.state_dir, tmp_path / "worker.log", HEARTBEAT, env):
+        quick = [_send(broker, "work", 0.5) for _ in range(4)]
+        for task_id in quick:
+            wait_until(lambda task_id=task_id: run.ended(task_id), timeout=60, what=f"task {task_id}")
+        worked, _, _ = run.measured("work")
+        candor_before, plain_before = candor("work"), _multiprocess_total(multiproc, "work")
+        rows.append(("4 tasks of 0.5 s, children recycled by max_tasks_per_child=2", worked, candor_before,
+                     plain_before))
+
+        limited = _send(broker, "limited", 30)
+        wait_until(lambda: run.dead(limited), timeout=60, what="the time limit to kill the pool child")
+        run.poll()
+        worked, killed, _ = run.measured("limited")
+        rows.append(("a task stopped by time_limit=1s", worked + killed, candor("limited"),
+                     _multiprocess_total(multiproc, "limited")))
+
+        long = _send(broker, "work", 30)
+        job = wait_until(lambda: run.started(long), timeout=60, what="the long task")
+        wait_until(lambda: candor("work") - candor_before >= 1.5, timeout=30, what="1.5 s of the long task")
+        at = time.monotonic()
+        rows.append(("a 30 s task, read 1.5 s into it", at - job.start, candor("work") - candor_before,
+                     _multiprocess_total(multiproc, "work") - plain_before))
+        # No reading of the journals from here to the kill: what the reader then has is the last heartbeat.
+        wait_until(lambda: time.monotonic() >= job.start + 3.0, timeout=30, what="3 s of the long task")
+        os.kill(job.pid, signal.SIGKILL)
+        died = wait_until(lambda: run.deaths is not None and run.deaths.died.get(job.pid), timeout=30,
+                          what="the SIGKILLed child to exit")
+        run.poll()
+        rows.append(("the same task, its child SIGKILLed (OOM) 3 s into it", died - job.start,
+                     candor("work") - candor_before, _multiprocess_total(multiproc, "work") - plain_before))
+        pid_files = len(list(multiproc.glob("*.db")))
+
+    run.poll()
+    worked, killed, _ = run.measured("work")
+    measured_all = worked + killed + sum(run.measured("limited")[:2])
+    rows.append(("all of the above, after the worker stopped", measured_all, candor("work") + candor("limited"),
+                 _multiprocess_total(multiproc, "work") + _multiprocess_total(multiproc, "limited")))
+
+    table = ["| scenario | measured | Candor | multiprocess mode |", "|---|---:|---:|---:|"]
+    table += [f"| {name} | {measured:.2f} s | {ours:.2f} s | {theirs:.2f} s |" for name, measured, ours, theirs in rows]
+    table.append(f"\nmultiprocess mode left {pid_files} per-pid files for {len({j.pid for j in run.jobs.values()})} "
+                 f"pool children that ran tasks")
+    print("\n" + "\n".join(table))
+    record_property("comparison", "\n".join(table))
+
+    for name, measured, ours, _ in rows:
+        kills = 0 if name.startswith("4 tasks") else 1
+        assert measured - kills * HEARTBEAT - 0.1 <= ours <= measured + 6 * 0.05 + 0.1, (name, measured, ours)
