@@ -1,7 +1,7 @@
 """The Celery app the integration tests run with `celery -A tests.support.celery_app worker`.
 
-Broker: the test's redis-server ($CANDOR_TEST_REDIS). Every task reports its own start and end to Redis
-(framework_runs.report), so the test knows each task's measured busy time. With PROMETHEUS_MULTIPROC_DIR
+Broker: the test's redis-server ($CANDOR_TEST_REDIS). The worker reports each task's start and end to Redis
+around Candor's trace (framework_runs), so the test knows each task's measured busy time. With PROMETHEUS_MULTIPROC_DIR
 set, each task also adds its duration to a prometheus_client multiprocess-mode counter when it ends,
 the way apps count job seconds without Candor, for the side-by-side comparison.
 """
@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from prometheus_client import Counter
 
 from candor_tracer.celery import instrument
-from tests.support.framework_runs import client_for, sleep_as_a_job
+from tests.support.framework_runs import busy, client_for, report
 
 BROKER = os.environ["CANDOR_TEST_REDIS"]
 
@@ -28,16 +28,30 @@ app.conf.update(
 )
 
 TASK_SECONDS = Counter("job_worked_seconds_total", "Seconds spent in Celery tasks", ["task", "queue"])
+PLAIN_SECONDS = Counter("plain_task_seconds_total", "Task seconds added when a task ends", ["task"])
+
+
+# The worker's own measure of each task, around Candor's trace: receivers run in the order they were
+# connected, so this prerun receiver runs before the tracer's and the postrun one after it.
+@signals.task_prerun.connect
+def measure_start(task_id: str, task: Any, **_: Any) -> None:
+    report(client_for(BROKER), "start", task_id, task.name)
+
+
 instrument(app, TASK_SECONDS, queue_label="queue")
 
-PLAIN_SECONDS = Counter("plain_task_seconds_total", "Task seconds added when a task ends", ["task"])
+
+@signals.task_postrun.connect
+def measure_end(task_id: str, task: Any, **_: Any) -> None:
+    report(client_for(BROKER), "end", task_id, task.name)
+
 
 def _run(task: Any, seconds: float) -> float:
     def count_plain(elapsed: float) -> None:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             PLAIN_SECONDS.labels(task=task.name).inc(elapsed)
 
-    return sleep_as_a_job(client_for(BROKER), task.request.id, task.name, seconds, count_plain)
+    return busy(seconds, count_plain)
 
 
 @app.task(bind=True, name="work")

@@ -1,24 +1,45 @@
 """The RQ jobs and traced worker classes the integration tests run with `rq worker --worker-class ...`.
 
-Jobs report their own start and end to the test's Redis ($CANDOR_TEST_REDIS, also the RQ connection).
+Each worker class is made by candor_tracer.rq's one line, then subclassed to report each job's start and end
+(around Candor's trace) to the test's Redis ($CANDOR_TEST_REDIS, also the RQ connection).
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import Counter
-from rq import SimpleWorker, Worker, get_current_job
+from rq import SimpleWorker, Worker
+from rq.job import Job
+from rq.queue import Queue
 
 from candor_tracer.rq import traced_worker_class
-from tests.support.framework_runs import client_for, sleep_as_a_job
+from tests.support.framework_runs import busy, client_for, report
 
 JOB_SECONDS = Counter("job_worked_seconds_total", "Seconds spent in RQ jobs", ["job", "queue"])
 TracedWorker = traced_worker_class(JOB_SECONDS, Worker, queue_label="queue")
 TracedSimpleWorker = traced_worker_class(JOB_SECONDS, SimpleWorker, queue_label="queue", name="TracedSimpleWorker")
 
 
+def _measured(job: Job, perform: Any) -> bool:
+    client = client_for(os.environ["CANDOR_TEST_REDIS"])
+    report(client, "start", job.id, str(job.func_name))
+    try:
+        return bool(perform())
+    finally:
+        report(client, "end", job.id, str(job.func_name))
+
+
+class MeasuredWorker(TracedWorker):
+    def perform_job(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> bool:
+        return _measured(job, lambda: super(MeasuredWorker, self).perform_job(job, queue, *args, **kwargs))
+
+
+class MeasuredSimpleWorker(TracedSimpleWorker):
+    def perform_job(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> bool:
+        return _measured(job, lambda: super(MeasuredSimpleWorker, self).perform_job(job, queue, *args, **kwargs))
+
+
 def work(seconds: float) -> float:
-    job = get_current_job()
-    assert job is not None
-    return sleep_as_a_job(client_for(os.environ["CANDOR_TEST_REDIS"]), job.id, "work", seconds)
+    return busy(seconds)
