@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from tests.support.framework_runs import (
     DeathWatch,
@@ -44,11 +43,9 @@ def run(tmp_path: Path, broker: str) -> Iterator[Run]:
     state = tmp_path / "state"
     state.mkdir()
     deaths = DeathWatch()
-    client = redis.Redis.from_url(broker)
     try:
-        yield Run(client, state, deaths)
+        yield Run(state, deaths)
     finally:
-        client.close()
         deaths.close()
 
 

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.framework_runs import (
@@ -25,7 +24,6 @@ from tests.support.framework_runs import (
     journal_pids,
 )
 from tests.support.ports import free_port
-from tests.support.redis_server import redis_server
 from tests.support.sidecar_process import SidecarProcess
 from tests.support.tracer_apps import wait_until
 
@@ -36,17 +34,14 @@ _ids = itertools.count()
 
 
 @pytest.fixture
-def run(tmp_path: Path) -> Iterator[tuple[Run, str]]:
+def run(tmp_path: Path) -> Iterator[Run]:
     state = tmp_path / "state"
     state.mkdir()
     deaths = DeathWatch()
-    with redis_server(tmp_path / "redis") as url:
-        client = redis.Redis.from_url(url)
-        try:
-            yield Run(client, state, deaths), url
-        finally:
-            client.close()
-            deaths.close()
+    try:
+        yield Run(state, deaths)
+    finally:
+        deaths.close()
 
 
 def _request(port: int, route: str, seconds: float) -> tuple[str, concurrent.futures.Future[int | None]]:
@@ -79,19 +74,16 @@ def _sidecar_totals(sidecar: SidecarProcess) -> dict[str, float]:
     return out
 
 
-def test_max_requests_recycling_and_timeout_kills_seen_by_a_real_sidecar(tmp_path: Path,
-                                                                         run: tuple[Run, str]) -> None:
-    runs, url = run
+def test_max_requests_recycling_and_timeout_kills_seen_by_a_real_sidecar(tmp_path: Path, run: Run) -> None:
     port = free_port()
     argv = ["gunicorn", "-c", "tests/support/gunicorn_conf.py", "--bind", f"127.0.0.1:{port}",
             "tests.support.wsgi_app:application"]
     sidecar_readings: list[dict[str, float]] = []
-    with SidecarProcess(runs.state_dir) as sidecar, \
-            framework_process(argv, runs.state_dir, tmp_path / "gunicorn.log", HEARTBEAT,
-                              {"CANDOR_TEST_REDIS": url}) as arbiter:
+    with SidecarProcess(run.state_dir) as sidecar, \
+            framework_process(argv, run.state_dir, tmp_path / "gunicorn.log", HEARTBEAT, {}) as arbiter:
         def two_journaling_workers() -> bool:
             workers = children_of(arbiter.pid)
-            return len(workers) == 2 and set(workers) | {arbiter.pid} <= journal_pids(runs.state_dir)
+            return len(workers) == 2 and set(workers) | {arbiter.pid} <= journal_pids(run.state_dir)
 
         wait_until(two_journaling_workers, timeout=60, what="the arbiter and two idle workers with journals")
         first_workers = set(children_of(arbiter.pid))
@@ -99,7 +91,7 @@ def test_max_requests_recycling_and_timeout_kills_seen_by_a_real_sidecar(tmp_pat
         quick = [_request(port, "quick", 0.5) for _ in range(6)]
         assert [future.result(timeout=60) for _, future in quick] == [200] * 6
         for request_id, _ in quick:
-            wait_until(lambda request_id=request_id: runs.ended(request_id), timeout=30, what=request_id)
+            wait_until(lambda request_id=request_id: run.ended(request_id), timeout=30, what=request_id)
         wait_until(lambda: two_journaling_workers() and not set(children_of(arbiter.pid)) & first_workers,
                    timeout=60, what="max_requests to replace both workers, the new ones journaling")
         sidecar_readings.append(_sidecar_totals(sidecar))
@@ -107,24 +99,24 @@ def test_max_requests_recycling_and_timeout_kills_seen_by_a_real_sidecar(tmp_pat
         timed_out, timed_out_done = _request(port, "timeout", 30)  # SIGABRT: SystemExit inside the request
         stuck, stuck_done = _request(port, "stuck", 30)  # SIGABRT blocked: the arbiter SIGKILLs the worker
         for request_id in (timed_out, stuck):
-            wait_until(lambda request_id=request_id: runs.dead(request_id), timeout=60,
+            wait_until(lambda request_id=request_id: run.dead(request_id), timeout=60,
                        what=f"gunicorn's timeout to kill the worker serving {request_id}")
             sidecar_readings.append(_sidecar_totals(sidecar))
         # the aborted worker may still answer 500 on its way out; the SIGKILLed one answers nothing
         assert timed_out_done.result(timeout=30) in (None, 500) and stuck_done.result(timeout=30) is None
         wait_until(two_journaling_workers, timeout=60, what="two workers again")
-        runs.poll()
+        run.poll()
         final = wait_until(lambda: (t := _sidecar_totals(sidecar)) and len(t) == 3 and t, timeout=30,
                            what="the sidecar's /metrics with all three routes")
         sidecar_readings.append(final)
 
-    assert runs.jobs[timed_out].end is not None  # the SIGABRT unwound the request: its trace ended with it
-    assert runs.jobs[stuck].end is None
+    assert run.jobs[timed_out].end is not None  # the SIGABRT unwound the request: its trace ended with it
+    assert run.jobs[stuck].end is None
     for route, kills in (("/quick", 0), ("/timeout", 0), ("/stuck", 1)):
-        worked, killed, counted_kills = runs.measured(route)
+        worked, killed, counted_kills = run.measured(route)
         assert counted_kills == kills, route
         counted = final[route]
         assert_counted(counted, worked, killed, kills, jobs=6 if route == "/quick" else 1, heartbeat=HEARTBEAT)
     for before, after in itertools.pairwise(sidecar_readings):
         assert all(after.get(route, 0.0) >= value for route, value in before.items()), (before, after)
-    runs.assert_never_decreasing()
+    run.assert_never_decreasing()

@@ -40,11 +40,9 @@ def run(tmp_path: Path, broker: str) -> Iterator[Run]:
     state = tmp_path / "state"
     state.mkdir()
     deaths = DeathWatch()
-    client = redis.Redis.from_url(broker)
     try:
-        yield Run(client, state, deaths)
+        yield Run(state, deaths)
     finally:
-        client.close()
         deaths.close()
 
 
@@ -55,9 +53,10 @@ def _worker(run: Run, broker: str, tmp_path: Path, worker_class: str, prefix: li
                              {"CANDOR_TEST_REDIS": broker}, prefix=prefix)
 
 
-def _enqueue(run: Run, seconds: float, timeout: int | None = None) -> str:
-    job = Queue("default", connection=run.client).enqueue("tests.support.rq_app.work", seconds, job_timeout=timeout)
-    return str(job.id)
+def _enqueue(broker: str, seconds: float, timeout: int | None = None) -> str:
+    with redis.Redis.from_url(broker) as connection:
+        job = Queue("default", connection=connection).enqueue("tests.support.rq_app.work", seconds, job_timeout=timeout)
+        return str(job.id)
 
 
 WORK = "tests.support.rq_app.work"
@@ -69,8 +68,8 @@ def _counted(run: Run) -> float:
 
 def test_work_horses_timed_out_and_killed_lose_at_most_one_heartbeat(tmp_path: Path, broker: str, run: Run) -> None:
     with _worker(run, broker, tmp_path, "MeasuredWorker") as worker:
-        quick = [_enqueue(run, 0.5) for _ in range(3)]
-        timed_out = _enqueue(run, 30, timeout=1)  # RQ raises JobTimeoutException inside the horse after 1 s
+        quick = [_enqueue(broker, 0.5) for _ in range(3)]
+        timed_out = _enqueue(broker, 30, timeout=1)  # RQ raises JobTimeoutException inside the horse after 1 s
         for job_id in [*quick, timed_out]:
             wait_until(lambda job_id=job_id: run.ended(job_id), timeout=60, what=f"job {job_id}")
         pids = {run.jobs[job_id].pid for job_id in [*quick, timed_out]}
@@ -79,13 +78,14 @@ def test_work_horses_timed_out_and_killed_lose_at_most_one_heartbeat(tmp_path: P
         assert timed.end is not None and 0.9 <= timed.end - timed.start < 2  # the 1 s alarm is set before it starts
         assert worker.pid in journal_pids(run.state_dir)  # the idle worker is seen alive between jobs
 
-        stopped = _enqueue(run, 30)
+        stopped = _enqueue(broker, 30)
         job = wait_until(lambda: run.started(stopped), timeout=60, what="the job the test stops")
         wait_until(lambda: time.monotonic() >= job.start + 1.0, timeout=30, what="1 s of the stopped job")
-        send_stop_job_command(run.client, stopped)  # the worker SIGKILLs the horse's process group
+        with redis.Redis.from_url(broker) as connection:
+            send_stop_job_command(connection, stopped)  # the worker SIGKILLs the horse's process group
         wait_until(lambda: run.dead(stopped), timeout=30, what="the stopped job's horse to die")
 
-        lost = _enqueue(run, 30)
+        lost = _enqueue(broker, 30)
         job = wait_until(lambda: run.started(lost), timeout=60, what="the job that dies with its worker")
         wait_until(lambda: time.monotonic() >= job.start + 1.0, timeout=30, what="1 s of the last job")
         # the worker and its horse (a process group of its own), as a node kills a container's processes
@@ -103,7 +103,7 @@ def test_work_horses_timed_out_and_killed_lose_at_most_one_heartbeat(tmp_path: P
 
 def test_simple_worker_counts_a_timed_out_job_in_full(tmp_path: Path, broker: str, run: Run) -> None:
     with _worker(run, broker, tmp_path, "MeasuredSimpleWorker") as worker:
-        jobs = [_enqueue(run, 0.5), _enqueue(run, 30, timeout=1)]
+        jobs = [_enqueue(broker, 0.5), _enqueue(broker, 30, timeout=1)]
         for job_id in jobs:
             wait_until(lambda job_id=job_id: run.ended(job_id), timeout=60, what=f"job {job_id}")
         assert {run.jobs[job_id].pid for job_id in jobs} == {worker.pid}  # no horse: the worker runs them
@@ -125,9 +125,9 @@ def _unshare_works() -> bool:
     return result.returncode == 0
 
 
-def _run_quick_jobs(run: Run, count: int) -> set[int]:
+def _run_quick_jobs(run: Run, broker: str, count: int) -> set[int]:
     """Run `count` jobs of 0.5 s; the pids of their work-horses."""
-    jobs = [_enqueue(run, 0.5) for _ in range(count)]
+    jobs = [_enqueue(broker, 0.5) for _ in range(count)]
     for job_id in jobs:
         wait_until(lambda job_id=job_id: run.ended(job_id), timeout=60, what=f"job {job_id}")
     return {run.jobs[job_id].pid for job_id in jobs}
@@ -139,25 +139,21 @@ def test_a_restarted_worker_whose_horses_reuse_pids_counts_nothing_twice(tmp_pat
     both times, so its work-horses get the same pids, and the first one was SIGKILLed in the middle of a job."""
     state = tmp_path / "state"
     state.mkdir()
-    client = redis.Redis.from_url(broker)
-    run = Run(client, state, deaths=None)
+    run = Run(state, deaths=None)
     prefix = ["unshare", "--pid", "--fork", "--mount-proc"]
     horse_pids: list[set[int]] = []
-    try:
-        with _worker(run, broker, tmp_path, "MeasuredWorker", prefix=prefix) as outer:
-            horse_pids.append(_run_quick_jobs(run, 3))
-            killed = _enqueue(run, 30)
-            job = wait_until(lambda: run.started(killed), timeout=60, what="the job killed with its worker")
-            wait_until(lambda: time.monotonic() >= job.start + 1.0, timeout=30, what="1 s of it")
-            worker_pid = int(Path(f"/proc/{outer.pid}/task/{outer.pid}/children").read_text().split()[0])
-            os.kill(worker_pid, signal.SIGKILL)  # pid 1 of the namespace: the kernel kills all in it
-            outer.wait(timeout=30)
-            died = {killed: time.monotonic()}  # an upper bound: the namespace's processes are all gone
-        with _worker(run, broker, tmp_path, "MeasuredWorker", prefix=prefix):
-            horse_pids.append(_run_quick_jobs(run, 3))
-        run.poll()
-    finally:
-        client.close()
+    with _worker(run, broker, tmp_path, "MeasuredWorker", prefix=prefix) as outer:
+        horse_pids.append(_run_quick_jobs(run, broker, 3))
+        killed = _enqueue(broker, 30)
+        job = wait_until(lambda: run.started(killed), timeout=60, what="the job killed with its worker")
+        wait_until(lambda: time.monotonic() >= job.start + 1.0, timeout=30, what="1 s of it")
+        worker_pid = int(Path(f"/proc/{outer.pid}/task/{outer.pid}/children").read_text().split()[0])
+        os.kill(worker_pid, signal.SIGKILL)  # pid 1 of the namespace: the kernel kills all in it
+        outer.wait(timeout=30)
+        died = {killed: time.monotonic()}  # an upper bound: the namespace's processes are all gone
+    with _worker(run, broker, tmp_path, "MeasuredWorker", prefix=prefix):
+        horse_pids.append(_run_quick_jobs(run, broker, 3))
+    run.poll()
 
     assert horse_pids[0] & horse_pids[1], f"the second lifetime's horses should reuse pids: {horse_pids}"
     worked, killed_for, kills = run.measured(WORK, died)

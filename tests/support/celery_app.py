@@ -1,7 +1,7 @@
 """The Celery app the integration tests run with `celery -A tests.support.celery_app worker`.
 
-Broker: the test's redis-server ($CANDOR_TEST_REDIS). The worker reports each task's start and end to Redis
-around Candor's trace (framework_runs), so the test knows each task's measured busy time. With PROMETHEUS_MULTIPROC_DIR
+Broker: the test's redis-server ($CANDOR_TEST_REDIS). The worker reports each task's start and end around
+Candor's trace (framework_runs.report), so the test knows each task's measured busy time. With PROMETHEUS_MULTIPROC_DIR
 set, each task also adds its duration to a prometheus_client multiprocess-mode counter when it ends,
 the way apps count job seconds without Candor, for the side-by-side comparison.
 """
@@ -15,7 +15,7 @@ from celery import Celery, signals
 from prometheus_client import Counter
 
 from candor_tracer.celery import instrument
-from tests.support.framework_runs import busy, client_for, report
+from tests.support.framework_runs import busy, report
 
 BROKER = os.environ["CANDOR_TEST_REDIS"]
 
@@ -35,7 +35,7 @@ PLAIN_SECONDS = Counter("plain_task_seconds_total", "Task seconds added when a t
 # connected, so this prerun receiver runs before the tracer's and the postrun one after it.
 @signals.task_prerun.connect
 def measure_start(task_id: str, task: Any, **_: Any) -> None:
-    report(client_for(BROKER), "start", task_id, task.name)
+    report("start", task_id, task.name)
 
 
 instrument(app, TASK_SECONDS, queue_label="queue")
@@ -43,7 +43,7 @@ instrument(app, TASK_SECONDS, queue_label="queue")
 
 @signals.task_postrun.connect
 def measure_end(task_id: str, task: Any, **_: Any) -> None:
-    report(client_for(BROKER), "end", task_id, task.name)
+    report("end", task_id, task.name)
 
 
 def _run(task: Any, seconds: float) -> float:

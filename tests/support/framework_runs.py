@@ -1,9 +1,10 @@
 """What the job-framework tests measure: each worker's own busy time per job, the deaths of the processes.
 
-The test apps report the start and end of every job to a Redis list from *outside* Candor's trace (a Celery
-receiver that runs before the tracer's at prerun and after it at postrun, a subclass of the traced RQ worker,
-a WSGI middleware around the traced app): one JSON object per event, times from CLOCK_MONOTONIC, which
-every process on the machine shares. So a trace never counts more than the measured span, and the journals'
+The test apps report the start and end of every job from *outside* Candor's trace (a Celery receiver that runs
+before the tracer's at prerun and after it at postrun, a subclass of the traced RQ worker, a WSGI middleware
+around the traced app) to an events file beside the state directory: one JSON line per event, written with
+one O_APPEND write (no round trip inside the measured span), times from CLOCK_MONOTONIC, which every process
+on the machine shares. So a trace never counts more than the measured span, and the journals'
 total is checked against it. A killed job cannot say when it stopped: `DeathWatch` holds a pidfd for each
 process that started a job and records the moment the kernel reports it exited.
 """
@@ -23,18 +24,25 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import redis
-
 from candor_tracer.journal.reader import read_totals
 from tests.support.tracer_apps import app_env
 
-EVENTS_KEY = "candor-test:events"
+EVENTS_ENV = "CANDOR_TEST_EVENTS"
+_events_fd: dict[int, int] = {}  # pid -> descriptor: a forked child opens its own
 
 
-def report(client: redis.Redis, kind: str, job_id: str, name: str) -> None:
-    """Record a job's start or end with this process's pid; the time is taken before the Redis round trip."""
+def events_path(state_dir: Path) -> Path:
+    return state_dir.parent / "events.jsonl"
+
+
+def report(kind: str, job_id: str, name: str) -> None:
+    """Record a job's start or end, with this process's pid and the time, in the test's events file."""
     at = time.monotonic()
-    client.rpush(EVENTS_KEY, json.dumps({"kind": kind, "id": job_id, "name": name, "pid": os.getpid(), "at": at}))
+    fd = _events_fd.get(os.getpid())
+    if fd is None:
+        fd = _events_fd[os.getpid()] = os.open(os.environ[EVENTS_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    line = json.dumps({"kind": kind, "id": job_id, "name": name, "pid": os.getpid(), "at": at}) + "\n"
+    os.write(fd, line.encode())
 
 
 def busy(seconds: float, on_end: Callable[[float], None] | None = None) -> float:
@@ -47,17 +55,6 @@ def busy(seconds: float, on_end: Callable[[float], None] | None = None) -> float
         if on_end is not None:
             on_end(time.monotonic() - started)
     return time.monotonic() - started
-
-
-_clients: dict[tuple[int, str], redis.Redis] = {}
-
-
-def client_for(url: str) -> redis.Redis:
-    """One Redis client per process (a forked child must not share its parent's connections)."""
-    key = (os.getpid(), url)
-    if key not in _clients:
-        _clients[key] = redis.Redis.from_url(url)
-    return _clients[key]
 
 
 class DeathWatch:
@@ -120,16 +117,24 @@ class Job:
 class Run:
     """The events of one test run, read from Redis, and the readings of the journals taken meanwhile."""
 
-    client: redis.Redis
     state_dir: Path
     deaths: DeathWatch | None  # None when jobs run in another PID namespace: their pids mean nothing here
     jobs: dict[str, Job] = field(default_factory=dict)
+    _read: int = 0  # bytes of the events file taken so far
     readings: list[dict[tuple[str, tuple[tuple[str, str], ...]], float]] = field(default_factory=list)
 
     def poll(self) -> None:
         """Take new events (watching every pid that starts a job) and one reading of the journals."""
-        while (raw := self.client.lpop(EVENTS_KEY)) is not None:
-            event = json.loads(raw)
+        try:
+            with events_path(self.state_dir).open("rb") as events:
+                events.seek(self._read)
+                chunk = events.read()
+        except FileNotFoundError:
+            chunk = b""
+        complete = chunk[:chunk.rfind(b"\n") + 1]
+        self._read += len(complete)
+        for line in complete.splitlines():
+            event = json.loads(line)
             if event["kind"] == "start":
                 self.jobs[event["id"]] = Job(event["id"], event["name"], event["pid"], event["at"])
                 if self.deaths is not None:
@@ -211,6 +216,7 @@ def framework_process(argv: list[str], state_dir: Path, log: Path, heartbeat: fl
 
     `prefix` runs it behind e.g. `unshare --pid --fork`."""
     env = app_env(state_dir, heartbeat)
+    env[EVENTS_ENV] = str(events_path(state_dir))
     env.update(extra_env)
     with log.open("wb") as out:
         process = subprocess.Popen([*(prefix or []), sys.executable, "-m", *argv], env=env, stdin=subprocess.DEVNULL,

@@ -1,12 +1,11 @@
 """The RQ jobs and traced worker classes the integration tests run with `rq worker --worker-class ...`.
 
 Each worker class is made by candor_tracer.rq's one line, then subclassed to report each job's start and end
-(around Candor's trace) to the test's Redis ($CANDOR_TEST_REDIS, also the RQ connection).
+(around Candor's trace) to the test (framework_runs.report).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from prometheus_client import Counter
@@ -15,7 +14,7 @@ from rq.job import Job
 from rq.queue import Queue
 
 from candor_tracer.rq import traced_worker_class
-from tests.support.framework_runs import busy, client_for, report
+from tests.support.framework_runs import busy, report
 
 JOB_SECONDS = Counter("job_worked_seconds_total", "Seconds spent in RQ jobs", ["job", "queue"])
 TracedWorker = traced_worker_class(JOB_SECONDS, Worker, queue_label="queue")
@@ -23,12 +22,11 @@ TracedSimpleWorker = traced_worker_class(JOB_SECONDS, SimpleWorker, queue_label=
 
 
 def _measured(job: Job, perform: Any) -> bool:
-    client = client_for(os.environ["CANDOR_TEST_REDIS"])
-    report(client, "start", job.id, str(job.func_name))
+    report("start", job.id, str(job.func_name))
     try:
         return bool(perform())
     finally:
-        report(client, "end", job.id, str(job.func_name))
+        report("end", job.id, str(job.func_name))
 
 
 class MeasuredWorker(TracedWorker):

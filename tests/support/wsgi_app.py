@@ -1,14 +1,13 @@
 """The WSGI app the gunicorn tests serve: GET /quick|/timeout|/stuck?seconds=S&id=ID sleeps S seconds.
 
 Traced by candor_tracer.wsgi (label `route` = the path); a middleware around the traced app reports each
-request's start and end (once the server closed the response) to the test's Redis ($CANDOR_TEST_REDIS).
+request's start and end (once the server closed the response) to the test (framework_runs.report).
 /stuck blocks SIGABRT first, as a worker stuck in C code would not notice it: gunicorn's `timeout` then has
 to SIGKILL the worker.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -17,7 +16,7 @@ from urllib.parse import parse_qs
 from prometheus_client import Counter
 
 from candor_tracer.wsgi import traced_wsgi
-from tests.support.framework_runs import busy, client_for, report
+from tests.support.framework_runs import busy, report
 
 REQUEST_SECONDS = Counter("request_worked_seconds_total", "Seconds spent serving requests", ["route"])
 
@@ -48,15 +47,14 @@ class _MeasuredBody:
 
 def measured(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
     def measure(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        client = client_for(os.environ["CANDOR_TEST_REDIS"])
         request_id, path = parse_qs(environ.get("QUERY_STRING", ""))["id"][0], environ["PATH_INFO"]
-        report(client, "start", request_id, path)
+        report("start", request_id, path)
         try:
             body = app(environ, start_response)
         except BaseException:
-            report(client, "end", request_id, path)
+            report("end", request_id, path)
             raise
-        return _MeasuredBody(body, lambda: report(client, "end", request_id, path))
+        return _MeasuredBody(body, lambda: report("end", request_id, path))
 
     return measure
 
