@@ -1,49 +1,22 @@
-"""`candor` click group.
+"""`candor`: one command, a subcommand per part (sidecar, operator, render, demo, bench).
 
-Each subcommand lives with its part (sidecar, operator, demo) and is imported only when
-invoked, so `candor sidecar` never pays for kopf and apps importing the tracer never pay for click.
+`candor sidecar` runs in every pod, so it goes straight to the sidecar's own small argument parser;
+every other subcommand goes through the click group in candor_cli.group.
 """
 
 from __future__ import annotations
 
-import importlib
-
-import click
-
-# name -> "module:attribute" of a click.Command
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "sidecar": ("candor_sidecar.cli:sidecar_command", "Run the pod sidecar: /health, agent-check, /metrics."),
-    "operator": ("candor_operator.cli:operator_command", "Run the HealthPolicy operator (kopf)."),
-    "render": ("candor_operator.cli:render_command", "Print the annotations and HAProxy backend of a policy."),
-    "demo": ("candor_demo.cli:demo_command", "Replay the seed incident locally and measure Candor."),
-    "bench": ("candor_cli.bench:bench_command", "Run the benchmarks under bench/."),
-}
+import sys
 
 
-class LazyGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(SUBCOMMANDS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = SUBCOMMANDS.get(cmd_name)
-        if target is None:
-            return None
-        module_name, attribute = target[0].split(":")
-        command = getattr(importlib.import_module(module_name), attribute)
-        assert isinstance(command, click.Command)
-        return command
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        # Help must not import every part: show the short help kept here.
-        rows = [(name, SUBCOMMANDS[name][1]) for name in self.list_commands(ctx)]
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
-
-
-@click.group(cls=LazyGroup)
-@click.version_option(package_name="candor")
 def main() -> None:
-    """Candor: honest health for load balancers, honest job-seconds for Prometheus."""
+    if sys.argv[1:2] == ["sidecar"]:
+        from candor_sidecar.cli import main as sidecar
+
+        sidecar(sys.argv[2:])
+    from candor_cli.group import group
+
+    group()
 
 
 if __name__ == "__main__":

@@ -1,17 +1,26 @@
-"""`candor sidecar` (also `python -m candor_sidecar`), and `candor sidecar drain`, its container's preStop hook."""
+"""`candor sidecar` (also `python -m candor_sidecar`), and `candor sidecar drain`, its container's preStop hook.
+
+The sidecar runs in every pod, so its start costs as little memory as it can: flags are read with the
+stdlib's argparse (the `candor` command hands `sidecar` straight to `main` here, before importing
+click), and OpenSSL is never loaded (see `_without_openssl`).
+"""
 
 from __future__ import annotations
 
-import asyncio
+import argparse
 import os
 import sys
-
-import click
+from collections.abc import Sequence
+from typing import NoReturn, cast
 
 from candor_sidecar.config import ConfigError, SidecarConfig, load_config, parse_config
-from candor_sidecar.control import DEFAULT_SOCKET, SOCKET_ENV, ControlError, send_command
 
 CONFIG_ERROR_EXIT = 2
+DESCRIPTION = ("Run the pod sidecar: /health, HAProxy agent-check, /metrics from the journals, drain and flush on "
+               "termination. `drain` (a subcommand) makes the running sidecar answer drain.")
+# The same names as candor_sidecar.control, which imports asyncio: read before OpenSSL is kept out.
+SOCKET_ENV = "CANDOR_CONTROL_SOCKET"
+DEFAULT_SOCKET = "/run/candor-control/sidecar.sock"
 
 
 def build_config(config_path: str | None, state_dir: str | None, http_port: int | None,
@@ -26,58 +35,84 @@ def build_config(config_path: str | None, state_dir: str | None, http_port: int 
                                  grace_period=grace_period, control_socket=control_socket or None)
 
 
+def parser(prog: str) -> argparse.ArgumentParser:
+    flags = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    flags.add_argument("--config", dest="config_path", metavar="PATH",
+                       help="Sidecar YAML config (the schema the operator writes). Defaults apply without one.")
+    flags.add_argument("--state-dir", help="Directory of the tracer's journals (overrides stateDir).")
+    flags.add_argument("--http-port", type=int, help="Port of /health, /livez, /readyz, /metrics (default 9898).")
+    flags.add_argument("--agent-port", type=int, help="Port of the HAProxy agent-check (default 9999).")
+    flags.add_argument("--termination-grace-period", dest="grace_period", type=float, metavar="SECONDS",
+                       help="The pod's terminationGracePeriodSeconds (default 30): bounds the drain wait and its "
+                            "self-lift.")
+    flags.add_argument("--control-socket", default=os.environ.get(SOCKET_ENV), metavar="PATH",
+                       help=f"Unix socket for `candor sidecar drain`, in a directory only the sidecar container "
+                            f"mounts (${SOCKET_ENV}; default none: a drain starts with SIGTERM only).")
+    flags.add_argument("--log-format", choices=["text", "json"], default="text", help="(default: text)")
+    flags.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
+                       help="(default: info)")
+    return flags
 
 
-@click.group("sidecar", invoke_without_command=True)
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="Sidecar YAML config (the schema the operator writes). Defaults apply without one.")
-@click.option("--state-dir", default=None, help="Directory of the tracer's journals (overrides stateDir).")
-@click.option("--http-port", type=int, default=None, help="Port of /health, /livez, /readyz, /metrics (default 9898).")
-@click.option("--agent-port", type=int, default=None, help="Port of the HAProxy agent-check (default 9999).")
-@click.option("--termination-grace-period", "grace_period", type=float, default=None,
-              help="The pod's terminationGracePeriodSeconds (default 30): bounds the drain wait and its self-lift.")
-@click.option("--control-socket", envvar=SOCKET_ENV, default=None,
-              help=f"Unix socket for `candor sidecar drain`, in a directory only the sidecar container mounts "
-                   f"(${SOCKET_ENV}; default none: a drain starts with SIGTERM only).")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
-              show_default=True)
-@click.pass_context
-def sidecar_command(ctx: click.Context, config_path: str | None, state_dir: str | None, http_port: int | None,
-                    agent_port: int | None, grace_period: float | None, control_socket: str | None, log_format: str,
-                    log_level: str) -> None:
-    """Run the pod sidecar: /health, HAProxy agent-check, /metrics from the journals, drain and flush on termination."""
-    if ctx.invoked_subcommand is not None:
-        return
+def drain_parser(prog: str) -> argparse.ArgumentParser:
+    flags = argparse.ArgumentParser(
+        prog=f"{prog} drain",
+        description="Make the running sidecar answer `drain` (its container's preStop hook); returns at once. "
+                    "The app containers' preStop hooks (GET /drain/wait) hold each app's SIGTERM until every "
+                    "HAProxy has heard it. Only a process in the sidecar container can reach the socket.")
+    flags.add_argument("--control-socket", default=os.environ.get(SOCKET_ENV, DEFAULT_SOCKET), metavar="PATH",
+                       help=f"The running sidecar's control socket (${SOCKET_ENV}; default {DEFAULT_SOCKET}).")
+    return flags
+
+
+def _without_openssl() -> None:
+    """Keep OpenSSL out of the sidecar: about 9 MiB of every pod's memory that buys it nothing.
+
+    asyncio imports ssl in case a caller wants TLS, and hmac (which `secrets` imports) loads hashlib's
+    OpenSSL backend; the sidecar serves plain HTTP and the agent protocol and hashes nothing. A None
+    entry in sys.modules makes those optional imports fail (the import system's documented way): asyncio
+    then runs without TLS support, and hashlib falls back to its built-in implementations.
+    """
+    modules = cast("dict[str, object]", sys.modules)  # typeshed allows modules only; None is the blocker
+    if "asyncio" not in modules and "hashlib" not in modules:
+        modules.setdefault("ssl", None)
+        modules.setdefault("_hashlib", None)
+
+
+def drain(argv: Sequence[str], prog: str) -> NoReturn:
+    args = drain_parser(prog).parse_args(argv)
+    from candor_sidecar.control import ControlError, send_command
+
     try:
-        config = build_config(config_path, state_dir, http_port, agent_port, grace_period, control_socket)
+        answer = send_command(args.control_socket, "drain")
+    except ControlError as error:
+        print(f"{prog} drain: {error}", file=sys.stderr)
+        sys.exit(1)
+    print(answer)
+    sys.exit(0)
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "candor sidecar") -> NoReturn:
+    _without_openssl()  # before anything imports asyncio
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["drain"]:
+        drain(argv[1:], prog)
+    args = parser(prog).parse_args(argv)  # exits 2 on a bad flag, naming it
+    try:
+        config = build_config(args.config_path, args.state_dir, args.http_port, args.agent_port, args.grace_period,
+                              args.control_socket)
     except ConfigError as error:
-        click.echo(f"candor sidecar: invalid config: {error}", err=True)
+        print(f"candor sidecar: invalid config: {error}", file=sys.stderr)
         sys.exit(CONFIG_ERROR_EXIT)
+    import asyncio
+
     from candor_sidecar.logs import configure
     from candor_sidecar.service import run_sidecar
 
-    configure(log_format, log_level)
+    configure(args.log_format, args.log_level)
     try:
         status = asyncio.run(run_sidecar(config))
     except OSError as error:  # a port in use, an address we cannot bind
-        click.echo(f"candor sidecar: cannot start: {error}", err=True)
+        print(f"candor sidecar: cannot start: {error}", file=sys.stderr)
         sys.exit(1)
     sys.exit(status)
-
-
-@sidecar_command.command("drain")
-@click.option("--control-socket", envvar=SOCKET_ENV, default=DEFAULT_SOCKET, show_default=True,
-              help=f"The running sidecar's control socket (${SOCKET_ENV}).")
-def drain_command(control_socket: str) -> None:
-    """Make the running sidecar answer `drain` (its container's preStop hook); returns at once.
-
-    The app containers' preStop hooks (GET /drain/wait) hold each app's SIGTERM until every HAProxy has
-    heard it. Only a process in the sidecar container can reach the socket.
-    """
-    try:
-        answer = send_command(control_socket, "drain")
-    except ControlError as error:
-        click.echo(f"candor sidecar drain: {error}", err=True)
-        sys.exit(1)
-    click.echo(answer)

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from importlib import metadata
 from typing import Any
 
 from candor_sidecar.checks import FAIL, PASS, CheckResult, Evaluation, worst
+from candor_sidecar.release import VERSION
 
 CONTENT_TYPE = "application/health+json"
-
-
-def _version() -> str:
-    try:
-        return metadata.version("candor")
-    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
-        return "0"
-
-
-RELEASE = _version()
 
 
 def iso_time(wall: float) -> str:
@@ -51,7 +41,7 @@ def health_document(evaluation: Evaluation, checks: list[CheckResult] | tuple[Ch
     grouped: dict[str, list[dict[str, Any]]] = {}
     for check in checks:
         grouped.setdefault(check.key, []).append(_entry(check, when, verbose))
-    document: dict[str, Any] = {"status": status, "version": "1", "releaseId": RELEASE,
+    document: dict[str, Any] = {"status": status, "version": "1", "releaseId": VERSION,
                                 "serviceId": "candor-sidecar", "description": "health of the pod's app, seen by Candor"}
     problems = [check.reason or check.output for check in checks if check.status != PASS]
     if problems:

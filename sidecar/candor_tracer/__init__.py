@@ -23,31 +23,55 @@ memory check; an app whose "container" is something else reports its own:
 from __future__ import annotations
 
 import asyncio
+import threading
+from typing import TYPE_CHECKING, Any
 
 from candor_tracer.cgroup import MemoryFigures, MemorySource
 from candor_tracer.heartbeat import set_memory_source
-from candor_tracer.tracer import Trace, Tracer
-from candor_tracer.watchdog import LoopWatch
+
+if TYPE_CHECKING:
+    from candor_tracer.tracer import Trace, Tracer
+    from candor_tracer.watchdog import LoopWatch
+
+    default_tracer: Tracer = Tracer()  # for the type checker only: made on first use, below
+    # trace(counter, **labels): count the seconds of a block or function into `counter`, in flight
+    # included, on the default tracer (the bound method itself: one call less on every trace).
+    trace = default_tracer.trace
 
 __all__ = ["LoopWatch", "MemoryFigures", "MemorySource", "Trace", "Tracer", "default_tracer", "heartbeat",
            "set_memory_source", "trace", "watch_event_loop"]
 
-default_tracer = Tracer()
+# The app's API loads on first use: `from candor_tracer import trace` in an app costs what it always
+# did, while the sidecar, which imports only the journal package below this one, never loads
+# prometheus_client (and the http.server, urllib and ssl modules it brings).
+_LAZY = frozenset({"LoopWatch", "Trace", "Tracer", "default_tracer", "trace"})
+_loading = threading.Lock()
 
 
-# trace(counter, **labels): count the seconds of a block or function into `counter`, in flight included,
-# on the default tracer (the bound method itself: one call less on every trace).
-trace = default_tracer.trace
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    with _loading:  # one default tracer, whichever thread asks first
+        if "default_tracer" not in globals():
+            from candor_tracer.tracer import Trace, Tracer
+            from candor_tracer.watchdog import LoopWatch
+
+            default = Tracer()
+            globals().update(Trace=Trace, Tracer=Tracer, LoopWatch=LoopWatch, default_tracer=default,
+                             trace=default.trace)
+    return globals()[name]
 
 
 def heartbeat() -> None:
     """Mark app progress for the sidecar's deadlock check (journal mode; nearly free otherwise)."""
-    default_tracer.heartbeat()
+    __getattr__("default_tracer").heartbeat()
 
 
 def watch_event_loop(loop: asyncio.AbstractEventLoop | None = None, threshold: float = 0.5,
                      tracer: Tracer | None = None) -> LoopWatch:
     """Record stalls of `loop` (default: the running loop) longer than `threshold` seconds."""
+    from candor_tracer.watchdog import LoopWatch
+
     if loop is None:
         loop = asyncio.get_running_loop()  # RuntimeError outside a loop: pass loop= instead
-    return LoopWatch(tracer or default_tracer, loop, threshold)
+    return LoopWatch(tracer or __getattr__("default_tracer"), loop, threshold)

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from click.testing import CliRunner
 
-from candor_cli.main import main
+from candor_cli.group import group as main
 
 POLICY = """\
 apiVersion: candor.io/v1alpha1

@@ -71,12 +71,17 @@ def test_hostile_file_is_a_config_error_naming_the_key(tmp_path: Path, name: str
 
 def test_the_command_exits_2_on_every_hostile_file_without_a_traceback(tmp_path: Path) -> None:
     script = (
-        "import json, sys\n"
-        "from click.testing import CliRunner\n"
-        "from candor_sidecar.cli import sidecar_command\n"
+        "import contextlib, io, json, sys\n"
+        "from candor_sidecar.cli import main\n"
         "for path in sys.argv[1:]:\n"
-        "    result = CliRunner().invoke(sidecar_command, ['--config', path])\n"
-        "    print(json.dumps([result.exit_code, result.output.strip(), type(result.exception).__name__]))\n"
+        "    err = io.StringIO()\n"
+        "    with contextlib.redirect_stderr(err):\n"
+        "        try:\n"
+        "            main(['--config', path])\n"
+        "        except SystemExit as exit:\n"
+        "            print(json.dumps([exit.code, err.getvalue().strip(), 'SystemExit']))\n"
+        "        except BaseException as error:\n"
+        "            print(json.dumps([None, err.getvalue().strip(), type(error).__name__]))\n"
     )
     paths = []
     for index, (_, data, _) in enumerate(HOSTILE):

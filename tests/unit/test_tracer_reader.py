@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from candor_tracer import Tracer
-from candor_tracer.journal.reader import fold_dead_writers, read_totals
+from candor_tracer.journal.reader import fold_dead_writers, read_totals, read_writers
 
 
 def test_series_keep_name_help_and_the_counters_label_order(tmp_path: Path) -> None:
@@ -113,5 +113,24 @@ def test_many_threads_tracing_and_scraping_keep_journal_and_counter_equal(tmp_pa
             expected = registry.get_sample_value("job_worked_seconds_total", {"job": job})
             assert totals[job] == pytest.approx(expected, abs=1e-6), job
         assert read_totals(tmp_path).writers[0].inflight == 0
+    finally:
+        tracer.close()
+
+
+def test_read_writers_sees_the_same_writers_as_read_totals_without_the_series(tmp_path: Path) -> None:
+    counter = Counter("job_worked_seconds_total", "h", ["task"], registry=CollectorRegistry())
+    tracer = Tracer(state_dir=tmp_path)
+    try:
+        with tracer.trace(counter, task="done"):
+            pass
+        running = tracer.trace(counter, task="running")
+        running.__enter__()
+        tracer.heartbeat()
+        now = time.monotonic()
+        full, light = read_totals(tmp_path, now=now), read_writers(tmp_path, now=now)
+        assert light.series == () and len(full.series) == 2
+        assert light.writers == full.writers and light.writers[0].inflight == 1
+        assert light.writers[0].heartbeat is not None
+        running.__exit__(None, None, None)
     finally:
         tracer.close()

@@ -330,8 +330,12 @@ def _named_by_its_writer(opened: OpenFile, skips: _Skips) -> bool:
     return False
 
 
-def _pass(state_dir: Path, folded: set[str], at: float, realtime: bool, read_live: bool, skips: _Skips) -> _Read:
-    """Read every journal of `state_dir` once (one descriptor at a time, so thousands of files cost no more)."""
+def _pass(state_dir: Path, folded: set[str], at: float, realtime: bool, read_live: bool, skips: _Skips,
+          live_series: bool = True) -> _Read:
+    """Read every journal of `state_dir` once (one descriptor at a time, so thousands of files cost no more).
+
+    `live_series=False`: the live writers' series are not totalled (their writers, heartbeats and slots are).
+    """
     found = _Read()
     seen: set[tuple[int, int]] = set()
     directory = str(state_dir)
@@ -364,7 +368,7 @@ def _pass(state_dir: Path, folded: set[str], at: float, realtime: bool, read_liv
                 continue
             if alive:
                 if read_live:
-                    _read_live(opened, at, realtime, found, skips)
+                    _read_live(opened, at, realtime, found, skips, live_series)
             elif name in folded:
                 found.already_folded.append(opened.path)
             else:
@@ -380,7 +384,7 @@ def _pass(state_dir: Path, folded: set[str], at: float, realtime: bool, read_liv
     return found
 
 
-def _read_live(opened: OpenFile, at: float, realtime: bool, found: _Read, skips: _Skips) -> None:
+def _read_live(opened: OpenFile, at: float, realtime: bool, found: _Read, skips: _Skips, series: bool) -> None:
     reading = _decode(opened, True, skips)
     if reading is None:
         # Its lock says a process is alive; its bytes say nothing we can trust. Still a writer, so a
@@ -390,10 +394,11 @@ def _read_live(opened: OpenFile, at: float, realtime: bool, found: _Read, skips:
                                         memory_current=None, memory_max=None, inactive_file=None, inflight=0,
                                         oldest_inflight_start=None, last_stall_at=None, last_stall_seconds=None))
         return
-    for key, value in _values(reading, at).items():
-        found.live[key] = found.live.get(key, 0) + value
-    for desc in reading.descs:
-        found.docs.setdefault((desc.name, desc.labels), desc.documentation)
+    if series:
+        for key, value in _values(reading, at).items():
+            found.live[key] = found.live.get(key, 0) + value
+        for desc in reading.descs:
+            found.docs.setdefault((desc.name, desc.labels), desc.documentation)
     found.writers.append(_writer_info(opened, reading))
     if realtime:
         _record_observation(opened, reading, at)
@@ -501,13 +506,25 @@ def read_totals(state_dir: str | os.PathLike[str], now: float | None = None) -> 
     later fold by any reader keeps that time. An explicit `now` (tests, what-if) computes at that time
     without recording or clamping anything.
     """
+    return _read(state_dir, now, with_series=True)
+
+
+def read_writers(state_dir: str | os.PathLike[str], now: float | None = None) -> JournalSnapshot:
+    """What health checks need, without the series: like read_totals (dead writers folded, live ones
+    recorded as seen), but `series` is empty and no live series is totalled, so evaluating many journals
+    every second stays cheap."""
+    return _read(state_dir, now, with_series=False)
+
+
+def _read(state_dir: str | os.PathLike[str], now: float | None, with_series: bool) -> JournalSnapshot:
     directory = Path(state_dir)
     realtime = now is None
     at = time.monotonic() if now is None else now  # taken before the lock probes: "alive at `at`" holds
     skips = _Skips()
     with _archive_lock(directory, skips) as writable:
         archive = _load_archive(directory, skips)
-        found = _pass(directory, set(archive.folded) if archive is not None else set(), at, realtime, True, skips)
+        found = _pass(directory, set(archive.folded) if archive is not None else set(), at, realtime, True, skips,
+                      live_series=with_series)
         totals: dict[SeriesKey, int] = {}
         docs: dict[SeriesKey, str] = {}
         if archive is not None and writable:
@@ -518,6 +535,10 @@ def read_totals(state_dir: str | os.PathLike[str], now: float | None = None) -> 
                 if is_exhaustion(exc):
                     raise
                 _warn_once(str(directory / ARCHIVE_NAME), f"cannot save the archive, not folding: {exc}")
+    last_fold = archive.last_fold if archive is not None else None
+    if not with_series:
+        return JournalSnapshot(series=(), writers=tuple(found.writers), skipped=tuple(skips.paths),
+                               last_fold=last_fold, now=at)
     if archive is not None:
         totals.update(archive.totals)
         docs.update({key: archive.documentation.get(key, "") for key in archive.totals})
@@ -530,7 +551,7 @@ def read_totals(state_dir: str | os.PathLike[str], now: float | None = None) -> 
         docs.setdefault(key, found.docs.get(key, ""))
     series = _monotonic_series(directory, totals, docs, clamp=realtime)
     return JournalSnapshot(series=series, writers=tuple(found.writers), skipped=tuple(skips.paths),
-                           last_fold=archive.last_fold if archive is not None else None, now=at)
+                           last_fold=last_fold, now=at)
 
 
 def _monotonic_series(directory: Path, totals: dict[SeriesKey, int], docs: dict[SeriesKey, str],

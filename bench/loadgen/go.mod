@@ -1,3 +1,0 @@
-module candor/bench/loadgen
-
-go 1.21
