@@ -2,8 +2,8 @@
 
     from candor_tracer.asgi import traced_asgi
     REQUEST_SECONDS = Counter("request_worked_seconds_total", "Seconds spent serving requests", ["app"])
-    app = traced_asgi(app, REQUEST_SECONDS, app="shop")
-    app = traced_asgi(app, COUNTER, labels=lambda scope: {"method": scope.get("method", "WS")})
+    app = traced_asgi(app, REQUEST_SECONDS, {"app": "shop"})
+    app = traced_asgi(app, COUNTER, lambda scope: {"method": scope.get("method", "WS")})
 
 The trace covers the app's coroutine for the connection's scope, so concurrent requests on one event loop
 are each counted; lifespan events are not traced. Pair it with `candor_tracer.watch_event_loop()` (call it
@@ -55,13 +55,20 @@ class TracedASGI:
             await self.app(scope, receive, send)
 
 
-def traced_asgi(app: ASGIApp, counter: Counter, *, labels: Callable[[Scope], Mapping[str, str]] | None = None,
-                tracer: Tracer | None = None, **static: str) -> TracedASGI:
-    """`app`, tracing each request into `counter` with the `static` labels (plus `labels(scope)` if given)."""
-    if labels is None:
-        require_labels(counter, tuple(static), "candor_tracer.asgi.traced_asgi")
-    elif not callable(labels):
-        raise TypeError(f"candor_tracer.asgi.traced_asgi: labels must be a function of the scope, got {labels!r}")
-    else:
-        require_counter(counter, "candor_tracer.asgi.traced_asgi")
-    return TracedASGI(app, counter, labels, static, tracer or _default_tracer())
+def traced_asgi(app: ASGIApp, counter: Counter,
+                labels: Mapping[str, str] | Callable[[Scope], Mapping[str, str]] | None = None, *,
+                tracer: Tracer | None = None) -> TracedASGI:
+    """`app`, tracing each request into `counter`: labelled by `labels`, a mapping or a function of the scope.
+
+    With a mapping (or none), the counter's label names must be exactly its keys (checked now); a function's
+    labels are checked per request, and ones that do not fit the counter raise ValueError naming them.
+    """
+    where = "candor_tracer.asgi.traced_asgi"
+    if labels is None or isinstance(labels, Mapping):
+        static = dict(labels or {})
+        require_labels(counter, tuple(static), where)
+        return TracedASGI(app, counter, None, static, tracer or _default_tracer())
+    if not callable(labels):
+        raise TypeError(f"{where}: labels must be a mapping or a function of the scope, got {labels!r}")
+    require_counter(counter, where)
+    return TracedASGI(app, counter, labels, {}, tracer or _default_tracer())

@@ -2,10 +2,10 @@
 
     from candor_tracer.wsgi import traced_wsgi
     REQUEST_SECONDS = Counter("request_worked_seconds_total", "Seconds spent serving requests", ["app"])
-    application = traced_wsgi(application, REQUEST_SECONDS, app="shop")
+    application = traced_wsgi(application, REQUEST_SECONDS, {"app": "shop"})
 
     # labels per request: a function of the WSGI environ (its names must be the counter's)
-    application = traced_wsgi(application, COUNTER, labels=lambda environ: {"method": environ["REQUEST_METHOD"]})
+    application = traced_wsgi(application, COUNTER, lambda environ: {"method": environ["REQUEST_METHOD"]})
 
 The trace ends when the server closes the response iterable (PEP 3333), so a streamed body counts until its
 last chunk is sent, and a request aborted by an exception (gunicorn's SIGABRT on `timeout` raises
@@ -79,17 +79,20 @@ class TracedWSGI:
         return _TracedBody(body, traced)
 
 
-def traced_wsgi(app: WSGIApp, counter: Counter, *, labels: Callable[[Environ], Mapping[str, str]] | None = None,
-                tracer: Tracer | None = None, **static: str) -> TracedWSGI:
-    """`app`, tracing each request into `counter` with the `static` labels (plus `labels(environ)` if given).
+def traced_wsgi(app: WSGIApp, counter: Counter,
+                labels: Mapping[str, str] | Callable[[Environ], Mapping[str, str]] | None = None, *,
+                tracer: Tracer | None = None) -> TracedWSGI:
+    """`app`, tracing each request into `counter`: labelled by `labels`, a mapping or a function of the environ.
 
-    Without `labels`, the counter's label names must be exactly the static ones (checked now); with it, a
-    request whose labels do not fit the counter raises ValueError naming them.
+    With a mapping (or none), the counter's label names must be exactly its keys (checked now); a function's
+    labels are checked per request, and ones that do not fit the counter raise ValueError naming them.
     """
-    if labels is None:
-        require_labels(counter, tuple(static), "candor_tracer.wsgi.traced_wsgi")
-    elif not callable(labels):
-        raise TypeError(f"candor_tracer.wsgi.traced_wsgi: labels must be a function of the environ, got {labels!r}")
-    else:
-        require_counter(counter, "candor_tracer.wsgi.traced_wsgi")
-    return TracedWSGI(app, counter, labels, static, tracer or _default_tracer())
+    where = "candor_tracer.wsgi.traced_wsgi"
+    if labels is None or isinstance(labels, Mapping):
+        static = dict(labels or {})
+        require_labels(counter, tuple(static), where)
+        return TracedWSGI(app, counter, None, static, tracer or _default_tracer())
+    if not callable(labels):
+        raise TypeError(f"{where}: labels must be a mapping or a function of the environ, got {labels!r}")
+    require_counter(counter, where)
+    return TracedWSGI(app, counter, labels, {}, tracer or _default_tracer())
