@@ -39,7 +39,7 @@ cluster: venv k8s-bin
 
 lint: venv
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy --strict sidecar/candor_tracer sidecar/candor_sidecar sidecar/candor_cli operator/candor_operator demo/candor_demo
+	$(VENV)/bin/mypy --strict sidecar/candor_tracer sidecar/candor_sidecar operator/candor_operator demo/candor_demo cli/candor_cli
 
 bench: venv system-deps
 	@status=0; for b in bench/*.py; do echo "== $$b"; $(PY) $$b || status=1; done; exit $$status

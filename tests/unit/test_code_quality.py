@@ -10,9 +10,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = [
     "sidecar/candor_tracer",
     "sidecar/candor_sidecar",
-    "sidecar/candor_cli",
     "operator/candor_operator",
     "demo/candor_demo",
+    "cli/candor_cli",
 ]
 
 
