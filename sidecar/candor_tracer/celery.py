@@ -94,7 +94,8 @@ class CeleryInstrumentation:
 
 
 def _queue_of(task: Any) -> str:
-    """The queue a task came from: the routing key of its delivery (the queue's name under default routing)."""
+    """The queue a task came from: the routing key of its delivery (the queue's name under default routing);
+    "eager" for a task run in the caller's process (`task_always_eager`, `apply()`)."""
     delivery = getattr(task.request, "delivery_info", None) or {}
     queue = delivery.get("routing_key") or delivery.get("queue")
     if not queue:
