@@ -1,6 +1,6 @@
 """Operator benchmark on a real control plane (kube-apiserver + controller-manager + etcd on 127.0.0.1).
 
-Targets (issue 5): apply -> Service annotated p95 < 1 s; 500 policies over 500 Services converge
+Targets: apply -> Service annotated p95 < 1 s; 500 policies over 500 Services converge
 within 60 s; operator RSS < 150 MB while holding them. Prints a table; exits 1 on a missed target.
 
     .venv/bin/python bench/operator.py [--policies 500] [--samples 30]

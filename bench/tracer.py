@@ -1,6 +1,6 @@
 """Tracer benchmarks: prints a table, exits non-zero when a target is missed.
 
-Targets (issue 2), all measured in this run on this machine:
+Targets, all measured in this run on this machine:
 - trace start + stop, in-process: at most 1.5 x `with Summary.time():`; journal mode: at most 3 x;
 - a scrape with 10,000 in-flight traces: at most 10 ms more than with none;
 - reading 16 journals (16 live writer processes) holding 1,000 in-flight traces each: at most 50 ms.

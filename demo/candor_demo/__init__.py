@@ -1,1 +1,1 @@
-"""Candor demo: replays the seed incident on one machine and measures the fix."""
+"""Candor demo: replays a job-seconds and health incident on one machine and measures the fix."""

@@ -1,4 +1,5 @@
-"""`candor demo`: replay the seed's incident on this machine with real processes, measure it, write a report."""
+"""`candor demo`: replay a job-seconds and health incident on this machine with real processes, measure it,
+write a report."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ EXIT_INTERRUPTED = 130
               help="Prometheus binary (default: Debian's, or on PATH).")
 def demo_command(quick: bool, report_dir: str, keep_workdir: bool, haproxy_binary: str | None,
                  prometheus_binary: str | None) -> None:
-    """Replay the seed incident locally and measure Candor.
+    """Replay a job-seconds and health incident locally and measure Candor.
 
     Three resizer instances with ten workers each, their Candor sidecars, a real HAProxy configured from a
     HealthPolicy, a real Prometheus, a load generator and scripted faults (memory pressure, SIGKILL, SIGTERM).

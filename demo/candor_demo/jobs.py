@@ -1,8 +1,8 @@
 """The resizer's background job loop, shared by thread workers and process workers.
 
-Jobs have half-normal lengths between 0.1 s and `max_seconds`, as in the seed's experiment. Each job is
+Jobs have half-normal lengths between 0.1 s and `max_seconds` (mostly short, a few long). Each job is
 counted three ways: the truth file (start/end), the Candor tracer (journal mode, in-flight time included at
-every scrape) and the naive end-of-job counter (the seed's `ensure` block: increments once the job ends).
+every scrape) and the naive end-of-job counter (incremented once, when the job ends, as most apps do).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ MIN_JOB_SECONDS = 0.1
 JOB_CLASS = "resize"
 
 # Not registered anywhere: the tracer journals it and the sidecar exports it. The label is not called `job`
-# (the seed's name) because Prometheus would rename it to `exported_job` next to its own `job` label.
+# (the obvious name) because Prometheus would rename it to `exported_job` next to its own `job` label.
 TRACED_JOB_SECONDS = Counter("job_worked_seconds", "Seconds spent working on jobs, in-flight time included",
                              ["job_class", "worker"], registry=None)
 
@@ -49,7 +49,7 @@ def run_worker(slot: int, max_seconds: float, stop: threading.Event, truth: Trut
             with trace(TRACED_JOB_SECONDS, job_class=JOB_CLASS, worker=str(slot)):
                 truth.start(slot, at=started)
                 on_start(slot, started, length)
-                stop.wait(length)  # the "work": the seed's workers mostly wait on I/O
+                stop.wait(length)  # the "work": resizer workers mostly wait on I/O
                 ended = time.monotonic()
         finally:
             ended = ended if ended is not None else time.monotonic()

@@ -151,7 +151,7 @@ generator. The truth comes from the workers themselves: each appends its busy in
 |---|---|---|---|
 {checks}
 
-## Busy workers: the seed's figure, per job length
+## Busy workers, per job length
 
 ![busy workers](busy_workers.png)
 

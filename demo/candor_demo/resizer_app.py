@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     while not stopping.wait(0.25):
         heartbeat()  # the app is alive and its main loop turns
     # Interrupt the jobs and exit at once; the servers' daemon threads end with the process. The naive counter's
-    # last increments (the interrupted jobs' seconds, counted at their end as in the seed) die with it unless a
+    # last increments (the interrupted jobs' seconds, counted at their end) die with it unless a
     # scrape happens to land in these few milliseconds.
     workers.terminate()
     workers.wait(10.0)

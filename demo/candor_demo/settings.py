@@ -1,7 +1,8 @@
-"""The demo's two timetables: the full run (~3 min, 15 s scrapes as in the seed) and --quick (~60 s, 2 s scrapes).
+"""The demo's two timetables: the full run (~3 min, 15 s scrapes, a common production interval) and --quick
+(~60 s, 2 s scrapes).
 
 Times are seconds after Prometheus first scraped every target (the script's zero). Instance i has job-length
-setting `job_max[i]`, so the three panels of the busy-workers figure are the seed's three experiments (jobs up
+setting `job_max[i]`, so the three panels of the busy-workers figure are three job-length regimes (jobs up
 to 1 s, 15 s, 30 s).
 """
 

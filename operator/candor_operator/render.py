@@ -197,7 +197,7 @@ def render_backend(
 
 
 def render_sidecar_config(policy: HealthPolicy) -> dict[str, Any]:
-    """The sidecar's YAML config (issue 3's schema), validated by candor_sidecar.config.parse_config."""
+    """The sidecar's YAML config, validated by the sidecar's own parser (candor_sidecar.config.parse_config)."""
     config: dict[str, Any] = {
         "stateDir": STATE_DIR,
         "podInfoDir": POD_INFO_DIR,

@@ -69,7 +69,7 @@ def test_traced_counter_follows_the_truth_where_the_naive_one_does_not(demo_run:
             outside = max(0.0, row["truth_low"] - row["traced"], row["traced"] - row["truth_high"])
             assert outside <= 0.02 * max(row["truth"], 1.0), (name, row)
             assert row["truth_high"] - row["truth_low"] < 0.2 * max(row["truth"], 1.0), f"scrape too slow: {row}"
-    # Jobs up to 8 s against 2 s scrapes: the end-of-job counter saws (the seed's figure).
+    # Jobs up to 8 s against 2 s scrapes: the end-of-job counter saws, far from the truth between job ends.
     long_jobs = [row for row in intervals["resizer-3"] if row["naive"] is not None]
     worst_naive = max(abs(row["naive"] - row["truth"]) / row["truth"] for row in long_jobs if row["truth"] > 1)
     assert worst_naive > 0.15, worst_naive

@@ -7,7 +7,6 @@ and Pods (which stay Pending: there is no kubelet), and each Pod as stored is wh
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,8 @@ IMAGE = "registry.local/candor-sidecar:test"
 @pytest.fixture
 def operator(k8s_cluster: K8sCluster, k8s_namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
     k8s_cluster.install_crds()
-    with OperatorProcess(k8s_cluster, tmp_path, namespaces=[k8s_namespace], sidecar_image=IMAGE) as process:
+    with OperatorProcess(k8s_cluster, tmp_path, namespaces=[k8s_namespace], sidecar_image=IMAGE,
+                         extra_args=["--verbose"]) as process:  # --verbose: its resyncs are logged
         process.register_webhook()
         yield process
 
@@ -178,7 +178,7 @@ def test_rollout_automatic_restarts_a_deployment_when_it_is_annotated(
     cluster.wait_until(lambda: cluster.api("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/later").ok()["spec"][
         "template"]["metadata"]["annotations"]["candor.io/config-hash"] != first_hash, 30, "restart on policy change")
     generation = cluster.api("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/later").ok()["metadata"]["generation"]
-    time.sleep(2 * operator.resync + 1)  # two resyncs: they must not restart anything
+    operator.wait_resyncs(2)  # two resyncs: they must not restart anything
     assert cluster.api("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/later").ok()["metadata"][
         "generation"] == generation
 
@@ -193,8 +193,8 @@ def test_a_deployment_created_annotated_is_not_restarted_for_nothing(
     for pod in wait_pods(cluster, ns, "born", 2):
         assert_injected(pod, "demo")
         assert pod["metadata"]["annotations"]["candor.io/config-hash"]
-    # Its pods got the sidecar at admission: a restart would only churn them.
-    time.sleep(2 * operator.resync + 1)
+    # Its pods got the sidecar at admission: a restart would only churn them, and two resyncs do not.
+    operator.wait_resyncs(2)
     replicasets = cluster.api("GET", f"/apis/apps/v1/namespaces/{ns}/replicasets").ok()["items"]
     assert [rs["metadata"]["name"].startswith("born-") for rs in replicasets].count(True) == 1
     # status.pods counts the governed pods (a resync later).

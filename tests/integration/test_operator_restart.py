@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +78,8 @@ def test_sigkill_mid_reconcile_converges_after_restart_and_then_stays_quiet(
 ) -> None:
     ns, cluster = k8s_namespace, k8s_cluster
     cluster.install_crds()
-    operator = OperatorProcess(cluster, tmp_path, namespaces=[ns], webhook=False, resync=2.0)
+    operator = OperatorProcess(cluster, tmp_path, namespaces=[ns], webhook=False, resync=2.0,
+                               extra_args=["--verbose"])  # --verbose: its resyncs are logged
     try:
         operator.start()
         names = [f"p{i:03d}" for i in range(80)]
@@ -99,9 +99,10 @@ def test_sigkill_mid_reconcile_converges_after_restart_and_then_stays_quiet(
         assert 0 < done_at_kill < len(names), "the kill must land mid-reconcile"
         operator.start()
         cluster.wait_until(lambda: converged(cluster, ns, names), 90, "convergence after restart")
-        # Converged means quiet: a resync (every 2 s) rewrites nothing.
+        # Converged means quiet: a resync (every 2 s) rewrites nothing. Two rounds of every policy's resync
+        # are seen in the log first.
         before = versions(cluster, ns)
-        time.sleep(3 * operator.resync)
+        operator.wait_resyncs(2 * len(names))
         assert versions(cluster, ns) == before
         print(f"annotated before SIGKILL: {done_at_kill}/{len(names)}")
     finally:

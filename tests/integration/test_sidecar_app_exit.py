@@ -90,7 +90,7 @@ def test_a_restarted_sidecar_knows_from_the_archive_that_the_app_exited(tmp_path
 
 def test_a_pod_whose_app_never_journaled_only_warns(tmp_path: Path) -> None:
     with SidecarProcess(tmp_path / "state", config=CONFIG) as sidecar:
-        time.sleep(2 * INTERVAL)
+        sidecar.wait_evaluations(2)
         status, entry = _heartbeat_check(sidecar)
         assert status == 200 and entry["status"] == "warn"
         assert sidecar.agent_line().startswith("up ")
@@ -106,6 +106,6 @@ def test_sigterm_after_the_app_exited_answers_drain_not_down(tmp_path: Path) -> 
         _until("agent says down", lambda: sidecar.agent_line().startswith("down # app exited"), 10)
         sidecar.signal(signal.SIGTERM)
         _until("agent says drain", lambda: sidecar.agent_line().startswith("drain"), 5)
-        time.sleep(2 * INTERVAL)  # later evaluations (the app still gone) never turn drain into down
+        sidecar.wait_evaluations(2)  # later evaluations (the app still gone) never turn drain into down
         assert sidecar.agent_line().startswith("drain")
         assert sidecar.wait(10) == 0  # no scrape came: exits after finalScrapeTimeout

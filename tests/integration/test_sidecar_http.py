@@ -98,7 +98,7 @@ def test_sigterm_drains_waits_for_one_scrape_then_exits_0(tmp_path: Path) -> Non
             assert time.monotonic() < deadline
             time.sleep(0.05)
         assert sidecar.get("/readyz")[0] == 503
-        time.sleep(1.0)
+        sidecar.wait_evaluations(2)
         assert sidecar.process is not None and sidecar.process.poll() is None  # still serving, waiting for a scrape
         assert sidecar.get("/metrics")[0] == 200
         scraped = time.monotonic()

@@ -16,6 +16,7 @@ import pytest
 from candor_demo.prometheus_process import PrometheusProcess
 from candor_tracer.journal.reader import read_totals
 from tests.support.sidecar_process import AppProcess, SidecarProcess
+from tests.support.tracer_apps import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +83,10 @@ def test_prometheus_sees_in_flight_seconds_survives_sigkill_and_gets_the_final_f
         #    and Prometheus' last sample is the folded total.
         app = AppProcess(state, "worker").start()
         app.get("/job?seconds=30")
-        time.sleep(3)
+        counted = sum(series.value for series in read_totals(state).series if series.labels == (("task", "resize"),))
+        wait_until(lambda: sum(series.value for series in read_totals(state).series
+                               if series.labels == (("task", "resize"),)) >= counted + 2.5, 15,
+                   "2.5 s of the new app's job in the journals")
         app.signal(signal.SIGKILL)
         app.process.wait()  # type: ignore[union-attr]
         terminated = time.monotonic()
@@ -90,8 +94,10 @@ def test_prometheus_sees_in_flight_seconds_survives_sigkill_and_gets_the_final_f
         assert sidecar.wait(30) == 0
         assert time.monotonic() - terminated < 5, "it waits for one scrape, not for finalScrapeTimeout"
         folded = {series.labels: series.value for series in read_totals(state).series}[(("task", "resize"),)]
-        time.sleep(1.5)
-        last = prom.query_value(f"last_over_time({TRACED}[1m])")
+        # The final scrape was served before the sidecar exited; Prometheus stores it within moments.
+        last = wait_until(lambda: prom.query_value(f"last_over_time({TRACED}[1m])") == pytest.approx(folded, rel=1e-9)
+                          and prom.query_value(f"last_over_time({TRACED}[1m])"), 10,
+                          "Prometheus to hold the final scrape")
         assert last == pytest.approx(folded, rel=1e-9, abs=1e-9), (last, folded)
         assert folded - samples[-1] >= 2.0  # the second app's 3 s are in it
     finally:

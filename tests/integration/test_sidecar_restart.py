@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.sidecar_process import AppProcess, SidecarProcess
+from tests.support.tracer_apps import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -35,14 +36,20 @@ def _agent_port_closes(port: int, timeout: float = 5.0) -> None:
         time.sleep(0.05)
 
 
+def _gauge(sidecar: SidecarProcess, name: str) -> float | None:
+    for family in text_string_to_metric_families(sidecar.get("/metrics")[2].decode()):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    return None
+
+
 def test_counters_survive_a_sidecar_sigkill_and_an_app_exit(tmp_path: Path) -> None:
     state = tmp_path / "state"
     with AppProcess(state, "worker") as app:
         first = SidecarProcess(state).start()
         app.get("/job?seconds=30")
-        time.sleep(2.0)
-        before = _job_seconds(first)
-        assert before >= 1.5
+        before = wait_until(lambda: _job_seconds(first) >= 1.5 and _job_seconds(first), 10, "1.5 s of the job counted")
         first.signal(signal.SIGKILL)
         first.wait(10)
         _agent_port_closes(first.agent_port)  # nothing left holding the port for the next sidecar
@@ -50,15 +57,20 @@ def test_counters_survive_a_sidecar_sigkill_and_an_app_exit(tmp_path: Path) -> N
         try:
             after = _job_seconds(second)
             assert after >= before  # the job is still in flight: counted from its start, not from the restart
-            time.sleep(1.0)
+            wait_until(lambda: _job_seconds(second) >= after + 0.8, 10, "the new sidecar's count to climb")
             climbing = _job_seconds(second)
-            assert climbing >= after + 0.8
             app.kill()  # the app dies mid-job: its journal is folded into the archive
-            time.sleep(0.5)
+            wait_until(lambda: _gauge(second, "candor_app_processes") == 0
+                       and _gauge(second, "candor_last_fold_timestamp_seconds") is not None, 10,
+                       "the dead app's journal folded into the archive")
             folded = _job_seconds(second)
             assert folded >= climbing
-            time.sleep(1.0)
-            assert _job_seconds(second) == folded  # nobody works any more: flat, not lower
+            # Two more evaluations after the fold, seen by the sidecar's own clock: nobody works any more,
+            # so the total stays flat, never lower.
+            fold_seen = _gauge(second, "candor_last_evaluation_timestamp_seconds") or 0.0
+            wait_until(lambda: (_gauge(second, "candor_last_evaluation_timestamp_seconds") or 0.0) >= fold_seen + 2, 10,
+                       "two evaluations after the fold")
+            assert _job_seconds(second) == folded
         finally:
             second.kill()
 

@@ -1,4 +1,4 @@
-"""Real-clock timing of in-process tracing (issue 2): scrapes during long, overlapping jobs.
+"""Real-clock timing of in-process tracing: scrapes during long, overlapping jobs.
 
 The tolerances are on the tracer's arithmetic: each expected value comes from clocks measured around
 the jobs and scrapes in this run, never from nominal sleep lengths, so a loaded machine cannot fail them.

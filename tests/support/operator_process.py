@@ -123,6 +123,23 @@ class OperatorProcess:
             for n in range(self.starts) if (self.workdir / f"operator-{n}.log").exists()
         )
 
+    # kopf's line for every run of the policy timer; logged with --verbose (kopf.objects is quiet otherwise).
+    RESYNC_DONE = "Timer 'resync' succeeded."
+
+    def resyncs(self) -> int:
+        """Policy resyncs completed so far (needs extra_args=["--verbose"])."""
+        return self.log_text().count(self.RESYNC_DONE)
+
+    def wait_resyncs(self, count: int, timeout: float | None = None) -> None:
+        """Until `count` more policy resyncs have completed: what a test waits for before saying nothing
+        changed. Needs the operator started with extra_args=["--verbose"]."""
+        assert "--verbose" in self.extra_args, "resyncs are logged with --verbose only"
+        target = self.resyncs() + count
+        deadline = time.monotonic() + (timeout if timeout is not None else (count + 2) * self.resync + 30)
+        while (seen := self.resyncs()) < target:
+            assert time.monotonic() < deadline, f"{seen} resyncs, waiting for {target}:\n{self.log_tail()}"
+            time.sleep(0.2)
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, sig)

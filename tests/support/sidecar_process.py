@@ -134,6 +134,18 @@ class SidecarProcess(_ChildProcess):
         finally:
             connection.close()
 
+    def evaluations(self) -> int:
+        """How many evaluations the sidecar has run (the Candor-Evaluation header of /health)."""
+        return int(self.get("/health")[1]["candor-evaluation"])
+
+    def wait_evaluations(self, count: int, timeout: float = 20.0) -> None:
+        """Until `count` more evaluations have run: what a test waits for before saying nothing changed."""
+        target = self.evaluations() + count
+        deadline = time.monotonic() + timeout
+        while (seen := self.evaluations()) < target:
+            assert time.monotonic() < deadline, f"{seen} evaluations after {timeout} s, waiting for {target}"
+            time.sleep(0.05)
+
     def run_drain(self, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
         """`candor sidecar drain` as the kubelet runs the preStop hook: a new process in the sidecar's environment."""
         return subprocess.run([sys.executable, "-m", "candor_cli.main", "sidecar", "drain"], env=self.env, cwd=ROOT,

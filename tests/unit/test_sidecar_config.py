@@ -1,4 +1,4 @@
-"""The sidecar config: defaults, the issue's example, and a clear exit 2 for every bad key."""
+"""The sidecar config: defaults, the README's example, and a clear exit 2 for every bad key."""
 
 from __future__ import annotations
 
