@@ -183,7 +183,8 @@ def test_option_httpchk_with_a_bare_uri_sends_options_and_the_sidecar_answers_it
             _frontend_and_backend(frontend, f"    option httpchk /health\n{servers}\n")))
         _poll("s1 UP", lambda: haproxy.server_state("app", "s1").base_status == "UP", 10)
         _poll("s2 DOWN", lambda: haproxy.server_state("app", "s2").base_status == "DOWN", 10)
-        # Held for a while: UP stays UP (no 405 flapping it down), DOWN stays DOWN.
+        # Exposure, not synchronisation: five more checks (inter 200ms) of each, UP stays UP (no 405
+        # flapping it down), DOWN stays DOWN.
         time.sleep(1.0)
         assert haproxy.server_state("app", "s1").base_status == "UP"
         assert haproxy.server_state("app", "s2").base_status == "DOWN"
@@ -208,7 +209,8 @@ def test_the_agent_lifts_only_the_admin_states_it_set(tmp_path: Path) -> None:
         _poll("s1 UP", lambda: status() == "UP", 10)
         # 1. An operator's maintenance, seconds after the sidecar started: the agent leaves it alone.
         haproxy.command("set server app/s1 state maint")
-        time.sleep(3 * AGENT_INTER + 0.5)
+        answered = sidecar.agent_answers()
+        _poll("three agent polls in MAINT", lambda: sidecar.agent_answers() >= answered + 3, 3 * AGENT_INTER + 5)
         assert status() == "MAINT", "the agent cancelled a MAINT set through HAProxy's runtime API"
         haproxy.command("set server app/s1 state ready")
         _poll("s1 UP after the operator's ready", lambda: status() == "UP", AGENT_INTER + 3)

@@ -138,6 +138,13 @@ class SidecarProcess(_ChildProcess):
         """How many evaluations the sidecar has run (the Candor-Evaluation header of /health)."""
         return int(self.get("/health")[1]["candor-evaluation"])
 
+    def agent_answers(self) -> int:
+        """Agent-check connections answered so far (candor_agent_answers_total)."""
+        for line in self.get("/metrics")[2].decode().splitlines():
+            if line.startswith("candor_agent_answers_total "):
+                return int(float(line.split()[1]))
+        raise AssertionError("no candor_agent_answers_total in /metrics")
+
     def wait_evaluations(self, count: int, timeout: float = 20.0) -> None:
         """Until `count` more evaluations have run: what a test waits for before saying nothing changed."""
         target = self.evaluations() + count
