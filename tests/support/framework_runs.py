@@ -224,9 +224,22 @@ def framework_process(argv: list[str], state_dir: Path, log: Path, heartbeat: fl
     try:
         yield process
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        kill_session(process.pid)
         process.wait(timeout=30)
+
+
+def kill_session(session: int) -> None:
+    """SIGKILL every process of a session, also those in process groups of their own (RQ's work-horses)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session:  # after the state: ppid, pgrp, session
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
 
 
 def children_of(pid: int) -> list[int]:
