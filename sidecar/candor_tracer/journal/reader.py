@@ -258,11 +258,6 @@ def _open_journal(entry: os.DirEntry[str], skips: _Skips) -> OpenFile | None:
     return None
 
 
-def _name_matches(opened: OpenFile, reading: JournalReading) -> bool:
-    match = JOURNAL_NAME.match(opened.path.name)
-    return match is not None and (int(match[1]), int(match[2])) == (reading.header.pid, reading.header.starttime)
-
-
 @dataclass
 class _Dead:
     """A dead writer's journal, read: what it adds to the archive when folded."""
