@@ -38,8 +38,9 @@ test: venv system-deps k8s-bin
 k8s-bin:
 	bash tests/k8s/build.sh
 
-# A real control plane on 127.0.0.1 for humans: prints the KUBECONFIG path, Ctrl-C stops it.
-cluster: venv k8s-bin
+# A real control plane on 127.0.0.1 and (as root) a real node for humans: prints the KUBECONFIG path and
+# where the pods are; Ctrl-C stops it and restores the machine.
+cluster: venv system-deps k8s-bin
 	$(PY) -m tests.support.k8s_cluster
 
 lint: venv

@@ -31,6 +31,7 @@ from candor_demo.ballast import Ballast, rss_bytes
 from candor_demo.container_memory import report_process_memory
 from candor_demo.jobs import JOB_CLASS, run_worker
 from candor_demo.truth import TruthWriter
+from candor_tracer.cgroup import MemoryReader
 
 REQUEST_SECONDS = 0.01
 
@@ -196,12 +197,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=10)
     parser.add_argument("--max-job", type=float, default=30.0)
     parser.add_argument("--http-port", type=int, required=True)
+    parser.add_argument("--bind", default="127.0.0.1",
+                        help="address of the HTTP port (0.0.0.0 in a pod, where the load balancer dials the pod IP)")
     parser.add_argument("--metrics-port", type=int, required=True)
     parser.add_argument("--truth-file", required=True)
     parser.add_argument("--worker-model", choices=("thread", "process"), default="thread")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
-    memory_limit = report_process_memory() or 512 * 1024 * 1024
+    # The demo's env limit when it sets one, else the container's real cgroup limit (in a pod).
+    memory_limit = report_process_memory() or MemoryReader().read().limit or 512 * 1024 * 1024
 
     from candor_tracer import heartbeat
 
@@ -230,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_term)
 
     metrics_server, _ = start_http_server(args.metrics_port, addr="127.0.0.1", registry=registry)
-    server = ThreadingHTTPServer(("127.0.0.1", args.http_port),
+    server = ThreadingHTTPServer((args.bind, args.http_port),
                                  make_handler(args.name, board, Ballast(), memory_limit, requests))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()

@@ -33,10 +33,19 @@ def connection_info(kubeconfig: str | None = None) -> kopf.ConnectionInfo:
         if token_file is not None:
             info = dataclasses.replace(info, token=read_token(token_file))
     if info is None:
-        info = kopf.login_with_service_account(settings=settings)
+        info = _in_cluster(kopf.login_with_service_account(settings=settings))
     if info is None:
         raise kopf.LoginError("no kubeconfig (--kubeconfig, KUBECONFIG, ~/.kube/config) and no service account")
     return info
+
+
+def _in_cluster(info: kopf.ConnectionInfo | None) -> kopf.ConnectionInfo | None:
+    """The API server at the address the kubelet puts in the environment, as client-go's in-cluster config
+    does; kopf's own service-account login names `kubernetes.default.svc`, which needs cluster DNS."""
+    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    if info is None or not host:
+        return info
+    return dataclasses.replace(info, server=f"https://{f'[{host}]' if ':' in host else host}:{port}")
 
 
 def read_token(path: Path) -> str:

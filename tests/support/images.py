@@ -139,7 +139,7 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 def base_key() -> str:
     ca = HOST_CA_BUNDLE.read_bytes() if HOST_CA_BUNDLE.exists() else b""
-    return _digest(SUITE.encode(), " ".join(BASE_PACKAGES).encode(), b"no-externally-managed", ca)
+    return _digest(SUITE.encode(), " ".join(BASE_PACKAGES).encode(), b"no-externally-managed", b"python", ca)
 
 
 def _ensure_base() -> str:
@@ -154,7 +154,9 @@ def _ensure_base() -> str:
         # PEP 668: Debian's marker would make every `pip install` in the Dockerfiles refuse to run.
         "--customize-hook=rm -f \"$1\"/usr/lib/python3*/EXTERNALLY-MANAGED",
         "--customize-hook=rm -rf \"$1\"/var/cache/apt/archives/*.deb \"$1\"/var/lib/apt/lists/*",
+        # The official image's names: `python` and `pip` (Debian installs python3 and pip3 only).
         "--customize-hook=ln -sf pip3 \"$1\"/usr/bin/pip",
+        "--customize-hook=ln -sf python3 \"$1\"/usr/bin/python",
         *([f"--customize-hook=copy-in {HOST_CA_BUNDLE} /etc/ssl/certs"] if HOST_CA_BUNDLE.exists() else []),
         SUITE, str(tarball),
     ], "mmdebstrap")

@@ -411,13 +411,24 @@ class K8sCluster:
 
 
 def main() -> None:
-    """``make cluster``: start a control plane for a human, print how to reach it, stop on Ctrl-C."""
+    """``make cluster``: a control plane and (as root) the node for a human; stop on Ctrl-C."""
+    from tests.support.node import Node  # the node imports this module: import it here, not at the top
+
     bin_dir = ensure_binaries()
     workdir = Path(tempfile.mkdtemp(prefix="candor-k8s-"))
     cluster = K8sCluster(workdir, bin_dir).start()
     print(f"control plane ready in {cluster.startup_seconds:.1f} s at {cluster.server}")
+    node = None
+    if os.geteuid() == 0:
+        node = Node(cluster=cluster).start()
+        print(f"node {node.name!r} ready in {node.startup_seconds:.1f} s: pods get addresses on {node.bridge} "
+              f"({node.subnet}), reachable from this machine; images loaded: "
+              + ", ".join(image.name for image in node.images))
+    else:
+        print("not root: no node (pods stay Pending); run `sudo make cluster` for one")
     print(f"export KUBECONFIG={cluster.kubeconfig}")
-    print(f"logs: {cluster.logs_dir}   (Ctrl-C stops everything)", flush=True)
+    print(f"logs: {cluster.logs_dir}" + (f" and {node.logs_dir}" if node else "") + "   (Ctrl-C stops everything)",
+          flush=True)
     stop = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -428,10 +439,14 @@ def main() -> None:
     try:
         while not stop:
             cluster._check_alive()
+            if node is not None:
+                node.check_alive()
             time.sleep(1)
     except KeyboardInterrupt:
         pass
     finally:
+        if node is not None:
+            node.stop()
         cluster.stop()
         shutil.rmtree(workdir, ignore_errors=True)
         print("control plane stopped")

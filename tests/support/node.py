@@ -171,6 +171,9 @@ class Node:
         if self.cluster is not None:
             with contextlib.suppress(Exception):
                 self.cluster.api("DELETE", f"/api/v1/nodes/{self.name}")
+        self._release_lock()
+
+    def _release_lock(self) -> None:
         if self._lock is not None:
             (STATE / f"{self.name}.lock").unlink(missing_ok=True)  # still held: no other run can be inside
             self._lock.close()
@@ -406,7 +409,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "serve":
         _serve(args)
     else:
-        print("restored" if restore(args.name) else "nothing to restore")
+        # Under the node's lock, as Node.start does: never while a live run owns that node.
+        node = Node(args.name)
+        node._take_lock()
+        try:
+            print("restored" if restore(args.name) else "nothing to restore")
+        finally:
+            node._release_lock()
 
 
 if __name__ == "__main__":

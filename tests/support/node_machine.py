@@ -1,7 +1,8 @@
 """What the test node changes on the machine, written down before it changes it, and undone from that record.
 
 The node (tests/support/node.py) touches things outside its work directory: sysctls the kubelet and the
-bridge plugin set, an interface, a cgroup subtree in every hierarchy, a nat chain, and files in fixed paths
+bridge plugin set, an interface, a cgroup subtree in every hierarchy, iptables chains (its own DNAT, and the
+kubelet's KUBE-FIREWALL and canaries in IPv4 and IPv6), and files in fixed paths
 (shim sockets in /run/containerd, the CNI result cache in /var/lib/cni, /var/log/containers,
 /var/lib/kubelet/device-plugins). Before it touches any of them, a :class:`MachineRecord` is written to
 disk; :func:`restore` undoes everything from that record alone, so it works the same after a clean stop and
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -65,6 +67,7 @@ class MachineRecord:
     work_dir: str
     run_dir: str
     sysctls: dict[str, str] = field(default_factory=dict)
+    iptables: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # tool -> table -> chains + rules
     fixed_paths: dict[str, list[str] | None] = field(default_factory=dict)
     mount_points: list[str] = field(default_factory=list)
 
@@ -79,6 +82,7 @@ class MachineRecord:
             work_dir=str(work_dir), run_dir=str(run_dir),
             sysctls={key: _sysctl_path(key).read_text().strip() for key in SYSCTLS},
             fixed_paths={path: _listing(path) for path in FIXED_PATHS},
+            iptables={tool: _tables(tool) for tool in IPTABLES},
             mount_points=_mount_points(),
         )
         STATE.mkdir(parents=True, exist_ok=True)
@@ -94,6 +98,43 @@ class MachineRecord:
             return cls(**json.loads(path.read_text()))
         except FileNotFoundError:
             return None
+
+
+IPTABLES = ("iptables", "ip6tables")
+
+
+def _tables(tool: str) -> dict[str, list[str]]:
+    """Each table's chains (`:NAME`) and rules (`-A ...`), without counters: what the node may add."""
+    result = subprocess.run([f"{tool}-save"], capture_output=True, text=True, check=False)
+    tables: dict[str, list[str]] = {}
+    table = ""
+    for line in result.stdout.splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+            tables[table] = []
+        elif line.startswith(":"):
+            tables[table].append(line.split()[0])
+        elif line.startswith("-A"):
+            tables[table].append(line)
+    return tables
+
+
+def _restore_iptables(record: MachineRecord) -> None:
+    """Delete the rules, then the chains, that were not there before (jumps first, or a chain is in use)."""
+    for tool in IPTABLES:
+        before = record.iptables.get(tool)
+        if not before:
+            continue  # not recorded (the tool was missing): never treat every rule as new
+        for table, lines in _tables(tool).items():
+            known = set(before.get(table, []))
+            for line in lines:
+                if line.startswith("-A") and line not in known:
+                    subprocess.run([tool, "-w", "-t", table, "-D", *shlex.split(line)[1:]], capture_output=True,
+                                   check=False)
+            for line in lines:
+                if line.startswith(":") and line not in known:
+                    for verb in ("-F", "-X"):
+                        subprocess.run([tool, "-w", "-t", table, verb, line[1:]], capture_output=True, check=False)
 
 
 def _mount_points() -> list[str]:
@@ -185,17 +226,6 @@ def _restore_fixed_paths(record: MachineRecord) -> None:
                 target.unlink(missing_ok=True)
 
 
-def _remove_nat_chain(chain: str) -> None:
-    rules = subprocess.run(["iptables", "-w", "-t", "nat", "-S", "PREROUTING"], capture_output=True, text=True,
-                           check=False).stdout
-    for rule in rules.splitlines():
-        words = rule.split()
-        if words[:2] == ["-A", "PREROUTING"] and words[-2:] == ["-j", chain]:
-            subprocess.run(["iptables", "-w", "-t", "nat", "-D", *words[1:]], capture_output=True, check=False)
-    subprocess.run(["iptables", "-w", "-t", "nat", "-F", chain], capture_output=True, check=False)
-    subprocess.run(["iptables", "-w", "-t", "nat", "-X", chain], capture_output=True, check=False)
-
-
 def restore(name: str) -> bool:
     """Undo everything the node ``name`` did, from its record. Returns False when there was no record."""
     record = MachineRecord.load(name)
@@ -206,7 +236,7 @@ def restore(name: str) -> bool:
     _kill_all([("cgroups", cgroups), ("cmdline", record.run_dir + "/"), ("cmdline", record.work_dir + "/")])
     _unmount_new(record)
     _remove_cgroups(record)
-    _remove_nat_chain(record.nat_chain)
+    _restore_iptables(record)
     subprocess.run(["ip", "link", "del", record.bridge], capture_output=True, check=False)
     for key, value in record.sysctls.items():
         _sysctl_path(key).write_text(value)
@@ -218,14 +248,13 @@ def restore(name: str) -> bool:
 
 
 def machine_snapshot() -> dict[str, object]:
-    """What a test run must leave as it found it: interfaces, mounts, sysctls, cgroups, nat rules, paths."""
+    """What a test run must leave as it found it: interfaces, mounts, sysctls, cgroups, iptables, paths."""
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
-    nat = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True, check=False).stdout
     return {
         "links": sorted(line.split(":")[1].strip().split("@")[0] for line in links.splitlines()),
         "mounts": sorted(_mount_points()),
         "sysctls": {key: _sysctl_path(key).read_text().strip() for key in SYSCTLS},
         "cgroups": {str(h): _listing(str(h)) for h in cgroup_hierarchies()},
-        "nat": sorted(line for line in nat.splitlines() if line and not line.startswith(("#", ":"))),
+        "iptables": {tool: {table: sorted(lines) for table, lines in _tables(tool).items()} for tool in IPTABLES},
         "paths": {path: _listing(path) for path in (*FIXED_PATHS, str(STATE))},
     }

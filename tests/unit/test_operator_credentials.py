@@ -91,3 +91,23 @@ def test_a_login_long_after_the_previous_one_does_not_wait() -> None:
     clock.now += 3600  # an hour later a token expires: the first login of a new streak is immediate
     assert pacer.delay() == 0.0
     assert pacer.streak == 0
+
+
+@pytest.mark.parametrize(("host", "port", "server"), [
+    ("10.0.0.1", "443", "https://10.0.0.1:443"),
+    ("fd00::1", "6443", "https://[fd00::1]:6443"),
+])
+def test_in_a_pod_the_api_server_is_the_address_the_kubelet_puts_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch, host: str, port: str, server: str,
+) -> None:
+    # kopf's service-account login names kubernetes.default.svc, which needs cluster DNS; client-go's
+    # in-cluster config (and Candor's) dial KUBERNETES_SERVICE_HOST:PORT instead.
+    from candor_operator.credentials import _in_cluster
+
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
+    info = kopf.ConnectionInfo(server="https://kubernetes.default.svc", token="t")
+    assert _in_cluster(info) == kopf.ConnectionInfo(server=server, token="t")
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
+    assert _in_cluster(info) == info
+    assert _in_cluster(None) is None

@@ -1,0 +1,211 @@
+"""Node benchmark: Candor in real pods on the test node (needs root; builds what tests/support/node.py needs).
+
+    sudo .venv/bin/python bench/node.py [--trials 5]
+
+Measures, in one run:
+* pod create -> Ready for a one-replica Deployment, plain and with the sidecar injected by the chart's
+  webhook (target: injection adds <= 1 s at the median);
+* fault -> HAProxy stops routing: the app's memory crosses 80 % of its real limit. With Candor, HAProxy
+  (configured from `candor render`) hears it from the agent (target <= agent-inter + 1 s). Beside it, the
+  same fault signal (the sidecar's /health) as a plain readiness probe with Kubernetes' default settings,
+  HAProxy's servers following the Service's EndpointSlices as an ingress controller does
+  (tests/support/endpoint_follower.py) — the floor a probe-only setup gets;
+* the sidecar's memory in the pod, from its container's cgroup on the node.
+Prints a table; exits non-zero when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from candor_demo.haproxy_process import HAProxyProcess
+from candor_operator.policy import parse_policy
+from candor_operator.render import render_backend
+from tests.support.endpoint_follower import EndpointSliceFollower, declare_slots
+from tests.support.helm import helm_binary
+from tests.support.k8s_cluster import K8sCluster
+from tests.support.k8s_processes import ROOT, ensure_binaries
+from tests.support.node import Node
+from tests.support.node_machine import cgroup_hierarchies
+from tests.support.ports import free_port
+
+NS = "bench"
+AGENT_INTER = 1.0
+POLICY = {
+    "selector": {"matchLabels": {"bench": "candor"}},
+    "ingress": {"controller": "haproxytech", "services": ["candor"]},
+    "httpCheck": {"path": "/health", "interval": "2s", "rise": 2, "fall": 3},
+    "agentCheck": {"interval": "1s"},
+    "memory": {"maxPercent": 80},
+    "slowStart": "5s",
+}
+
+
+def deployment(name: str, inject: bool, readiness_on_sidecar: bool = False) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": "app", "image": "candor-sidecar:0.1.0",
+        "command": ["python", "-m", "candor_demo.resizer_app"],
+        "args": ["--name=bench", "--bind=0.0.0.0", "--http-port=8080", "--metrics-port=9100",
+                 "--truth-file=/tmp/truth.jsonl", "--workers=2"],
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "resources": {"limits": {"memory": "256Mi"}},
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if readiness_on_sidecar:
+        # Kubernetes' defaults: every 10 s, 3 failures, 1 s timeout.
+        container["readinessProbe"] = {"httpGet": {"path": "/health", "port": 9898}}
+    labels = {"app": name, "bench": "candor" if name == "candor" else "plain"}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS, "annotations": {"candor.io/inject": str(inject).lower()}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}}, "template": {
+            "metadata": {"labels": labels},
+            "spec": {"containers": [container], "volumes": [{"name": "tmp", "emptyDir": {}}]},
+        }},
+    }
+
+
+def service(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
+            "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}
+
+
+def wait(predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(poll)
+
+
+def ready_pod(cluster: K8sCluster, app: str) -> dict[str, Any] | None:
+    pods = cluster.api("GET", f"/api/v1/namespaces/{NS}/pods", params={"labelSelector": f"app={app}"}).ok()["items"]
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    for pod in live:
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions", [])):
+            return dict(pod)
+    return None
+
+
+def start_to_ready(cluster: K8sCluster, inject: bool) -> float:
+    name = "start-injected" if inject else "start-plain"
+    began = time.monotonic()
+    cluster.apply(deployment(name, inject))
+    pod = wait(lambda: ready_pod(cluster, name), 180, f"{name} ready")
+    took = time.monotonic() - began
+    assert inject == any(c["name"] == "candor-sidecar" for c in pod["spec"].get("initContainers", []))
+    cluster.kubectl("delete", "deployment", "-n", NS, name, "--wait=true")
+    wait(lambda: not cluster.api("GET", f"/api/v1/namespaces/{NS}/pods",
+                                 params={"labelSelector": f"app={name}"}).ok()["items"], 120, f"{name} gone", 0.2)
+    return took
+
+
+def post(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(urllib.request.Request(url, method="POST", data=b""), timeout=30) as response:
+        return dict(json.loads(response.read()))
+
+
+def fault_to_out(cluster: K8sCluster, app: str, backend: str, haproxy: HAProxyProcess,
+                 follower: EndpointSliceFollower) -> float:
+    pod = wait(lambda: ready_pod(cluster, app), 240, f"{app} ready")
+    ip = pod["status"]["podIP"]
+    slot = wait(lambda: follower.slot_for(ip), 60, f"{app} in a slot")
+    routed = lambda: (s := haproxy.server_state(backend, slot)).status.split()[0] == "UP" and s.weight > 0  # noqa: E731
+    wait(routed, 120, f"{app} routed")
+    crossed = post(f"http://{ip}:8080/memory/fill?percent=88&crossing=80")["crossed_at"]
+    out = wait(lambda: not routed() or follower.slot_for(ip) != slot, 120, f"{app} out of rotation")
+    out_at = time.monotonic()
+    del out
+    post(f"http://{ip}:8080/memory/free")
+    return out_at - crossed
+
+
+def sidecar_memory(node: Node, cluster: K8sCluster) -> tuple[int, int]:
+    pod = wait(lambda: ready_pod(cluster, "candor"), 60, "candor pod")
+    status = next(s for s in pod["status"]["initContainerStatuses"] if s["name"] == "candor-sidecar")
+    container_id = status["containerID"].split("://", 1)[1]
+    assert node.record is not None
+    for hierarchy in cgroup_hierarchies():
+        for directory in (hierarchy / node.record.cgroup.lstrip("/")).rglob(container_id):
+            stat = dict(line.split() for line in (directory / "memory.stat").read_text().splitlines())
+            if "total_rss" in stat:  # cgroup v1
+                return int(stat["total_rss"]), int((directory / "memory.usage_in_bytes").read_text())
+            if "anon" in stat:  # cgroup v2
+                return int(stat["anon"]), int((directory / "memory.current").read_text())
+    raise FileNotFoundError(f"no memory cgroup for the sidecar container {container_id}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--trials", type=int, default=5)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="candor-bench-node-"))
+    cluster = K8sCluster(workdir, ensure_binaries()).start()
+    node = Node(cluster=cluster)
+    try:
+        node.start()
+        subprocess.run([str(helm_binary()), f"--kubeconfig={cluster.kubeconfig}", "install", "candor",
+                        str(ROOT / "helm" / "candor"), "-n", "candor-system", "--create-namespace", "--wait",
+                        "--timeout", "5m"], check=True, capture_output=True)
+        cluster.create_namespace(NS)
+        plain = [start_to_ready(cluster, inject=False) for _ in range(args.trials)]
+        injected = [start_to_ready(cluster, inject=True) for _ in range(args.trials)]
+
+        policy = parse_policy(POLICY)
+        cluster.apply({"apiVersion": "candor.io/v1alpha1", "kind": "HealthPolicy",
+                       "metadata": {"name": "candor", "namespace": NS}, "spec": POLICY},
+                      service("candor"), service("probe"), deployment("candor", inject=True),
+                      deployment("probe", inject=True, readiness_on_sidecar=True))
+        front_a, front_b = free_port(), free_port()
+        config = ("global\n    maxconn 200\ndefaults\n    mode http\n    timeout connect 1s\n"
+                  "    timeout client 10s\n    timeout server 10s\n"
+                  f"frontend fa\n    bind 127.0.0.1:{front_a}\n    default_backend candor\n"
+                  f"frontend fb\n    bind 127.0.0.1:{front_b}\n    default_backend probe\n"
+                  + declare_slots(render_backend(policy, name="candor", controller="haproxytech"), 4)
+                  + declare_slots("backend probe\n    mode http\n    balance roundrobin\n", 4))
+        with HAProxyProcess(config) as haproxy, \
+                EndpointSliceFollower(cluster, haproxy, NS, "candor", "candor", 4) as with_candor, \
+                EndpointSliceFollower(cluster, haproxy, NS, "probe", "probe", 4) as with_probe:
+            candor_out = fault_to_out(cluster, "candor", "candor", haproxy, with_candor)
+            probe_out = fault_to_out(cluster, "probe", "probe", haproxy, with_probe)
+        rss, usage = sidecar_memory(node, cluster)
+    finally:
+        node.stop()
+        cluster.stop()
+
+    added = statistics.median(injected) - statistics.median(plain)
+    rows = [
+        ("pod create -> Ready, plain (median)", f"{statistics.median(plain):.2f} s", "floor"),
+        ("pod create -> Ready, injected (median)", f"{statistics.median(injected):.2f} s",
+         f"adds {added:+.2f} s (target <= 1 s)"),
+        ("memory > 80 % -> out of HAProxy, Candor agent", f"{candor_out:.2f} s",
+         f"target <= {AGENT_INTER + 1:.0f} s (agent-inter + 1 s)"),
+        ("memory > 80 % -> out of HAProxy, readiness probe", f"{probe_out:.2f} s",
+         "floor: default probe, EndpointSlice follower"),
+        ("sidecar in the pod: RSS / cgroup usage", f"{rss / 2**20:.1f} / {usage / 2**20:.1f} MiB", "reported"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for label, value, note in rows:
+        print(f"{label:<{width}}  {value:>16}  {note}")
+    missed = added > 1.0 or candor_out > AGENT_INTER + 1.0
+    print("MISSED a target" if missed else "all targets met")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
