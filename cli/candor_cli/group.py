@@ -14,6 +14,8 @@ import click
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sidecar": ("candor_cli.group:sidecar_command", "Run the pod sidecar: /health, agent-check, /metrics."),
     "operator": ("candor_operator.cli:operator_command", "Run the HealthPolicy operator (kopf)."),
+    "finalize": ("candor_operator.cli:finalize_command",
+                 "Delete every HealthPolicy and wait until the operator finalized it (before an uninstall)."),
     "render": ("candor_operator.cli:render_command", "Print the annotations and HAProxy backend of a policy."),
     "demo": ("candor_demo.cli:demo_command", "Replay a job-seconds and health incident locally and measure Candor."),
     "bench": ("candor_cli.bench:bench_command", "Run the benchmarks under bench/."),

@@ -184,3 +184,24 @@ def operator_command(
 def _fail_operator(message: str) -> Any:
     click.echo(f"candor operator: {message}", err=True)
     sys.exit(2)
+
+
+@click.command("finalize")
+@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Kubeconfig to use (default: KUBECONFIG, ~/.kube/config, then the pod's service account).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
+              help="Seconds to wait for the operator to finalize the policies.")
+def finalize_command(kubeconfig: str | None, timeout: float) -> None:
+    """Delete every HealthPolicy and wait until the running operator has undone what it wrote.
+
+    The chart runs this as its pre-delete hook, so `helm uninstall` leaves no Terminating CRD behind.
+    """
+    import asyncio
+
+    from candor_operator.finalize import finalize_all
+
+    left = asyncio.run(finalize_all(kubeconfig, timeout))
+    if left:
+        raise click.ClickException(f"not finalized within {timeout:.0f} s (is the operator running?): "
+                                   + ", ".join(left[:10]))
+    click.echo("every HealthPolicy finalized")

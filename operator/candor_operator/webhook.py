@@ -52,7 +52,8 @@ TIMEOUT_SECONDS = 5
 
 RBAC_RULES: list[dict[str, Any]] = [
     # HealthPolicies: watch, the finalizer and kopf's bookkeeping annotations, status.
-    {"apiGroups": ["candor.io"], "resources": ["healthpolicies"], "verbs": ["get", "list", "watch", "patch", "update"]},
+    {"apiGroups": ["candor.io"], "resources": ["healthpolicies"],
+     "verbs": ["get", "list", "watch", "patch", "update", "delete"]},
     {"apiGroups": ["candor.io"], "resources": ["healthpolicies/status"], "verbs": ["get", "patch", "update"]},
     # Services: read selectors, write only the annotations Candor owns.
     {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "patch"]},

@@ -30,6 +30,7 @@ from candor_demo.prometheus_process import PrometheusProcess
 from candor_demo.truth import read_intervals
 from candor_operator.policy import parse_policy
 from candor_operator.render import Server, render_backend
+from candor_operator.rollout import CONFIG_HASH_ANNOTATION
 from tests.support.helm import helm_binary
 from tests.support.k8s_cluster import K8sCluster
 from tests.support.k8s_processes import ROOT
@@ -129,8 +130,20 @@ def examples(k8s_cluster: K8sCluster, release: str) -> Iterator[list[dict[str, A
         k8s_cluster.kubectl("delete", "-f", str(EXAMPLES), "--ignore-not-found", "--wait=false", check=False)
 
 
+def _rolled_out(cluster: K8sCluster, namespace: str, name: str) -> bool:
+    """The operator has stamped the config hash on the template and the rollout of that template is over."""
+    deployment = cluster.api("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}").ok()
+    spec, status = deployment["spec"], deployment.get("status", {})
+    stamped = CONFIG_HASH_ANNOTATION in (spec["template"]["metadata"].get("annotations") or {})
+    replicas = spec["replicas"]
+    return bool(stamped and status.get("observedGeneration", 0) >= deployment["metadata"]["generation"]
+                and status.get("updatedReplicas") == status.get("readyReplicas") == status.get("replicas") == replicas)
+
+
 def _examples_running(cluster: K8sCluster) -> list[dict[str, Any]]:
     def injected() -> list[dict[str, Any]] | None:
+        if not _rolled_out(cluster, "default", "resizer"):
+            return None
         pods = _wait_ready_pods(cluster, "default", "app=resizer", 3)
         return pods if all(_sidecar(p) for p in pods) else None
 
@@ -286,7 +299,8 @@ def test_job_seconds_survive_oom_kill_sigkill_and_pod_deletion(
     prometheus: PrometheusProcess | None = None
     try:
         (pod,) = k8s_cluster.wait_until(
-            lambda: (pods := _wait_ready_pods(k8s_cluster, "default", "app=jobs", 1)) and _sidecar(pods[0]) and pods,
+            lambda: _rolled_out(k8s_cluster, "default", "jobs")
+            and (pods := _wait_ready_pods(k8s_cluster, "default", "app=jobs", 1)) and _sidecar(pods[0]) and pods,
             240, "the jobs pod with its sidecar")
         ip, pod_name = pod["status"]["podIP"], pod["metadata"]["name"]
         prometheus = PrometheusProcess([f"{ip}:9898"], scrape_interval=0.5).start()
