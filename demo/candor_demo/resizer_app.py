@@ -203,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--truth-file", required=True)
     parser.add_argument("--worker-model", choices=("thread", "process"), default="thread")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--events-file", default=None,
+                        help="append `sigterm <name> <monotonic>` here when SIGTERM arrives (for tests on a node)")
     args = parser.parse_args(argv)
     # The demo's env limit when it sets one, else the container's real cgroup limit (in a pod).
     memory_limit = report_process_memory() or MemoryReader().read().limit or 512 * 1024 * 1024
@@ -228,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     stopping = threading.Event()
 
     def on_term(signum: int, frame: FrameType | None) -> None:
+        if args.events_file and not stopping.is_set():
+            with open(args.events_file, "a") as events:
+                events.write(f"sigterm {args.name} {time.monotonic():.6f}\n")
         stopping.set()
 
     signal.signal(signal.SIGTERM, on_term)

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -27,11 +26,10 @@ import yaml
 
 from candor_demo.haproxy_process import HAProxyProcess
 from candor_demo.prometheus_process import PrometheusProcess
-from candor_demo.truth import read_intervals
 from candor_operator.policy import parse_policy
 from candor_operator.render import Server, render_backend
 from candor_operator.rollout import CONFIG_HASH_ANNOTATION
-from tests.support.helm import helm_binary
+from tests.support.helm import helm, install_chart, uninstall_chart
 from tests.support.k8s_cluster import K8sCluster
 from tests.support.k8s_processes import ROOT
 from tests.support.node import Node
@@ -51,14 +49,6 @@ defaults
     timeout client 10s
     timeout server 10s
 """
-
-
-def _helm(cluster: K8sCluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([str(helm_binary()), f"--kubeconfig={cluster.kubeconfig}", *args],
-                            capture_output=True, text=True, timeout=300, check=False)
-    if check and result.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)} exited {result.returncode}:\n{result.stderr}{result.stdout}")
-    return result
 
 
 def _pods(cluster: K8sCluster, namespace: str, selector: str) -> list[dict[str, Any]]:
@@ -94,10 +84,9 @@ def _logs(cluster: K8sCluster, namespace: str, pod: str, container: str) -> str:
 
 @pytest.fixture(scope="module")
 def release(k8s_cluster: K8sCluster, k8s_node: Node) -> Iterator[str]:
-    _helm(k8s_cluster, "install", RELEASE, str(CHART), "--namespace", RELEASE_NS, "--create-namespace",
-          "--wait", "--timeout", "4m")
+    install_chart(k8s_cluster, RELEASE_NS, RELEASE)
     yield RELEASE_NS
-    _helm(k8s_cluster, "uninstall", RELEASE, "--namespace", RELEASE_NS, "--wait", check=False)
+    uninstall_chart(k8s_cluster, RELEASE_NS, RELEASE)
 
 
 # ------------------------------------------------------------------------------------------------- the chart
@@ -131,13 +120,17 @@ def examples(k8s_cluster: K8sCluster, release: str) -> Iterator[list[dict[str, A
 
 
 def _rolled_out(cluster: K8sCluster, namespace: str, name: str) -> bool:
-    """The operator has stamped the config hash on the template and the rollout of that template is over."""
+    """The Deployment's rollout is over and each of its pods runs the sidecar config the webhook stamped."""
     deployment = cluster.api("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}").ok()
     spec, status = deployment["spec"], deployment.get("status", {})
-    stamped = CONFIG_HASH_ANNOTATION in (spec["template"]["metadata"].get("annotations") or {})
     replicas = spec["replicas"]
-    return bool(stamped and status.get("observedGeneration", 0) >= deployment["metadata"]["generation"]
-                and status.get("updatedReplicas") == status.get("readyReplicas") == status.get("replicas") == replicas)
+    if not (status.get("observedGeneration", 0) >= deployment["metadata"]["generation"]
+            and status.get("updatedReplicas") == status.get("readyReplicas") == status.get("replicas") == replicas):
+        return False
+    selector = ",".join(f"{k}={v}" for k, v in spec["selector"]["matchLabels"].items())
+    pods = _pods(cluster, namespace, selector)
+    return len(pods) == replicas and all(
+        _sidecar(p) and CONFIG_HASH_ANNOTATION in (p["metadata"].get("annotations") or {}) for p in pods)
 
 
 def _examples_running(cluster: K8sCluster) -> list[dict[str, Any]]:
@@ -272,12 +265,24 @@ spec:
 """
 
 
-def _truth_seconds(path: Path, killed_at: dict[int, float], now: float) -> float:
-    total = 0.0
-    for interval in read_intervals(path):
-        end = interval.end if interval.end is not None else killed_at.get(interval.pid, now)
-        total += max(0.0, end - interval.start)
-    return total
+def _truth_seconds(path: Path, kills: list[float], now: float) -> float:
+    """Busy seconds in the app's truth file, which every incarnation of the container appends to.
+
+    Each incarnation is PID 1 of its container, so a job a kill interrupted is recognised by the next
+    `start` of its slot: it ran until that kill (the latest kill before the new start).
+    """
+    total, open_jobs = 0.0, {}
+    for line in path.read_text().splitlines():
+        event, slot, _, at = line.split()
+        moment = float(at)
+        if event == "start":
+            if slot in open_jobs:
+                killed = max(k for k in kills if open_jobs[slot] <= k <= moment)
+                total += killed - open_jobs[slot]
+            open_jobs[slot] = moment
+        elif slot in open_jobs:
+            total += moment - open_jobs.pop(slot)
+    return total + sum(now - start for start in open_jobs.values())
 
 
 def _container_pid(node: Node, pod: dict[str, Any], container: str) -> int:
@@ -303,35 +308,34 @@ def test_job_seconds_survive_oom_kill_sigkill_and_pod_deletion(
             and (pods := _wait_ready_pods(k8s_cluster, "default", "app=jobs", 1)) and _sidecar(pods[0]) and pods,
             240, "the jobs pod with its sidecar")
         ip, pod_name = pod["status"]["podIP"], pod["metadata"]["name"]
+        began_wall = time.time()
         prometheus = PrometheusProcess([f"{ip}:9898"], scrape_interval=0.5).start()
         prometheus.wait_for_targets_up(60)
         query = f'sum(job_worked_seconds_total{{instance="{ip}:9898"}})'
         _wait(lambda: (prometheus.query_value(query) or 0) > 3, 60, "job seconds in Prometheus")
-        killed_at: dict[int, float] = {}
+        kills: list[float] = []
 
         # 1. The kernel OOM-kills the app mid-job (its real 128Mi limit); the container restarts.
-        app_pid = _container_pid(k8s_node, pod, "app")
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # the connection breaks when the kernel kills the app mid-fill
             _post(f"http://{ip}:8080/memory/fill?percent=300&crossing=90")
+        kills.append(time.monotonic())
         k8s_cluster.wait_until(lambda: _restarts(k8s_cluster, pod_name, "app", "OOMKilled"), 90, "OOMKilled, restarted")
-        killed_at[app_pid] = time.monotonic()  # bounded above by the kill: the app wrote nothing after it
 
         # 2. SIGKILL from the node, as a kubelet liveness kill or `kill -9` would.
         pod = _wait_ready_pods(k8s_cluster, "default", "app=jobs", 1)[0]
         app_pid = _container_pid(k8s_node, pod, "app")
         _wait(lambda: (prometheus.query_value(query) or 0) > 0, 30, "scrapes go on")
         os.kill(app_pid, signal.SIGKILL)
-        killed_at[app_pid] = time.monotonic()
+        kills.append(time.monotonic())
         k8s_cluster.wait_until(lambda: _restarts(k8s_cluster, pod_name, "app", "Error", at_least=2), 90,
                                "SIGKILLed app restarted")
         _wait_ready_pods(k8s_cluster, "default", "app=jobs", 1)
 
         # 3. Delete the pod mid-job: app SIGTERM, then the sidecar folds and serves the final scrape.
-        before_delete = time.monotonic()
         k8s_cluster.kubectl("delete", "pod", "-n", "default", pod_name, "--wait=true", "--timeout=90s")
         deleted = time.monotonic()
-        truth = _truth_seconds(truth_dir / "truth.jsonl", killed_at, deleted)
-        series = prometheus.query_range(query, before_delete - 600, deleted + 1, 0.5)
+        truth = _truth_seconds(truth_dir / "truth.jsonl", kills, deleted)
+        series = prometheus.query_range(query, began_wall, time.time() + 1, 0.5)  # Prometheus keeps Unix time
         values = [float(v) for _, v in series[0]["values"]] if series else []
         assert values, "Prometheus has the pod's job seconds"
         assert all(b >= a for a, b in itertools.pairwise(values)), "the counter went backwards"
@@ -390,12 +394,12 @@ def test_helm_upgrade_changes_the_crd_and_uninstall_leaves_nothing_behind(
     crd = yaml.safe_load(crd_file.read_text())
     crd["metadata"].setdefault("annotations", {})["candor.io/upgrade-proof"] = "2"
     crd_file.write_text(yaml.safe_dump(crd))
-    _helm(k8s_cluster, "upgrade", RELEASE, str(chart), "--namespace", release, "--wait", "--timeout", "4m")
+    helm(k8s_cluster.kubeconfig, "upgrade", RELEASE, str(chart), "--namespace", release, "--wait", "--timeout", "4m")
     served = k8s_cluster.api("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
                              "healthpolicies.candor.io").ok()
     assert served["metadata"]["annotations"]["candor.io/upgrade-proof"] == "2"
 
-    _helm(k8s_cluster, "uninstall", RELEASE, "--namespace", release, "--wait", "--timeout", "4m")
+    helm(k8s_cluster.kubeconfig, "uninstall", RELEASE, "--namespace", release, "--wait", "--timeout", "4m")
     left = k8s_cluster.kubectl(
         "get", "all,configmap,secret,serviceaccount,role,rolebinding,clusterrole,clusterrolebinding,"
         "mutatingwebhookconfiguration,customresourcedefinition", "-A", "-l", f"app.kubernetes.io/instance={RELEASE}",

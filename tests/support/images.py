@@ -184,6 +184,11 @@ def _dockerfile_archive(name: str, dockerfile: Path, base: str) -> BuiltImage:
     _run(_buildah("bud", "--pull=never", "--isolation=chroot", "--network=host", "--layers=false",
                   "-f", str(dockerfile), "-t", name, str(ROOT)), f"buildah bud {dockerfile.relative_to(ROOT)}")
     _push(name, archive)
+    # One archive per image in the cache, and no untagged layers of earlier builds in the store.
+    for older in CACHE.glob(archive.name.rsplit("-", 1)[0] + "-*.tar"):
+        if older != archive:
+            older.unlink()
+    _run(_buildah("rmi", "--prune"), "buildah rmi --prune")
     return BuiltImage(name, archive, time.monotonic() - began)
 
 

@@ -1,0 +1,129 @@
+"""The drain handshake on a real pod: HAProxy hears `drain` before the app gets SIGTERM, the sidecar gets
+SIGTERM after the app, and a last scrape of /metrics after that has every job second the app worked.
+
+The chart's webhook injects the pod; HAProxy's servers follow the Service's EndpointSlices
+(tests/support/endpoint_follower.py) and ask the sidecar's agent. Observed from outside: HAProxy's stats
+(every 10 ms), the app's SIGTERM time (written by the app to a file on the node, in the monotonic clock
+every container shares), the sidecar's /health (which says when the sidecar itself is terminating) and
+/metrics, scraped as Prometheus would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from candor_demo.truth import read_intervals
+from tests.support.drain_rig import objects, rig, sigterms
+from tests.support.helm import install_chart, uninstall_chart
+from tests.support.k8s_cluster import K8sCluster
+from tests.support.node import Node
+from tests.support.ports import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(os.geteuid() != 0, reason="the test node needs root")]
+
+
+@pytest.fixture(scope="module")
+def chart(k8s_cluster: K8sCluster, k8s_node: Node) -> Iterator[None]:
+    install_chart(k8s_cluster, "candor-drain")
+    yield
+    uninstall_chart(k8s_cluster, "candor-drain")
+
+
+def _job_seconds(text: str) -> float:
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "job_worked_seconds_total")
+
+
+class Observer:
+    """Polls HAProxy's view of one server, the sidecar's /health and its /metrics, noting first times."""
+
+    def __init__(self, haproxy: Any, backend: str, slot: str, ip: str) -> None:
+        self.haproxy, self.backend, self.slot, self.ip = haproxy, backend, slot, ip
+        self.drain_heard: float | None = None
+        self.sidecar_terminating: float | None = None
+        self.scrapes: list[tuple[float, float]] = []  # (time, job seconds) of each successful /metrics read
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._haproxy, daemon=True),
+                         threading.Thread(target=self._sidecar, daemon=True)]
+
+    def _haproxy(self) -> None:
+        while not self._stop.is_set() and self.drain_heard is None:
+            if self.haproxy.server_state(self.backend, self.slot).status.startswith("DRAIN"):
+                self.drain_heard = time.monotonic()
+            self._stop.wait(0.01)
+
+    def _sidecar(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with urllib.request.urlopen(f"http://{self.ip}:9898/health", timeout=1) as response:
+                    notes = json.loads(response.read()).get("notes", [])
+                if self.sidecar_terminating is None and any("sidecar terminating" in n for n in notes):
+                    self.sidecar_terminating = time.monotonic()
+                with urllib.request.urlopen(f"http://{self.ip}:9898/metrics", timeout=1) as response:
+                    self.scrapes.append((time.monotonic(), _job_seconds(response.read().decode())))
+            except (OSError, ValueError):
+                pass
+            self._stop.wait(0.1)
+
+    def __enter__(self) -> Observer:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(5)
+
+
+def test_haproxy_hears_drain_before_the_app_gets_sigterm_and_no_job_second_is_lost(
+    k8s_cluster: K8sCluster, chart: None, tmp_path: Path,
+) -> None:
+    namespace = k8s_cluster.create_namespace()
+    events = tmp_path / "events"
+    events.mkdir()
+    events.chmod(0o777)  # the app runs as uid 10001
+    k8s_cluster.apply(*[o for o in objects(namespace, events, replicas=1)
+                        if o["metadata"]["name"] == "candor"])
+    try:
+        def injected_pod() -> dict[str, Any] | None:
+            pods = k8s_cluster.api("GET", f"/api/v1/namespaces/{namespace}/pods",
+                                   params={"labelSelector": "app=candor"}).ok()["items"]
+            ready = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
+                                            for c in p.get("status", {}).get("conditions", []))
+                     and any(c["name"] == "candor-sidecar" for c in p["spec"].get("initContainers", []))]
+            return ready[0] if len(pods) == 1 and ready else None
+
+        pod = k8s_cluster.wait_until(injected_pod, 240, "the injected pod ready")
+        name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
+        with rig(k8s_cluster, namespace, free_port(), free_port()) as (haproxy, follower, _):
+            slot = k8s_cluster.wait_until(lambda: follower.slot_for(ip), 60, "the pod in a server slot")
+            k8s_cluster.wait_until(lambda: haproxy.server_state("candor", slot).status.startswith("UP"), 60,
+                                   "HAProxy routes to the pod")
+            with Observer(haproxy, "candor", slot, ip) as seen:
+                k8s_cluster.wait_until(lambda: len(seen.scrapes) > 2, 30, "scrapes of the sidecar")
+                deleted = time.monotonic()
+                k8s_cluster.kubectl("delete", "pod", "-n", namespace, name, "--wait=true", "--timeout=120s")
+        app_sigterm = sigterms(events)[name]
+        assert seen.drain_heard is not None and seen.sidecar_terminating is not None, vars(seen)
+        final_at, final = seen.scrapes[-1]
+        order = {"deleted": deleted, "drain heard by HAProxy": seen.drain_heard, "app SIGTERM": app_sigterm,
+                 "sidecar SIGTERM": seen.sidecar_terminating, "final scrape": final_at}
+        assert list(order.values()) == sorted(order.values()), order
+        truth = sum((i.end if i.end is not None else app_sigterm) - i.start
+                    for i in read_intervals(events / f"{name}.truth"))
+        print("order (s after delete): " + ", ".join(f"{k} {v - deleted:+.2f}" for k, v in order.items())
+              + f"; job seconds: truth {truth:.3f}, final scrape {final:.3f}")
+        assert final == pytest.approx(truth, abs=0.05), (final, truth)
+    finally:
+        k8s_cluster.api("DELETE", f"/api/v1/namespaces/{namespace}")

@@ -1,0 +1,170 @@
+"""Pods leaving under load, on the test node: the demo app's Deployment, an HAProxy fed by the EndpointSlice
+follower, a steady request stream, and what each pod's app saw (its SIGTERM time, in an events file on the
+node, which is this machine).
+
+Shared by tests/integration/test_node_drain.py and bench/drain.py. Two setups side by side:
+
+* ``candor``: the sidecar injected (drain handshake in preStop), HAProxy's backend from `candor render`
+  (agent-check, `option redispatch 1`), servers filled by the follower;
+* ``plain``: no Candor; a readiness probe with Kubernetes' defaults, HAProxy's defaults for the backend,
+  servers filled by the same follower (a terminating endpoint is put in maint, as the controllers do).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from candor_demo.haproxy_process import HAProxyProcess
+from candor_operator.policy import parse_policy
+from candor_operator.render import render_backend
+from tests.support.endpoint_follower import EndpointSliceFollower, declare_slots
+
+POLICY: dict[str, Any] = {
+    "ingress": {"controller": "haproxytech", "services": []},
+    "httpCheck": {"path": "/health", "interval": "2s", "rise": 2, "fall": 3},
+    "agentCheck": {"interval": "1s"},
+    "slowStart": "0s",
+    "metrics": {"finalScrapeTimeout": "20s"},
+}
+SLOTS = 8
+
+
+def app_deployment(name: str, namespace: str, replicas: int, inject: bool, events_dir: Path) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": "app", "image": "candor-sidecar:0.1.0",
+        "command": ["python", "-m", "candor_demo.resizer_app"],
+        "args": ["--name=$(POD_NAME)", "--bind=0.0.0.0", "--http-port=8080", "--metrics-port=9100",
+                 "--truth-file=/events/$(POD_NAME).truth", "--events-file=/events/sigterm", "--workers=2",
+                 "--max-job=5"],
+        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "volumeMounts": [{"name": "events", "mountPath": "/events"}],
+    }
+    if not inject:
+        container["readinessProbe"] = {"httpGet": {"path": "/resize", "port": 8080}}  # Kubernetes' defaults
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "annotations": {"candor.io/inject": str(inject).lower()}},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}}, "template": {
+            "metadata": {"labels": {"app": name}},
+            "spec": {"containers": [container],
+                     "volumes": [{"name": "events", "hostPath": {"path": str(events_dir), "type": "Directory"}}]},
+        }},
+    }
+
+
+def objects(namespace: str, events_dir: Path, replicas: int = 3) -> list[dict[str, Any]]:
+    candor_policy = {**POLICY, "selector": {"matchLabels": {"app": "candor"}},
+                     "ingress": {"controller": "haproxytech", "services": ["candor"]}}
+    result = [{"apiVersion": "candor.io/v1alpha1", "kind": "HealthPolicy",
+               "metadata": {"name": "candor", "namespace": namespace}, "spec": candor_policy}]
+    for name, inject in (("candor", True), ("plain", False)):
+        result.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace},
+                       "spec": {"selector": {"app": name},
+                                "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}})
+        result.append(app_deployment(name, namespace, replicas, inject, events_dir))
+    return result
+
+
+def haproxy_config(front_candor: int, front_plain: int) -> str:
+    policy = parse_policy({**POLICY, "selector": {"matchLabels": {"app": "candor"}}})
+    return ("global\n    maxconn 500\ndefaults\n    mode http\n    timeout connect 1s\n"
+            "    timeout client 10s\n    timeout server 10s\n"
+            f"frontend fe_candor\n    bind 127.0.0.1:{front_candor}\n    default_backend candor\n"
+            f"frontend fe_plain\n    bind 127.0.0.1:{front_plain}\n    default_backend plain\n"
+            + declare_slots(render_backend(policy, name="candor", controller="haproxytech"), SLOTS)
+            + declare_slots("backend plain\n    mode http\n    balance roundrobin\n", SLOTS))
+
+
+@dataclass
+class Answer:
+    sent: float
+    done: float
+    status: int  # 0: no HTTP answer (refused, reset, timeout)
+    pod: str
+
+
+@dataclass
+class Load:
+    """A steady stream of GET /resize through one frontend, one new connection per request (as browsers
+    behind many clients look to HAProxy), at ``rate`` requests per second."""
+
+    port: int
+    rate: float
+    answers: list[Answer] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def _one(self, sent: float) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        status, pod = 0, ""
+        try:
+            connection.request("GET", "/resize")
+            response = connection.getresponse()
+            status, pod = response.status, response.read().decode(errors="replace").strip()
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            connection.close()
+        self.answers.append(Answer(sent, time.monotonic(), status, pod))
+
+    def _run(self) -> None:
+        began = time.monotonic()
+        sent = 0
+        while not self._stop.is_set():
+            due = began + sent / self.rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
+                continue
+            thread = threading.Thread(target=self._one, args=(time.monotonic(),), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+            sent += 1
+
+    def __enter__(self) -> Load:
+        self._runner = threading.Thread(target=self._run, daemon=True)
+        self._runner.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._runner.join(5)
+        for thread in self._threads:
+            thread.join(15)
+
+    def failed(self) -> list[Answer]:
+        return [a for a in self.answers if a.status != 200]
+
+
+def sigterms(events_dir: Path) -> dict[str, float]:
+    """pod name -> monotonic time its app got SIGTERM."""
+    times: dict[str, float] = {}
+    with contextlib.suppress(FileNotFoundError):
+        for line in (events_dir / "sigterm").read_text().splitlines():
+            words = line.split()
+            if len(words) == 3 and words[0] == "sigterm":
+                times.setdefault(words[1], float(words[2]))
+    return times
+
+
+def answered_after_sigterm(load: Load, events_dir: Path) -> list[Answer]:
+    """Requests a pod's app answered although HAProxy sent them after that app got SIGTERM."""
+    terms = sigterms(events_dir)
+    return [a for a in load.answers if a.status == 200 and a.pod in terms and a.sent > terms[a.pod]]
+
+
+@contextlib.contextmanager
+def rig(cluster: Any, namespace: str, front_candor: int, front_plain: int) -> Any:
+    with HAProxyProcess(haproxy_config(front_candor, front_plain)) as haproxy, \
+            EndpointSliceFollower(cluster, haproxy, namespace, "candor", "candor", SLOTS) as candor, \
+            EndpointSliceFollower(cluster, haproxy, namespace, "plain", "plain", SLOTS) as plain:
+        yield haproxy, candor, plain
