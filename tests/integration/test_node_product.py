@@ -400,11 +400,15 @@ def test_helm_upgrade_changes_the_crd_and_uninstall_leaves_nothing_behind(
     assert served["metadata"]["annotations"]["candor.io/upgrade-proof"] == "2"
 
     helm(k8s_cluster.kubeconfig, "uninstall", RELEASE, "--namespace", release, "--wait", "--timeout", "4m")
-    left = k8s_cluster.kubectl(
-        "get", "all,configmap,secret,serviceaccount,role,rolebinding,clusterrole,clusterrolebinding,"
-        "mutatingwebhookconfiguration,customresourcedefinition", "-A", "-l", f"app.kubernetes.io/instance={RELEASE}",
-        "-o", "name").stdout.split()
-    assert left == []
+    kinds = ("all,configmap,secret,serviceaccount,role,rolebinding,clusterrole,clusterrolebinding,"
+             "mutatingwebhookconfiguration,customresourcedefinition,job")
+
+    def left() -> list[str]:
+        return k8s_cluster.kubectl("get", kinds, "-A", "-l", f"app.kubernetes.io/instance={RELEASE}",
+                                   "-o", "name").stdout.split()
+
+    # The operator's pods go when the garbage collector has followed the Deployment's deletion.
+    k8s_cluster.wait_until(lambda: not left(), 120, f"nothing of the release left (still: {left()})")
     for path in ("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/healthpolicies.candor.io",
                  "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/clusterkopfpeerings.kopf.dev"):
         k8s_cluster.wait_until(lambda path=path: k8s_cluster.api("GET", path).status == 404, 60, f"{path} gone")
