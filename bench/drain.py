@@ -16,6 +16,7 @@ beside it. Exits non-zero when the target is missed.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -34,6 +35,9 @@ NS = "drain-bench"
 
 
 def main() -> int:
+    if os.geteuid() != 0:
+        print(f"{Path(__file__).name}: the test node needs root (containerd, kubelet, an interface); run it as root")
+        return 2
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--restarts", type=int, default=10)
     parser.add_argument("--rate", type=float, default=100.0, help="requests per second to each setup")

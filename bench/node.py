@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -151,6 +152,9 @@ def sidecar_memory(node: Node, cluster: K8sCluster) -> tuple[int, int]:
 
 
 def main() -> int:
+    if os.geteuid() != 0:
+        print(f"{Path(__file__).name}: the test node needs root (containerd, kubelet, an interface); run it as root")
+        return 2
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=5)
     args = parser.parse_args()

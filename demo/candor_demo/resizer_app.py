@@ -216,14 +216,17 @@ def main(argv: list[str] | None = None) -> int:
                     ["job_class", "worker"], registry=registry)
     requests = Counter("resize_requests", "Requests served", registry=registry)
     board = WorkerBoard()
-    truth = TruthWriter(args.truth_file)
+    # `{boot}` in the path: one truth file per start of the process (a restarted container is PID 1 again,
+    # so its events could not be told from the killed one's in a shared file).
+    truth_file = args.truth_file.replace("{boot}", f"{time.monotonic():.6f}")
+    truth = TruthWriter(truth_file)
 
     def on_done(slot: int, seconds: float) -> None:
         naive.labels(job_class=JOB_CLASS, worker=str(slot)).inc(seconds)
 
     workers: ThreadWorkers | ProcessWorkers
     if args.worker_model == "process":
-        workers = ProcessWorkers(args.workers, args.max_job, args.truth_file, board, on_done, args.seed * 100)
+        workers = ProcessWorkers(args.workers, args.max_job, truth_file, board, on_done, args.seed * 100)
     else:
         workers = ThreadWorkers(args.workers, args.max_job, truth, board, on_done, args.seed * 100)
 

@@ -1,5 +1,6 @@
-"""The drain handshake on a real pod: HAProxy hears `drain` before the app gets SIGTERM, the sidecar gets
-SIGTERM after the app, and a last scrape of /metrics after that has every job second the app worked.
+"""The drain handshake on a real pod: HAProxy hears `drain` before the app gets SIGTERM (no request it sends
+after that reaches the app, none fails), the sidecar gets SIGTERM after the app, and a last scrape of
+/metrics after that has every job second the app worked.
 
 The chart's webhook injects the pod; HAProxy's servers follow the Service's EndpointSlices
 (tests/support/endpoint_follower.py) and ask the sidecar's agent. Observed from outside: HAProxy's stats
@@ -14,6 +15,7 @@ import json
 import os
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +25,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from candor_demo.truth import read_intervals
-from tests.support.drain_rig import objects, rig, sigterms
+from tests.support.drain_rig import Load, answered_after_sigterm, objects, rig, sigterms
 from tests.support.helm import install_chart, uninstall_chart
 from tests.support.k8s_cluster import K8sCluster
 from tests.support.node import Node
@@ -62,11 +64,19 @@ class Observer:
                 self.drain_heard = time.monotonic()
             self._stop.wait(0.01)
 
+    def _health_notes(self) -> list[str]:
+        try:
+            with urllib.request.urlopen(f"http://{self.ip}:9898/health", timeout=1) as response:
+                body = response.read()
+        except urllib.error.HTTPError as failing:  # a terminating sidecar's /health answers 503
+            body = failing.read()
+        notes: list[str] = json.loads(body).get("notes", [])
+        return notes
+
     def _sidecar(self) -> None:
         while not self._stop.is_set():
             try:
-                with urllib.request.urlopen(f"http://{self.ip}:9898/health", timeout=1) as response:
-                    notes = json.loads(response.read()).get("notes", [])
+                notes = self._health_notes()
                 if self.sidecar_terminating is None and any("sidecar terminating" in n for n in notes):
                     self.sidecar_terminating = time.monotonic()
                 with urllib.request.urlopen(f"http://{self.ip}:9898/metrics", timeout=1) as response:
@@ -93,7 +103,8 @@ def test_haproxy_hears_drain_before_the_app_gets_sigterm_and_no_job_second_is_lo
     events = tmp_path / "events"
     events.mkdir()
     events.chmod(0o777)  # the app runs as uid 10001
-    k8s_cluster.apply(*[o for o in objects(namespace, events, replicas=1)
+    # Two replicas: while one leaves, HAProxy has the other to send requests to.
+    k8s_cluster.apply(*[o for o in objects(namespace, events, replicas=2)
                         if o["metadata"]["name"] == "candor"])
     try:
         def injected_pod() -> dict[str, Any] | None:
@@ -102,27 +113,38 @@ def test_haproxy_hears_drain_before_the_app_gets_sigterm_and_no_job_second_is_lo
             ready = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
                                             for c in p.get("status", {}).get("conditions", []))
                      and any(c["name"] == "candor-sidecar" for c in p["spec"].get("initContainers", []))]
-            return ready[0] if len(pods) == 1 and ready else None
+            return ready[0] if len(pods) == len(ready) == 2 else None
 
         pod = k8s_cluster.wait_until(injected_pod, 240, "the injected pod ready")
         name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
-        with rig(k8s_cluster, namespace, free_port(), free_port()) as (haproxy, follower, _):
-            slot = k8s_cluster.wait_until(lambda: follower.slot_for(ip), 60, "the pod in a server slot")
-            k8s_cluster.wait_until(lambda: haproxy.server_state("candor", slot).status.startswith("UP"), 60,
-                                   "HAProxy routes to the pod")
-            with Observer(haproxy, "candor", slot, ip) as seen:
-                k8s_cluster.wait_until(lambda: len(seen.scrapes) > 2, 30, "scrapes of the sidecar")
+        front = free_port()
+        with rig(k8s_cluster, namespace, front, free_port()) as (haproxy, follower, _):
+            slots = k8s_cluster.wait_until(
+                lambda: len(follower.events) >= 2 and [e.slot for e in follower.events], 60, "both pods in slots")
+            k8s_cluster.wait_until(lambda: all(haproxy.server_state("candor", s).status.startswith("UP")
+                                               for s in slots), 60, "HAProxy routes to both pods")
+            slot = follower.slot_for(ip)
+            assert slot is not None
+            with Observer(haproxy, "candor", slot, ip) as seen, Load(front, 100) as load:
+                k8s_cluster.wait_until(lambda: len(seen.scrapes) > 2 and len(load.answers) > 50, 30,
+                                       "scrapes of the sidecar and requests through HAProxy")
                 deleted = time.monotonic()
                 k8s_cluster.kubectl("delete", "pod", "-n", namespace, name, "--wait=true", "--timeout=120s")
         app_sigterm = sigterms(events)[name]
         assert seen.drain_heard is not None and seen.sidecar_terminating is not None, vars(seen)
+        # HAProxy had stopped sending the pod requests before its app got SIGTERM: none sent after it
+        # reached the app, and none failed.
+        assert load.failed() == [] and answered_after_sigterm(load, events) == []
+        assert [a for a in load.answers if a.pod == name], "the leaving pod served requests before"
         final_at, final = seen.scrapes[-1]
-        order = {"deleted": deleted, "drain heard by HAProxy": seen.drain_heard, "app SIGTERM": app_sigterm,
-                 "sidecar SIGTERM": seen.sidecar_terminating, "final scrape": final_at}
+        order = {"deleted": deleted, "app SIGTERM": app_sigterm, "sidecar SIGTERM": seen.sidecar_terminating,
+                 "final scrape": final_at}
         assert list(order.values()) == sorted(order.values()), order
+        assert seen.drain_heard < seen.sidecar_terminating
         truth = sum((i.end if i.end is not None else app_sigterm) - i.start
                     for i in read_intervals(events / f"{name}.truth"))
-        print("order (s after delete): " + ", ".join(f"{k} {v - deleted:+.2f}" for k, v in order.items())
+        print(f"drain state in HAProxy's stats {seen.drain_heard - deleted:+.2f} s after the delete; order: "
+              + ", ".join(f"{k} {v - deleted:+.2f}" for k, v in order.items())
               + f"; job seconds: truth {truth:.3f}, final scrape {final:.3f}")
         assert final == pytest.approx(truth, abs=0.05), (final, truth)
     finally:

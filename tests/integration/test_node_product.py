@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ import yaml
 
 from candor_demo.haproxy_process import HAProxyProcess
 from candor_demo.prometheus_process import PrometheusProcess
+from candor_demo.truth import read_intervals
 from candor_operator.policy import parse_policy
 from candor_operator.render import Server, render_backend
 from candor_operator.rollout import CONFIG_HASH_ANNOTATION
@@ -178,6 +180,11 @@ def haproxy(examples: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFac
         yield process
 
 
+def _post_quietly(url: str) -> None:
+    with contextlib.suppress(OSError):  # the connection breaks when the kernel kills the app mid-request
+        _post(url)
+
+
 def _post(url: str) -> dict[str, Any]:
     request = urllib.request.Request(url, method="POST", data=b"")
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -248,7 +255,7 @@ spec:
           image: candor-sidecar:0.1.0
           command: [python, -m, candor_demo.resizer_app]
           args: [--name=jobs, --bind=0.0.0.0, --http-port=8080, --metrics-port=9100,
-                 --truth-file=/truth/truth.jsonl, --workers=4]
+                 "--truth-file=/truth/truth-{boot}", --workers=4]
           resources: {limits: {memory: 128Mi}}
           volumeMounts: [{name: truth, mountPath: /truth}]
       volumes:
@@ -265,24 +272,15 @@ spec:
 """
 
 
-def _truth_seconds(path: Path, kills: list[float], now: float) -> float:
-    """Busy seconds in the app's truth file, which every incarnation of the container appends to.
-
-    Each incarnation is PID 1 of its container, so a job a kill interrupted is recognised by the next
-    `start` of its slot: it ran until that kill (the latest kill before the new start).
-    """
-    total, open_jobs = 0.0, {}
-    for line in path.read_text().splitlines():
-        event, slot, _, at = line.split()
-        moment = float(at)
-        if event == "start":
-            if slot in open_jobs:
-                killed = max(k for k in kills if open_jobs[slot] <= k <= moment)
-                total += killed - open_jobs[slot]
-            open_jobs[slot] = moment
-        elif slot in open_jobs:
-            total += moment - open_jobs.pop(slot)
-    return total + sum(now - start for start in open_jobs.values())
+def _truth_seconds(directory: Path, kills: list[float], now: float) -> float:
+    """Busy seconds in the truth files, one per start of the app (named by its start time): a job a kill
+    interrupted ran until the first kill after that start; the last start ended with SIGTERM (jobs end)."""
+    total = 0.0
+    for path in sorted(directory.glob("truth-*"), key=lambda p: float(p.name.split("-", 1)[1])):
+        boot = float(path.name.split("-", 1)[1])
+        killed = min((k for k in kills if k >= boot), default=now)
+        total += sum((i.end if i.end is not None else killed) - i.start for i in read_intervals(path))
+    return total
 
 
 def _container_pid(node: Node, pod: dict[str, Any], container: str) -> int:
@@ -316,9 +314,11 @@ def test_job_seconds_survive_oom_kill_sigkill_and_pod_deletion(
         kills: list[float] = []
 
         # 1. The kernel OOM-kills the app mid-job (its real 128Mi limit); the container restarts.
-        with contextlib.suppress(OSError):  # the connection breaks when the kernel kills the app mid-fill
-            _post(f"http://{ip}:8080/memory/fill?percent=300&crossing=90")
-        kills.append(time.monotonic())
+        app_pid = _container_pid(k8s_node, pod, "app")
+        fill = f"http://{ip}:8080/memory/fill?percent=300&crossing=90"
+        filling = threading.Thread(target=_post_quietly, args=(fill,), daemon=True)
+        filling.start()
+        kills.append(_wait(lambda: not Path(f"/proc/{app_pid}").exists(), 60, "the kernel's OOM kill"))
         k8s_cluster.wait_until(lambda: _restarts(k8s_cluster, pod_name, "app", "OOMKilled"), 90, "OOMKilled, restarted")
 
         # 2. SIGKILL from the node, as a kubelet liveness kill or `kill -9` would.
@@ -334,7 +334,7 @@ def test_job_seconds_survive_oom_kill_sigkill_and_pod_deletion(
         # 3. Delete the pod mid-job: app SIGTERM, then the sidecar folds and serves the final scrape.
         k8s_cluster.kubectl("delete", "pod", "-n", "default", pod_name, "--wait=true", "--timeout=90s")
         deleted = time.monotonic()
-        truth = _truth_seconds(truth_dir / "truth.jsonl", kills, deleted)
+        truth = _truth_seconds(truth_dir, kills, deleted)
         series = prometheus.query_range(query, began_wall, time.time() + 1, 0.5)  # Prometheus keeps Unix time
         values = [float(v) for _, v in series[0]["values"]] if series else []
         assert values, "Prometheus has the pod's job seconds"
