@@ -74,16 +74,20 @@ class Observer:
         return notes
 
     def _sidecar(self) -> None:
+        # Scrapes like Prometheus, except that once the drain has begun it holds its scrapes until /health
+        # says the sidecar itself got SIGTERM: the scrape after that is the final one (the sidecar exits once
+        # it is served), so the observer sees the sidecar's SIGTERM for certain before it ends it.
         while not self._stop.is_set():
             try:
-                notes = self._health_notes()
-                if self.sidecar_terminating is None and any("sidecar terminating" in n for n in notes):
+                notes = " ".join(self._health_notes())
+                if self.sidecar_terminating is None and "sidecar terminating" in notes:
                     self.sidecar_terminating = time.monotonic()
-                with urllib.request.urlopen(f"http://{self.ip}:9898/metrics", timeout=1) as response:
-                    self.scrapes.append((time.monotonic(), _job_seconds(response.read().decode())))
+                if self.sidecar_terminating is not None or "pod terminating" not in notes:
+                    with urllib.request.urlopen(f"http://{self.ip}:9898/metrics", timeout=1) as response:
+                        self.scrapes.append((time.monotonic(), _job_seconds(response.read().decode())))
             except (OSError, ValueError):
                 pass
-            self._stop.wait(0.1)
+            self._stop.wait(0.05)
 
     def __enter__(self) -> Observer:
         for thread in self._threads:

@@ -255,7 +255,8 @@ spec:
           image: candor-sidecar:0.1.0
           command: [python, -m, candor_demo.resizer_app]
           args: [--name=jobs, --bind=0.0.0.0, --http-port=8080, --metrics-port=9100,
-                 "--truth-file=/truth/truth-{boot}", --workers=4]
+                 "--truth-file=/truth/$(POD_NAME)-{boot}", --workers=4]
+          env: [{name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
           resources: {limits: {memory: 128Mi}}
           volumeMounts: [{name: truth, mountPath: /truth}]
       volumes:
@@ -272,12 +273,12 @@ spec:
 """
 
 
-def _truth_seconds(directory: Path, kills: list[float], now: float) -> float:
-    """Busy seconds in the truth files, one per start of the app (named by its start time): a job a kill
-    interrupted ran until the first kill after that start; the last start ended with SIGTERM (jobs end)."""
+def _truth_seconds(directory: Path, pod: str, kills: list[float], now: float) -> float:
+    """Busy seconds in the pod's truth files, one per start of its app (named by its start time): a job a
+    kill interrupted ran until the first kill after that start; the last start ended with SIGTERM."""
     total = 0.0
-    for path in sorted(directory.glob("truth-*"), key=lambda p: float(p.name.split("-", 1)[1])):
-        boot = float(path.name.split("-", 1)[1])
+    for path in directory.glob(f"{pod}-*"):
+        boot = float(path.name.rsplit("-", 1)[1])
         killed = min((k for k in kills if k >= boot), default=now)
         total += sum((i.end if i.end is not None else killed) - i.start for i in read_intervals(path))
     return total
@@ -334,7 +335,7 @@ def test_job_seconds_survive_oom_kill_sigkill_and_pod_deletion(
         # 3. Delete the pod mid-job: app SIGTERM, then the sidecar folds and serves the final scrape.
         k8s_cluster.kubectl("delete", "pod", "-n", "default", pod_name, "--wait=true", "--timeout=90s")
         deleted = time.monotonic()
-        truth = _truth_seconds(truth_dir, kills, deleted)
+        truth = _truth_seconds(truth_dir, pod_name, kills, deleted)
         series = prometheus.query_range(query, began_wall, time.time() + 1, 0.5)  # Prometheus keeps Unix time
         values = [float(v) for _, v in series[0]["values"]] if series else []
         assert values, "Prometheus has the pod's job seconds"
