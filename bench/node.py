@@ -67,7 +67,7 @@ def deployment(name: str, inject: bool, readiness_on_sidecar: bool = False) -> d
     if readiness_on_sidecar:
         # Kubernetes' defaults: every 10 s, 3 failures, 1 s timeout.
         container["readinessProbe"] = {"httpGet": {"path": "/health", "port": 9898}}
-    labels = {"app": name, "bench": "candor" if name == "candor" else "plain"}
+    labels = {"app": name, "bench": "candor" if inject else "plain"}  # the policy governs injected pods
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": NS, "annotations": {"candor.io/inject": str(inject).lower()}},
@@ -167,13 +167,18 @@ def main() -> int:
                         str(ROOT / "helm" / "candor"), "-n", "candor-system", "--create-namespace", "--wait",
                         "--timeout", "5m"], check=True, capture_output=True)
         cluster.create_namespace(NS)
+        # The webhook injects only pods a valid policy governs.
+        cluster.apply({"apiVersion": "candor.io/v1alpha1", "kind": "HealthPolicy",
+                       "metadata": {"name": "candor", "namespace": NS}, "spec": POLICY})
+        cluster.wait_until(lambda: any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in cluster.api("GET", f"/apis/candor.io/v1alpha1/namespaces/{NS}/healthpolicies/candor")
+            .ok().get("status", {}).get("conditions", [])), 60, "the policy Ready")
         plain = [start_to_ready(cluster, inject=False) for _ in range(args.trials)]
         injected = [start_to_ready(cluster, inject=True) for _ in range(args.trials)]
 
         policy = parse_policy(POLICY)
-        cluster.apply({"apiVersion": "candor.io/v1alpha1", "kind": "HealthPolicy",
-                       "metadata": {"name": "candor", "namespace": NS}, "spec": POLICY},
-                      service("candor"), service("probe"), deployment("candor", inject=True),
+        cluster.apply(service("candor"), service("probe"), deployment("candor", inject=True),
                       deployment("probe", inject=True, readiness_on_sidecar=True))
         front_a, front_b = free_port(), free_port()
         config = ("global\n    maxconn 200\ndefaults\n    mode http\n    timeout connect 1s\n"
