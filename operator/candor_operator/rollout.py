@@ -108,15 +108,20 @@ class HealPacer:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.first, self.maximum = first, maximum
         self._clock = clock
-        self._next: dict[tuple[str, str], tuple[float, float]] = {}  # key -> (not before, next wait)
+        self._next: dict[tuple[str, str], tuple[float, float, str]] = {}  # key -> (not before, next wait, mark)
 
     def allowed(self, key: tuple[str, str]) -> bool:
-        not_before, _ = self._next.get(key, (0.0, self.first))
+        not_before, _, _ = self._next.get(key, (0.0, self.first, ""))
         return self._clock() >= not_before
 
-    def healed(self, key: tuple[str, str]) -> None:
-        _, wait = self._next.get(key, (0.0, self.first))
-        self._next[key] = (self._clock() + wait, min(self.maximum, wait * 2))
+    def last_mark(self, key: tuple[str, str]) -> str | None:
+        """The heal mark last sent for this Deployment (None when it has settled since)."""
+        entry = self._next.get(key)
+        return entry[2] if entry is not None else None
+
+    def healed(self, key: tuple[str, str], mark: str) -> None:
+        _, wait, _ = self._next.get(key, (0.0, self.first, ""))
+        self._next[key] = (self._clock() + wait, min(self.maximum, wait * 2), mark)
 
     def settled(self, key: tuple[str, str]) -> None:
         self._next.pop(key, None)
@@ -150,12 +155,15 @@ async def ensure_rolled_out(
         if any(from_current_template(pod, deployment) for pod in pods):
             heals.settled(key)
         return None
+    mark = heal_mark(missed)
+    if heals.last_mark(key) == mark:
+        return None  # the pods this process already restarted for: an event from before its patch
     if not heals.allowed(key):
         logger.warning("Deployment %s/%s: %d pods of its current template missed the injection webhook again; "
                        "is the webhook reachable from the API server?", namespace, name, len(missed))
         return None
-    heals.healed(key)
-    await restart(client, namespace, name, {HEAL_ANNOTATION: heal_mark(missed)})
+    heals.healed(key, mark)
+    await restart(client, namespace, name, {HEAL_ANNOTATION: mark})
     return f"for {len(missed)} pods that missed the injection webhook"
 
 

@@ -205,20 +205,21 @@ def test_heals_of_one_deployment_are_spaced_out_until_its_pods_are_injected() ->
     now = [0.0]
     pacer = HealPacer(first=60.0, maximum=200.0, clock=lambda: now[0])
     key, other = ("ns", "web"), ("ns", "api")
-    assert pacer.allowed(key)
-    pacer.healed(key)
+    assert pacer.allowed(key) and pacer.last_mark(key) is None
+    pacer.healed(key, "m1")
+    assert pacer.last_mark(key) == "m1"  # an event from before the patch names the same pods: nothing to do
     assert not pacer.allowed(key) and pacer.allowed(other)
     now[0] = 60.0
     assert pacer.allowed(key)
-    pacer.healed(key)  # missed again: the next waits twice as long
+    pacer.healed(key, "m2")  # missed again: the next waits twice as long
     now[0] = 60.0 + 119.0
     assert not pacer.allowed(key)
     now[0] = 60.0 + 120.0
-    pacer.healed(key)
+    pacer.healed(key, "m3")
     now[0] += 199.0
     assert not pacer.allowed(key)  # capped at the maximum
     now[0] += 1.0
     assert pacer.allowed(key)
-    pacer.healed(key)
+    pacer.healed(key, "m4")
     pacer.settled(key)  # the current pods have the sidecar: the next heal is immediate again
-    assert pacer.allowed(key)
+    assert pacer.allowed(key) and pacer.last_mark(key) is None
