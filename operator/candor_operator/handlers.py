@@ -308,6 +308,11 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
     @kopf.timer(GROUP, VERSION, PLURAL, interval=resync, initial_delay=resync, registry=registry, id="resync",
                 backoff=RETRY_BACKOFF)
     async def resync_policy(body: kopf.Body, status: Any, patch: kopf.Patch, **kwargs: Any) -> None:
+        # A timer runs beside the object's handlers and may see its body from before their status write: a
+        # status that does not show the current generation yet belongs to the reconcile handler, and a resync
+        # from that older view would write the conditions again with new transition times.
+        if (status or {}).get("observedGeneration") != (body.get("metadata") or {}).get("generation"):
+            return
         await operator.reconcile(body, status, patch, indices_of(kwargs))
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, id="release", backoff=RETRY_BACKOFF)
