@@ -75,6 +75,13 @@ def main() -> int:
         node.stop()
         cluster.stop()
 
+    for label, load in (("Candor", candor), ("plain", plain)):
+        kinds: dict[str, int] = {}
+        for answer in load.failed():
+            kind = answer.error or f"HTTP {answer.status}"
+            kinds[kind] = kinds.get(kind, 0) + 1
+        print(f"failures, {label}: " + (", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())) or "none"))
+    print(f"follower errors: Candor {len(with_candor.errors)}, plain {len(with_plain.errors)}")
     rows = []
     for label, load in (("with Candor (drain handshake)", candor), ("without Candor (readiness probe)", plain)):
         failed = load.failed()

@@ -88,6 +88,7 @@ class Answer:
     done: float
     status: int  # 0: no HTTP answer (refused, reset, timeout)
     pod: str
+    error: str = ""  # why there was no answer
 
 
 @dataclass
@@ -105,16 +106,16 @@ class Load:
 
     def _one(self, sent: float) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        status, pod = 0, ""
+        status, pod, error = 0, "", ""
         try:
             connection.request("GET", "/resize")
             response = connection.getresponse()
             status, pod = response.status, response.read().decode(errors="replace").strip()
-        except (OSError, http.client.HTTPException):
-            pass
+        except (OSError, http.client.HTTPException) as failure:
+            error = type(failure).__name__
         finally:
             connection.close()
-        self.answers.append(Answer(sent, time.monotonic(), status, pod))
+        self.answers.append(Answer(sent, time.monotonic(), status, pod, error))
 
     def _run(self) -> None:
         began = time.monotonic()
