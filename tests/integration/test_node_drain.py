@@ -35,10 +35,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.skipif(os.geteuid() != 0, rea
 
 
 @pytest.fixture(scope="module")
-def chart(k8s_cluster: K8sCluster, k8s_node: Node) -> Iterator[None]:
-    install_chart(k8s_cluster, "candor-drain")
+def chart(node_cluster: K8sCluster, k8s_node: Node) -> Iterator[None]:
+    install_chart(node_cluster, "candor-drain")
     yield
-    uninstall_chart(k8s_cluster, "candor-drain")
+    uninstall_chart(node_cluster, "candor-drain")
 
 
 def _job_seconds(text: str) -> float:
@@ -101,39 +101,39 @@ class Observer:
 
 
 def test_haproxy_hears_drain_before_the_app_gets_sigterm_and_no_job_second_is_lost(
-    k8s_cluster: K8sCluster, chart: None, tmp_path: Path,
+    node_cluster: K8sCluster, chart: None, tmp_path: Path,
 ) -> None:
-    namespace = k8s_cluster.create_namespace()
+    namespace = node_cluster.create_namespace()
     events = tmp_path / "events"
     events.mkdir()
     events.chmod(0o777)  # the app runs as uid 10001
     # Two replicas: while one leaves, HAProxy has the other to send requests to.
-    k8s_cluster.apply(*[o for o in objects(namespace, events, replicas=2)
+    node_cluster.apply(*[o for o in objects(namespace, events, replicas=2)
                         if o["metadata"]["name"] == "candor"])
     try:
         def injected_pod() -> dict[str, Any] | None:
-            pods = k8s_cluster.api("GET", f"/api/v1/namespaces/{namespace}/pods",
+            pods = node_cluster.api("GET", f"/api/v1/namespaces/{namespace}/pods",
                                    params={"labelSelector": "app=candor"}).ok()["items"]
             ready = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
                                             for c in p.get("status", {}).get("conditions", []))
                      and any(c["name"] == "candor-sidecar" for c in p["spec"].get("initContainers", []))]
             return ready[0] if len(pods) == len(ready) == 2 else None
 
-        pod = k8s_cluster.wait_until(injected_pod, 240, "the injected pod ready")
+        pod = node_cluster.wait_until(injected_pod, 240, "the injected pod ready")
         name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
         front = free_port()
-        with rig(k8s_cluster, namespace, front, free_port()) as (haproxy, follower, _):
-            slots = k8s_cluster.wait_until(
+        with rig(node_cluster, namespace, front, free_port()) as (haproxy, follower, _):
+            slots = node_cluster.wait_until(
                 lambda: len(follower.events) >= 2 and [e.slot for e in follower.events], 60, "both pods in slots")
-            k8s_cluster.wait_until(lambda: all(haproxy.server_state("candor", s).status.startswith("UP")
+            node_cluster.wait_until(lambda: all(haproxy.server_state("candor", s).status.startswith("UP")
                                                for s in slots), 60, "HAProxy routes to both pods")
             slot = follower.slot_for(ip)
             assert slot is not None
             with Observer(haproxy, "candor", slot, ip) as seen, Load(front, 100) as load:
-                k8s_cluster.wait_until(lambda: len(seen.scrapes) > 2 and len(load.answers) > 50, 30,
+                node_cluster.wait_until(lambda: len(seen.scrapes) > 2 and len(load.answers) > 50, 30,
                                        "scrapes of the sidecar and requests through HAProxy")
                 deleted = time.monotonic()
-                k8s_cluster.kubectl("delete", "pod", "-n", namespace, name, "--wait=true", "--timeout=120s")
+                node_cluster.kubectl("delete", "pod", "-n", namespace, name, "--wait=true", "--timeout=120s")
         app_sigterm = sigterms(events)[name]
         assert seen.drain_heard is not None and seen.sidecar_terminating is not None, vars(seen)
         # HAProxy had stopped sending the pod requests before its app got SIGTERM: none sent after it
@@ -152,4 +152,4 @@ def test_haproxy_hears_drain_before_the_app_gets_sigterm_and_no_job_second_is_lo
               + f"; job seconds: truth {truth:.3f}, final scrape {final:.3f}")
         assert final == pytest.approx(truth, abs=0.05), (final, truth)
     finally:
-        k8s_cluster.api("DELETE", f"/api/v1/namespaces/{namespace}")
+        node_cluster.api("DELETE", f"/api/v1/namespaces/{namespace}")

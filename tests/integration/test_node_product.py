@@ -85,40 +85,40 @@ def _logs(cluster: K8sCluster, namespace: str, pod: str, container: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def release(k8s_cluster: K8sCluster, k8s_node: Node) -> Iterator[str]:
-    install_chart(k8s_cluster, RELEASE_NS, RELEASE)
+def release(node_cluster: K8sCluster, k8s_node: Node) -> Iterator[str]:
+    install_chart(node_cluster, RELEASE_NS, RELEASE)
     yield RELEASE_NS
-    uninstall_chart(k8s_cluster, RELEASE_NS, RELEASE)
+    uninstall_chart(node_cluster, RELEASE_NS, RELEASE)
 
 
 # ------------------------------------------------------------------------------------------------- the chart
 def test_helm_install_runs_both_operators_from_the_image_and_peering_elects_one(
-    k8s_cluster: K8sCluster, release: str,
+    node_cluster: K8sCluster, release: str,
 ) -> None:
-    pods = _wait_ready_pods(k8s_cluster, release, "app.kubernetes.io/name=candor", 2)
+    pods = _wait_ready_pods(node_cluster, release, "app.kubernetes.io/name=candor", 2)
     assert {p["spec"]["containers"][0]["image"] for p in pods} == {"candor-operator:0.1.0"}
     # The operator created its ClusterKopfPeering; both replicas announce themselves in it.
-    peering = k8s_cluster.wait_until(
-        lambda: (body := k8s_cluster.api("GET", "/apis/kopf.dev/v1/clusterkopfpeerings/candor").body)
+    peering = node_cluster.wait_until(
+        lambda: (body := node_cluster.api("GET", "/apis/kopf.dev/v1/clusterkopfpeerings/candor").body)
         .get("kind") == "ClusterKopfPeering" and len(body.get("status") or {}) >= 2 and body,
         90, "both replicas in the ClusterKopfPeering")
     assert len(peering["status"]) == 2
     # Exactly one replica pauses in favour of the other.
-    paused = k8s_cluster.wait_until(
+    paused = node_cluster.wait_until(
         lambda: [p for p in pods if "Pausing operations in favour of"
-                 in _logs(k8s_cluster, release, p["metadata"]["name"], "operator")] or None,
+                 in _logs(node_cluster, release, p["metadata"]["name"], "operator")] or None,
         60, "one replica pausing for its peer")
     assert len(paused) == 1
 
 
 # ------------------------------------------------------------------------------------------------- examples
 @pytest.fixture(scope="module")
-def examples(k8s_cluster: K8sCluster, release: str) -> Iterator[list[dict[str, Any]]]:
-    k8s_cluster.kubectl("apply", "-f", str(EXAMPLES))
+def examples(node_cluster: K8sCluster, release: str) -> Iterator[list[dict[str, Any]]]:
+    node_cluster.kubectl("apply", "-f", str(EXAMPLES))
     try:
-        yield _examples_running(k8s_cluster)
+        yield _examples_running(node_cluster)
     finally:
-        k8s_cluster.kubectl("delete", "-f", str(EXAMPLES), "--ignore-not-found", "--wait=false", check=False)
+        node_cluster.kubectl("delete", "-f", str(EXAMPLES), "--ignore-not-found", "--wait=false", check=False)
 
 
 def _rolled_out(cluster: K8sCluster, namespace: str, name: str) -> bool:
@@ -147,7 +147,7 @@ def _examples_running(cluster: K8sCluster) -> list[dict[str, Any]]:
 
 
 def test_examples_run_with_the_native_sidecar_the_policy_is_ready_and_the_service_annotated(
-    k8s_cluster: K8sCluster, examples: list[dict[str, Any]],
+    node_cluster: K8sCluster, examples: list[dict[str, Any]],
 ) -> None:
     for pod in examples:
         sidecar = _sidecar(pod)
@@ -155,10 +155,10 @@ def test_examples_run_with_the_native_sidecar_the_policy_is_ready_and_the_servic
         assert sidecar["image"] == "candor-sidecar:0.1.0"
         statuses = {s["name"]: s for s in pod["status"]["initContainerStatuses"]}
         assert statuses["candor-sidecar"]["started"] and statuses["candor-sidecar"]["ready"]
-    policy = k8s_cluster.api("GET", "/apis/candor.io/v1alpha1/namespaces/default/healthpolicies/resizer").ok()
+    policy = node_cluster.api("GET", "/apis/candor.io/v1alpha1/namespaces/default/healthpolicies/resizer").ok()
     ready = {c["type"]: c["status"] for c in policy["status"]["conditions"]}
     assert ready.get("Ready") == "True", policy["status"]
-    service = k8s_cluster.api("GET", "/api/v1/namespaces/default/services/resizer").ok()
+    service = node_cluster.api("GET", "/api/v1/namespaces/default/services/resizer").ok()
     annotations = service["metadata"].get("annotations", {})
     assert any(key.startswith("haproxy.org/") for key in annotations), annotations
 
@@ -213,16 +213,16 @@ def test_memory_over_80_percent_of_the_real_limit_takes_the_pod_out_and_it_comes
 
 
 def test_maintenance_annotation_reaches_haproxy_through_the_kubelets_downward_api_refresh(
-    k8s_cluster: K8sCluster, examples: list[dict[str, Any]], haproxy: HAProxyProcess,
+    node_cluster: K8sCluster, examples: list[dict[str, Any]], haproxy: HAProxyProcess,
 ) -> None:
     name = examples[1]["metadata"]["name"]
     _wait(lambda: _routed(haproxy, name), 60, f"{name} in rotation")
     began = time.monotonic()
-    k8s_cluster.kubectl("annotate", "pod", "-n", "default", name, "candor.io/maintenance=true")
+    node_cluster.kubectl("annotate", "pod", "-n", "default", name, "candor.io/maintenance=true")
     entered = _wait(lambda: haproxy.server_state("candor", name).status.startswith("MAINT"), 150,
                     f"{name} in MAINT") - began
     began = time.monotonic()
-    k8s_cluster.kubectl("annotate", "pod", "-n", "default", name, "candor.io/maintenance-")
+    node_cluster.kubectl("annotate", "pod", "-n", "default", name, "candor.io/maintenance-")
     left = _wait(lambda: _routed(haproxy, name), 150, f"{name} out of MAINT") - began
     print(f"maintenance annotation -> MAINT {entered:.1f} s, removal -> UP {left:.1f} s")
 
@@ -295,16 +295,16 @@ def _container_pid(node: Node, pod: dict[str, Any], container: str) -> int:
 
 
 def test_job_seconds_survive_oom_kill_sigkill_and_pod_deletion(
-    k8s_cluster: K8sCluster, k8s_node: Node, release: str, tmp_path_factory: pytest.TempPathFactory,
+    node_cluster: K8sCluster, k8s_node: Node, release: str, tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     truth_dir = tmp_path_factory.mktemp("truth")
     truth_dir.chmod(0o777)  # the app runs as uid 10001
-    k8s_cluster.kubectl("apply", "-f", "-", input=JOBS_SPEC.replace("TRUTH_DIR", str(truth_dir)))
+    node_cluster.kubectl("apply", "-f", "-", input=JOBS_SPEC.replace("TRUTH_DIR", str(truth_dir)))
     prometheus: PrometheusProcess | None = None
     try:
-        (pod,) = k8s_cluster.wait_until(
-            lambda: _rolled_out(k8s_cluster, "default", "jobs")
-            and (pods := _wait_ready_pods(k8s_cluster, "default", "app=jobs", 1)) and _sidecar(pods[0]) and pods,
+        (pod,) = node_cluster.wait_until(
+            lambda: _rolled_out(node_cluster, "default", "jobs")
+            and (pods := _wait_ready_pods(node_cluster, "default", "app=jobs", 1)) and _sidecar(pods[0]) and pods,
             240, "the jobs pod with its sidecar")
         ip, pod_name = pod["status"]["podIP"], pod["metadata"]["name"]
         began_wall = time.time()
@@ -320,20 +320,21 @@ def test_job_seconds_survive_oom_kill_sigkill_and_pod_deletion(
         filling = threading.Thread(target=_post_quietly, args=(fill,), daemon=True)
         filling.start()
         kills.append(_wait(lambda: not Path(f"/proc/{app_pid}").exists(), 60, "the kernel's OOM kill"))
-        k8s_cluster.wait_until(lambda: _restarts(k8s_cluster, pod_name, "app", "OOMKilled"), 90, "OOMKilled, restarted")
+        node_cluster.wait_until(lambda: _restarts(node_cluster, pod_name, "app", "OOMKilled"), 90,
+                                "OOMKilled, restarted")
 
         # 2. SIGKILL from the node, as a kubelet liveness kill or `kill -9` would.
-        pod = _wait_ready_pods(k8s_cluster, "default", "app=jobs", 1)[0]
+        pod = _wait_ready_pods(node_cluster, "default", "app=jobs", 1)[0]
         app_pid = _container_pid(k8s_node, pod, "app")
         _wait(lambda: (prometheus.query_value(query) or 0) > 0, 30, "scrapes go on")
         os.kill(app_pid, signal.SIGKILL)
         kills.append(time.monotonic())
-        k8s_cluster.wait_until(lambda: _restarts(k8s_cluster, pod_name, "app", "Error", at_least=2), 90,
+        node_cluster.wait_until(lambda: _restarts(node_cluster, pod_name, "app", "Error", at_least=2), 90,
                                "SIGKILLed app restarted")
-        _wait_ready_pods(k8s_cluster, "default", "app=jobs", 1)
+        _wait_ready_pods(node_cluster, "default", "app=jobs", 1)
 
         # 3. Delete the pod mid-job: app SIGTERM, then the sidecar folds and serves the final scrape.
-        k8s_cluster.kubectl("delete", "pod", "-n", "default", pod_name, "--wait=true", "--timeout=90s")
+        node_cluster.kubectl("delete", "pod", "-n", "default", pod_name, "--wait=true", "--timeout=90s")
         deleted = time.monotonic()
         truth = _truth_seconds(truth_dir, pod_name, kills, deleted)
         series = prometheus.query_range(query, began_wall, time.time() + 1, 0.5)  # Prometheus keeps Unix time
@@ -349,7 +350,7 @@ def test_job_seconds_survive_oom_kill_sigkill_and_pod_deletion(
     finally:
         if prometheus is not None:
             prometheus.stop()
-        k8s_cluster.kubectl("delete", "-f", "-", "--ignore-not-found", "--wait=false",
+        node_cluster.kubectl("delete", "-f", "-", "--ignore-not-found", "--wait=false",
                             input=JOBS_SPEC.replace("TRUTH_DIR", str(truth_dir)), check=False)
 
 
@@ -364,11 +365,11 @@ def _restarts(cluster: K8sCluster, pod: str, container: str, reason: str, at_lea
 
 # ------------------------------------------------------------------------------------------------- security
 def test_pod_security_restricted_namespace_admits_the_injected_pod(
-    k8s_cluster: K8sCluster, release: str,
+    node_cluster: K8sCluster, release: str,
 ) -> None:
-    namespace = k8s_cluster.create_namespace()
+    namespace = node_cluster.create_namespace()
     try:
-        k8s_cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+        node_cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
         documents = [d for d in yaml.safe_load_all((EXAMPLES / "demo-app.yaml").read_text())
                      if d and d["kind"] == "Deployment"]
         documents.append(yaml.safe_load((EXAMPLES / "healthpolicy.yaml").read_text()))
@@ -376,18 +377,18 @@ def test_pod_security_restricted_namespace_admits_the_injected_pod(
             document["metadata"]["namespace"] = namespace
             if document["kind"] == "Deployment":
                 document["spec"]["replicas"] = 1
-        k8s_cluster.apply(*documents)
-        (pod,) = k8s_cluster.wait_until(
-            lambda: (pods := _wait_ready_pods(k8s_cluster, namespace, "app=resizer", 1)) and _sidecar(pods[0])
+        node_cluster.apply(*documents)
+        (pod,) = node_cluster.wait_until(
+            lambda: (pods := _wait_ready_pods(node_cluster, namespace, "app=resizer", 1)) and _sidecar(pods[0])
             and pods, 240, "an injected pod admitted under the restricted profile")
         assert pod["metadata"]["namespace"] == namespace
     finally:
-        k8s_cluster.api("DELETE", f"/api/v1/namespaces/{namespace}")
+        node_cluster.api("DELETE", f"/api/v1/namespaces/{namespace}")
 
 
 # ------------------------------------------------------------------------------------------------- upgrade
 def test_helm_upgrade_changes_the_crd_and_uninstall_leaves_nothing_behind(
-    k8s_cluster: K8sCluster, release: str, tmp_path: Path,
+    node_cluster: K8sCluster, release: str, tmp_path: Path,
 ) -> None:
     chart = tmp_path / "candor"
     shutil.copytree(CHART, chart)
@@ -395,21 +396,21 @@ def test_helm_upgrade_changes_the_crd_and_uninstall_leaves_nothing_behind(
     crd = yaml.safe_load(crd_file.read_text())
     crd["metadata"].setdefault("annotations", {})["candor.io/upgrade-proof"] = "2"
     crd_file.write_text(yaml.safe_dump(crd))
-    helm(k8s_cluster.kubeconfig, "upgrade", RELEASE, str(chart), "--namespace", release, "--wait", "--timeout", "4m")
-    served = k8s_cluster.api("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+    helm(node_cluster.kubeconfig, "upgrade", RELEASE, str(chart), "--namespace", release, "--wait", "--timeout", "4m")
+    served = node_cluster.api("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
                              "healthpolicies.candor.io").ok()
     assert served["metadata"]["annotations"]["candor.io/upgrade-proof"] == "2"
 
-    helm(k8s_cluster.kubeconfig, "uninstall", RELEASE, "--namespace", release, "--wait", "--timeout", "4m")
+    helm(node_cluster.kubeconfig, "uninstall", RELEASE, "--namespace", release, "--wait", "--timeout", "4m")
     kinds = ("all,configmap,secret,serviceaccount,role,rolebinding,clusterrole,clusterrolebinding,"
              "mutatingwebhookconfiguration,customresourcedefinition,job")
 
     def left() -> list[str]:
-        return k8s_cluster.kubectl("get", kinds, "-A", "-l", f"app.kubernetes.io/instance={RELEASE}",
+        return node_cluster.kubectl("get", kinds, "-A", "-l", f"app.kubernetes.io/instance={RELEASE}",
                                    "-o", "name").stdout.split()
 
     # The operator's pods go when the garbage collector has followed the Deployment's deletion.
-    k8s_cluster.wait_until(lambda: not left(), 120, f"nothing of the release left (still: {left()})")
+    node_cluster.wait_until(lambda: not left(), 120, f"nothing of the release left (still: {left()})")
     for path in ("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/healthpolicies.candor.io",
                  "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/clusterkopfpeerings.kopf.dev"):
-        k8s_cluster.wait_until(lambda path=path: k8s_cluster.api("GET", path).status == 404, 60, f"{path} gone")
+        node_cluster.wait_until(lambda path=path: node_cluster.api("GET", path).status == 404, 60, f"{path} gone")

@@ -28,7 +28,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     # The crash-recovery test runs its own node with the machine to itself: before the session's node starts.
     items.sort(key=lambda item: not item.get_closest_marker("node_exclusive"))
     # Build here, before any test starts, so a first-time compile does not count against a test's timeout.
-    if any("k8s_cluster" in getattr(item, "fixturenames", ()) for item in items):
+    if any({"k8s_cluster", "node_cluster"} & set(getattr(item, "fixturenames", ())) for item in items):
         capture = config.pluginmanager.getplugin("capturemanager")
         # Show build.sh's progress: a first build takes minutes and should not look like a hang.
         with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
@@ -53,8 +53,20 @@ def k8s_namespace(k8s_cluster: K8sCluster) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def k8s_node(k8s_cluster: K8sCluster) -> Iterator[Node]:
-    node = Node(cluster=k8s_cluster).start()
+def node_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[K8sCluster]:
+    """A control plane of the node's own: the chart installs cluster-wide objects (CRDs, webhook, roles)
+    that must not meet what other tests put in the shared ``k8s_cluster``."""
+    bin_dir = request.config.stash.get(_BIN_DIR, None) or ensure_binaries()
+    cluster = K8sCluster(tmp_path_factory.mktemp("k8s-node"), bin_dir).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def k8s_node(node_cluster: K8sCluster) -> Iterator[Node]:
+    node = Node(cluster=node_cluster).start()
     try:
         yield node
     finally:
