@@ -116,6 +116,14 @@ def start_to_ready(cluster: K8sCluster, inject: bool) -> float:
     return took
 
 
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 def post(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(urllib.request.Request(url, method="POST", data=b""), timeout=30) as response:
         return dict(json.loads(response.read()))
@@ -123,8 +131,11 @@ def post(url: str) -> dict[str, Any]:
 
 def fault_to_out(cluster: K8sCluster, app: str, backend: str, haproxy: HAProxyProcess,
                  follower: EndpointSliceFollower) -> float:
+    # The rollout over (the operator may restart a Deployment once), then a pod whose app answers.
+    cluster.kubectl("rollout", "status", "-n", NS, f"deployment/{app}", "--timeout=240s", timeout=260)
     pod = wait(lambda: ready_pod(cluster, app), 240, f"{app} ready")
     ip = pod["status"]["podIP"]
+    wait(lambda: answers(f"http://{ip}:8080/memory"), 60, f"{app}'s app answering")
     slot = wait(lambda: follower.slot_for(ip), 60, f"{app} in a slot")
     routed = lambda: (s := haproxy.server_state(backend, slot)).status.split()[0] == "UP" and s.weight > 0  # noqa: E731
     wait(routed, 120, f"{app} routed")
