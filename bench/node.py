@@ -137,7 +137,9 @@ def fault_to_out(cluster: K8sCluster, app: str, backend: str, haproxy: HAProxyPr
     ip = pod["status"]["podIP"]
     wait(lambda: answers(f"http://{ip}:8080/memory"), 60, f"{app}'s app answering")
     slot = wait(lambda: follower.slot_for(ip), 60, f"{app} in a slot")
-    routed = lambda: (s := haproxy.server_state(backend, slot)).status.split()[0] == "UP" and s.weight > 0  # noqa: E731
+    # "no check": the probe setup's servers have no HAProxy checks; UP or not, weight 0 means drained.
+    routed = lambda: ((s := haproxy.server_state(backend, slot)).status.split()[0] in ("UP", "no")  # noqa: E731
+                      and s.weight > 0)
     wait(routed, 120, f"{app} routed")
     crossed = post(f"http://{ip}:8080/memory/fill?percent=88&crossing=80")["crossed_at"]
     out = wait(lambda: not routed() or follower.slot_for(ip) != slot, 120, f"{app} out of rotation")
@@ -154,6 +156,8 @@ def sidecar_memory(node: Node, cluster: K8sCluster) -> tuple[int, int]:
     assert node.record is not None
     for hierarchy in cgroup_hierarchies():
         for directory in (hierarchy / node.record.cgroup.lstrip("/")).rglob(container_id):
+            if not (directory / "memory.stat").exists():
+                continue  # the same container's directory in another v1 hierarchy (blkio, cpu, …)
             stat = dict(line.split() for line in (directory / "memory.stat").read_text().splitlines())
             if "total_rss" in stat:  # cgroup v1
                 return int(stat["total_rss"]), int((directory / "memory.usage_in_bytes").read_text())
