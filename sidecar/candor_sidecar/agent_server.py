@@ -121,11 +121,9 @@ class AgentServer:
         self.peers = AgentPeers()
         self.server: asyncio.Server | None = None
 
-    async def start(self, host: str, port: int, backlog: int = 4096) -> int:
+    async def start(self, host: str, port: int) -> int:
         """Binds and starts answering; the port (useful with port 0)."""
-        loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: _AgentConnection(self), host, port, backlog=backlog,
-                                               reuse_address=True)
+        self.server = await self.budget.listen(lambda: _AgentConnection(self), host, port)
         bound: int = self.server.sockets[0].getsockname()[1]
         return bound
 

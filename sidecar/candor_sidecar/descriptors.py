@@ -9,15 +9,22 @@ any EMFILE/ENFILE that still happens (on accept, or while reading the state dire
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import TypeGuard
 
 log = logging.getLogger("candor.sidecar")
 
 RESERVED = 256  # descriptors kept free for journals, the archive, podinfo and the log
+# asyncio accepts up to `backlog` pending connections in one round before any of them is admitted or
+# dropped, so that round is bounded and counted outside the budget (two listeners); the kernel's queue
+# of connections waiting to be accepted is set deep again afterwards (see `listen`).
+ACCEPT_BURST = 64
+KERNEL_BACKLOG = 4096
 EXHAUSTION_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE})
 LOG_EVERY = 10.0  # seconds between two warnings about the same exhaustion
 
@@ -32,7 +39,17 @@ class ConnectionBudget:
 
     @classmethod
     def for_open_file_limit(cls, soft_limit: int, ceiling: int = 50_000) -> ConnectionBudget:
-        return cls(max(min(soft_limit - RESERVED, ceiling), 16))
+        return cls(max(min(soft_limit - RESERVED - 2 * ACCEPT_BURST, ceiling), 16))
+
+    async def listen(self, factory: Callable[[], asyncio.BaseProtocol], host: str, port: int) -> asyncio.Server:
+        """A server whose accept rounds fit the budget and whose kernel queue is deep."""
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(factory, host, port, backlog=min(ACCEPT_BURST, self.limit),
+                                          reuse_address=True)
+        for listening in server.sockets:
+            with listening.dup() as sock:  # the same socket: listen() again only resizes its queue
+                sock.listen(KERNEL_BACKLOG)
+        return server
 
     def admit(self) -> bool:
         if self.open >= self.limit:

@@ -306,11 +306,9 @@ class HttpServer:
         return request.method in ("GET", "HEAD") or (request.method == "OPTIONS"
                                                      and self.options_as_get(request.path))
 
-    async def start(self, host: str, port: int, backlog: int = 4096) -> int:
+    async def start(self, host: str, port: int) -> int:
         """Binds and starts accepting; the port (useful with port 0)."""
-        loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: _Connection(self), host, port, backlog=backlog,
-                                               reuse_address=True)
+        self.server = await self.budget.listen(lambda: _Connection(self), host, port)
         bound: int = self.server.sockets[0].getsockname()[1]
         return bound
 

@@ -55,7 +55,8 @@ def test_under_ulimit_256_three_hundred_slow_clients_never_read_as_app_exited(tm
         assert after > before + 5  # evaluated throughout
         assert sidecar.agent_line().startswith("up ")  # never `down # app exited`
         assert "app exited" not in sidecar.logs()
-        assert sidecar.get("/livez")[0] == 200
+        livez = sidecar.get("/livez")
+        assert livez[0] == 200, (livez, sidecar.logs()[-3000:])
         assert _counter(sidecar, "candor_connections_refused_total") > 0
 
 

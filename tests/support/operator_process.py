@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -102,9 +103,19 @@ class OperatorProcess:
         except (urllib.error.URLError, OSError):
             return False
 
+    def webhook_listening(self) -> bool:
+        """kopf answers its health endpoint before its webhook server has bound: a test must wait for both."""
+        if not self.webhook:
+            return True
+        try:
+            socket.create_connection(("127.0.0.1", self.webhook_port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
-        while not self.healthy():
+        while not (self.healthy() and self.webhook_listening()):
             if self.process is None or self.process.poll() is not None:
                 raise RuntimeError(f"candor operator exited early:\n{self.log_tail()}")
             if time.monotonic() > deadline:
