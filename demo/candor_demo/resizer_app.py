@@ -62,6 +62,17 @@ class WorkerBoard:
             return [dict(job) for job in sorted(self._jobs.values(), key=lambda job: int(job["slot"]))]
 
 
+class RequestServer(ThreadingHTTPServer):
+    """The app's HTTP server, with a listen queue as deep as real servers keep (gunicorn 2048, nginx 511).
+
+    socketserver's default of 5 drops the SYNs of a burst the moment the app is a little slow to accept
+    (a busy node, a pod's first seconds), and the load balancer reads that as a dead server.
+    """
+
+    request_queue_size = 512
+    daemon_threads = True
+
+
 class ThreadWorkers:
     def __init__(self, count: int, max_job: float, truth: TruthWriter, board: WorkerBoard,
                  on_done: Callable[[int, float], None], seed: int) -> None:
@@ -242,9 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_term)
 
     metrics_server, _ = start_http_server(args.metrics_port, addr="127.0.0.1", registry=registry)
-    server = ThreadingHTTPServer((args.bind, args.http_port),
-                                 make_handler(args.name, board, Ballast(), memory_limit, requests))
-    server.daemon_threads = True
+    server = RequestServer((args.bind, args.http_port),
+                           make_handler(args.name, board, Ballast(), memory_limit, requests))
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
     workers.start()
     while not stopping.wait(0.25):

@@ -6,7 +6,7 @@ Shared by tests/integration/test_node_drain.py and bench/drain.py. Two setups si
 
 * ``candor``: the sidecar injected (drain handshake in preStop), HAProxy's backend from `candor render`
   (agent-check, `option redispatch 1`), servers filled by the follower;
-* ``plain``: no Candor; a readiness probe with Kubernetes' defaults, HAProxy's defaults for the backend,
+* ``plain``: no Candor; the same Deployment (readiness probe, CPU request), HAProxy's defaults for the backend,
   servers filled by the same follower (a terminating endpoint is put in maint, as the controllers do).
 """
 
@@ -45,9 +45,12 @@ def app_deployment(name: str, namespace: str, replicas: int, inject: bool, event
         "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
         "ports": [{"name": "http", "containerPort": 8080}],
         "volumeMounts": [{"name": "events", "mountPath": "/events"}],
+        # As in any production Deployment, and the same in both setups (they differ only in Candor): a
+        # readiness probe, so a new pod gets traffic once it listens, and a CPU request, so the apps are not
+        # BestEffort pods starved by everything else this machine runs during a rollout.
+        "readinessProbe": {"httpGet": {"path": "/resize", "port": 8080}, "periodSeconds": 2},
+        "resources": {"requests": {"cpu": "100m"}},
     }
-    if not inject:
-        container["readinessProbe"] = {"httpGet": {"path": "/resize", "port": 8080}}  # Kubernetes' defaults
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": namespace, "annotations": {"candor.io/inject": str(inject).lower()}},

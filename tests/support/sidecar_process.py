@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import http.client
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -84,6 +86,8 @@ class SidecarProcess(_ChildProcess):
         self.http_port = free_port()
         self.agent_port = free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="candor-sidecar-"))
+        # Removed when the test process ends, not on exit from `with`: a test may read the log afterwards.
+        atexit.register(shutil.rmtree, self.workdir, True)
         self.pod_info_dir = Path(pod_info_dir) if pod_info_dir is not None else self.workdir / "podinfo"
         document: dict[str, Any] = {
             "stateDir": str(self.state_dir), "podInfoDir": str(self.pod_info_dir),

@@ -6,7 +6,7 @@ import asyncio
 
 from candor_sidecar.agent import AgentState
 from candor_sidecar.agent_server import AgentServer
-from candor_sidecar.descriptors import RESERVED, ConnectionBudget
+from candor_sidecar.descriptors import ACCEPT_BURST, RESERVED, ConnectionBudget
 from candor_sidecar.http_server import HttpServer, Request, Response
 
 
@@ -21,7 +21,8 @@ async def _until(condition: object, timeout: float = 2.0) -> None:
 
 
 def test_the_budget_leaves_descriptors_for_the_journals() -> None:
-    assert ConnectionBudget.for_open_file_limit(1024).limit == 1024 - RESERVED
+    # Two accept rounds (one per listener) are held before any connection is admitted or dropped.
+    assert ConnectionBudget.for_open_file_limit(1024).limit == 1024 - RESERVED - 2 * ACCEPT_BURST
     assert ConnectionBudget.for_open_file_limit(1 << 20).limit == 50_000
     assert ConnectionBudget.for_open_file_limit(100).limit == 16  # a floor: the probes still get through
 
