@@ -11,7 +11,7 @@ can take `parse_policy` and what it returns from one place.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from candor_operator.policy_fields import (
@@ -90,7 +90,6 @@ DEFAULTS: dict[str, object] = {dotted: spec.default for dotted, spec in leaves(H
                                if spec.default is not None}
 
 
-
 def _matches(pattern: str, value: str) -> bool:
     # fullmatch, not match: `$` also matches before a final newline, which would let "/health\n" into an
     # HAProxy config line; the API server's RE2 refuses it too.
@@ -141,7 +140,7 @@ def _text(kind: Text, value: object, field: str) -> str:
     return value
 
 
-def _unique_list(value: object, field: str, max_items: int, item: Any) -> tuple[str, ...]:
+def _unique_list(value: object, field: str, max_items: int, item: Callable[[object, str], str]) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise PolicyError(field, f"must be a list, got {show(value)}")
     if len(value) > max_items:
