@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-quick test lint bench venv system-deps clean k8s-bin cluster
+.PHONY: demo demo-quick test lint bench venv system-deps clean k8s-bin cluster crd
 
 $(STAMP): pyproject.toml sidecar/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ k8s-bin:
 # where the pods are; Ctrl-C stops it and restores the machine.
 cluster: venv system-deps k8s-bin
 	$(PY) -m tests.support.k8s_cluster
+
+# The HealthPolicy CRD and the chart's copy, generated from operator/candor_operator/policy_model.py.
+crd: venv
+	$(PY) -m candor_operator.crd > crds/healthpolicy.yaml
+	cp crds/healthpolicy.yaml helm/candor/files/healthpolicy.yaml
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -13,7 +13,7 @@ import re
 
 from candor_sidecar.shown import show
 
-# The OpenAPI `pattern` of every duration field in crds/healthpolicy.yaml is this string.
+# The OpenAPI `pattern` of every duration field in crds/healthpolicy.yaml is this string (candor_operator.crd).
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(us|ms|s|m|h))+$"
 MAX_DURATION_LENGTH = 32
 _WHOLE = re.compile(DURATION_PATTERN)
@@ -44,7 +44,8 @@ def parse_duration_nanos(value: object, field: str) -> int:
     """
     if isinstance(value, bool) or not isinstance(value, str):
         raise DurationError(field, f"expected a duration such as 500ms, 3s or 2m, got {show(value)}")
-    if len(value) > MAX_DURATION_LENGTH or not _WHOLE.match(value):
+    # fullmatch: `$` alone also matches before a final newline, which the API server's RE2 refuses.
+    if len(value) > MAX_DURATION_LENGTH or not _WHOLE.fullmatch(value):
         raise DurationError(
             field, f"must be a duration such as 500ms, 3s, 2m or 1h30m (units us, ms, s, m, h), got {show(value)}"
         )

@@ -68,7 +68,8 @@ def _check(node: dict[str, Any], value: Any, path: str, errors: list[SchemaError
     if "maximum" in node and value > node["maximum"]:
         errors.append(SchemaError(path, f"must be at most {node['maximum']}"))
     if isinstance(value, str):
-        if "pattern" in node and not re.search(node["pattern"], value):
+        # fullmatch for RE2's `$`, which never matches before a final newline (every pattern here is anchored).
+        if "pattern" in node and not re.fullmatch(node["pattern"], value):
             errors.append(SchemaError(path, f"must match {node['pattern']}"))
         if not node.get("minLength", 0) <= len(value) <= node.get("maxLength", len(value)):
             errors.append(SchemaError(path, "length out of range"))

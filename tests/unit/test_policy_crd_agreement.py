@@ -1,45 +1,50 @@
-"""crds/healthpolicy.yaml and candor_operator.policy state the same rules: ranges, defaults, enums, patterns, fields."""
+"""The HealthPolicy is declared once, in candor_operator.policy_model: the committed CRD is what
+candor_operator.crd generates from it, the typed fields have the types their declared kinds read, every
+field is documented in the README and exercised by FULL_SPEC, and a new field reaches both the CRD
+and parse_policy from its one declaration."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import pytest
 import yaml
 
+from candor_operator import crd
 from candor_operator import policy as model
-from candor_sidecar.durations import format_duration, parse_duration
+from candor_operator.policy_fields import (
+    Boolean,
+    Choice,
+    Compare,
+    Duration,
+    Integer,
+    LabelSelector,
+    Section,
+    Text,
+    TextList,
+    declared,
+    duration,
+    integer,
+    leaves,
+    lookup,
+)
+from candor_operator.policy_model import HealthPolicy, Selector
+from candor_sidecar.durations import DURATION_PATTERN, parse_duration
 from tests.support.policy_cases import FULL_SPEC
 
-CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "healthpolicy.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+CRD_PATH = ROOT / "crds" / "healthpolicy.yaml"
 
 
-@pytest.fixture(scope="module")
-def spec_schema() -> dict[str, Any]:
-    crd = yaml.safe_load(CRD_PATH.read_text())
-    (version,) = crd["spec"]["versions"]
-    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    return schema
-
-
-def _node(schema: dict[str, Any], dotted: str) -> dict[str, Any]:
-    node = schema
-    for part in dotted.split("."):
-        node = node["properties"][part]
-    return node
-
-
-def _leaf_paths(schema: dict[str, Any], prefix: str = "") -> set[str]:
-    paths: set[str] = set()
-    for name, child in schema.get("properties", {}).items():
-        dotted = f"{prefix}{name}"
-        if child.get("type") == "object" and "properties" in child and name != "selector":
-            paths |= _leaf_paths(child, dotted + ".")
-        else:
-            paths.add(dotted)
-    return paths
+def _models(root: type[Any] = HealthPolicy) -> list[type[Any]]:
+    found = [root]
+    for item in declared(root):
+        if isinstance(item.spec.kind, Section):
+            found += _models(item.spec.kind.model)
+    return found
 
 
 def _spec_paths(spec: dict[str, Any], prefix: str = "") -> set[str]:
@@ -53,77 +58,108 @@ def _spec_paths(spec: dict[str, Any], prefix: str = "") -> set[str]:
     return paths
 
 
-def test_integer_ranges_match(spec_schema: dict[str, Any]) -> None:
-    for dotted, (low, high) in model.INTEGER_RANGES.items():
-        node = _node(spec_schema, dotted)
-        assert (node["type"], node["minimum"], node["maximum"]) == ("integer", low, high), dotted
+def test_the_committed_crd_is_the_generated_one() -> None:
+    if CRD_PATH.read_text() != crd.render():
+        pytest.fail("crds/healthpolicy.yaml differs from what candor_operator/policy_model.py declares: "
+                    "regenerate it (and the chart's copy) with `make crd`, never edit it by hand")
 
 
-def test_duration_ranges_match_the_cel_rules(spec_schema: dict[str, Any]) -> None:
-    for dotted, (low, high) in model.DURATION_RANGES.items():
-        node = _node(spec_schema, dotted)
-        assert node["pattern"] == model.DURATION_PATTERN, dotted
-        rule = node["x-kubernetes-validations"][0]
-        assert f"between {format_duration(low)} and {format_duration(high)}" in rule["message"], dotted
-        bounds = re.findall(r"duration\('([^']+)'\)", rule["rule"])
-        assert [parse_duration(b, dotted) for b in bounds] == ([low, high] if low else [high]), dotted
+def test_the_generated_yaml_reads_back_as_the_crd() -> None:
+    assert yaml.safe_load(crd.render()) == crd.build_crd()
 
 
-def test_defaults_match(spec_schema: dict[str, Any]) -> None:
-    for dotted, default in model.DEFAULTS.items():
-        assert _node(spec_schema, dotted)["default"] == default, dotted
+def test_each_typed_field_has_the_type_its_kind_reads() -> None:
+    for declaring in _models():
+        hints = get_type_hints(declaring)
+        defaults = {item.name: item.default for item in dataclasses.fields(declaring)}
+        for item in declared(declaring):
+            kind = item.spec.kind
+            base: Any = {Integer: int, Duration: float, Text: str, Choice: str, Boolean: bool,
+                         TextList: tuple[str, ...], LabelSelector: Selector}.get(type(kind))
+            if isinstance(kind, Section):
+                base = kind.model
+            expected = base | None if defaults[item.attribute] is None else base
+            assert hints[item.attribute] == expected, f"{declaring.__name__}.{item.attribute}"
 
 
-def test_enums_match(spec_schema: dict[str, Any]) -> None:
-    assert tuple(_node(spec_schema, "ingress.controller")["enum"]) == model.CONTROLLERS
-    assert tuple(_node(spec_schema, "passive.observe")["enum"]) == model.OBSERVE_MODES
-    assert tuple(_node(spec_schema, "passive.onError")["enum"]) == model.ON_ERROR_ACTIONS
-    assert tuple(_node(spec_schema, "rollout")["enum"]) == model.ROLLOUTS
-    operators = spec_schema["properties"]["selector"]["properties"]["matchExpressions"]["items"]["properties"]
-    assert tuple(operators["operator"]["enum"]) == model.SELECTOR_OPERATORS
+def test_every_rule_relates_declared_fields_of_one_kind() -> None:
+    for rule in HealthPolicy.RULES:
+        field, other = lookup(HealthPolicy, rule.field).spec, lookup(HealthPolicy, rule.other).spec
+        if isinstance(rule, Compare):
+            assert type(field.kind) is type(other.kind) and isinstance(field.kind, Duration | Integer), rule
 
 
-def test_path_pattern_matches(spec_schema: dict[str, Any]) -> None:
-    assert _node(spec_schema, "httpCheck.path")["pattern"] == model.HTTP_PATH_PATTERN
+def test_a_cross_field_rule_sits_on_the_innermost_object_holding_both_fields() -> None:
+    spec = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    (rule,) = spec["properties"]["deadlock"]["x-kubernetes-validations"]
+    assert rule["fieldPath"] == ".maxJobDuration"
+    assert rule["message"] == "deadlock.maxJobDuration must be at least deadlock.heartbeatTimeout"
 
 
-def test_every_crd_field_is_known_to_the_parser_and_exercised(spec_schema: dict[str, Any]) -> None:
-    assert _leaf_paths(spec_schema) == _spec_paths(FULL_SPEC)
+def test_every_field_is_exercised_by_the_full_spec() -> None:
+    assert {dotted for dotted, _ in leaves(HealthPolicy)} == _spec_paths(FULL_SPEC)
     model.parse_policy(FULL_SPEC)  # and the parser accepts all of them
+
+
+def test_the_readme_reference_documents_every_field() -> None:
+    readme = (ROOT / "README.md").read_text()
+    reference = readme[readme.index("### HealthPolicy reference"):]
+    missing = [dotted for dotted, _ in leaves(HealthPolicy) if f"\n| `{dotted}` |" not in reference]
+    assert not missing, f"add these fields to the README's HealthPolicy reference table: {missing}"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Probe:
+    """A model with one new field, as a developer would add it to policy_model."""
+
+    retries: int = integer(3, 1, 10, "How often to try.")
+    pause: float = duration("1s", "100ms", "1m")
+
+
+def test_a_new_field_reaches_the_crd_and_the_parser_from_its_one_declaration() -> None:
+    schema = crd._object_schema(_Probe, "probe.")["properties"]
+    assert schema["retries"] == {"description": "How often to try.", "default": 3, "type": "integer",
+                                 "minimum": 1, "maximum": 10}
+    assert schema["pause"]["x-kubernetes-validations"] == [
+        {"rule": "duration(self) >= duration('100ms') && duration(self) <= duration('1m')",
+         "message": "probe.pause must be between 100ms and 1m"}]
+    assert model._section(_Probe, None, "spec.probe") == _Probe(retries=3, pause=1.0)
+    with pytest.raises(model.PolicyError) as error:
+        model._section(_Probe, {"retries": 11}, "spec.probe")
+    assert str(error.value) == "spec.probe.retries: must be an integer from 1 to 10, got int 11"
 
 
 @pytest.mark.parametrize("text", ["500ms", "3s", "2m", "1h30m", "1.5s", "250us", "0s", "168h"])
 def test_go_form_durations_match_the_one_pattern_and_parse(text: str) -> None:
-    assert re.match(model.DURATION_PATTERN, text)
+    assert re.fullmatch(DURATION_PATTERN, text)
     parse_duration(text, "x")
 
 
 def test_days_are_refused_because_cel_duration_cannot_read_them() -> None:
-    assert not re.match(model.DURATION_PATTERN, "1d")
+    assert not re.fullmatch(DURATION_PATTERN, "1d")
     with pytest.raises(ValueError, match="units us, ms, s, m, h"):
         parse_duration("1d", "x")
 
 
-def test_the_typed_models_defaults_are_the_defaults_table() -> None:
-    """A spec with only a selector parses to the model's own defaults: policy_model.py and DEFAULTS agree."""
+def test_the_typed_models_defaults_are_the_crd_defaults() -> None:
+    """A spec with only a selector parses to the model's own defaults, and each is the CRD's default."""
     selector = {"matchLabels": {"app": "resizer"}}
     parsed = model.parse_policy({"selector": selector})
-    assert parsed == model.HealthPolicy(selector=parsed.selector)
-    # and the table is what the parser filled in, field by field (durations in seconds)
-    filled = {
-        "ingress.controller": parsed.ingress.controller, "httpCheck.path": parsed.http_check.path,
-        "httpCheck.port": parsed.http_check.port, "httpCheck.interval": parsed.http_check.interval,
-        "httpCheck.rise": parsed.http_check.rise, "httpCheck.fall": parsed.http_check.fall,
-        "httpCheck.expectStatus": parsed.http_check.expect_status, "agentCheck.port": parsed.agent_check.port,
-        "agentCheck.interval": parsed.agent_check.interval, "memory.maxPercent": parsed.memory.max_percent,
-        "disk.maxPercent": parsed.disk.max_percent, "deadlock.heartbeatTimeout": parsed.deadlock.heartbeat_timeout,
-        "deadlock.maxJobDuration": parsed.deadlock.max_job_duration, "slowStart": parsed.slow_start,
-        "metrics.finalScrapeTimeout": parsed.metrics.final_scrape_timeout, "rollout": parsed.rollout,
-        "drain.enabled": parsed.drain.enabled,
-    }
+    assert parsed == HealthPolicy(selector=parsed.selector)
     passive = model.parse_policy({"selector": selector, "passive": {"observe": "layer7"}}).passive
     assert passive == model.Passive(observe="layer7")
-    filled |= {"passive.errorLimit": passive.error_limit, "passive.onError": passive.on_error}
-    expected = {dotted: parse_duration(value, dotted) if isinstance(value, str) and dotted in model.DURATION_RANGES
-                else value for dotted, value in model.DEFAULTS.items()}
-    assert filled == expected
+    assert model.parse_policy({"selector": selector, **_nested(model.DEFAULTS)}) == parsed
+
+
+def _nested(dotted: dict[str, object]) -> dict[str, Any]:
+    """{"a.b": 1} -> {"a": {"b": 1}}, leaving out passive (set, it switches passive checks on)."""
+    result: dict[str, Any] = {}
+    for path, value in dotted.items():
+        *parents, last = path.split(".")
+        if parents[:1] == ["passive"]:
+            continue
+        node = result
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return result
