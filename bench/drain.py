@@ -2,9 +2,10 @@
 
     sudo .venv/bin/python bench/drain.py [--restarts 10] [--rate 100]
 
-On the test node (tests/support/node.py, needs root): two 3-replica Deployments of the demo app, one with
-the sidecar injected by the chart's webhook (the drain handshake in preStop, HAProxy's backend from
-`candor render`), one without Candor (a readiness probe with Kubernetes' defaults, HAProxy's defaults).
+On the test node (tests/support/node.py, needs root): two 3-replica Deployments of the demo app, equal
+but for Candor (the same readiness probe and CPU request): one with the sidecar injected by the chart's
+webhook (the drain handshake in preStop, HAProxy's backend from `candor render`), one without Candor
+(HAProxy's defaults).
 HAProxy's servers follow each Service's EndpointSlices as haproxytech's controller does
 (tests/support/endpoint_follower.py: pre-declared slots, `set server … addr`, a terminating endpoint put in
 maint). A steady stream of requests goes to each, side by side, while both Deployments are restarted with
