@@ -22,7 +22,7 @@ from tests.support.framework_runs import (
     journal_pids,
     total,
 )
-from tests.support.tracer_apps import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ from tests.support.framework_runs import (
 )
 from tests.support.ports import free_port
 from tests.support.sidecar_process import SidecarProcess
-from tests.support.tracer_apps import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

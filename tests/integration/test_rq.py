@@ -20,7 +20,7 @@ from rq import Queue
 from rq.command import send_stop_job_command
 
 from tests.support.framework_runs import Run, assert_counted, framework_process, journal_pids, total
-from tests.support.tracer_apps import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from candor_tracer.journal.reader import read_totals
 from tests.support.framework_fixtures import request_later
 from tests.support.framework_runs import Run, assert_counted, framework_process, journal_pids, total
 from tests.support.ports import free_port
-from tests.support.tracer_apps import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
