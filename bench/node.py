@@ -41,6 +41,7 @@ from tests.support.k8s_processes import ROOT, ensure_binaries
 from tests.support.node import Node
 from tests.support.node_machine import cgroup_hierarchies
 from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 NS = "bench"
 AGENT_INTER = 1.0
@@ -84,14 +85,7 @@ def service(name: str) -> dict[str, Any]:
 
 
 def wait(predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(poll)
+    return wait_until(predicate, timeout, what, poll, error=TimeoutError)
 
 
 def ready_pod(cluster: K8sCluster, app: str) -> dict[str, Any] | None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from candor_tracer.label_check import require_counter, require_labels
+from candor_tracer.label_check import request_trace
 from candor_tracer.tracer import Trace, Tracer
 
 __all__ = ["traced_wsgi"]
@@ -28,11 +28,6 @@ __all__ = ["traced_wsgi"]
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
-
-
-def _default_tracer() -> Tracer:
-    from candor_tracer import default_tracer
-    return default_tracer
 
 
 class _TracedBody:
@@ -57,19 +52,14 @@ class _TracedBody:
 
 
 class TracedWSGI:
-    """A WSGI app that traces each request of `app` into `counter`."""
+    """A WSGI app that traces each request of `app` with `trace` (of its environ)."""
 
-    def __init__(self, app: WSGIApp, counter: Counter, labels: Callable[[Environ], Mapping[str, str]] | None,
-                 static: Mapping[str, str], tracer: Tracer) -> None:
+    def __init__(self, app: WSGIApp, trace: Callable[[Environ], Trace]) -> None:
         self.app = app
-        self.counter = counter
-        self.labels = labels
-        self.static = dict(static)
-        self.tracer = tracer
+        self.trace = trace
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        labels = self.static if self.labels is None else {**self.static, **self.labels(environ)}
-        traced = self.tracer.trace(self.counter, **labels)
+        traced = self.trace(environ)
         traced.__enter__()
         try:
             body = self.app(environ, start_response)
@@ -82,17 +72,6 @@ class TracedWSGI:
 def traced_wsgi(app: WSGIApp, counter: Counter,
                 labels: Mapping[str, str] | Callable[[Environ], Mapping[str, str]] | None = None, *,
                 tracer: Tracer | None = None) -> TracedWSGI:
-    """`app`, tracing each request into `counter`: labelled by `labels`, a mapping or a function of the environ.
-
-    With a mapping (or none), the counter's label names must be exactly its keys (checked now); a function's
-    labels are checked per request, and ones that do not fit the counter raise ValueError naming them.
-    """
-    where = "candor_tracer.wsgi.traced_wsgi"
-    if labels is None or isinstance(labels, Mapping):
-        static = dict(labels or {})
-        require_labels(counter, tuple(static), where)
-        return TracedWSGI(app, counter, None, static, tracer or _default_tracer())
-    if not callable(labels):
-        raise TypeError(f"{where}: labels must be a mapping or a function of the environ, got {labels!r}")
-    require_counter(counter, where)
-    return TracedWSGI(app, counter, labels, {}, tracer or _default_tracer())
+    """`app`, tracing each request into `counter`: labelled by `labels`, a mapping or a function of the environ
+    (checked as candor_tracer.label_check.request_trace says)."""
+    return TracedWSGI(app, request_trace(counter, labels, tracer, "candor_tracer.wsgi.traced_wsgi", "environ"))

@@ -10,13 +10,11 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.framework_runs import (
-    DeathWatch,
     Run,
     assert_counted,
     children_of,
@@ -24,29 +22,11 @@ from tests.support.framework_runs import (
     journal_pids,
     total,
 )
-from tests.support.redis_server import redis_server
-from tests.support.tracer_apps import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 HEARTBEAT = 0.5
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[str]:
-    with redis_server(tmp_path / "redis") as url:
-        yield url
-
-
-@pytest.fixture
-def run(tmp_path: Path, broker: str) -> Iterator[Run]:
-    state = tmp_path / "state"
-    state.mkdir()
-    deaths = DeathWatch()
-    try:
-        yield Run(state, deaths)
-    finally:
-        deaths.close()
 
 
 def _worker(run: Run, broker: str, tmp_path: Path, *options: str) -> object:

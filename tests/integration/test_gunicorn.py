@@ -6,17 +6,14 @@ not react); a real sidecar's /metrics is checked against the requests' own measu
 
 from __future__ import annotations
 
-import concurrent.futures
-import http.client
 import itertools
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.framework_fixtures import request_later
 from tests.support.framework_runs import (
-    DeathWatch,
     Run,
     assert_counted,
     children_of,
@@ -25,43 +22,11 @@ from tests.support.framework_runs import (
 )
 from tests.support.ports import free_port
 from tests.support.sidecar_process import SidecarProcess
-from tests.support.tracer_apps import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 HEARTBEAT = 0.5
-_ids = itertools.count()
-
-
-@pytest.fixture
-def run(tmp_path: Path) -> Iterator[Run]:
-    state = tmp_path / "state"
-    state.mkdir()
-    deaths = DeathWatch()
-    try:
-        yield Run(state, deaths)
-    finally:
-        deaths.close()
-
-
-def _request(port: int, route: str, seconds: float) -> tuple[str, concurrent.futures.Future[int | None]]:
-    request_id = f"{route}-{next(_ids)}"
-
-    def get() -> int | None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        try:
-            connection.request("GET", f"/{route}?seconds={seconds}&id={request_id}")
-            return connection.getresponse().status
-        except (ConnectionError, http.client.HTTPException):
-            return None  # the worker serving it was killed
-        finally:
-            connection.close()
-
-    return request_id, _pool.submit(get)
-
-
-_pool = concurrent.futures.ThreadPoolExecutor(max_workers=8)
-
 
 def _sidecar_totals(sidecar: SidecarProcess) -> dict[str, float]:
     status, _, body = sidecar.get("/metrics")
@@ -88,7 +53,7 @@ def test_max_requests_recycling_and_timeout_kills_seen_by_a_real_sidecar(tmp_pat
         wait_until(two_journaling_workers, timeout=60, what="the arbiter and two idle workers with journals")
         first_workers = set(children_of(arbiter.pid))
 
-        quick = [_request(port, "quick", 0.5) for _ in range(6)]
+        quick = [request_later(port, "quick", 0.5) for _ in range(6)]
         assert [future.result(timeout=60) for _, future in quick] == [200] * 6
         for request_id, _ in quick:
             wait_until(lambda request_id=request_id: run.ended(request_id), timeout=30, what=request_id)
@@ -96,8 +61,8 @@ def test_max_requests_recycling_and_timeout_kills_seen_by_a_real_sidecar(tmp_pat
                    timeout=60, what="max_requests to replace both workers, the new ones journaling")
         sidecar_readings.append(_sidecar_totals(sidecar))
 
-        timed_out, timed_out_done = _request(port, "timeout", 30)  # SIGABRT: SystemExit inside the request
-        stuck, stuck_done = _request(port, "stuck", 30)  # SIGABRT blocked: the arbiter SIGKILLs the worker
+        timed_out, timed_out_done = request_later(port, "timeout", 30)  # SIGABRT: SystemExit inside the request
+        stuck, stuck_done = request_later(port, "stuck", 30)  # SIGABRT blocked: the arbiter SIGKILLs the worker
         for request_id in (timed_out, stuck):
             wait_until(lambda request_id=request_id: run.dead(request_id), timeout=60,
                        what=f"gunicorn's timeout to kill the worker serving {request_id}")

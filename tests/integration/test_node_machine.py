@@ -21,7 +21,7 @@ import yaml
 from tests.support.images import SIDECAR_IMAGE
 from tests.support.k8s_processes import ROOT
 from tests.support.node_machine import machine_snapshot
-from tests.support.tracer_apps import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.node, pytest.mark.node_exclusive]
 

@@ -36,6 +36,7 @@ from tests.support.k8s_cluster import K8sCluster
 from tests.support.k8s_processes import ROOT
 from tests.support.node import Node
 from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(os.geteuid() != 0, reason="the test node needs root")]
 
@@ -229,13 +230,8 @@ def test_maintenance_annotation_reaches_haproxy_through_the_kubelets_downward_ap
 
 def _wait(predicate: Any, timeout: float, what: str) -> float:
     """Polls until true; returns the time.monotonic() at which it was first seen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return time.monotonic()
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.05)
+    seen: float = wait_until(lambda: predicate() and time.monotonic(), timeout, what)
+    return seen
 
 
 # ------------------------------------------------------------------------------------------------- job seconds

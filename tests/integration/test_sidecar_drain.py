@@ -26,7 +26,7 @@ import pytest
 from candor_demo.haproxy_process import HAProxyProcess
 from tests.support.ports import free_port
 from tests.support.sidecar_process import ROOT, AppProcess, SidecarProcess
-from tests.support.tracer_apps import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.sidecar_process import SidecarProcess
-from tests.support.tracer_apps import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ import pytest
 from candor_demo.prometheus_process import PrometheusProcess
 from candor_tracer.journal.reader import read_totals
 from tests.support.sidecar_process import AppProcess, SidecarProcess
-from tests.support.tracer_apps import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,8 @@ from tests.support.tracer_apps import (
     series_value,
     start_app,
     stop_app,
-    wait_until,
 )
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -6,55 +6,22 @@ the journal; a SIGKILLed server loses at most one heartbeat of the request it wa
 
 from __future__ import annotations
 
-import concurrent.futures
-import http.client
-import itertools
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from candor_tracer.journal.reader import read_totals
-from tests.support.framework_runs import DeathWatch, Run, assert_counted, framework_process, journal_pids, total
+from tests.support.framework_fixtures import request_later
+from tests.support.framework_runs import Run, assert_counted, framework_process, journal_pids, total
 from tests.support.ports import free_port
-from tests.support.tracer_apps import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 HEARTBEAT = 0.5
-_ids = itertools.count()
-_pool = concurrent.futures.ThreadPoolExecutor(max_workers=8)
-
-
-@pytest.fixture
-def run(tmp_path: Path) -> Iterator[Run]:
-    state = tmp_path / "state"
-    state.mkdir()
-    deaths = DeathWatch()
-    try:
-        yield Run(state, deaths)
-    finally:
-        deaths.close()
-
-
-def _request(port: int, route: str, seconds: float) -> tuple[str, concurrent.futures.Future[int | None]]:
-    request_id = f"{route}-{next(_ids)}"
-
-    def get() -> int | None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        try:
-            connection.request("GET", f"/{route}?seconds={seconds}&id={request_id}")
-            return connection.getresponse().status
-        except (ConnectionError, http.client.HTTPException):
-            return None
-        finally:
-            connection.close()
-
-    return request_id, _pool.submit(get)
-
 
 def test_concurrent_requests_a_blocked_loop_and_a_killed_server(tmp_path: Path, run: Run) -> None:
     port = free_port()
@@ -63,19 +30,19 @@ def test_concurrent_requests_a_blocked_loop_and_a_killed_server(tmp_path: Path, 
     with framework_process(argv, run.state_dir, tmp_path / "uvicorn.log", HEARTBEAT, {}) as server:
         wait_until(lambda: server.pid in journal_pids(run.state_dir), timeout=60,
                    what="the server's journal (opened at lifespan startup)")
-        overlapping = [_request(port, "sleep", 0.5) for _ in range(3)]
+        overlapping = [request_later(port, "sleep", 0.5) for _ in range(3)]
         assert [future.result(timeout=60) for _, future in overlapping] == [200] * 3
         for request_id, _ in overlapping:
             wait_until(lambda request_id=request_id: run.ended(request_id), timeout=30, what=request_id)
         jobs = [run.jobs[request_id] for request_id, _ in overlapping]
         assert max(job.start for job in jobs) < min(job.end or 0.0 for job in jobs)  # all three at once
 
-        _, done = _request(port, "block", 0.8)
+        _, done = request_later(port, "block", 0.8)
         assert done.result(timeout=60) == 200
         writer = next(w for w in read_totals(run.state_dir).writers if w.pid == server.pid)
         assert writer.last_stall_seconds is not None and writer.last_stall_seconds >= 0.5  # the loop stood still
 
-        lost, _ = _request(port, "sleep", 30)
+        lost, _ = request_later(port, "sleep", 30)
         job = wait_until(lambda: run.started(lost), timeout=30, what="the request the kill interrupts")
         wait_until(lambda: time.monotonic() >= job.start + 1.0, timeout=30, what="1 s of it")
         os.kill(server.pid, signal.SIGKILL)

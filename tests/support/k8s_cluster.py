@@ -83,6 +83,7 @@ import yaml
 
 from tests.support.k8s_certs import CertificateAuthority, ServingCert, write_signing_key
 from tests.support.k8s_processes import ROOT, ControlPlaneProcess, ensure_binaries, free_port, venv_tool
+from tests.support.waiting import wait_until
 
 SERVICE_CIDR = "10.0.0.0/24"
 READY_TIMEOUT = 60.0  # generous ceiling for a loaded CI box; the measured start is reported in startup_seconds
@@ -286,15 +287,9 @@ class K8sCluster:
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
 
     def wait_until(self, predicate: Callable[[], T | None], timeout: float = 30.0, what: str = "condition") -> T:
-        deadline = time.monotonic() + timeout
-        while True:
-            self._check_alive()
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{what}: not reached within {timeout:.0f} s (logs in {self.logs_dir})")
-            time.sleep(0.1)
+        value: T = wait_until(predicate, timeout, what, 0.1, check=self._check_alive, error=TimeoutError,
+                              hint=f"logs in {self.logs_dir}")
+        return value
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, kubeconfig: Path | None = None,

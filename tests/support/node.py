@@ -49,6 +49,7 @@ from tests.support.images import PAUSE_IMAGE, BuiltImage, build_images
 from tests.support.k8s_certs import CertificateAuthority
 from tests.support.k8s_processes import ControlPlaneProcess, ensure_binaries, free_port
 from tests.support.node_machine import STATE, MachineRecord, cgroup_hierarchies, restore
+from tests.support.waiting import wait_until
 
 CNI_BIN = Path("/usr/lib/cni")
 SERVICE_IP = "10.0.0.1"  # the `kubernetes` Service's ClusterIP in the test control plane (SERVICE_CIDR .1)
@@ -201,15 +202,8 @@ class Node:
             process.check_alive()
 
     def wait_until(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            self.check_alive()
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{what}: not reached within {timeout:.0f} s (logs in {self.logs_dir})")
-            time.sleep(0.2)
+        return wait_until(predicate, timeout, what, 0.2, check=self.check_alive, error=TimeoutError,
+                          hint=f"logs in {self.logs_dir}")
 
     # ------------------------------------------------------------------------------------------- parts
     def _make_bridge(self) -> None:

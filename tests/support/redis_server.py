@@ -11,7 +11,7 @@ from pathlib import Path
 import redis
 
 from tests.support.ports import free_port
-from tests.support.tracer_apps import wait_until
+from tests.support.waiting import wait_until
 
 
 def redis_binary() -> str:

@@ -104,17 +104,6 @@ def series_value(reading: dict[str, Any], job: str, name: str = "job_worked_seco
     return 0.0
 
 
-def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
 def stop_app(proc: subprocess.Popen[str]) -> str:
     """Kill the app and everything it forked; its stderr."""
     with contextlib.suppress(ProcessLookupError):  # the whole group is gone already

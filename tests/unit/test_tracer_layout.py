@@ -64,3 +64,4 @@ def test_an_app_importing_the_tracer_does_not_load_the_journal_reader() -> None:
                          env={"PYTHONPATH": str(ROOT)}).stdout
     assert "candor_tracer.journal.writer" in out
     assert "reader" not in out and "decode" not in out and "archive" not in out
+    assert "files" not in out and "skips" not in out

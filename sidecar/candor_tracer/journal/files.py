@@ -1,21 +1,30 @@
-"""Opening files in the shared state directory, which any process of the pod may write.
+"""Finding and opening files in the shared state directory, which any process of the pod may write.
 
 A name there can be a symbolic link (to another journal, or to a device), a FIFO, a directory or a file
 of any size and mode. So nothing is opened through a link, nothing blocks (O_NONBLOCK: a FIFO would
 wait for a writer forever), and only regular files are read. Running out of descriptors is not a
-property of the file: it is re-raised, so the caller never mistakes it for "this file is bad".
+property of the file: it is re-raised, so the caller never mistakes it for "this file is bad". What is
+wrong with a file is handed to the caller's `skip(path, problem)`, which keeps the record (journal.skips).
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from candor_tracer.journal.format import HEADER, JOURNAL_NAME, unpack_header
+
 SAFE_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 EXHAUSTION_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE})
+# A dead writer's temporary file (killed between creating and publishing its journal) is removed once it
+# is this old: younger ones may belong to a writer that has not taken its lock yet.
+STALE_TEMP_SECONDS = 60.0
 
 
 class NotARegularFile(OSError):
@@ -92,3 +101,79 @@ def read_regular(path: Path, limit: int) -> bytes | None:
         return b"".join(chunks)
     finally:
         os.close(opened.fd)
+
+
+def writer_is_alive(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    return False
+
+
+def remove_stale_temp(entry: os.DirEntry[str]) -> None:
+    """Remove a temporary file a writer or reader left when killed (unlocked and older than a minute)."""
+    try:
+        if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
+            return  # not one of ours
+        if time.time() - entry.stat(follow_symlinks=False).st_mtime <= STALE_TEMP_SECONDS:
+            return
+        opened = open_regular(Path(entry.path))
+        if opened is None:
+            return
+        try:
+            if not writer_is_alive(opened.fd):
+                os.unlink(entry.path)
+        finally:
+            os.close(opened.fd)
+    except OSError as exc:
+        if is_exhaustion(exc):
+            raise
+
+
+def list_entries(state_dir: Path) -> list[os.DirEntry[str]]:
+    """The directory's entries by name. Raises OSError when it cannot be listed: that is not "empty"."""
+    try:
+        with os.scandir(state_dir) as it:
+            return sorted(it, key=lambda entry: entry.name)
+    except FileNotFoundError:
+        return []  # no directory yet: nothing can be writing there
+
+
+def open_journal(entry: os.DirEntry[str], skip: Callable[[Path, str], None]) -> OpenFile | None:
+    """The journal under this name, opened; None (passed to `skip` when wrong) when there is none to read."""
+    path = Path(entry.path)
+    try:
+        if entry.is_symlink():
+            skip(path, "a symbolic link: journals are read under their own name only")
+            return None
+        if not entry.is_file(follow_symlinks=False):
+            skip(path, "not a regular file")
+            return None
+        return open_regular(path)
+    except NotARegularFile as exc:
+        skip(path, exc.strerror or "not a regular file")
+    except OSError as exc:
+        if is_exhaustion(exc):
+            raise
+        skip(path, f"cannot open: {exc.strerror or exc}")
+    return None
+
+
+def named_by_its_writer(opened: OpenFile, skip: Callable[[Path, str], None]) -> bool:
+    """Whether the file name carries the pid and start time its header does (a writer names it so).
+
+    A second name of a journal (a link anyone can make) must not be the name it is read under, nor hide
+    the real one: a name that does not match is skipped before the file counts as read.
+    """
+    try:
+        header = unpack_header(os.pread(opened.fd, HEADER.size, 0))
+    except Exception as exc:
+        if is_exhaustion(exc):
+            raise
+        return True  # not a journal at all: the decode names the problem
+    match = JOURNAL_NAME.match(opened.path.name)
+    if match is not None and (int(match[1]), int(match[2])) == (header.pid, header.starttime):
+        return True
+    skip(opened.path, f"its header names pid {header.pid}, start {header.starttime}, not those of the file name")
+    return False

@@ -8,7 +8,7 @@ counted twice. All of it runs under `archive.lock`, so concurrent readers never 
 
 Any process of the pod can write the state directory, so nothing in it is trusted: a file that is not a
 journal a writer could have written (see decode.check_plausible and files) costs that file alone, is
-named in `skipped` and warned about once, and is never folded. Only a directory that cannot be listed
+named in `skipped` and warned about once (skips), and is never folded. Only a directory that cannot be listed
 at all, or running out of descriptors, raises: that is "unknown", never "no writers".
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import logging
 import os
 import stat
 import threading
@@ -28,18 +27,26 @@ from pathlib import Path
 
 from candor_tracer.journal.archive import Archive, ArchiveError, SeriesKey, load_archive, save_archive
 from candor_tracer.journal.decode import JournalReading, read_journal, series_values
-from candor_tracer.journal.files import SAFE_FLAGS, NotARegularFile, OpenFile, is_exhaustion, open_regular
+from candor_tracer.journal.files import (
+    SAFE_FLAGS,
+    OpenFile,
+    is_exhaustion,
+    list_entries,
+    named_by_its_writer,
+    open_journal,
+    remove_stale_temp,
+    writer_is_alive,
+)
 from candor_tracer.journal.format import (
     ARCHIVE_LOCK_NAME,
     ARCHIVE_NAME,
-    HEADER,
     JOURNAL_NAME,
     OBSERVED,
     OBSERVED_OFFSET,
     TEMP_PREFIX,
     pack_observed,
-    unpack_header,
 )
+from candor_tracer.journal.skips import Skips, warn_once
 
 __all__ = [
     "JournalSnapshot",
@@ -49,11 +56,6 @@ __all__ = [
     "read_totals",
 ]
 
-log = logging.getLogger("candor_tracer.journal")
-
-# A dead writer's temporary file (killed between creating and publishing its journal) is removed once it
-# is this old: younger ones may belong to a writer that has not taken its lock yet.
-STALE_TEMP_SECONDS = 60.0
 ARCHIVE_LOCK_TIMEOUT = 2.0
 ARCHIVE_TEMP_PREFIX = f".{ARCHIVE_NAME}."
 
@@ -94,7 +96,6 @@ class JournalSnapshot:
     now: float  # monotonic time the totals were computed at
 
 
-_warned: set[str] = set()
 _state_lock = threading.Lock()
 # The highest value this process has reported per (state dir, series): a live journal read while its
 # writer was mid-update can be off by a fraction of a trace; a counter must still never go backwards.
@@ -102,71 +103,8 @@ _state_lock = threading.Lock()
 _reported: dict[str, dict[SeriesKey, tuple[int, str]]] = {}
 
 
-def _warn_once(path: str, problem: str) -> None:
-    with _state_lock:
-        if path in _warned:
-            return
-        if len(_warned) > 100_000:  # a directory churning through bad names must not grow this forever
-            _warned.clear()
-        _warned.add(path)
-    log.warning("candor: skipping %s: %s", path, problem)
-
-
-# Files found bad that no writer holds, by (directory, name): their lstat signature then. A
-# dead file changes only when someone writes it, which changes its signature; until then it is not
-# opened again, so thousands of planted files cost a stat each per read, not an open, a read and a lock.
-_known_bad: dict[tuple[str, str], tuple[int, ...]] = {}
-
-
-def _signature(entry: os.DirEntry[str]) -> tuple[int, ...]:
-    st = entry.stat(follow_symlinks=False)
-    return (st.st_dev, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-class _Skips:
-    """The files left out of one read: each listed once, whatever went wrong with it and how often."""
-
-    def __init__(self) -> None:
-        self.paths: dict[str, None] = {}
-
-    def add(self, path: Path | str, problem: str) -> None:
-        _warn_once(str(path), problem)
-        self.paths.setdefault(str(path))
-
-    def known_bad(self, state_dir: str, entry: os.DirEntry[str]) -> bool:
-        """True (and skipped again) when `entry` is a dead bad file unchanged since it was found bad."""
-        known = _known_bad.get((state_dir, entry.name))
-        if known is None:
-            return False
-        try:
-            unchanged = _signature(entry) == known
-        except OSError as exc:
-            if is_exhaustion(exc):
-                raise
-            unchanged = False
-        if unchanged:
-            self.paths.setdefault(entry.path)
-            return True
-        del _known_bad[(state_dir, entry.name)]
-        return False
-
-    def remember_bad(self, state_dir: str, entry: os.DirEntry[str]) -> None:
-        """`entry` was just skipped and no writer holds it: skip it unopened while it stays as it is."""
-        if entry.path not in self.paths:
-            return
-        try:
-            signature = _signature(entry)
-        except OSError as exc:
-            if is_exhaustion(exc):
-                raise
-            return
-        if len(_known_bad) > 200_000:
-            _known_bad.clear()
-        _known_bad[(state_dir, entry.name)] = signature
-
-
 @contextmanager
-def _archive_lock(state_dir: Path, skips: _Skips) -> Iterator[bool]:
+def _archive_lock(state_dir: Path, skips: Skips) -> Iterator[bool]:
     """Hold archive.lock; yields False (no lock: read, don't fold) when it cannot be opened as a regular file
     or another reader has held it for ARCHIVE_LOCK_TIMEOUT (a stopped process must not hang us)."""
     path = state_dir / ARCHIVE_LOCK_NAME
@@ -192,70 +130,13 @@ def _archive_lock(state_dir: Path, skips: _Skips) -> Iterator[bool]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    _warn_once(str(path), "held by another reader; reading without folding")
+                    warn_once(str(path), "held by another reader; reading without folding")
                     locked = False
                     break
                 time.sleep(0.005)
         yield locked
     finally:
         os.close(fd)
-
-
-def _writer_is_alive(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    return False
-
-
-def _remove_stale_temp(entry: os.DirEntry[str]) -> None:
-    """Remove a temporary file a writer or reader left when killed (unlocked and older than a minute)."""
-    try:
-        if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
-            return  # not one of ours
-        if time.time() - entry.stat(follow_symlinks=False).st_mtime <= STALE_TEMP_SECONDS:
-            return
-        opened = open_regular(Path(entry.path))
-        if opened is None:
-            return
-        try:
-            if not _writer_is_alive(opened.fd):
-                os.unlink(entry.path)
-        finally:
-            os.close(opened.fd)
-    except OSError as exc:
-        if is_exhaustion(exc):
-            raise
-
-
-def _list(state_dir: Path) -> list[os.DirEntry[str]]:
-    """The directory's entries by name. Raises OSError when it cannot be listed: that is not "empty"."""
-    try:
-        with os.scandir(state_dir) as it:
-            return sorted(it, key=lambda entry: entry.name)
-    except FileNotFoundError:
-        return []  # no directory yet: nothing can be writing there
-
-
-def _open_journal(entry: os.DirEntry[str], skips: _Skips) -> OpenFile | None:
-    """The journal under this name, opened; None (named in `skips` when wrong) when there is none to read."""
-    path = Path(entry.path)
-    try:
-        if entry.is_symlink():
-            skips.add(path, "a symbolic link: journals are read under their own name only")
-            return None
-        if not entry.is_file(follow_symlinks=False):
-            skips.add(path, "not a regular file")
-            return None
-        return open_regular(path)
-    except NotARegularFile as exc:
-        skips.add(path, exc.strerror or "not a regular file")
-    except OSError as exc:
-        if is_exhaustion(exc):
-            raise
-        skips.add(path, f"cannot open: {exc.strerror or exc}")
-    return None
 
 
 @dataclass
@@ -295,7 +176,7 @@ def _dead_close_at(reading: JournalReading) -> float:
     return reading.heartbeat.alive_at
 
 
-def _decode(opened: OpenFile, live: bool, skips: _Skips) -> JournalReading | None:
+def _decode(opened: OpenFile, live: bool, skips: Skips) -> JournalReading | None:
     """The journal's reading, or None when it is corrupt (named in `skips`)."""
     try:
         return read_journal(opened.fd, live=live)
@@ -306,26 +187,7 @@ def _decode(opened: OpenFile, live: bool, skips: _Skips) -> JournalReading | Non
         return None
 
 
-def _named_by_its_writer(opened: OpenFile, skips: _Skips) -> bool:
-    """Whether the file name carries the pid and start time its header does (a writer names it so).
-
-    A second name of a journal (a link anyone can make) must not be the name it is read under, nor hide
-    the real one: a name that does not match is skipped before the file counts as read.
-    """
-    try:
-        header = unpack_header(os.pread(opened.fd, HEADER.size, 0))
-    except Exception as exc:
-        if is_exhaustion(exc):
-            raise
-        return True  # not a journal at all: the decode names the problem
-    match = JOURNAL_NAME.match(opened.path.name)
-    if match is not None and (int(match[1]), int(match[2])) == (header.pid, header.starttime):
-        return True
-    skips.add(opened.path, f"its header names pid {header.pid}, start {header.starttime}, not those of the file name")
-    return False
-
-
-def _pass(state_dir: Path, folded: set[str], at: float, realtime: bool, read_live: bool, skips: _Skips,
+def _pass(state_dir: Path, folded: set[str], at: float, realtime: bool, read_live: bool, skips: Skips,
           live_series: bool = True) -> _Read:
     """Read every journal of `state_dir` once (one descriptor at a time, so thousands of files cost no more).
 
@@ -334,14 +196,14 @@ def _pass(state_dir: Path, folded: set[str], at: float, realtime: bool, read_liv
     found = _Read()
     seen: set[tuple[int, int]] = set()
     directory = str(state_dir)
-    for entry in _list(state_dir):
+    for entry in list_entries(state_dir):
         name = entry.name
         if name.startswith((TEMP_PREFIX, ARCHIVE_TEMP_PREFIX)):
-            _remove_stale_temp(entry)
+            remove_stale_temp(entry)
             continue
         if not JOURNAL_NAME.match(name) or skips.known_bad(directory, entry):
             continue
-        opened = _open_journal(entry, skips)
+        opened = open_journal(entry, skips.add)
         if opened is None:
             skips.remember_bad(directory, entry)
             continue
@@ -350,12 +212,12 @@ def _pass(state_dir: Path, folded: set[str], at: float, realtime: bool, read_liv
                 found.aliases.setdefault(opened.identity, []).append(opened.path)
                 skips.add(opened.path, "another name of a journal already read (read once)")
                 continue
-            if not _named_by_its_writer(opened, skips):
+            if not named_by_its_writer(opened, skips.add):
                 found.aliases.setdefault(opened.identity, []).append(opened.path)
                 continue
             seen.add(opened.identity)
             try:
-                alive = _writer_is_alive(opened.fd)
+                alive = writer_is_alive(opened.fd)
             except OSError as exc:
                 if is_exhaustion(exc):
                     raise
@@ -379,7 +241,7 @@ def _pass(state_dir: Path, folded: set[str], at: float, realtime: bool, read_liv
     return found
 
 
-def _read_live(opened: OpenFile, at: float, realtime: bool, found: _Read, skips: _Skips, series: bool) -> None:
+def _read_live(opened: OpenFile, at: float, realtime: bool, found: _Read, skips: Skips, series: bool) -> None:
     reading = _decode(opened, True, skips)
     if reading is None:
         # Its lock says a process is alive; its bytes say nothing we can trust. Still a writer, so a
@@ -407,7 +269,7 @@ def _record_observation(opened: OpenFile, reading: JournalReading, now: float) -
     try:
         os.pwrite(opened.fd, pack_observed(seq, now), OBSERVED_OFFSET + (seq % 2) * OBSERVED.size)
     except OSError as exc:
-        _warn_once(f"{opened.path} (observation)", f"cannot record the read time: {exc}")
+        warn_once(f"{opened.path} (observation)", f"cannot record the read time: {exc}")
 
 
 def _fold(state_dir: Path, archive: Archive, found: _Read) -> Archive:
@@ -435,11 +297,11 @@ def _fold(state_dir: Path, archive: Archive, found: _Read) -> Archive:
         try:
             path.unlink(missing_ok=True)
         except OSError as exc:  # listed in the archive as folded: never counted twice, retried next time
-            _warn_once(f"{path} (unlink)", f"folded but cannot be removed: {exc}")
+            warn_once(f"{path} (unlink)", f"folded but cannot be removed: {exc}")
     return updated
 
 
-def _load_archive(state_dir: Path, skips: _Skips) -> Archive | None:
+def _load_archive(state_dir: Path, skips: Skips) -> Archive | None:
     try:
         return load_archive(state_dir)
     except (ArchiveError, OSError) as exc:
@@ -455,7 +317,7 @@ def fold_dead_writers(state_dir: str | os.PathLike[str]) -> int:
     Raises OSError when the directory cannot be listed or descriptors run out.
     """
     directory = Path(state_dir)
-    skips = _Skips()
+    skips = Skips()
     with _archive_lock(directory, skips) as writable:
         archive = _load_archive(directory, skips) if writable else None
         if archive is None:
@@ -466,7 +328,7 @@ def fold_dead_writers(state_dir: str | os.PathLike[str]) -> int:
         except OSError as exc:
             if is_exhaustion(exc):
                 raise
-            _warn_once(str(directory / ARCHIVE_NAME), f"cannot save the archive, not folding: {exc}")
+            warn_once(str(directory / ARCHIVE_NAME), f"cannot save the archive, not folding: {exc}")
             return 0
         return len(found.dead)
 
@@ -515,7 +377,7 @@ def _read(state_dir: str | os.PathLike[str], now: float | None, with_series: boo
     directory = Path(state_dir)
     realtime = now is None
     at = time.monotonic() if now is None else now  # taken before the lock probes: "alive at `at`" holds
-    skips = _Skips()
+    skips = Skips()
     with _archive_lock(directory, skips) as writable:
         archive = _load_archive(directory, skips)
         found = _pass(directory, set(archive.folded) if archive is not None else set(), at, realtime, True, skips,
@@ -529,7 +391,7 @@ def _read(state_dir: str | os.PathLike[str], now: float | None, with_series: boo
             except OSError as exc:
                 if is_exhaustion(exc):
                     raise
-                _warn_once(str(directory / ARCHIVE_NAME), f"cannot save the archive, not folding: {exc}")
+                warn_once(str(directory / ARCHIVE_NAME), f"cannot save the archive, not folding: {exc}")
     last_fold = archive.last_fold if archive is not None else None
     if not with_series:
         return JournalSnapshot(series=(), writers=tuple(found.writers), skipped=tuple(skips.paths),
