@@ -6,10 +6,10 @@ Measures, in one run:
 * pod create -> Ready for a one-replica Deployment, plain and with the sidecar injected by the chart's
   webhook (target: injection adds <= 1 s at the median);
 * fault -> HAProxy stops routing: the app's memory crosses 80 % of its real limit. With Candor, HAProxy
-  (configured from `candor render`) hears it from the agent (target <= agent-inter + 1 s). Beside it, the
-  same fault signal (the sidecar's /health) as a plain readiness probe with Kubernetes' default settings,
-  HAProxy's servers following the Service's EndpointSlices as an ingress controller does
-  (tests/support/endpoint_follower.py) — the floor a probe-only setup gets;
+  (configured from `candor render`) hears it from the agent (target: the median of `--faults` trials
+  <= agent-inter + 1 s). Beside it, the same fault signal (the sidecar's /health) as a plain readiness
+  probe with Kubernetes' default settings, HAProxy's servers following the Service's EndpointSlices as an
+  ingress controller does (tests/support/endpoint_follower.py) — the floor a probe-only setup gets;
 * the sidecar's memory in the pod, from its container's cgroup on the node.
 Prints a table; exits non-zero when a target is missed.
 """
@@ -165,7 +165,8 @@ def main() -> int:
         print(f"{Path(__file__).name}: the test node needs root (containerd, kubelet, an interface); run it as root")
         return 2
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--trials", type=int, default=5, help="pod starts of each kind")
+    parser.add_argument("--faults", type=int, default=3, help="memory faults on each setup")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="candor-bench-node-"))
     cluster = K8sCluster(workdir, ensure_binaries()).start()
@@ -199,21 +200,25 @@ def main() -> int:
         with HAProxyProcess(config) as haproxy, \
                 EndpointSliceFollower(cluster, haproxy, NS, "candor", "candor", 4) as with_candor, \
                 EndpointSliceFollower(cluster, haproxy, NS, "probe", "probe", 4) as with_probe:
-            candor_out = fault_to_out(cluster, "candor", "candor", haproxy, with_candor)
-            probe_out = fault_to_out(cluster, "probe", "probe", haproxy, with_probe)
+            # One fault lands anywhere in three periods (the app's heartbeat, the sidecar's evaluation,
+            # HAProxy's agent poll): the median of a few is the figure, the slowest is printed beside it.
+            candor_outs = [fault_to_out(cluster, "candor", "candor", haproxy, with_candor) for _ in range(args.faults)]
+            probe_outs = [fault_to_out(cluster, "probe", "probe", haproxy, with_probe) for _ in range(args.faults)]
         rss, usage = sidecar_memory(node, cluster)
     finally:
         node.stop()
         cluster.stop()
 
     added = statistics.median(injected) - statistics.median(plain)
+    candor_out = statistics.median(candor_outs)
     rows = [
         ("pod create -> Ready, plain (median)", f"{statistics.median(plain):.2f} s", "floor"),
         ("pod create -> Ready, injected (median)", f"{statistics.median(injected):.2f} s",
          f"adds {added:+.2f} s (target <= 1 s)"),
-        ("memory > 80 % -> out of HAProxy, Candor agent", f"{candor_out:.2f} s",
-         f"target <= {AGENT_INTER + 1:.0f} s (agent-inter + 1 s)"),
-        ("memory > 80 % -> out of HAProxy, readiness probe", f"{probe_out:.2f} s",
+        ("memory > 80 % -> out of HAProxy, Candor agent (median / max)",
+         f"{candor_out:.2f} / {max(candor_outs):.2f} s", f"target <= {AGENT_INTER + 1:.0f} s (agent-inter + 1 s)"),
+        ("memory > 80 % -> out of HAProxy, readiness probe (median / max)",
+         f"{statistics.median(probe_outs):.2f} / {max(probe_outs):.2f} s",
          "floor: default probe, EndpointSlice follower"),
         ("sidecar in the pod: RSS / cgroup usage", f"{rss / 2**20:.1f} / {usage / 2**20:.1f} MiB", "reported"),
     ]
