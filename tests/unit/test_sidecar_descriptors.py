@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from candor_sidecar.agent import AgentState
 from candor_sidecar.agent_server import AgentServer
@@ -48,4 +49,24 @@ async def test_connections_over_the_shared_budget_are_dropped_and_counted() -> N
         writer.close()
     finally:
         http.close()
+        agent.close()
+
+
+async def test_a_burst_waits_in_the_kernel_queue_while_the_loop_is_busy() -> None:
+    agent = AgentServer(AgentState(slow_start=0.0, max_conn=None), budget=ConnectionBudget(1000))
+    port = await agent.start("127.0.0.1", 0)
+    burst: list[socket.socket] = []
+    try:
+        # Nothing awaits here, so the loop accepts nothing: each connect completes in the kernel's queue
+        # alone. A queue as short as one accept round would drop the SYNs after the first ACCEPT_BURST.
+        for _ in range(2 * ACCEPT_BURST):
+            burst.append(socket.create_connection(("127.0.0.1", port), timeout=3))
+        streams = [await asyncio.open_connection(sock=sock) for sock in burst]
+        answers = [await asyncio.wait_for(reader.read(), 5.0) for reader, _ in streams]
+        assert answers == [b"up 100%\n"] * len(burst)  # then accepted in rounds, every one answered
+        for _, writer in streams:
+            writer.close()
+    finally:
+        for sock in burst:
+            sock.close()
         agent.close()
