@@ -54,6 +54,7 @@ __all__ = [
     "WriterInfo",
     "fold_dead_writers",
     "read_totals",
+    "read_writers",
 ]
 
 ARCHIVE_LOCK_TIMEOUT = 2.0
