@@ -37,12 +37,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 @pytest.fixture(scope="session")
 def k8s_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[K8sCluster]:
-    bin_dir = request.config.stash.get(_BIN_DIR, None) or ensure_binaries()
-    cluster = K8sCluster(tmp_path_factory.mktemp("k8s"), bin_dir).start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from _control_plane(request, tmp_path_factory, "k8s")
 
 
 @pytest.fixture
@@ -56,12 +51,7 @@ def k8s_namespace(k8s_cluster: K8sCluster) -> Iterator[str]:
 def node_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[K8sCluster]:
     """A control plane of the node's own: the chart installs cluster-wide objects (CRDs, webhook, roles)
     that must not meet what other tests put in the shared ``k8s_cluster``."""
-    bin_dir = request.config.stash.get(_BIN_DIR, None) or ensure_binaries()
-    cluster = K8sCluster(tmp_path_factory.mktemp("k8s-node"), bin_dir).start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from _control_plane(request, tmp_path_factory, "k8s-node")
 
 
 @pytest.fixture(scope="session")
@@ -71,3 +61,13 @@ def k8s_node(node_cluster: K8sCluster) -> Iterator[Node]:
         yield node
     finally:
         node.stop()
+
+
+def _control_plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                   name: str) -> Iterator[K8sCluster]:
+    bin_dir = request.config.stash.get(_BIN_DIR, None) or ensure_binaries()
+    cluster = K8sCluster(tmp_path_factory.mktemp(name), bin_dir).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
