@@ -141,7 +141,9 @@ def _examples_running(cluster: K8sCluster) -> list[dict[str, Any]]:
         if not _rolled_out(cluster, "default", "resizer"):
             return None
         pods = _wait_ready_pods(cluster, "default", "app=resizer", 3)
-        return pods if all(_sidecar(p) for p in pods) else None
+        # The example app has no readiness probe: Ready means started, not yet listening.
+        return pods if all(_sidecar(p) and _answers(f"http://{p['status']['podIP']}:8080/memory") for p in pods) \
+            else None
 
     pods: list[dict[str, Any]] = cluster.wait_until(injected, 240, "3 ready resizer pods with the sidecar")
     return pods
@@ -179,6 +181,14 @@ def haproxy(examples: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFac
         for server in servers:
             process.wait_for_status("candor", server.name, "UP", timeout=60)
         yield process
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 def _post_quietly(url: str) -> None:
