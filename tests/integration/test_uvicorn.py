@@ -16,7 +16,7 @@ import pytest
 from candor_tracer.journal.reader import read_totals
 from tests.support.framework_fixtures import request_later
 from tests.support.framework_runs import Run, assert_counted, framework_process, journal_pids, total
-from tests.support.ports import free_port
+from tests.support.ports import free_port, listening
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -30,6 +30,8 @@ def test_concurrent_requests_a_blocked_loop_and_a_killed_server(tmp_path: Path, 
     with framework_process(argv, run.state_dir, tmp_path / "uvicorn.log", HEARTBEAT, {}) as server:
         wait_until(lambda: server.pid in journal_pids(run.state_dir), timeout=60,
                    what="the server's journal (opened at lifespan startup)")
+        # uvicorn runs the lifespan startup before it binds its port
+        wait_until(lambda: listening(port), timeout=30, what=f"uvicorn listening on {port}")
         overlapping = [request_later(port, "sleep", 0.5) for _ in range(3)]
         assert [future.result(timeout=60) for _, future in overlapping] == [200] * 3
         for request_id, _ in overlapping:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from typing import Any
 from candor_operator.webhook import url as webhook_url
 from candor_operator.webhook import webhook_configuration
 from tests.support.k8s_cluster import K8sCluster
-from tests.support.ports import free_port
+from tests.support.ports import free_port, listening
 
 ROOT = Path(__file__).resolve().parents[2]
 CANDOR = str(Path(sys.executable).with_name("candor"))
@@ -105,13 +104,7 @@ class OperatorProcess:
 
     def webhook_listening(self) -> bool:
         """kopf answers its health endpoint before its webhook server has bound: a test must wait for both."""
-        if not self.webhook:
-            return True
-        try:
-            socket.create_connection(("127.0.0.1", self.webhook_port), timeout=1).close()
-        except OSError:
-            return False
-        return True
+        return not self.webhook or listening(self.webhook_port)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
