@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from candor_demo.haproxy_process import HAProxyProcess
 from candor_operator.policy import parse_policy
 from candor_operator.render import render_backend
+from candor_sidecar.release import VERSION
 from tests.support.endpoint_follower import EndpointSliceFollower, declare_slots
 from tests.support.helm import helm_binary
 from tests.support.k8s_cluster import K8sCluster
@@ -57,7 +58,7 @@ POLICY = {
 
 def deployment(name: str, inject: bool, readiness_on_sidecar: bool = False) -> dict[str, Any]:
     container: dict[str, Any] = {
-        "name": "app", "image": "candor-sidecar:0.1.0",
+        "name": "app", "image": f"candor-sidecar:{VERSION}",
         "command": ["python", "-m", "candor_demo.resizer_app"],
         "args": ["--name=bench", "--bind=0.0.0.0", "--http-port=8080", "--metrics-port=9100",
                  "--truth-file=/tmp/truth.jsonl", "--workers=2"],

@@ -18,6 +18,7 @@ from candor_operator.render import (
     render_backend,
     render_sidecar_config,
 )
+from candor_sidecar.release import VERSION
 
 API_VERSION = "candor.io/v1alpha1"
 _OUTPUTS = ("text", "annotations", "backend", "sidecar")
@@ -125,8 +126,8 @@ def _env(name: str, default: str | None = None) -> str | None:
               help="Kubeconfig to use (default: KUBECONFIG, ~/.kube/config, then the pod's service account).")
 @click.option("-n", "--namespace", "namespaces", multiple=True,
               help="Serve only these namespaces (repeatable; default: cluster-wide).")
-@click.option("--sidecar-image", default=lambda: _env("CANDOR_SIDECAR_IMAGE", "candor-sidecar:0.1.0"),
-              show_default="CANDOR_SIDECAR_IMAGE or candor-sidecar:0.1.0", help="Image of the injected sidecar.")
+@click.option("--sidecar-image", default=lambda: _env("CANDOR_SIDECAR_IMAGE", f"candor-sidecar:{VERSION}"),
+              show_default=f"CANDOR_SIDECAR_IMAGE or candor-sidecar:{VERSION}", help="Image of the injected sidecar.")
 @click.option("--sidecar-pull-policy", default=lambda: _env("CANDOR_SIDECAR_PULL_POLICY", "IfNotPresent"),
               type=click.Choice(["Always", "IfNotPresent", "Never"]), show_default="IfNotPresent")
 @click.option("--webhook/--no-webhook", "webhook_enabled", default=True, show_default=True,

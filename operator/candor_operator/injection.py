@@ -23,6 +23,7 @@ from typing import Any
 from candor_operator.policy_model import AgentCheck, Drain, Metrics
 from candor_sidecar.config import DEFAULT_AGENT_PORT, DEFAULT_HTTP_PORT, STATE_DIR
 from candor_sidecar.control import DEFAULT_SOCKET
+from candor_sidecar.release import VERSION
 
 INJECT_ANNOTATION = "candor.io/inject"
 STATUS_ANNOTATION = "candor.io/status"
@@ -48,7 +49,7 @@ SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 class SidecarSettings:
     """Operator-wide settings for the injected container (from `candor operator` options / env)."""
 
-    image: str = "candor-sidecar:0.1.0"
+    image: str = f"candor-sidecar:{VERSION}"
     image_pull_policy: str = "IfNotPresent"
     run_as_user: int = 10001  # the sidecar image's own user (sidecar/Dockerfile)
     requests: Mapping[str, str] = field(default_factory=lambda: {"cpu": "10m", "memory": "48Mi"})

@@ -31,6 +31,7 @@ from candor_demo.truth import read_intervals
 from candor_operator.policy import parse_policy
 from candor_operator.render import Server, render_backend
 from candor_operator.rollout import CONFIG_HASH_ANNOTATION
+from candor_sidecar.release import VERSION
 from tests.support.helm import helm, install_chart, uninstall_chart
 from tests.support.k8s_cluster import K8sCluster
 from tests.support.k8s_processes import ROOT
@@ -97,7 +98,7 @@ def test_helm_install_runs_both_operators_from_the_image_and_peering_elects_one(
     node_cluster: K8sCluster, release: str,
 ) -> None:
     pods = _wait_ready_pods(node_cluster, release, "app.kubernetes.io/name=candor", 2)
-    assert {p["spec"]["containers"][0]["image"] for p in pods} == {"candor-operator:0.1.0"}
+    assert {p["spec"]["containers"][0]["image"] for p in pods} == {f"candor-operator:{VERSION}"}
     # The operator created its ClusterKopfPeering; both replicas announce themselves in it.
     peering = node_cluster.wait_until(
         lambda: (body := node_cluster.api("GET", "/apis/kopf.dev/v1/clusterkopfpeerings/candor").body)
@@ -155,7 +156,7 @@ def test_examples_run_with_the_native_sidecar_the_policy_is_ready_and_the_servic
     for pod in examples:
         sidecar = _sidecar(pod)
         assert sidecar is not None and sidecar["restartPolicy"] == "Always", pod["spec"]
-        assert sidecar["image"] == "candor-sidecar:0.1.0"
+        assert sidecar["image"] == f"candor-sidecar:{VERSION}"
         statuses = {s["name"]: s for s in pod["status"]["initContainerStatuses"]}
         assert statuses["candor-sidecar"]["started"] and statuses["candor-sidecar"]["ready"]
     policy = node_cluster.api("GET", "/apis/candor.io/v1alpha1/namespaces/default/healthpolicies/resizer").ok()
@@ -258,7 +259,7 @@ spec:
       terminationGracePeriodSeconds: 40
       containers:
         - name: app
-          image: candor-sidecar:0.1.0
+          image: candor-sidecar:0.1.0  # tests/unit/test_release_version.py checks the tag
           command: [python, -m, candor_demo.resizer_app]
           args: [--name=jobs, --bind=0.0.0.0, --http-port=8080, --metrics-port=9100,
                  "--truth-file=/truth/$(POD_NAME)-{boot}", --workers=4]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from candor_sidecar.release import VERSION
 from candor_tracer.journal.reader import read_totals
 
 pytestmark = pytest.mark.integration
@@ -83,9 +84,9 @@ def test_the_tracer_wheel_alone_runs_a_traced_job_in_a_clean_venv(tmp_path: Path
     shutil.copytree(ROOT / "sidecar" / "candor_tracer", source / "candor_tracer", ignore=IGNORE)
     shutil.copy(ROOT / "sidecar" / "pyproject.toml", source)
     wheel = build_wheel(source, tmp_path / "wheels")
-    assert wheel.name == "candor_tracer-0.1.0-py3-none-any.whl"
+    assert wheel.name == f"candor_tracer-{VERSION}-py3-none-any.whl"
     names, requires = metadata(wheel)
-    assert {n.split("/")[0] for n in names} == {"candor_tracer", "candor_tracer-0.1.0.dist-info"}
+    assert {n.split("/")[0] for n in names} == {"candor_tracer", f"candor_tracer-{VERSION}.dist-info"}
     assert "candor_tracer/py.typed" in names and "candor_tracer/journal/reader.py" in names
     assert [r for r in requires if "extra ==" not in r] == ["prometheus-client>=0.20"]
 

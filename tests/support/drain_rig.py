@@ -23,6 +23,7 @@ from typing import Any
 from candor_demo.haproxy_process import HAProxyProcess
 from candor_operator.policy import parse_policy
 from candor_operator.render import render_backend
+from candor_sidecar.release import VERSION
 from tests.support.endpoint_follower import EndpointSliceFollower, declare_slots
 
 POLICY: dict[str, Any] = {
@@ -37,7 +38,7 @@ SLOTS = 8
 
 def app_deployment(name: str, namespace: str, replicas: int, inject: bool, events_dir: Path) -> dict[str, Any]:
     container: dict[str, Any] = {
-        "name": "app", "image": "candor-sidecar:0.1.0",
+        "name": "app", "image": f"candor-sidecar:{VERSION}",
         "command": ["python", "-m", "candor_demo.resizer_app"],
         "args": ["--name=$(POD_NAME)", "--bind=0.0.0.0", "--http-port=8080", "--metrics-port=9100",
                  "--truth-file=/events/$(POD_NAME).truth", "--events-file=/events/sigterm", "--workers=2",

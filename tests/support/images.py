@@ -24,13 +24,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from candor_sidecar.release import VERSION
 from tests.support.k8s_processes import ROOT
 
 CACHE = Path(os.environ.get("CANDOR_IMAGE_CACHE", Path.home() / ".cache" / "candor" / "images"))
 BASE_TAG = "docker.io/library/python:3.11-slim"
 PAUSE_IMAGE = "docker.io/candor/pause:1"
-SIDECAR_IMAGE = "docker.io/library/candor-sidecar:0.1.0"
-OPERATOR_IMAGE = "docker.io/library/candor-operator:0.1.0"
+SIDECAR_IMAGE = f"docker.io/library/candor-sidecar:{VERSION}"
+OPERATOR_IMAGE = f"docker.io/library/candor-operator:{VERSION}"
 # Packages of the base: python3 (not -minimal: it lacks http and json), pip and venv for the Dockerfiles'
 # pip steps, passwd for useradd, ca-certificates so pip can reach PyPI over TLS.
 BASE_PACKAGES = ("python3", "python3-pip", "python3-venv", "passwd", "ca-certificates")

@@ -19,6 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from candor_operator import webhook
 from candor_operator.injection import SYSTEM_NAMESPACES
+from candor_sidecar.release import VERSION
 from tests.support.helm import helm_binary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,7 +125,7 @@ def test_operator_deployment_is_replicated_probed_and_restricted() -> None:
     assert context["capabilities"]["drop"] == ["ALL"]
     assert container["resources"]["limits"]["memory"] and container["resources"]["requests"]["cpu"]
     env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["CANDOR_SIDECAR_IMAGE"] == "candor-sidecar:0.1.0"
+    assert env["CANDOR_SIDECAR_IMAGE"] == f"candor-sidecar:{VERSION}"
 
 
 def test_webhook_targets_pod_creation_and_never_blocks_it() -> None:
