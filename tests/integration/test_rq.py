@@ -8,9 +8,7 @@ journal per job; a restarted worker in a fresh PID namespace, like a restarted c
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from rq import Queue
 from rq.command import send_stop_job_command
 
 from tests.support.framework_runs import Run, assert_counted, framework_process, journal_pids, total
+from tests.support.pid_namespace import PREFIX, needs_pid_namespace
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -95,17 +94,6 @@ def test_simple_worker_counts_a_timed_out_job_in_full(tmp_path: Path, broker: st
     assert_counted(_counted(run), worked, 0.0, kills=0, jobs=2, heartbeat=HEARTBEAT)
 
 
-def _unshare_works() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    try:
-        result = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True,
-                                timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return result.returncode == 0
-
-
 def _run_quick_jobs(run: Run, broker: str, count: int) -> set[int]:
     """Run `count` jobs of 0.5 s; the pids of their work-horses."""
     jobs = [_enqueue(broker, 0.5) for _ in range(count)]
@@ -114,16 +102,15 @@ def _run_quick_jobs(run: Run, broker: str, count: int) -> set[int]:
     return {run.jobs[job_id].pid for job_id in jobs}
 
 
-@pytest.mark.skipif(not _unshare_works(), reason="needs `unshare --pid` (root or user namespaces)")
+@needs_pid_namespace
 def test_a_restarted_worker_whose_horses_reuse_pids_counts_nothing_twice(tmp_path: Path, broker: str) -> None:
     """Two worker lifetimes in fresh PID namespaces, like a container restarted in its pod: the worker is pid 1
     both times, so its work-horses get the same pids, and the first one was SIGKILLed in the middle of a job."""
     state = tmp_path / "state"
     state.mkdir()
     run = Run(state, deaths=None)
-    prefix = ["unshare", "--pid", "--fork", "--mount-proc"]
     horse_pids: list[set[int]] = []
-    with _worker(run, broker, tmp_path, "MeasuredWorker", prefix=prefix) as outer:
+    with _worker(run, broker, tmp_path, "MeasuredWorker", prefix=PREFIX) as outer:
         horse_pids.append(_run_quick_jobs(run, broker, 3))
         killed = _enqueue(broker, 30)
         job = wait_until(lambda: run.started(killed), timeout=60, what="the job killed with its worker")
@@ -132,7 +119,7 @@ def test_a_restarted_worker_whose_horses_reuse_pids_counts_nothing_twice(tmp_pat
         os.kill(worker_pid, signal.SIGKILL)  # pid 1 of the namespace: the kernel kills all in it
         outer.wait(timeout=30)
         died = {killed: time.monotonic()}  # an upper bound: the namespace's processes are all gone
-    with _worker(run, broker, tmp_path, "MeasuredWorker", prefix=prefix):
+    with _worker(run, broker, tmp_path, "MeasuredWorker", prefix=PREFIX):
         horse_pids.append(_run_quick_jobs(run, broker, 3))
     run.poll()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 
 from candor_tracer.journal.decode import read_journal
 from candor_tracer.journal.reader import JournalSnapshot, read_totals
+from tests.support.pid_namespace import PREFIX, needs_pid_namespace
 from tests.support.tracer_apps import (
     next_message,
     read_in_new_process,
@@ -262,17 +262,6 @@ def test_multiprocessing_fork_pool_workers_are_counted(tmp_path: Path) -> None:
         stop_app(app)
 
 
-def _unshare_works() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    try:
-        result = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True,
-                                timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return result.returncode == 0
-
-
 def _inner_pid(outer: int) -> int:
     """The host pid of the process unshare started (its only child)."""
     def child() -> int | None:
@@ -296,11 +285,10 @@ PID_APP = """
 """
 
 
-@pytest.mark.skipif(not _unshare_works(), reason="needs `unshare --pid` (root or user namespaces)")
+@needs_pid_namespace
 def test_a_reused_pid_never_collides_with_a_dead_or_live_journal(tmp_path: Path) -> None:
     """Processes in fresh PID namespaces all run as pid 1, like app containers of one pod."""
-    prefix = ["unshare", "--pid", "--fork", "--mount-proc"]
-    first = start_app(PID_APP, tmp_path, heartbeat_interval=HEARTBEAT, prefix=prefix)
+    first = start_app(PID_APP, tmp_path, heartbeat_interval=HEARTBEAT, prefix=PREFIX)
     second = third = None
     try:
         one = next_message(first)
@@ -309,8 +297,8 @@ def test_a_reused_pid_never_collides_with_a_dead_or_live_journal(tmp_path: Path)
         os.kill(_inner_pid(first.pid), signal.SIGKILL)  # dies holding an open trace, journal not folded yet
         killed_after = time.monotonic() - one["inside"]
         first.wait(timeout=10)
-        second = start_app(PID_APP, tmp_path, heartbeat_interval=HEARTBEAT, prefix=prefix)
-        third = start_app(PID_APP, tmp_path, heartbeat_interval=HEARTBEAT, prefix=prefix)
+        second = start_app(PID_APP, tmp_path, heartbeat_interval=HEARTBEAT, prefix=PREFIX)
+        third = start_app(PID_APP, tmp_path, heartbeat_interval=HEARTBEAT, prefix=PREFIX)
         two, three = next_message(second), next_message(third)
         assert two["pid"] == three["pid"] == 1
         assert len({one["journal"], two["journal"], three["journal"]}) == 3
