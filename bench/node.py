@@ -22,7 +22,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -42,6 +41,7 @@ from tests.support.k8s_processes import ROOT, ensure_binaries
 from tests.support.node import Node
 from tests.support.node_machine import cgroup_hierarchies
 from tests.support.ports import free_port
+from tests.support.scratch import remove_scratch, scratch_dir
 from tests.support.waiting import wait_until
 
 NS = "bench"
@@ -169,7 +169,7 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=5, help="pod starts of each kind")
     parser.add_argument("--faults", type=int, default=3, help="memory faults on each setup")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="candor-bench-node-"))
+    workdir = scratch_dir("candor-bench-node-")
     cluster = K8sCluster(workdir, ensure_binaries()).start()
     node = Node(cluster=cluster)
     try:
@@ -209,6 +209,7 @@ def main() -> int:
     finally:
         node.stop()
         cluster.stop()
+        remove_scratch(workdir)
 
     added = statistics.median(injected) - statistics.median(plain)
     candor_out = statistics.median(candor_outs)

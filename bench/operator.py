@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 from candor_operator.ownership import MANAGED_ANNOTATIONS  # noqa: E402
 from tests.support.k8s_cluster import K8sCluster, ensure_binaries  # noqa: E402
 from tests.support.operator_process import OperatorProcess  # noqa: E402
+from tests.support.scratch import remove_scratch, scratch_dir  # noqa: E402
 
 POLICIES = "/apis/candor.io/v1alpha1/namespaces/{ns}/healthpolicies"
 
@@ -105,7 +104,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=60.0)
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="candor-bench-operator-"))
+    workdir = scratch_dir("candor-bench-operator-")
     cluster = K8sCluster(workdir, ensure_binaries()).start()
     running: list[OperatorProcess] = []
     try:
@@ -146,7 +145,7 @@ def main() -> int:
         for operator in running:
             operator.stop()
         cluster.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_scratch(workdir)
 
     rows = [
         (f"(creating {args.policies} Services + policies via the API)", f"{create_seconds:.1f} s", "", True),

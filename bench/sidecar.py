@@ -24,11 +24,15 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.ports import free_port
+from tests.support.scratch import remove_scratch, scratch_dir
 
 JOURNALS = 16
 SERIES_PER_JOURNAL = 64
@@ -38,13 +42,6 @@ HEALTH_RATE = 50.0  # requests/s, during the agent load
 IDLE_SECONDS = 10.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -280,7 +277,7 @@ def main() -> int:
                                    args.seconds), separators=(",", ":")))
         return 0
 
-    workdir = Path(tempfile.mkdtemp(prefix="candor-bench-sidecar-"))
+    workdir = scratch_dir("candor-bench-sidecar-")
     state_dir = workdir / "state"
     state_dir.mkdir()
     http_port, agent_port, floor_agent, floor_http = free_port(), free_port(), free_port(), free_port()
@@ -333,6 +330,7 @@ def main() -> int:
             if child.poll() is None:
                 child.send_signal(signal.SIGKILL)
                 child.wait()
+        remove_scratch(workdir)
 
     agent, floor_agent_figures = summarize([r["agent"] for r in sidecar_rounds]), summarize(
         [r["agent"] for r in floor_rounds])
