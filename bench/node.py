@@ -6,10 +6,11 @@ Measures, in one run:
 * pod create -> Ready for a one-replica Deployment, plain and with the sidecar injected by the chart's
   webhook (target: injection adds <= 1 s at the median);
 * fault -> HAProxy stops routing: the app's memory crosses 80 % of its real limit. With Candor, HAProxy
-  (configured from `candor render`) hears it from the agent (target: the median of `--faults` trials
-  <= agent-inter + 1 s). Beside it, the same fault signal (the sidecar's /health) as a plain readiness
-  probe with Kubernetes' default settings, HAProxy's servers following the Service's EndpointSlices as an
-  ingress controller does (tests/support/endpoint_follower.py) — the floor a probe-only setup gets;
+  (configured from `candor render`) hears it from the agent (target: the median of `--faults` trials,
+  each started at a random phase, <= agent-inter + 1 s). Beside it, the same fault signal (the sidecar's
+  /health) as a plain readiness probe with Kubernetes' default settings, HAProxy's servers following the
+  Service's EndpointSlices as an ingress controller does (tests/support/endpoint_follower.py) — the floor
+  a probe-only setup gets;
 * the sidecar's memory in the pod, from its container's cgroup on the node.
 Prints a table; exits non-zero when a target is missed.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -136,6 +138,9 @@ def fault_to_out(cluster: K8sCluster, app: str, backend: str, haproxy: HAProxyPr
     routed = lambda: ((s := haproxy.server_state(backend, slot)).status.split()[0] in ("UP", "no")  # noqa: E731
                       and s.weight > 0)
     wait(routed, 120, f"{app} routed")
+    # The routed state was just seen to change at one of HAProxy's polls; a real fault lands at any phase
+    # of them (and of the heartbeat and the evaluation), so the fault starts at a random one.
+    time.sleep(random.uniform(0.0, AGENT_INTER))
     crossed = post(f"http://{ip}:8080/memory/fill?percent=88&crossing=80")["crossed_at"]
     out = wait(lambda: not routed() or follower.slot_for(ip) != slot, 120, f"{app} out of rotation")
     out_at = time.monotonic()
@@ -167,7 +172,7 @@ def main() -> int:
         return 2
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=5, help="pod starts of each kind")
-    parser.add_argument("--faults", type=int, default=3, help="memory faults on each setup")
+    parser.add_argument("--faults", type=int, default=5, help="memory faults on each setup")
     args = parser.parse_args()
     workdir = scratch_dir("candor-bench-node-")
     cluster = K8sCluster(workdir, ensure_binaries()).start()

@@ -32,6 +32,7 @@ from candor_operator.policy import parse_policy
 from candor_operator.render import Server, render_backend
 from candor_operator.rollout import CONFIG_HASH_ANNOTATION
 from candor_sidecar.release import VERSION
+from candor_tracer.modes import DEFAULT_HEARTBEAT_INTERVAL
 from tests.support.helm import helm, install_chart, uninstall_chart
 from tests.support.k8s_cluster import K8sCluster
 from tests.support.k8s_processes import ROOT
@@ -349,7 +350,7 @@ def test_job_seconds_survive_oom_kill_sigkill_and_pod_deletion(
         assert values, "Prometheus has the pod's job seconds"
         assert all(b >= a for a, b in itertools.pairwise(values)), "the counter went backwards"
         final = values[-1]
-        heartbeat = 1.0
+        heartbeat = DEFAULT_HEARTBEAT_INTERVAL  # the example sets none
         workers = 4
         # Every kill may lose at most one heartbeat per in-flight job; nothing is counted twice.
         assert truth - 2 * workers * heartbeat - 1.0 <= final <= truth + 1.0, (final, truth)

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter
 from candor_tracer import Tracer
 from candor_tracer.journal.format import MAX_SERIES
 from candor_tracer.journal.reader import read_totals
+from candor_tracer.modes import DEFAULT_HEARTBEAT_INTERVAL as DEFAULT
 from candor_tracer.modes import heartbeat_interval_from_env as _heartbeat_interval_from_env
 
 
@@ -132,7 +133,8 @@ def test_a_journal_that_breaks_mid_run_never_reaches_the_app(tmp_path: Path, cap
     assert tracer.journal_path is None
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("0.25", 0.25), ("", 1.0), ("soon", 1.0), ("0", 1.0), ("-3", 1.0)])
+@pytest.mark.parametrize(("raw", "expected"),
+                         [("0.25", 0.25), ("", DEFAULT), ("soon", DEFAULT), ("0", DEFAULT), ("-3", DEFAULT)])
 def test_heartbeat_interval_from_the_environment(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
                                                  raw: str, expected: float) -> None:
     caplog.set_level(logging.WARNING, logger="candor_tracer")
