@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs from Debian what the demo and the tests run for real when it is missing: HAProxy, Prometheus,
 # Redis (the job-framework tests' broker),
-# and for the test node containerd, runc, the CNI plugins, iptables, and what builds images without a
+# and for the test node containerd, runc, the CNI plugins, iptables and nftables, and what builds images without a
 # registry (mmdebstrap for the base, buildah for the Dockerfiles, gcc + libc6-dev for the static pause).
 # Without root it says exactly what is missing and how to get it, and fails.
 set -euo pipefail
@@ -13,6 +13,8 @@ for tool in containerd runc mmdebstrap buildah iptables gcc; do
     command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("$tool")
 done
 [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+# nft deletes the iptables-nft tables the kubelet created on a machine that had none.
+command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] || missing+=(libc6-dev)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then

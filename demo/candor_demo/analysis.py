@@ -115,6 +115,8 @@ class Figures:
     served_while_out: int | None = None  # requests instance 2 answered in that window (in-flight ones at most)
     failed_requests: int | None = None  # through HAProxy, the whole run
     failed_while_leaving: int | None = None  # from instance 1's deletion (its preStop hooks) to the end
+    failure_causes: list[str] = field(default_factory=list)  # why those failed, each cause once
+    retried_requests: int | None = None  # answered on a new connection after a kept-alive one closed unanswered
     drain_wait: float | None = None  # instance 1's deletion -> its app's SIGTERM (the app's preStop hook)
     served_after_sigterm: int | None = None  # requests instance 1 answered after its app's SIGTERM
     prometheus_haproxy: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # weight per server
@@ -299,11 +301,14 @@ def _request_figures(record: RunRecord, figures: Figures) -> None:
     if not requests:
         return
     figures.failed_requests = sum(1 for r in requests if r.status != 200)
+    figures.retried_requests = sum(1 for r in requests if r.retried)
     term = record.term
     if term is None or term.deleted_at is None:
         return
     deleted_at = term.deleted_at
-    figures.failed_while_leaving = sum(1 for r in requests if r.status != 200 and r.at >= deleted_at)
+    leaving = [r for r in requests if r.status != 200 and r.at >= deleted_at]
+    figures.failed_while_leaving = len(leaving)
+    figures.failure_causes = sorted({r.error for r in leaving})
     figures.drain_wait = term.app_term_at - deleted_at
     # An answer that came back after the SIGTERM was sent before it, or HAProxy gave the app a new request.
     figures.served_after_sigterm = sum(1 for r in requests if r.server == term.instance and r.at > term.app_term_at)
@@ -376,7 +381,8 @@ def self_checks(record: RunRecord, figures: Figures) -> list[Check]:
                         term is not None and term.drain_outcome == "heard" and leaving == 0,
                         "no measurement" if term is None or leaving is None else
                         f"{leaving} failed; app hook {term.drain_outcome} after {figures.drain_wait or 0:.2f} s, "
-                        f"HAProxy had it {term.haproxy_status_at_term or '?'} at the SIGTERM",
+                        f"HAProxy had it {term.haproxy_status_at_term or '?'} at the SIGTERM"
+                        + (f"; {'; '.join(figures.failure_causes)}" if leaving else ""),
                         "0 failed, drain heard"))
     sigterm_lost = figures.sigterm.candor_lost_at_signal if figures.sigterm else None
     drained = term is not None and term.sidecar_status == 0 and sigterm_lost is not None \

@@ -85,6 +85,7 @@ def haproxy_config(settings: DemoSettings, servers: Sequence[ServerPorts], front
         "",
         "frontend load",
         f"    bind 127.0.0.1:{frontend_port}",
+        "    option httplog",  # one line per request: status, server, timers and how it ended (a failure's cause)
         f"    default_backend {BACKEND}",
         "",
         "frontend stats",

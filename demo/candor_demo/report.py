@@ -85,6 +85,8 @@ def table_rows(record: RunRecord, figures: Figures) -> list[Row]:
         rows.append(("requests through HAProxy: served / failed (failed from resizer-1's deletion on)", "—",
                      f"{len(requests) - (figures.failed_requests or 0)} / {figures.failed_requests} "
                      f"({figures.failed_while_leaving})", "failed: 0"))
+        rows.append(("requests retried on a new connection: HAProxy closed a kept-alive one unanswered", "—",
+                     str(figures.retried_requests or 0), "reported (a browser retries these too)"))
     return rows
 
 

@@ -116,16 +116,25 @@ class CandorOperator:
 
     async def reconcile(self, body: kopf.Body, status: Mapping[str, Any], patch: kopf.Patch, indices: Any) -> None:
         summary = summarize(_plain(body))
-        outcome = await reconcile_policy(
-            self.client,
-            summary,
-            status,
-            services=_slice(indices[SERVICES], summary.namespace),
-            policies=_slice(indices[POLICIES], summary.namespace),
-            deployments=_slice(indices[DEPLOYMENTS], summary.namespace),
-            sidecar_image=self.settings.sidecar.image,
-            heals=self.heals,
-        )
+        try:
+            outcome = await reconcile_policy(
+                self.client,
+                summary,
+                status,
+                services=_slice(indices[SERVICES], summary.namespace),
+                policies=_slice(indices[POLICIES], summary.namespace),
+                deployments=_slice(indices[DEPLOYMENTS], summary.namespace),
+                sidecar_image=self.settings.sidecar.image,
+                heals=self.heals,
+            )
+        except ApiError as error:
+            if not error.namespace_terminating:
+                raise
+            # The policy, its Services and its ConfigMap are going with the namespace; retrying would
+            # only log the same refusal until then (and an Event could not be posted there either).
+            logger.info("HealthPolicy %s/%s: its namespace is being deleted; nothing written",
+                        summary.namespace, summary.name)
+            return
         for key, value in outcome.status.items():
             if status.get(key) != value:
                 patch.status[key] = value

@@ -12,7 +12,6 @@ clients do with a rotated service-account token. While requests keep being refus
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -33,10 +32,16 @@ STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, method: str, path: str, message: str) -> None:
+    def __init__(self, status: int, method: str, path: str, message: str, causes: tuple[str, ...] = ()) -> None:
         super().__init__(f"{method} {path}: HTTP {status}: {message}")
         self.status = status
         self.message = message
+        self.causes = causes  # the Status's details.causes[].reason, e.g. NamespaceTerminating
+
+    @property
+    def namespace_terminating(self) -> bool:
+        """Refused because the namespace is being deleted: nothing may be created in it any more."""
+        return self.status == 403 and "NamespaceTerminating" in self.causes
 
 
 def path_for(
@@ -52,6 +57,21 @@ def path_for(
     if subresource:
         base += f"/{subresource}"
     return base
+
+
+def _api_error(status: int, method: str, path: str, text: str) -> ApiError:
+    """The API server's Status object, read for its message and causes (plain text when it is not one)."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return ApiError(status, method, path, text)
+    if not isinstance(document, dict):
+        return ApiError(status, method, path, text)
+    details = document.get("details")
+    causes = details.get("causes") if isinstance(details, dict) else None
+    # A StatusCause's type is serialised as "reason".
+    reasons = tuple(str(c.get("reason")) for c in causes if isinstance(c, dict)) if isinstance(causes, list) else ()
+    return ApiError(status, method, path, str(document.get("message", text)), reasons)
 
 
 class _Login:
@@ -160,10 +180,7 @@ class KubeClient:
         ) as response:
             text = await response.text()
             if response.status >= 400:
-                message = text
-                with contextlib.suppress(ValueError):
-                    message = json.loads(text).get("message", text)
-                raise ApiError(response.status, method, path, message)
+                raise _api_error(response.status, method, path, text)
             result = json.loads(text) if text else {}
             return result if isinstance(result, dict) else {"items": result}
 

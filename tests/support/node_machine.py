@@ -67,7 +67,8 @@ class MachineRecord:
     work_dir: str
     run_dir: str
     sysctls: dict[str, str] = field(default_factory=dict)
-    iptables: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # tool -> table -> chains + rules
+    # tool -> table -> chains + rules; None when the tool could not list them (never read as "no rules")
+    iptables: dict[str, dict[str, list[str]] | None] = field(default_factory=dict)
     fixed_paths: dict[str, list[str] | None] = field(default_factory=dict)
     mount_points: list[str] = field(default_factory=list)
 
@@ -103,9 +104,17 @@ class MachineRecord:
 IPTABLES = ("iptables", "ip6tables")
 
 
-def _tables(tool: str) -> dict[str, list[str]]:
-    """Each table's chains (`:NAME`) and rules (`-A ...`), without counters: what the node may add."""
-    result = subprocess.run([f"{tool}-save"], capture_output=True, text=True, check=False)
+def _tables(tool: str) -> dict[str, list[str]] | None:
+    """Each table's chains (`:NAME`) and rules (`-A ...`), without counters: what the node may add.
+
+    A fresh machine has no table at all (``{}``); None means the tool failed, and then nothing is known.
+    """
+    try:
+        result = subprocess.run([f"{tool}-save"], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        return None
+    if result.returncode != 0:
+        return None
     tables: dict[str, list[str]] = {}
     table = ""
     for line in result.stdout.splitlines():
@@ -119,13 +128,25 @@ def _tables(tool: str) -> dict[str, list[str]]:
     return tables
 
 
+# The nftables family each iptables-nft tool keeps its tables in.
+NFT_FAMILY = {"iptables": "ip", "ip6tables": "ip6"}
+
+
 def _restore_iptables(record: MachineRecord) -> None:
-    """Delete the rules, then the chains, that were not there before (jumps first, or a chain is in use)."""
+    """Delete the rules, then the chains, that were not there before (jumps first, or a chain is in use).
+
+    On a fresh machine the kubelet is what creates the tables themselves (its KUBE-FIREWALL and canaries):
+    a table that did not exist before is deleted whole, so ``iptables-save`` prints what it printed before.
+    """
     for tool in IPTABLES:
         before = record.iptables.get(tool)
-        if not before:
-            continue  # not recorded (the tool was missing): never treat every rule as new
-        for table, lines in _tables(tool).items():
+        now = _tables(tool)
+        if before is None or now is None:
+            continue  # not recorded or unreadable: never treat every rule as new
+        for table, lines in now.items():
+            if table not in before and _is_nft(tool):
+                subprocess.run(["nft", "delete", "table", NFT_FAMILY[tool], table], capture_output=True, check=False)
+                continue
             known = set(before.get(table, []))
             for line in lines:
                 if line.startswith("-A") and line not in known:
@@ -135,6 +156,12 @@ def _restore_iptables(record: MachineRecord) -> None:
                 if line.startswith(":") and line not in known:
                     for verb in ("-F", "-X"):
                         subprocess.run([tool, "-w", "-t", table, verb, line[1:]], capture_output=True, check=False)
+
+
+def _is_nft(tool: str) -> bool:
+    """iptables-nft's tables can be deleted (``nft delete table``); a legacy kernel table cannot."""
+    result = subprocess.run([tool, "-V"], capture_output=True, text=True, check=False)
+    return "nf_tables" in result.stdout
 
 
 def _mount_points() -> list[str]:
@@ -255,6 +282,7 @@ def machine_snapshot() -> dict[str, object]:
         "mounts": sorted(_mount_points()),
         "sysctls": {key: _sysctl_path(key).read_text().strip() for key in SYSCTLS},
         "cgroups": {str(h): _listing(str(h)) for h in cgroup_hierarchies()},
-        "iptables": {tool: {table: sorted(lines) for table, lines in _tables(tool).items()} for tool in IPTABLES},
+        "iptables": {tool: {table: sorted(lines) for table, lines in (_tables(tool) or {}).items()}
+                     for tool in IPTABLES},
         "paths": {path: _listing(path) for path in (*FIXED_PATHS, str(STATE))},
     }

@@ -94,7 +94,10 @@ def test_failed_requests_are_counted_from_the_deletion_on_and_judged() -> None:
     assert rows["requests through HAProxy: served / failed (failed from resizer-1's deletion on)"][1] == "3 / 1 (0)"
     (check,) = [c for c in self_checks(record, figures) if c.name.startswith("no request failed")]
     assert check.passed
-    record.requests.append(RequestResult(33.0, 502, "", 0.1))  # one failure while it left: the target is missed
+    record.requests.append(RequestResult(33.0, 502, "", 0.1, "HTTP 502 Bad Gateway"))  # the target is missed
+    record.requests.append(RequestResult(34.0, 200, "resizer-2", 0.1, retried=True))
     _request_figures(record, figures)
     (check,) = [c for c in self_checks(record, figures) if c.name.startswith("no request failed")]
-    assert not check.passed and check.measured.startswith("1 failed")
+    assert not check.passed and check.measured.startswith("1 failed") and "HTTP 502 Bad Gateway" in check.measured
+    rows = {row[0]: row[1:] for row in table_rows(record, figures)}
+    assert rows["requests retried on a new connection: HAProxy closed a kept-alive one unanswered"][1] == "1"
