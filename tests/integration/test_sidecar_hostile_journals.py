@@ -70,10 +70,16 @@ def plant(state: Path) -> list[Path]:
     return [*planted, fifo, device]
 
 
-def metric(body: str, name: str, labels: str = "") -> float:
+def sample(body: str, name: str, labels: str = "") -> float | None:
+    """The sample's value, or None while the series is not exposed (yet)."""
     match = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", body, re.MULTILINE)
-    assert match is not None, f"{name}{labels} not in /metrics:\n{body}"
-    return float(match[1])
+    return None if match is None else float(match[1])
+
+
+def metric(body: str, name: str, labels: str = "") -> float:
+    value = sample(body, name, labels)
+    assert value is not None, f"{name}{labels} not in /metrics:\n{body}"
+    return value
 
 
 def test_bad_journals_fifos_and_links_cost_themselves_alone(tmp_path: Path) -> None:
@@ -87,8 +93,9 @@ def test_bad_journals_fifos_and_links_cost_themselves_alone(tmp_path: Path) -> N
         planted.append(alias)
         with SidecarProcess(state, config=CONFIG) as sidecar:
             assert app.get("/job?seconds=30")[0] == 202
-            _until("the job is counted", lambda: metric(sidecar.get("/metrics")[2].decode(),
-                                                        "job_worked_seconds_total", '{task="resize"}') > 0.5, 10)
+            # The job's series appears with the app's next journal write and the sidecar's next evaluation.
+            _until("the job is counted", lambda: (sample(sidecar.get("/metrics")[2].decode(),
+                                                         "job_worked_seconds_total", '{task="resize"}') or 0) > 0.5, 10)
             app_before = metric(app.get("/metrics")[1].decode(), "job_worked_seconds_total", '{task="resize"}')
             status, _, body = sidecar.get("/metrics")
             app_after = metric(app.get("/metrics")[1].decode(), "job_worked_seconds_total", '{task="resize"}')
