@@ -69,8 +69,10 @@ def _api_error(status: int, method: str, path: str, text: str) -> ApiError:
         return ApiError(status, method, path, text)
     details = document.get("details")
     causes = details.get("causes") if isinstance(details, dict) else None
+    if not isinstance(causes, list):
+        causes = []
     # A StatusCause's type is serialised as "reason".
-    reasons = tuple(str(c.get("reason")) for c in causes if isinstance(c, dict)) if isinstance(causes, list) else ()
+    reasons = tuple(str(c.get("reason")) for c in causes if isinstance(c, dict))
     return ApiError(status, method, path, str(document.get("message", text)), reasons)
 
 

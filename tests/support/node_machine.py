@@ -143,8 +143,9 @@ def _restore_iptables(record: MachineRecord) -> None:
         now = _tables(tool)
         if before is None or now is None:
             continue  # not recorded or unreadable: never treat every rule as new
+        deletable = _is_nft(tool)
         for table, lines in now.items():
-            if table not in before and _is_nft(tool):
+            if table not in before and deletable:
                 subprocess.run(["nft", "delete", "table", NFT_FAMILY[tool], table], capture_output=True, check=False)
                 continue
             known = set(before.get(table, []))
