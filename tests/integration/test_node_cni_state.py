@@ -28,7 +28,7 @@ from tests.support.k8s_processes import ROOT
 from tests.support.waiting import wait_until
 
 pytestmark = [
-    pytest.mark.integration, pytest.mark.node, pytest.mark.node_exclusive,
+    pytest.mark.integration, pytest.mark.node,
     pytest.mark.skipif(os.geteuid() != 0, reason="mount namespaces and the test node need root"),
 ]
 

@@ -198,7 +198,7 @@ def _dockerfile_archive(name: str, dockerfile: Path, base: str) -> BuiltImage:
         return BuiltImage(name, archive, 0.0)
     began = time.monotonic()
     _run(_buildah("bud", "--pull=never", "--isolation=chroot", "--network=host", "--layers=false",
-                  "-f", str(dockerfile), "-t", name, str(ROOT)), f"buildah bud {dockerfile.relative_to(ROOT)}")
+                  "-f", str(dockerfile), "-t", name, str(ROOT)), f"buildah bud {dockerfile}")
     _push(name, archive)
     # One archive per image in the cache, and no untagged layers of earlier builds in the store.
     for older in CACHE.glob(archive.name.rsplit("-", 1)[0] + "-*.tar"):
