@@ -32,6 +32,7 @@ from candor_sidecar.http_server import HttpServer, Limits, Request, Response
 from candor_sidecar.metrics import SidecarFacts, render_metrics
 from candor_sidecar.podinfo import maintenance_requested, read_annotations
 from candor_sidecar.presence import AppPresence
+from candor_sidecar.serving import serving_checks
 
 if TYPE_CHECKING:
     from candor_tracer.journal.reader import JournalSnapshot
@@ -133,7 +134,8 @@ class Sidecar:
                 snapshot, error = None, f"out of file descriptors: {exhausted}"
         monotonic = time.monotonic()
         absence = self.presence.observe(snapshot)
-        checks = tuple(evaluate(self.config, snapshot, error, now=monotonic, absence=absence))
+        checks = (*evaluate(self.config, snapshot, error, now=monotonic, absence=absence),
+                  *serving_checks(self.config.app_ports))
         maintenance = maintenance_requested(read_annotations(self.config.pod_info_dir))
         return Evaluation(checks, time.time(), monotonic, maintenance, snapshot)
 
