@@ -111,8 +111,9 @@ class SidecarProcess(_ChildProcess):
         with self.log_path.open("ab") as log:
             grace = [] if self.grace_period is None else ["--termination-grace-period", f"{self.grace_period:g}"]
             self.process = subprocess.Popen([sys.executable, "-m", "candor_sidecar", "--config", str(self.config_path),
-                                             *grace, *self.args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            env=self.env, cwd=ROOT, preexec_fn=self._limit_open_files)
+                                             *grace, *self.args], stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, env=self.env, cwd=ROOT,
+                                            preexec_fn=self._limit_open_files)
         self._wait_until_answering(lambda: self.get("/livez")[0] == 200, timeout, "sidecar", self.logs)
         return self
 
