@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from candor_sidecar.admin_word import ADMIN_WORDS, read_admin_word, remember_admin_word
 from candor_sidecar.agent import AgentState
-from candor_sidecar.agent_server import AgentServer
+from candor_sidecar.agent_server import AgentPeers, AgentServer
 from candor_sidecar.checks import Evaluation, evaluate
 from candor_sidecar.config import SidecarConfig
 from candor_sidecar.control import ControlServer
@@ -71,8 +71,10 @@ class Sidecar:
         self.budget = ConnectionBudget(20_000)  # sized from the open-file limit at start
         self.exhaustion = Exhaustion()
         self.agent_server = AgentServer(self.agent, budget=self.budget)
+        # Who checks /health, by source address: a draining peer that stopped that too has removed the server.
+        self.checkers = AgentPeers()
         self.drain = Drain(self.agent_server.peers, DrainTimes(config.drain.agent_interval, config.drain.max_wait,
-                                                               config.grace_period))
+                                                               config.grace_period), checkers=self.checkers)
         self.agent_server.peers.on_heard(self._drain_news)
         self._drain_changed: asyncio.Future[None] | None = None
         self._lift_timer: asyncio.TimerHandle | None = None
@@ -182,6 +184,8 @@ class Sidecar:
     def handle(self, request: Request) -> Response | Awaitable[Response]:
         path = request.path.rstrip("/") or "/"
         if path == "/health" or path.startswith("/health/"):
+            if request.peer and not request.headers.get("user-agent", "").startswith("kube-probe/"):
+                self.checkers.record(request.peer, time.monotonic())  # an HAProxy's check (not the kubelet's)
             return self._health(request, path[len("/health/"):] if path != "/health" else None)
         if path == "/livez":
             return self._livez()
