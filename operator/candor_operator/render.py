@@ -244,7 +244,8 @@ def drain_summary(policy: HealthPolicy) -> str:
                 "and the sidecar gets SIGTERM")
     wait = _t(policy.drain.effective_max_wait(policy.agent_check.interval))
     return (f"the agent answers drain first; each app container's SIGTERM waits until every "
-            f"HAProxy polling it has heard that, at most {wait} (added to terminationGracePeriodSeconds)")
+            f"HAProxy polling it has heard that or stopped polling (the server removed), at most {wait} "
+            "(added to terminationGracePeriodSeconds)")
 
 
 def _validate_with_sidecar(config: dict[str, Any]) -> None:
