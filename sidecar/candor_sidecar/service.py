@@ -184,8 +184,9 @@ class Sidecar:
     def handle(self, request: Request) -> Response | Awaitable[Response]:
         path = request.path.rstrip("/") or "/"
         if path == "/health" or path.startswith("/health/"):
-            if request.peer and not request.headers.get("user-agent", "").startswith("kube-probe/"):
-                self.checkers.record(request.peer, time.monotonic())  # an HAProxy's check (not the kubelet's)
+            if request.peer and "user-agent" not in request.headers:
+                # HAProxy's `option httpchk` sends no User-Agent; the kubelet, curl and browsers do.
+                self.checkers.record(request.peer, time.monotonic())
             return self._health(request, path[len("/health/"):] if path != "/health" else None)
         if path == "/livez":
             return self._livez()
