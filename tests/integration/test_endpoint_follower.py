@@ -108,3 +108,25 @@ def test_which_endpoints_each_controller_keeps() -> None:
     kept = wanted_endpoints(slices, HAPROXY_INGRESS)
     assert set(kept) == {"10.0.0.1", "10.0.0.3"} and kept["10.0.0.3"].terminating
     assert set(wanted_endpoints(slices, HAPROXY_INGRESS, drain_support=False)) == {"10.0.0.1"}
+
+
+@pytest.mark.parametrize("controller", [HAPROXYTECH, HAPROXY_INGRESS])
+def test_the_drain_rig_config_and_objects_hold_for_every_cell(controller: str, tmp_path: Any) -> None:
+    """What bench/drain.py and the node tests run, checked without the node: HAProxy accepts the rig's
+    config, and its HealthPolicy governs exactly the injected cells."""
+    from candor_demo.haproxy_process import check_config
+    from candor_operator.labels import selector_matches
+    from tests.support.drain_rig import CELLS, haproxy_config, objects
+
+    result = check_config(haproxy_config({name: 20000 + i for i, name in enumerate(CELLS)}, controller))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert check_config(haproxy_config({"plain": 20010}, controller)).returncode == 0
+    made = objects("ns", tmp_path, cells=list(CELLS), controller=controller)
+    [policy] = [o for o in made if o["kind"] == "HealthPolicy"]
+    parse_policy(policy["spec"])
+    for deployment in (o for o in made if o["kind"] == "Deployment"):
+        name = deployment["metadata"]["name"]
+        inject, probe = CELLS[name]
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert selector_matches(policy["spec"]["selector"], labels) == inject, name
+        assert ("readinessProbe" in deployment["spec"]["template"]["spec"]["containers"][0]) == probe, name
