@@ -30,6 +30,7 @@ from candor_operator.policy import parse_policy
 from candor_operator.render import BALANCE, render_backend
 from candor_sidecar.release import VERSION
 from tests.support.endpoint_follower import HAPROXYTECH, EndpointSliceFollower, declare_slots
+from tests.support.haproxy_reload import ReloadableHAProxy
 
 POLICY: dict[str, Any] = {
     "httpCheck": {"path": "/health", "interval": "2s", "rise": 2, "fall": 3},
@@ -190,11 +191,14 @@ def answered_after_sigterm(load: Load, events_dir: Path) -> list[Answer]:
 
 
 @contextlib.contextmanager
-def rig(cluster: Any, namespace: str, fronts: dict[str, int], controller: str = HAPROXYTECH,
-        lag: float = 0.0) -> Iterator[tuple[HAProxyProcess, dict[str, EndpointSliceFollower]]]:
+def rig(cluster: Any, namespace: str, fronts: dict[str, int], controller: str = HAPROXYTECH, lag: float = 0.0,
+        reloadable: bool = False) -> Iterator[tuple[HAProxyProcess, dict[str, EndpointSliceFollower]]]:
     """HAProxy with a frontend per cell (`fronts`: cell -> port), each backend's slots kept by the emulation
-    of `controller`, `lag` seconds behind the EndpointSlices."""
-    with HAProxyProcess(haproxy_config(fronts, controller)) as haproxy, contextlib.ExitStack() as stack:
+    of `controller`, `lag` seconds behind the EndpointSlices. `reloadable`: a ReloadableHAProxy, whose
+    `reload()` does what a controller's reload does (tests/support/haproxy_reload.py)."""
+    config = haproxy_config(fronts, controller)
+    with (ReloadableHAProxy(config) if reloadable else HAProxyProcess(config)) as haproxy, \
+            contextlib.ExitStack() as stack:
         followers = {name: stack.enter_context(EndpointSliceFollower(
             cluster, haproxy, namespace, name, name, SLOTS, controller=controller, lag=lag)) for name in fronts}
         yield haproxy, followers
