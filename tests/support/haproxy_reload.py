@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import signal
 import time
+from pathlib import Path
 
 from candor_demo.haproxy_process import HAProxyProcess
 
@@ -42,7 +43,22 @@ class ReloadableHAProxy(HAProxyProcess):
         self.config_path.write_text(self.config_text)
         self._spawn([self.binary, "-W", "-f", str(self.config_path), "-db"])
         self.wait_listening(timeout)
+        # The worker can answer before the master has installed its handlers: a SIGUSR2 then would be lost.
+        deadline = time.monotonic() + timeout
+        while not self._master_catches(signal.SIGUSR2):
+            self._raise_if_dead()
+            if time.monotonic() > deadline:
+                self._fail_start("the master process never caught SIGUSR2")
+            time.sleep(0.02)
         return self
+
+    def _master_catches(self, signum: int) -> bool:
+        """Whether the master process has a handler for `signum` (SigCgt in /proc/PID/status)."""
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) & (1 << (signum - 1)))
+        return False
 
     def worker_pid(self) -> int:
         match = re.search(r"^Pid: (\d+)$", self.command("show info"), flags=re.M)
