@@ -130,3 +130,14 @@ def test_the_drain_rig_config_and_objects_hold_for_every_cell(controller: str, t
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert selector_matches(policy["spec"]["selector"], labels) == inject, name
         assert ("readinessProbe" in deployment["spec"]["template"]["spec"]["containers"][0]) == probe, name
+
+
+def test_a_filled_slot_is_up_before_any_check_as_the_controllers_see_it(
+        rig: tuple[str, HAProxyProcess, _Slices, EndpointSliceFollower]) -> None:
+    """What the emulation relies on HAProxy for: a slot set `ready` through the runtime API takes requests at
+    once (UP, its checks still INI), whatever the pod behind it does; its checks come one interval later."""
+    _controller, haproxy, slices, follower = rig
+    slices.endpoints = [_endpoint("127.0.0.5")]
+    follower.apply(follower._read())
+    state = haproxy.server_state("candor", "SRV_1")
+    assert state.base_status == "UP" and state.check_status == "INI", state
