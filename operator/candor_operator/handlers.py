@@ -22,9 +22,11 @@ import aiohttp
 import kopf
 
 from candor_operator import injection, rollout, webhook
+from candor_operator.app_ports import serving_ports
 from candor_operator.credentials import LoginPacer, connection_info
 from candor_operator.kube import ApiError, KubeClient, path_for
 from candor_operator.ownership import record_of
+from candor_operator.ready_window import ensure_min_ready
 from candor_operator.reconcile import reconcile_policy, release_policy
 from candor_operator.services import reconcile_service, slim_service
 from candor_operator.settings import OperatorSettings
@@ -171,6 +173,8 @@ class CandorOperator:
         if deployment is None:
             return
         policy = rollout.governing_policy(deployment["labels"], _slice(indices[POLICIES], str(deployment["namespace"])))
+        if policy is not None:
+            await ensure_min_ready(self.client, deployment, policy.min_ready_seconds)
         why = await rollout.ensure_rolled_out(self.client, deployment, policy, self.settings.sidecar.image, self.heals)
         if why:
             logger.info("restarted Deployment %s/%s %s", deployment["namespace"], deployment["name"], why)
@@ -206,6 +210,20 @@ class CandorOperator:
             return []
         return [summarize(item) for item in items]
 
+    async def _services_for(self, namespace: str, indices: Any) -> list[dict[str, Any]]:
+        """The namespace's Services (slim), from the index; asked of the API server when the index has none
+        (a standby replica does not watch)."""
+        services = _slice(indices[SERVICES], namespace)
+        if services:
+            return services
+        try:
+            items = await asyncio.wait_for(self.client.list_items(path_for("v1", "services", namespace)),
+                                           self.settings.lookup_timeout)
+        except (ApiError, TimeoutError, OSError) as error:
+            logger.warning("cannot list Services in %s for injection: %s", namespace, error)
+            return []
+        return [slim_service(item) for item in items]
+
     async def mutate_pod(self, body: kopf.Body, patch: kopf.Patch, warnings: list[str], indices: Any) -> None:
         pod = _plain(body)
         metadata = pod.get("metadata") or {}
@@ -219,8 +237,9 @@ class CandorOperator:
         if policy is None or policy.target is None:
             warnings.append("candor: injection requested but no valid HealthPolicy selects this pod; no sidecar added")
             return
+        ports = serving_ports(pod, await self._services_for(namespace, indices), policy.view.matcher)
         try:
-            mutated = injection.inject(pod, policy.target, self.settings.sidecar)
+            mutated = injection.inject(pod, policy.target, self.settings.sidecar, ports)
         except injection.InjectionConflict as conflict:
             warnings.extend(f"candor: no sidecar added: {problem}" for problem in conflict.problems)
             return
@@ -230,6 +249,7 @@ class CandorOperator:
         config_hash = policy.config_hash(self.settings.sidecar.image)
         # Everything is computed before the patch is touched, so an error above leaves no half-injected pod.
         warnings.extend(f"candor: {warning}" for warning in injection.drain_warnings(pod, policy.target))
+        warnings.extend(f"candor: {warning}" for warning in injection.readiness_warnings(pod, ports))
         for key in ("initContainers", "containers", "volumes", "terminationGracePeriodSeconds"):
             patch.spec[key] = mutated["spec"][key]
         for key in (injection.STATUS_ANNOTATION, injection.POLICY_ANNOTATION):

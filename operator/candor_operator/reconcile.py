@@ -18,6 +18,7 @@ from candor_operator.configmap import apply_configmap, delete_configmap
 from candor_operator.kube import ApiError, KubeClient, path_for
 from candor_operator.labels import selector_to_query
 from candor_operator.ownership import record_of
+from candor_operator.ready_window import ensure_min_ready
 from candor_operator.rollout import HealPacer, ensure_rolled_out, governing_policy
 from candor_operator.services import reconcile_service, slim_service
 from candor_operator.summary import PolicySummary
@@ -105,6 +106,8 @@ async def reconcile_policy(
         labels = deployment.get("labels") or {}
         if governing_policy(labels, [*[p for p in policies if p.uid != summary.uid], summary]) is not summary:
             continue
+        if await ensure_min_ready(client, deployment, summary.min_ready_seconds):
+            changes.append(f"Deployment {deployment['name']} minReadySeconds raised to {summary.min_ready_seconds}")
         why = await ensure_rolled_out(client, deployment, summary, sidecar_image, heals)
         if why:
             changes.append(f"Deployment {deployment['name']} restarted {why}")

@@ -55,6 +55,8 @@ def slim_deployment(body: Mapping[str, Any]) -> dict[str, Any] | None:
         "selector": dict((body.get("spec") or {}).get("selector") or {}),
         "hash": template_annotations.get(CONFIG_HASH_ANNOTATION),
         "heal": template_annotations.get(HEAL_ANNOTATION),
+        "min_ready": (body.get("spec") or {}).get("minReadySeconds") or 0,
+        "resource_version": metadata.get("resourceVersion"),
     }
 
 

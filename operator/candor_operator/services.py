@@ -40,7 +40,12 @@ def slim_service(body: Mapping[str, Any]) -> dict[str, Any]:
             "resourceVersion": metadata.get("resourceVersion"),
             "annotations": {k: v for k, v in annotations.items() if k.startswith(RELEVANT_PREFIXES)},
         },
-        "spec": {"selector": dict((body.get("spec") or {}).get("selector") or {})},
+        "spec": {
+            "selector": dict((body.get("spec") or {}).get("selector") or {}),
+            # What the injection needs to find a pod's serving ports (candor_operator.app_ports).
+            "ports": [{key: port[key] for key in ("port", "targetPort", "protocol") if key in port}
+                      for port in (body.get("spec") or {}).get("ports") or [] if isinstance(port, Mapping)],
+        },
     }
 
 

@@ -24,6 +24,10 @@ What an injected pod carries
     enabled: the sidecar's preStop hook `exec: candor sidecar drain`, each app container's preStop hook
     `httpGet /drain/wait` on the sidecar's HTTP port (an app's own preStop sleep composed as `?atLeast=N`, any
     other own hook kept and named in the admission warnings), and drain.maxWait added to the grace period.
+    The app's serving ports (the target ports of the policy's Services selecting the pod) as `--app-port`
+    flags, `POD_IP` from the downward API, and a readinessProbe `GET /health/app` on the sidecar that
+    fails until the app accepts connections on them; app containers without a readinessProbe are named in
+    the admission warnings.
 
 Liveness
     `--liveness http://0.0.0.0:8080/healthz` serves kopf's health endpoint (200 once the operator runs).

@@ -32,6 +32,7 @@ class Request:
     query: dict[str, list[str]]
     headers: dict[str, str]  # lower-case names
     version: str
+    peer: str = ""  # the client's IP address
 
     def flag(self, name: str) -> bool:
         """`?verbose`, `?verbose=1`, `?verbose=true` all count; `?verbose=0|false` does not."""
@@ -69,11 +70,12 @@ class _Refused(Exception):
         self.status = status
 
 
-def _request(event: h11.Request) -> Request:
+def _request(event: h11.Request, peer: str) -> Request:
     headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in event.headers}
     split = urlsplit(event.target.decode("latin-1"))
     return Request(event.method.decode("latin-1"), unquote(split.path) or "/",
-                   parse_qs(split.query, keep_blank_values=True), headers, "HTTP/" + event.http_version.decode())
+                   parse_qs(split.query, keep_blank_values=True), headers, "HTTP/" + event.http_version.decode(),
+                   peer)
 
 
 class _Connection(asyncio.Protocol):
@@ -182,7 +184,8 @@ class _Connection(asyncio.Protocol):
     def _begin(self, event: h11.Request) -> None:
         if event.http_version not in (b"1.0", b"1.1"):
             raise _Refused(505, "only HTTP/1.0 and HTTP/1.1")
-        request = _request(event)
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        request = _request(event, str(peer[0]) if peer else "")
         length = request.headers.get("content-length")
         if length is not None and int(length) > self.limits.max_body_bytes:  # h11 checked it is digits
             raise _Refused(413, "request body too large")

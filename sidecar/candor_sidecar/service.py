@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from candor_sidecar.admin_word import ADMIN_WORDS, read_admin_word, remember_admin_word
 from candor_sidecar.agent import AgentState
-from candor_sidecar.agent_server import AgentServer
+from candor_sidecar.agent_server import AgentPeers, AgentServer
 from candor_sidecar.checks import Evaluation, evaluate
 from candor_sidecar.config import SidecarConfig
 from candor_sidecar.control import ControlServer
@@ -32,6 +32,7 @@ from candor_sidecar.http_server import HttpServer, Limits, Request, Response
 from candor_sidecar.metrics import SidecarFacts, render_metrics
 from candor_sidecar.podinfo import maintenance_requested, read_annotations
 from candor_sidecar.presence import AppPresence
+from candor_sidecar.serving import serving_checks
 
 if TYPE_CHECKING:
     from candor_tracer.journal.reader import JournalSnapshot
@@ -70,8 +71,10 @@ class Sidecar:
         self.budget = ConnectionBudget(20_000)  # sized from the open-file limit at start
         self.exhaustion = Exhaustion()
         self.agent_server = AgentServer(self.agent, budget=self.budget)
+        # Who checks /health, by source address: a draining peer that stopped that too has removed the server.
+        self.checkers = AgentPeers()
         self.drain = Drain(self.agent_server.peers, DrainTimes(config.drain.agent_interval, config.drain.max_wait,
-                                                               config.grace_period))
+                                                               config.grace_period), checkers=self.checkers)
         self.agent_server.peers.on_heard(self._drain_news)
         self._drain_changed: asyncio.Future[None] | None = None
         self._lift_timer: asyncio.TimerHandle | None = None
@@ -133,7 +136,8 @@ class Sidecar:
                 snapshot, error = None, f"out of file descriptors: {exhausted}"
         monotonic = time.monotonic()
         absence = self.presence.observe(snapshot)
-        checks = tuple(evaluate(self.config, snapshot, error, now=monotonic, absence=absence))
+        checks = (*evaluate(self.config, snapshot, error, now=monotonic, absence=absence),
+                  *serving_checks(self.config.app_ports))
         maintenance = maintenance_requested(read_annotations(self.config.pod_info_dir))
         return Evaluation(checks, time.time(), monotonic, maintenance, snapshot)
 
@@ -180,6 +184,9 @@ class Sidecar:
     def handle(self, request: Request) -> Response | Awaitable[Response]:
         path = request.path.rstrip("/") or "/"
         if path == "/health" or path.startswith("/health/"):
+            if request.peer and "user-agent" not in request.headers:
+                # HAProxy's `option httpchk` sends no User-Agent; the kubelet, curl and browsers do.
+                self.checkers.record(request.peer, time.monotonic())
             return self._health(request, path[len("/health/"):] if path != "/health" else None)
         if path == "/livez":
             return self._livez()

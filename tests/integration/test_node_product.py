@@ -143,7 +143,7 @@ def _examples_running(cluster: K8sCluster) -> list[dict[str, Any]]:
         if not _rolled_out(cluster, "default", "resizer"):
             return None
         pods = _wait_ready_pods(cluster, "default", "app=resizer", 3)
-        # The example app has no readiness probe: Ready means started, not yet listening.
+        # Ready means the app answered its own readiness probe, and its port accepted the sidecar's connection.
         return pods if all(_sidecar(p) and _answers(f"http://{p['status']['podIP']}:8080/memory") for p in pods) \
             else None
 
@@ -160,12 +160,18 @@ def test_examples_run_with_the_native_sidecar_the_policy_is_ready_and_the_servic
         assert sidecar["image"] == f"candor-sidecar:{VERSION}"
         statuses = {s["name"]: s for s in pod["status"]["initContainerStatuses"]}
         assert statuses["candor-sidecar"]["started"] and statuses["candor-sidecar"]["ready"]
+        # The sidecar's readiness waits for the Service's target port (named `http`, resolved to 8080).
+        assert sidecar["readinessProbe"]["httpGet"]["path"] == "/health/app"
+        assert sidecar["command"][sidecar["command"].index("--app-port") + 1] == "8080"
     policy = node_cluster.api("GET", "/apis/candor.io/v1alpha1/namespaces/default/healthpolicies/resizer").ok()
     ready = {c["type"]: c["status"] for c in policy["status"]["conditions"]}
     assert ready.get("Ready") == "True", policy["status"]
     service = node_cluster.api("GET", "/api/v1/namespaces/default/services/resizer").ok()
     annotations = service["metadata"].get("annotations", {})
     assert any(key.startswith("haproxy.org/") for key in annotations), annotations
+    # The example policy: rise 2 x 2 s + agent 1 s + 2 s between a new pod's Ready and an old pod's retirement.
+    deployment = node_cluster.api("GET", "/apis/apps/v1/namespaces/default/deployments/resizer").ok()
+    assert deployment["spec"].get("minReadySeconds") == 7, deployment["spec"]
 
 
 # ------------------------------------------------------------------------------------------------- HAProxy

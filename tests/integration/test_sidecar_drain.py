@@ -140,7 +140,8 @@ def test_a_haproxy_that_stops_polling_is_not_waited_for(tmp_path: Path) -> None:
         thread.join(MAX_WAIT + 10)
         assert result["seen"] == "DRAIN"
         assert result["headers"]["candor-drain"] == "heard", result  # type: ignore[index]
-        assert "127.0.0.2" in str(result["body"]) and "127.0.0.3" not in str(result["body"])
+        assert "drain heard by 1 load balancer(s) 127.0.0.2;" in str(result["body"])
+        assert "removed by 1: 127.0.0.3" in str(result["body"])  # it stopped polling and checking
         # lb2's last poll is at most one 3 s interval old: presumed gone within 2 intervals + 1 s of it.
         assert float(result["seconds"]) <= 2 * 3.0 + 1.0 + 1.0  # type: ignore[arg-type]
 

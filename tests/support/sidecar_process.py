@@ -79,8 +79,10 @@ class _ChildProcess:
 class SidecarProcess(_ChildProcess):
     def __init__(self, state_dir: str | os.PathLike[str], *, config: dict[str, Any] | None = None,
                  pod_info_dir: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None,
-                 open_files: int | None = None, grace_period: float | None = None) -> None:
+                 open_files: int | None = None, grace_period: float | None = None,
+                 args: list[str] | None = None) -> None:
         self.state_dir = Path(state_dir)
+        self.args = list(args or [])  # more command-line flags, as the injection passes them (e.g. --app-port)
         self.grace_period = grace_period  # --termination-grace-period, as the injection passes the pod's
         self.open_files = open_files  # RLIMIT_NOFILE (soft and hard) for the sidecar, as `ulimit -n` would
         self.http_port = free_port()
@@ -109,8 +111,9 @@ class SidecarProcess(_ChildProcess):
         with self.log_path.open("ab") as log:
             grace = [] if self.grace_period is None else ["--termination-grace-period", f"{self.grace_period:g}"]
             self.process = subprocess.Popen([sys.executable, "-m", "candor_sidecar", "--config", str(self.config_path),
-                                             *grace], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            env=self.env, cwd=ROOT, preexec_fn=self._limit_open_files)
+                                             *grace, *self.args], stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, env=self.env, cwd=ROOT,
+                                            preexec_fn=self._limit_open_files)
         self._wait_until_answering(lambda: self.get("/livez")[0] == 200, timeout, "sidecar", self.logs)
         return self
 
