@@ -126,10 +126,12 @@ def test_the_drain_rig_config_and_objects_hold_for_every_cell(controller: str, t
     parse_policy(policy["spec"])
     for deployment in (o for o in made if o["kind"] == "Deployment"):
         name = deployment["metadata"]["name"]
-        inject, probe = CELLS[name]
+        cell = CELLS[name]
         labels = deployment["spec"]["template"]["metadata"]["labels"]
-        assert selector_matches(policy["spec"]["selector"], labels) == inject, name
-        assert ("readinessProbe" in deployment["spec"]["template"]["spec"]["containers"][0]) == probe, name
+        assert selector_matches(policy["spec"]["selector"], labels) == cell.inject, name
+        [app] = deployment["spec"]["template"]["spec"]["containers"]
+        assert ("readinessProbe" in app) == cell.probe, name
+        assert app.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0) == cell.sleep, name
 
 
 def test_a_filled_slot_is_up_before_any_check_as_the_controllers_see_it(

@@ -11,7 +11,9 @@ equal but for what their name says:
 * ``candor-bare``: the same without a readiness probe of its own (as the README's example once shipped):
   only the sidecar's readiness (the app's port accepting connections) and minReadySeconds protect it;
 * ``plain``: no Candor; the app's readiness probe, HAProxy's defaults for the backend;
-* ``plain-bare``: no Candor and no readiness probe.
+* ``plain-bare``: no Candor and no readiness probe;
+* ``plain-sleep``: no Candor, the readiness probe, and what careful users add instead of a handshake: a
+  ``preStop`` that sleeps 15 s, with a grace period that leaves the app time to finish after it.
 """
 
 from __future__ import annotations
@@ -39,14 +41,25 @@ POLICY: dict[str, Any] = {
     "metrics": {"finalScrapeTimeout": "20s"},
 }
 SLOTS = 8
-# name -> (Candor injected, the app's own readiness probe)
-CELLS: dict[str, tuple[bool, bool]] = {
-    "candor": (True, True), "candor-bare": (True, False), "plain": (False, True), "plain-bare": (False, False),
+# The usual workaround's guess: long enough for endpoints, controllers and HAProxy to follow, in most clusters.
+SLEEP_SECONDS = 15
+
+
+@dataclass(frozen=True)
+class Cell:
+    inject: bool  # Candor's sidecar and rendered backend
+    probe: bool  # the app's own readiness probe
+    sleep: int = 0  # seconds of a `preStop: sleep` before the app's SIGTERM
+
+
+CELLS: dict[str, Cell] = {
+    "candor": Cell(True, True), "candor-bare": Cell(True, False), "plain": Cell(False, True),
+    "plain-bare": Cell(False, False), "plain-sleep": Cell(False, True, SLEEP_SECONDS),
 }
 
 
 def app_deployment(name: str, namespace: str, replicas: int, inject: bool, events_dir: Path,
-                   probe: bool = True) -> dict[str, Any]:
+                   probe: bool = True, sleep: int = 0) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "app", "image": f"candor-sidecar:{VERSION}",
         "command": ["python", "-m", "candor_demo.resizer_app"],
@@ -62,19 +75,24 @@ def app_deployment(name: str, namespace: str, replicas: int, inject: bool, event
     }
     if probe:  # a new pod gets traffic once it answers
         container["readinessProbe"] = {"httpGet": {"path": "/resize", "port": 8080}, "periodSeconds": 2}
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": [{"name": "events", "hostPath": {"path": str(events_dir), "type": "Directory"}}],
+    }
+    if sleep:  # the kubelet's own sleep action (GA in 1.34): no shell needed in the image
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": sleep}}}
+        pod_spec["terminationGracePeriodSeconds"] = sleep + 15
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": namespace, "annotations": {"candor.io/inject": str(inject).lower()}},
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}}, "template": {
-            "metadata": {"labels": {"app": name}},
-            "spec": {"containers": [container],
-                     "volumes": [{"name": "events", "hostPath": {"path": str(events_dir), "type": "Directory"}}]},
+            "metadata": {"labels": {"app": name}}, "spec": pod_spec,
         }},
     }
 
 
 def _policy_spec(cells: Iterable[str], controller: str) -> dict[str, Any]:
-    governed = [name for name in cells if CELLS[name][0]]
+    governed = [name for name in cells if CELLS[name].inject]
     return {**POLICY, "selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": governed}]},
             "ingress": {"controller": controller, "services": governed}}
 
@@ -86,24 +104,24 @@ def objects(namespace: str, events_dir: Path, replicas: int = 3, cells: Iterable
     result = [{"apiVersion": "candor.io/v1alpha1", "kind": "HealthPolicy",
                "metadata": {"name": "candor", "namespace": namespace}, "spec": _policy_spec(cells, controller)}]
     for name in cells:
-        inject, probe = CELLS[name]
+        cell = CELLS[name]
         result.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace},
                        "spec": {"selector": {"app": name},
                                 "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}})
-        result.append(app_deployment(name, namespace, replicas, inject, events_dir, probe))
+        result.append(app_deployment(name, namespace, replicas, cell.inject, events_dir, cell.probe, cell.sleep))
     return result
 
 
 def haproxy_config(fronts: dict[str, int], controller: str = HAPROXYTECH) -> str:
     """A frontend and a backend of SLOTS empty slots per cell: Candor's rendered backend for the injected
     cells, the controller's default balance alone for the others."""
-    policy = parse_policy(_policy_spec(fronts, controller)) if any(CELLS[name][0] for name in fronts) else None
+    policy = parse_policy(_policy_spec(fronts, controller)) if any(CELLS[name].inject for name in fronts) else None
     text = ("global\n    maxconn 500\ndefaults\n    mode http\n    timeout connect 1s\n"
             "    timeout client 10s\n    timeout server 10s\n")
     for name, port in fronts.items():
         text += f"frontend fe_{name}\n    bind 127.0.0.1:{port}\n    default_backend {name}\n"
     for name in fronts:
-        backend = (render_backend(policy, name=name, controller=controller) if policy and CELLS[name][0]
+        backend = (render_backend(policy, name=name, controller=controller) if policy and CELLS[name].inject
                    else f"backend {name}\n    mode http\n    balance {BALANCE[controller]}\n")
         text += declare_slots(backend, SLOTS)
     return text
