@@ -68,6 +68,27 @@ class WaitState:
         return min(self.pending.values()) if self.pending else None
 
 
+@dataclass(frozen=True)
+class DrainTally:
+    """The peers of a drain at one moment: heard it, stopped polling without hearing it (silent), or not
+    heard yet while still polling (pending). A peer counts from the window before the drain began on."""
+
+    heard: tuple[str, ...]
+    silent: tuple[str, ...]
+    pending: tuple[str, ...]
+
+    @property
+    def outcome(self) -> str:
+        """How a drain that ended now ended: `timeout` (someone still polling had not heard it), `silent`
+        (every peer heard it or stopped polling, at least one stopped), `heard` (every peer heard it), or
+        `unpolled` (no load balancer polled the agent at all)."""
+        if self.pending:
+            return "timeout"
+        if self.silent:
+            return "silent"
+        return "heard" if self.heard else "unpolled"
+
+
 class Drain:
     """Whether a drain has begun and since when; which peers have heard it. Lives on the event loop."""
 
@@ -106,6 +127,25 @@ class Drain:
             if now - last_poll <= window:
                 pending[address] = last_poll + window
         return WaitState(True, pending)
+
+    def tally(self, now: float | None = None) -> DrainTally:
+        now = self.clock() if now is None else now
+        began = self.began_at
+        if began is None:
+            return DrainTally((), (), ())
+        window = self.times.window
+        heard, silent, pending = [], [], []
+        for address, last_poll in sorted(self.peers.last_poll().items()):
+            if last_poll < began - window:
+                continue  # had stopped polling before the drain began
+            told = self.peers.heard_drain_at(address)
+            if told is not None and told >= began:
+                heard.append(address)
+            elif now - last_poll > window:
+                silent.append(address)
+            else:
+                pending.append(address)
+        return DrainTally(tuple(heard), tuple(silent), tuple(pending))
 
     def describe(self, state: WaitState, now: float | None = None) -> str:
         now = self.clock() if now is None else now
