@@ -321,7 +321,7 @@ class Sidecar:
         if self._drain_changed is None:
             self._drain_changed = asyncio.get_running_loop().create_future()
         await asyncio.wait([self._drain_changed] if departed is None else [self._drain_changed, departed],
-                           timeout=timeout)
+                           timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
 
     def _begin_drain(self, source: str) -> bool:
         began = self.drain.begin(source)
