@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 from candor_sidecar.admin_word import ADMIN_WORDS, read_admin_word, remember_admin_word
 from candor_sidecar.agent import AgentState
 from candor_sidecar.agent_server import AgentServer
+from candor_sidecar.allocator import single_arena
 from candor_sidecar.checks import Evaluation, evaluate
 from candor_sidecar.config import SidecarConfig
 from candor_sidecar.control import ControlServer
@@ -454,6 +455,7 @@ class Sidecar:
         self.terminate.set()
 
     async def start(self) -> None:
+        single_arena()  # before the journal threads start
         limit = raise_open_file_limit()
         http_budget, agent_budget = ConnectionBudget.split_open_file_limit(limit)
         self.http_budget.limit, self.agent_budget.limit = http_budget.limit, agent_budget.limit
