@@ -97,6 +97,37 @@ class PeerEnd:
     last_poll: float  # monotonic
 
 
+@dataclass(frozen=True)
+class DrainTally:
+    """The peers of a drain at one moment, by address: heard it, removed the server (stopped polling and
+    checking), went silent (stopped polling only), or not heard yet while still polling (pending)."""
+
+    heard: tuple[str, ...]
+    removed: tuple[str, ...]
+    silent: tuple[str, ...]
+    pending: tuple[str, ...]
+
+    @classmethod
+    def of(cls, ends: tuple[PeerEnd, ...]) -> DrainTally:
+        def which(kind: DrainEnd) -> tuple[str, ...]:
+            return tuple(end.address for end in ends if end.end is kind)
+
+        return cls(which(DrainEnd.HEARD), which(DrainEnd.REMOVED), which(DrainEnd.SILENT), which(DrainEnd.TIMED_OUT))
+
+    @property
+    def outcome(self) -> str:
+        """How a drain that ended now ended, by its least reassuring peer: `timeout` (one still polling had
+        not heard it), `silent` (one stopped asking the agent but may still route here), `removed` (every
+        peer heard it or took the server out), `heard` (every peer heard it), or `unpolled` (none polled)."""
+        if self.pending:
+            return "timeout"
+        if self.silent:
+            return "silent"
+        if self.removed:
+            return "removed"
+        return "heard" if self.heard else "unpolled"
+
+
 class Drain:
     """Whether a drain has begun and since when; which peers have heard it. Lives on the event loop.
 
@@ -169,6 +200,9 @@ class Drain:
                 end = DrainEnd.SILENT if still_checking else DrainEnd.REMOVED
             ends.append(PeerEnd(address, end, last_poll))
         return tuple(ends)
+
+    def tally(self, now: float | None = None) -> DrainTally:
+        return DrainTally.of(self.ends(now))
 
     def describe(self, state: WaitState, now: float | None = None) -> str:
         now = self.clock() if now is None else now

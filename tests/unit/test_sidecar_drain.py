@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from candor_sidecar.agent_server import AgentPeers
-from candor_sidecar.drain import Drain, DrainEnd, DrainTimes
+from candor_sidecar.drain import Drain, DrainEnd, DrainTally, DrainTimes
 
 TIMES = DrainTimes(poll_interval=2.0, max_wait=10.0, grace_period=30.0)  # window: 2 x 2 s + 1 s = 5 s
 
@@ -138,3 +138,25 @@ def test_a_drain_ended_by_removal_says_so() -> None:
                                                 "removed by 1: 10.0.0.2 4.50s after the drain began")
     assert [(end.address, end.end, end.last_poll) for end in drain.ends(now=104.5)] == [
         ("10.0.0.2", DrainEnd.REMOVED, 99.0)]
+
+
+def test_a_tally_says_who_heard_who_went_silent_and_who_is_still_awaited() -> None:
+    now = [100.0]
+    drain, peers = _drain(now)
+    for address in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+        peers.record(address, 99.0)
+    peers.record("10.0.0.9", 90.0)  # had stopped polling long before the drain: not one of its peers
+    assert drain.tally() == DrainTally((), (), (), ())  # no drain
+    drain.begin("preStop")
+    peers.record("10.0.0.1", 101.0)
+    peers.heard_drain("10.0.0.1", 101.0)
+    now[0] = 104.5  # 10.0.0.2 and .3 last polled 5.5 s ago: past the 5 s window
+    peers.record("10.0.0.3", 104.0)
+    tally = drain.tally()
+    # No /health checks recorded for .2: it stopped polling, and nothing says it stopped routing here.
+    assert tally == DrainTally(("10.0.0.1",), (), ("10.0.0.2",), ("10.0.0.3",))
+    assert tally.outcome == "timeout"
+    assert DrainTally(("a",), ("c",), ("b",), ()).outcome == "silent"
+    assert DrainTally(("a",), ("c",), (), ()).outcome == "removed"
+    assert DrainTally(("a",), (), (), ()).outcome == "heard"
+    assert DrainTally((), (), (), ()).outcome == "unpolled"
