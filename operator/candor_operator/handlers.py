@@ -21,7 +21,8 @@ from typing import Any
 import aiohttp
 import kopf
 
-from candor_operator import injection, rollout, webhook
+from candor_operator import injection, pod_census, rollout, webhook
+from candor_operator.claims import Decision
 from candor_operator.credentials import LoginPacer, connection_info
 from candor_operator.kube import ApiError, KubeClient, path_for
 from candor_operator.ownership import record_of
@@ -29,6 +30,7 @@ from candor_operator.reconcile import reconcile_policy, release_policy
 from candor_operator.services import reconcile_service, slim_service
 from candor_operator.settings import OperatorSettings
 from candor_operator.summary import GROUP, PLURAL, VERSION, PolicySummary, summarize
+from candor_sidecar.release import VERSION as RELEASE
 
 logger = logging.getLogger("candor.operator")
 
@@ -145,6 +147,10 @@ class CandorOperator:
         summary = summarize(_plain(body))
         released = await release_policy(self.client, summary, _slice(indices[POLICIES], summary.namespace))
         logger.info("HealthPolicy %s/%s deleted; released Services: %s", summary.namespace, summary.name, released)
+        if released:
+            kopf.event(body, type="Normal", reason="Released",
+                       message=f"Candor's annotations removed from (or handed on for) Service {', '.join(released)}; "
+                               f"ConfigMap {summary.configmap} deleted")
 
     # ---- Services and Deployments ----------------------------------------------------------------
 
@@ -162,7 +168,8 @@ class CandorOperator:
                 return
         elif not policies and owner is None:
             return
-        await reconcile_service(self.client, service, [p.view for p in policies])
+        await reconcile_service(self.client, service, [p.view for p in policies],
+                                on_write=lambda decision: _service_event(body, decision))
 
     async def deployment_event(self, event_type: str | None, body: kopf.Body, indices: Any) -> None:
         if event_type == "DELETED":
@@ -174,6 +181,8 @@ class CandorOperator:
         why = await rollout.ensure_rolled_out(self.client, deployment, policy, self.settings.sidecar.image, self.heals)
         if why:
             logger.info("restarted Deployment %s/%s %s", deployment["namespace"], deployment["name"], why)
+            kopf.event(body, type="Normal", reason="Restarted",
+                       message=f"Candor restarted the Deployment (HealthPolicy {policy.name if policy else '?'}) {why}")
 
     # ---- the pod webhook -------------------------------------------------------------------------
 
@@ -235,6 +244,7 @@ class CandorOperator:
         for key in (injection.STATUS_ANNOTATION, injection.POLICY_ANNOTATION):
             patch.metadata.annotations[key] = mutated["metadata"]["annotations"][key]
         patch.metadata.annotations[rollout.CONFIG_HASH_ANNOTATION] = config_hash
+        patch.metadata.annotations[pod_census.VERSION_ANNOTATION] = RELEASE
 
     async def admit_pod(self, body: kopf.Body, patch: kopf.Patch, warnings: list[str], indices: Any) -> None:
         """`mutate_pod`, never failing: kopf answers a handler's exception with a denial, which the API
@@ -248,6 +258,16 @@ class CandorOperator:
             patch.clear()
             reason = str(error)[:200] or type(error).__name__
             warnings.append(f"candor: no sidecar added: unexpected error: {type(error).__name__}: {reason}")
+
+
+def _service_event(body: kopf.Body, decision: Decision) -> None:
+    """The Event on a Service whose annotations Candor just changed (outside a policy's own reconcile)."""
+    if decision.owner is None:
+        kopf.event(body, type="Normal", reason="Released", message="Candor's annotations removed: no HealthPolicy "
+                   "targets this Service any more")
+    else:
+        kopf.event(body, type="Normal", reason="Annotated",
+                   message=f"Candor's annotations written for HealthPolicy {decision.owner}")
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
