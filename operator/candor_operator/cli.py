@@ -155,6 +155,8 @@ def _env(name: str, default: str | None = None) -> str | None:
 @click.option("--priority", type=int, default=None,
               help="Peering priority (default random: exactly one of several replicas is active).")
 @click.option("--liveness", default=None, help="Liveness endpoint, e.g. http://0.0.0.0:8080/healthz.")
+@click.option("--metrics", "metrics_endpoint", default=None,
+              help="Prometheus endpoint, e.g. http://0.0.0.0:8081/metrics (default: none).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def operator_command(
@@ -162,7 +164,7 @@ def operator_command(
     webhook_enabled: bool, webhook_listen: str, webhook_port: int, webhook_path: str, webhook_host: str | None,
     webhook_cert: str | None, webhook_key: str | None, webhook_ca: str | None, webhook_managed: str | None,
     resync: float, peering: str, standalone: bool, priority: int | None, liveness: str | None,
-    log_format: str, verbose: bool,
+    metrics_endpoint: str | None, log_format: str, verbose: bool,
 ) -> None:
     """Run the HealthPolicy operator: Service annotations, sidecar ConfigMaps, pod injection."""
     from candor_operator.runner import run_operator
@@ -170,6 +172,13 @@ def operator_command(
 
     if webhook_enabled and not (webhook_cert and webhook_key):
         _fail_operator("--webhook-cert and --webhook-key are required for the injection webhook (or --no-webhook)")
+    if metrics_endpoint:
+        from candor_operator.metrics_server import parse_endpoint
+
+        try:
+            parse_endpoint(metrics_endpoint)
+        except ValueError as error:
+            _fail_operator(str(error))
     settings = OperatorSettings(
         sidecar=sidecar_settings(image=sidecar_image, pull_policy=sidecar_pull_policy),
         webhook=WebhookSettings(
@@ -177,7 +186,7 @@ def operator_command(
             cert_file=webhook_cert, key_file=webhook_key, ca_file=webhook_ca, managed=webhook_managed,
         ),
         namespaces=namespaces, resync_seconds=resync, peering=peering, standalone=standalone, priority=priority,
-        liveness=liveness,
+        liveness=liveness, metrics=metrics_endpoint,
     )
     run_operator(settings, kubeconfig=kubeconfig, log_format=log_format, verbose=verbose)
 

@@ -32,6 +32,15 @@ class Outcome:
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     pods: PodCensus | None = None  # the governed pods, when they could be counted
 
+    @property
+    def result(self) -> str:
+        """ready, conflict or invalid: the condition that is True (for the reconcile metrics)."""
+        true = {c.get("type") for c in self.status.get("conditions") or [] if c.get("status") == "True"}
+        for result, kind in (("invalid", conditions.INVALID), ("conflict", conditions.CONFLICT)):
+            if kind in true:
+                return result
+        return "ready"
+
 
 def _views(policies: Sequence[PolicySummary], me: PolicySummary) -> list[PolicyView]:
     """The namespace's policies, with this one as freshly read (the index may lag a little behind)."""
