@@ -215,3 +215,35 @@ def finalize_command(kubeconfig: str | None, timeout: float) -> None:
         raise click.ClickException(f"not finalized within {timeout:.0f} s (is the operator running?): "
                                    + ", ".join(left[:10]))
     click.echo("every HealthPolicy finalized")
+
+
+@click.command("check")
+@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Kubeconfig to use (default: KUBECONFIG, ~/.kube/config, then the pod's service account).")
+@click.option("--context", default=None, help="Kubeconfig context (default: the current one).")
+@click.option("-n", "--namespace", default=None, help="Check the HealthPolicies of this namespace only.")
+@click.option("--peering", default="candor", show_default=True, help="The operator's kopf peering object.")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=1), default=10.0, show_default=True,
+              help="Seconds per API request.")
+def check_command(kubeconfig: str | None, context: str | None, namespace: str | None, peering: str, output: str,
+                  timeout: float) -> None:
+    """Tell what is wrong with Candor in the cluster: CRD, operator, webhook, each policy's Services and pods.
+
+    Exit status: 0 when nothing is wrong (warnings allowed), 1 when a check fails, 2 when the cluster
+    cannot be reached or refuses the credentials.
+    """
+    from candor_operator.check import run_checks
+    from candor_operator.check_cluster import Cluster, ClusterError, api_client
+
+    try:
+        cluster = Cluster(api_client(kubeconfig, context), timeout=timeout)
+        report = run_checks(cluster, namespace=namespace, peering=peering)
+    except ClusterError as error:
+        click.echo(f"candor check: cannot check the cluster: {error}", err=True)
+        sys.exit(2)
+    except Exception as error:  # the kubeconfig itself: missing, malformed, a failing credential plugin
+        click.echo(f"candor check: cannot use the kubeconfig: {type(error).__name__}: {error}", err=True)
+        sys.exit(2)
+    click.echo(report.as_json() if output == "json" else report.as_text(), nl=output == "json")
+    sys.exit(1 if report.failed else 0)

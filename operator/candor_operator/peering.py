@@ -70,7 +70,7 @@ async def ensure_cluster_peering(name: str, kubeconfig: str | None) -> None:
                 raise
 
 
-def _peer_alive(entry: Mapping[str, Any], now: datetime.datetime) -> bool:
+def peer_alive(entry: Mapping[str, Any], now: datetime.datetime) -> bool:
     try:
         seen = datetime.datetime.fromisoformat(str(entry["lastseen"]))
         lifetime = float(entry.get("lifetime", 60))
@@ -87,7 +87,7 @@ def replica_is_active(peers: Mapping[str, Any], identity: str, priority: int,
     pauses while another live peer has a higher priority, and (both) while one has the same priority."""
     moment = now or datetime.datetime.now(datetime.UTC)
     for peer, entry in peers.items():
-        if peer == identity or not isinstance(entry, Mapping) or not _peer_alive(entry, moment):
+        if peer == identity or not isinstance(entry, Mapping) or not peer_alive(entry, moment):
             continue
         try:
             if int(entry.get("priority", 0)) >= priority:
