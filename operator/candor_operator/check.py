@@ -210,7 +210,12 @@ def _probe_pod(policy: PolicySummary) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": f"candor-check-{uuid.uuid4().hex[:8]}", "labels": labels,
                          "annotations": {INJECT_ANNOTATION: "true"}},
-            "spec": {"containers": [{"name": "app", "image": "candor-check.invalid/dry-run:0"}]}}
+            # Compliant with the restricted Pod Security Standard, so a restricted namespace does not refuse it.
+            "spec": {"securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
+                                         "seccompProfile": {"type": "RuntimeDefault"}},
+                     "containers": [{"name": "app", "image": "candor-check.invalid/dry-run:0",
+                                     "securityContext": {"allowPrivilegeEscalation": False,
+                                                         "capabilities": {"drop": ["ALL"]}}}]}}
 
 
 def check_webhook(cluster: Cluster, policies: list[PolicySummary]) -> tuple[list[Finding], str | None]:
@@ -240,8 +245,9 @@ def check_webhook(cluster: Cluster, policies: list[PolicySummary]) -> tuple[list
     status, answer = cluster.request("POST", f"/api/v1/namespaces/{policy.namespace}/pods", {"dryRun": "All"},
                                      _probe_pod(policy))
     if status == 403:
-        return [Finding("webhook", WEBHOOK_NAME, WARN, f"configured; not tested: no right to create pods (dry run) "
-                                                        f"in {policy.namespace}", details)], created
+        return [Finding("webhook", WEBHOOK_NAME, WARN, f"configured; not tested: a test pod (dry run) in "
+                                                        f"{policy.namespace} was refused: {_text(answer)}",
+                        details)], created
     if status >= 400 or not isinstance(answer, dict):
         return [Finding("webhook", WEBHOOK_NAME, FAIL, f"a test pod (dry run) in {policy.namespace} was refused: "
                                                         f"HTTP {status}: {_text(answer)}", details)], created

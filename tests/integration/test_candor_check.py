@@ -169,6 +169,13 @@ def test_check_names_each_provoked_problem_and_exits_non_zero(cluster: K8sCluste
         assert not [f for f in report["findings"] if f["level"] != "ok"], text
         assert report["ok"] is True and text.endswith("everything is in order\n")
 
+        # Without the right to dry-run pods, the webhook is reported untested, not broken.
+        read_only = cluster.kubeconfig_for_token(cluster.service_account_token(
+            "candor-check-read-only", [r for r in CHECK_RBAC_RULES if r["verbs"] != ["create"]]), "read-only")
+        status, report, _ = check(read_only, *args)
+        assert status == 0
+        assert "not tested: a test pod (dry run)" in finding(report, "webhook", "warn")["message"]
+
         # 5. The operator is gone (its webhook configuration stays): no active replica, no webhook answering.
         operator.stop()
         status, report, text = check(kubeconfig, *args)
