@@ -20,6 +20,8 @@ import aiohttp.web
 import kopf
 from kopf._cogs.structs import reviews
 
+from candor_operator import metrics
+
 logger = logging.getLogger(__name__)
 
 # The API server sends at most its own request limit (3 MiB) plus the review's envelope.
@@ -98,6 +100,7 @@ async def answer(fn: reviews.WebhookFn, request: aiohttp.web.Request) -> aiohttp
                                                  headers=dict(request.headers)))
     except Exception as error:
         logger.warning("admission request %s not handled: %s", data["request"]["uid"][:MAX_UID_LENGTH], error)
+        metrics.admission("error")
         reason = str(error)[:200] or type(error).__name__
         return aiohttp.web.json_response(allowed_with_warning(data, f"candor: no sidecar added: {reason}"))
     response["kind"] = "AdmissionReview"
@@ -111,4 +114,5 @@ class AdmissionServer(kopf.WebhookServer):
 
     @staticmethod
     async def _serve(fn: reviews.WebhookFn, request: aiohttp.web.Request) -> aiohttp.web.Response:
-        return await answer(fn, request)
+        with metrics.admission_timer():
+            return await answer(fn, request)

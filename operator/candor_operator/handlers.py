@@ -21,16 +21,20 @@ from typing import Any
 import aiohttp
 import kopf
 
-from candor_operator import injection, rollout, webhook
+from candor_operator import injection, metrics, pod_census, rollout, webhook
 from candor_operator.app_ports import serving_ports
+from candor_operator.claims import Decision
 from candor_operator.credentials import LoginPacer, connection_info
 from candor_operator.kube import ApiError, KubeClient, path_for
+from candor_operator.metrics_server import MetricsServer, ReplicaWatch
 from candor_operator.ownership import record_of
+from candor_operator.peering import own_identity
 from candor_operator.ready_window import ensure_min_ready
 from candor_operator.reconcile import reconcile_policy, release_policy
 from candor_operator.services import reconcile_service, slim_service
 from candor_operator.settings import OperatorSettings
 from candor_operator.summary import GROUP, PLURAL, VERSION, PolicySummary, summarize
+from candor_sidecar.release import VERSION as RELEASE
 
 logger = logging.getLogger("candor.operator")
 
@@ -58,6 +62,7 @@ class CandorOperator:
         self._client: KubeClient | None = None
         self.login_pacer = LoginPacer()
         self.heals = rollout.HealPacer()
+        self.metrics_server: MetricsServer | None = None
 
     @property
     def client(self) -> KubeClient:
@@ -86,7 +91,19 @@ class CandorOperator:
             return {"api": f"unreachable: {type(error).__name__}"}
         return {"api": "ok"}
 
+    async def start_metrics(self, settings: kopf.OperatorSettings) -> None:
+        metrics.build_info(self.settings.sidecar.image)
+        if not self.settings.metrics:
+            return
+        peering = None if settings.peering.standalone else settings.peering.name
+        watch = ReplicaWatch(self.client, peering, own_identity(), settings.peering.priority,
+                             timeout=self.settings.lookup_timeout)
+        self.metrics_server = MetricsServer(self.settings.metrics, watch)
+        await self.metrics_server.start()
+
     async def close(self) -> None:
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         if self._client is not None:
             await self._client.close()
 
@@ -117,6 +134,14 @@ class CandorOperator:
     # ---- HealthPolicy --------------------------------------------------------------------------
 
     async def reconcile(self, body: kopf.Body, status: Mapping[str, Any], patch: kopf.Patch, indices: Any) -> None:
+        started, result = time.perf_counter(), "error"
+        try:
+            result = await self._reconcile(body, status, patch, indices)
+        finally:
+            metrics.reconciled(result, time.perf_counter() - started)
+
+    async def _reconcile(self, body: kopf.Body, status: Mapping[str, Any], patch: kopf.Patch, indices: Any) -> str:
+        """One reconcile; its result for the metrics (candor_operator.metrics.RECONCILE_RESULTS)."""
         summary = summarize(_plain(body))
         try:
             outcome = await reconcile_policy(
@@ -136,17 +161,24 @@ class CandorOperator:
             # only log the same refusal until then (and an Event could not be posted there either).
             logger.info("HealthPolicy %s/%s: its namespace is being deleted; nothing written",
                         summary.namespace, summary.name)
-            return
+            return "skipped"
         for key, value in outcome.status.items():
             if status.get(key) != value:
                 patch.status[key] = value
         for event_type, reason, message in outcome.events:
             kopf.event(body, type=event_type, reason=reason, message=message)
+        metrics.GOVERNED.record(summary.namespace, summary.name, outcome.pods)
+        return outcome.result
 
     async def delete(self, body: kopf.Body, indices: Any) -> None:
         summary = summarize(_plain(body))
         released = await release_policy(self.client, summary, _slice(indices[POLICIES], summary.namespace))
+        metrics.GOVERNED.forget(summary.namespace, summary.name)
         logger.info("HealthPolicy %s/%s deleted; released Services: %s", summary.namespace, summary.name, released)
+        if released:
+            kopf.event(body, type="Normal", reason="Released",
+                       message=f"Candor's annotations removed from (or handed on for) Service {', '.join(released)}; "
+                               f"ConfigMap {summary.configmap} deleted")
 
     # ---- Services and Deployments ----------------------------------------------------------------
 
@@ -164,7 +196,8 @@ class CandorOperator:
                 return
         elif not policies and owner is None:
             return
-        await reconcile_service(self.client, service, [p.view for p in policies])
+        await reconcile_service(self.client, service, [p.view for p in policies],
+                                on_write=lambda decision: _service_event(body, decision))
 
     async def deployment_event(self, event_type: str | None, body: kopf.Body, indices: Any) -> None:
         if event_type == "DELETED":
@@ -178,6 +211,8 @@ class CandorOperator:
         why = await rollout.ensure_rolled_out(self.client, deployment, policy, self.settings.sidecar.image, self.heals)
         if why:
             logger.info("restarted Deployment %s/%s %s", deployment["namespace"], deployment["name"], why)
+            kopf.event(body, type="Normal", reason="Restarted",
+                       message=f"Candor restarted the Deployment (HealthPolicy {policy.name if policy else '?'}) {why}")
 
     # ---- the pod webhook -------------------------------------------------------------------------
 
@@ -229,22 +264,28 @@ class CandorOperator:
         metadata = pod.get("metadata") or {}
         namespace = str(metadata.get("namespace") or "")
         if namespace in injection.SYSTEM_NAMESPACES or injection.already_injected(pod):
+            metrics.admission("skipped", "system-namespace" if namespace in injection.SYSTEM_NAMESPACES
+                              else "already-injected")
             return
         if not (injection.inject_requested(metadata.get("annotations"))
                 or await self._deployment_asks(pod, namespace, indices)):
+            metrics.admission("skipped", "not-requested")
             return
         policy = rollout.governing_policy(metadata.get("labels") or {}, await self._policies_for(namespace, indices))
         if policy is None or policy.target is None:
             warnings.append("candor: injection requested but no valid HealthPolicy selects this pod; no sidecar added")
+            metrics.admission("skipped", "no-policy")
             return
         ports = serving_ports(pod, await self._services_for(namespace, indices), policy.view.matcher)
         try:
             mutated = injection.inject(pod, policy.target, self.settings.sidecar, ports)
         except injection.InjectionConflict as conflict:
             warnings.extend(f"candor: no sidecar added: {problem}" for problem in conflict.problems)
+            metrics.admission("skipped", "conflict")
             return
         except ValueError as error:
             warnings.append(f"candor: no sidecar added: {error}")
+            metrics.admission("skipped", "invalid-pod")
             return
         config_hash = policy.config_hash(self.settings.sidecar.image)
         # Everything is computed before the patch is touched, so an error above leaves no half-injected pod.
@@ -255,6 +296,8 @@ class CandorOperator:
         for key in (injection.STATUS_ANNOTATION, injection.POLICY_ANNOTATION):
             patch.metadata.annotations[key] = mutated["metadata"]["annotations"][key]
         patch.metadata.annotations[rollout.CONFIG_HASH_ANNOTATION] = config_hash
+        patch.metadata.annotations[pod_census.VERSION_ANNOTATION] = RELEASE
+        metrics.admission("injected")
 
     async def admit_pod(self, body: kopf.Body, patch: kopf.Patch, warnings: list[str], indices: Any) -> None:
         """`mutate_pod`, never failing: kopf answers a handler's exception with a denial, which the API
@@ -266,8 +309,19 @@ class CandorOperator:
             logger.exception("injection failed for pod %s/%s", str(metadata.get("namespace"))[:63],
                              str(metadata.get("name") or metadata.get("generateName"))[:253])
             patch.clear()
+            metrics.admission("error")
             reason = str(error)[:200] or type(error).__name__
             warnings.append(f"candor: no sidecar added: unexpected error: {type(error).__name__}: {reason}")
+
+
+def _service_event(body: kopf.Body, decision: Decision) -> None:
+    """The Event on a Service whose annotations Candor just changed (outside a policy's own reconcile)."""
+    if decision.owner is None:
+        kopf.event(body, type="Normal", reason="Released", message="Candor's annotations removed: no HealthPolicy "
+                   "targets this Service any more")
+    else:
+        kopf.event(body, type="Normal", reason="Annotated",
+                   message=f"Candor's annotations written for HealthPolicy {decision.owner}")
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -308,6 +362,7 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
     @kopf.on.startup(registry=registry, id="configure")
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         operator.configure(settings)
+        await operator.start_metrics(settings)
 
     @kopf.on.cleanup(registry=registry, id="close")
     async def close(**_: Any) -> None:

@@ -9,7 +9,7 @@ overwritten by a stale view, and repeating a reconcile after a crash only sends 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from candor_operator.claims import Decision, PolicyView, decide
@@ -50,9 +50,12 @@ def slim_service(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def reconcile_service(
-    client: KubeClient, service: Mapping[str, Any], policies: Sequence[PolicyView]
+    client: KubeClient, service: Mapping[str, Any], policies: Sequence[PolicyView],
+    on_write: Callable[[Decision], None] | None = None,
 ) -> Decision | None:
-    """Patch the Service to the decided owner's annotations; None when the Service no longer exists."""
+    """Patch the Service to the decided owner's annotations; None when the Service no longer exists.
+
+    `on_write` hears of each patch that was applied (the caller's Event about the change)."""
     metadata = service.get("metadata") or {}
     namespace, name = str(metadata.get("namespace")), str(metadata.get("name"))
     current: Mapping[str, Any] = service
@@ -68,6 +71,8 @@ async def reconcile_service(
         try:
             await client.merge_patch(service_path(namespace, name), body)
             logger.info("Service %s/%s annotations now follow %s", namespace, name, decision.owner or "no policy")
+            if on_write is not None:
+                on_write(decision)
             return decision
         except ApiError as error:
             if error.status == 404:

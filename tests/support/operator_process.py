@@ -45,6 +45,7 @@ class OperatorProcess:
         sidecar_image: str = "candor-sidecar:test",
         extra_args: Sequence[str] = (),
         kubeconfig: Path | None = None,
+        metrics: bool = False,
     ) -> None:
         self.cluster = cluster
         self.workdir = workdir
@@ -57,6 +58,7 @@ class OperatorProcess:
         self.kubeconfig = kubeconfig or cluster.kubeconfig
         self.webhook_port = free_port()
         self.health_port = free_port()
+        self.metrics_port = free_port() if metrics else None
         self.cert = cluster.serving_cert(f"operator-{uuid.uuid4().hex[:6]}") if webhook else None
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -68,6 +70,8 @@ class OperatorProcess:
         argv = [CANDOR, "operator", f"--kubeconfig={self.kubeconfig}", f"--resync={self.resync}",
                 f"--sidecar-image={self.sidecar_image}", f"--liveness=http://127.0.0.1:{self.health_port}/healthz"]
         argv += [f"--namespace={ns}" for ns in self.namespaces]
+        if self.metrics_port is not None:
+            argv.append(f"--metrics=http://127.0.0.1:{self.metrics_port}/metrics")
         if self.standalone:
             argv.append("--standalone")
         if self.webhook and self.cert is not None:
@@ -102,13 +106,20 @@ class OperatorProcess:
         except (urllib.error.URLError, OSError):
             return False
 
+    def scrape(self) -> str:
+        """The operator's /metrics, as Prometheus' text format."""
+        assert self.metrics_port is not None, "started without metrics=True"
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
     def webhook_listening(self) -> bool:
         """kopf answers its health endpoint before its webhook server has bound: a test must wait for both."""
         return not self.webhook or listening(self.webhook_port)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
-        while not (self.healthy() and self.webhook_listening()):
+        while not (self.healthy() and self.webhook_listening()
+                   and (self.metrics_port is None or listening(self.metrics_port))):
             if self.process is None or self.process.poll() is not None:
                 raise RuntimeError(f"candor operator exited early:\n{self.log_tail()}")
             if time.monotonic() > deadline:

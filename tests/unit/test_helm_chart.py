@@ -91,8 +91,14 @@ def test_monitoring_extras_follow_the_cluster_capabilities() -> None:
     assert not {"PodMonitor", "PrometheusRule", "ConfigMap"} & bare
     rich = _objects(_template(*[f"--api-versions={v}" for v in MONITORING]))
     assert {"PodMonitor", "PrometheusRule", "ConfigMap"} <= {o["kind"] for o in rich}
-    monitor = _one(rich, "PodMonitor")
-    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "candor-http"
+    monitors = {o["metadata"]["name"]: o for o in rich if o["kind"] == "PodMonitor"}
+    assert monitors["candor-sidecars"]["spec"]["podMetricsEndpoints"][0]["port"] == "candor-http"
+    operator = monitors["candor-operator"]["spec"]
+    assert operator["podMetricsEndpoints"][0]["port"] == "metrics"
+    assert operator["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    ports = {p["name"]: p["containerPort"] for p in _one(rich, "Deployment")["spec"]["template"]["spec"]
+             ["containers"][0]["ports"]}
+    assert ports["metrics"] == 8081
     rules = _one(rich, "PrometheusRule")["spec"]["groups"][0]["rules"]
     assert all("{{ $labels.pod }}" in rule["annotations"]["summary"] for rule in rules)
     dashboard = _one(rich, "ConfigMap")
@@ -124,8 +130,11 @@ def test_operator_deployment_is_replicated_probed_and_restricted() -> None:
     assert context["allowPrivilegeEscalation"] is False and context["readOnlyRootFilesystem"] is True
     assert context["capabilities"]["drop"] == ["ALL"]
     assert container["resources"]["limits"]["memory"] and container["resources"]["requests"]["cpu"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") or e["valueFrom"] for e in container["env"]}
     assert env["CANDOR_SIDECAR_IMAGE"] == f"candor-sidecar:{VERSION}"
+    # kopf peers by the pod's name, so `candor check` and the active-replica metric can name the active pod.
+    assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert "--metrics=http://0.0.0.0:8081/metrics" in args
 
 
 def test_webhook_targets_pod_creation_and_never_blocks_it() -> None:
