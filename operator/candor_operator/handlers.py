@@ -249,8 +249,10 @@ class CandorOperator:
         """The namespace's Services (slim), from the index; asked of the API server when the index has none
         (a standby replica does not watch)."""
         services = _slice(indices[SERVICES], namespace)
-        if services:
-            return services
+        return services or await self._listed_services(namespace)
+
+    async def _listed_services(self, namespace: str) -> list[dict[str, Any]]:
+        """The namespace's Services (slim), asked of the API server."""
         try:
             items = await asyncio.wait_for(self.client.list_items(path_for("v1", "services", namespace)),
                                            self.settings.lookup_timeout)
@@ -277,6 +279,10 @@ class CandorOperator:
             metrics.admission("skipped", "no-policy")
             return
         ports = serving_ports(pod, await self._services_for(namespace, indices), policy.view.matcher)
+        if not ports:
+            # The index may not have a Service created moments before this pod yet (`kubectl apply -f` of a
+            # whole app, then a rollout by the policy): a pod without its serving ports would be Ready early.
+            ports = serving_ports(pod, await self._listed_services(namespace), policy.view.matcher)
         try:
             mutated = injection.inject(pod, policy.target, self.settings.sidecar, ports)
         except injection.InjectionConflict as conflict:
