@@ -215,6 +215,10 @@ class CandorOperator:
         if not (injection.inject_requested(metadata.get("annotations"))
                 or await self._deployment_asks(pod, namespace, indices)):
             return
+        skipped = injection.skip_reason(pod)
+        if skipped is not None:
+            warnings.append(f"candor: no sidecar added: {skipped}")
+            return
         policy = rollout.governing_policy(metadata.get("labels") or {}, await self._policies_for(namespace, indices))
         if policy is None or policy.target is None:
             warnings.append("candor: injection requested but no valid HealthPolicy selects this pod; no sidecar added")
@@ -229,7 +233,7 @@ class CandorOperator:
             return
         config_hash = policy.config_hash(self.settings.sidecar.image)
         # Everything is computed before the patch is touched, so an error above leaves no half-injected pod.
-        warnings.extend(f"candor: {warning}" for warning in injection.drain_warnings(pod, policy.target))
+        warnings.extend(f"candor: {warning}" for warning in injection.admission_warnings(pod, policy.target))
         for key in ("initContainers", "containers", "volumes", "terminationGracePeriodSeconds"):
             patch.spec[key] = mutated["spec"][key]
         for key in (injection.STATUS_ANNOTATION, injection.POLICY_ANNOTATION):

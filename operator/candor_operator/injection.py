@@ -268,6 +268,29 @@ def drain_warnings(pod: Mapping[str, Any], target: PolicyTarget) -> list[str]:
             for warning in [_drain_hook(c, target)[1]] if warning is not None]
 
 
+def skip_reason(pod: Mapping[str, Any]) -> str | None:
+    """Why a pod that asks for injection gets no sidecar whatever its policy, or None when it may get one.
+
+    A hostNetwork pod shares the node's network: the sidecar would bind its HTTP and agent ports on the
+    node (a second such pod on the node crash-loops on them) and expose the agent and `/drain/wait` to
+    everything that reaches the node.
+    """
+    spec = pod.get("spec") or {}
+    if spec.get("hostNetwork") is True:
+        return ("spec.hostNetwork: the pod uses the node's network, where the sidecar's ports would be "
+                "the node's; Candor does not inject hostNetwork pods")
+    return None
+
+
+def admission_warnings(pod: Mapping[str, Any], target: PolicyTarget) -> list[str]:
+    """Everything the creator of an injected pod should hear about its injection, one sentence each.
+
+    The webhook sends them as the pod's admission warnings (prefixed `candor: `); each concern of the
+    injection adds its own sentences here, so the webhook has one list to forward.
+    """
+    return [*drain_warnings(pod, target)]
+
+
 def inject(pod: Mapping[str, Any], target: PolicyTarget, settings: SidecarSettings) -> dict[str, Any]:
     """The pod with the sidecar added; ValueError for a pod with no app container, InjectionConflict for collisions."""
     mutated = copy.deepcopy(dict(pod))
