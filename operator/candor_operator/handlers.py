@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from candor_operator import injection, rollout, webhook
+from candor_operator import governed, injection, rollout, webhook
 from candor_operator.credentials import LoginPacer, connection_info
 from candor_operator.kube import ApiError, KubeClient, path_for
 from candor_operator.ownership import record_of
@@ -240,6 +240,18 @@ class CandorOperator:
             patch.metadata.annotations[key] = mutated["metadata"]["annotations"][key]
         patch.metadata.annotations[rollout.CONFIG_HASH_ANNOTATION] = config_hash
 
+    async def label_deployment(self, body: kopf.Body, old: kopf.Body | None, patch: kopf.Patch,
+                               warnings: list[str]) -> None:
+        """Put the label the pod webhook selects on into an annotated Deployment's template, when the
+        template is new or changing anyway (governed.py); never fails the Deployment's admission."""
+        try:
+            if governed.label_template(_plain(body), _plain(old) if old else None):
+                patch.spec["template"] = {"metadata": {"labels": {governed.INJECT_LABEL: "true"}}}
+        except Exception as error:
+            logger.exception("labelling the pod template of a Deployment failed")
+            patch.clear()
+            warnings.append(f"candor: pod template not labelled: {type(error).__name__}: {str(error)[:200]}")
+
     async def admit_pod(self, body: kopf.Body, patch: kopf.Patch, warnings: list[str], indices: Any) -> None:
         """`mutate_pod`, never failing: kopf answers a handler's exception with a denial, which the API
         server obeys whatever the failurePolicy, so an unexpected error admits the pod unchanged instead."""
@@ -345,6 +357,11 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
                         ignore_failures=True, registry=registry)
         async def inject_pod(body: kopf.Body, patch: kopf.Patch, warnings: list[str], **kwargs: Any) -> None:
             await operator.admit_pod(body, patch, warnings, indices_of(kwargs))
+
+        @kopf.on.mutate("apps", "v1", "deployments", operations=["CREATE", "UPDATE"], id=webhook.LABEL_HANDLER_ID,
+                        side_effects=False, ignore_failures=True, registry=registry)
+        async def label_deployment(body: kopf.Body, patch: kopf.Patch, warnings: list[str], **kwargs: Any) -> None:
+            await operator.label_deployment(body, kwargs.get("old"), patch, warnings)
 
     return registry
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from candor_operator.injection import already_injected, conflicts, inject_requested
+from candor_operator.injection import INJECT_ANNOTATION, already_injected, conflicts, inject_requested
 from candor_operator.kube import KubeClient, path_for
 from candor_operator.labels import selector_to_query
 from candor_operator.summary import PolicySummary
@@ -174,5 +174,7 @@ async def _pods(client: KubeClient, namespace: str, selector: Mapping[str, Any])
 async def restart(client: KubeClient, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
     # Only values derived from the state, no timestamp: two replicas (or a retry) sending the same patch cause
     # one rollout, not two.
-    patch = {"spec": {"template": {"metadata": {"annotations": dict(annotations)}}}}
+    # The label that lets the new pods through the webhook's matchConditions (governed.py) rides along.
+    patch = {"spec": {"template": {"metadata": {"annotations": dict(annotations),
+                                                "labels": {INJECT_ANNOTATION: "true"}}}}}
     await client.merge_patch(path_for("apps/v1", "deployments", namespace, name), patch)

@@ -8,9 +8,13 @@ Endpoint
     files when they change, so a renewed Secret needs no restart.
 
 The MutatingWebhookConfiguration (created by the chart, or by `webhook_configuration()` in tests)
-    Pod CREATE only, `failurePolicy: Ignore` (a broken operator must never block pod creation),
-    `sideEffects: None` (the handler only reads), `reinvocationPolicy: Never`, `timeoutSeconds: 5`,
-    `matchPolicy: Equivalent`, and a namespaceSelector excluding the system namespaces.
+    Two webhooks, both `failurePolicy: Ignore` (a broken operator must never block pod creation),
+    `sideEffects: None` (the handlers only read), `reinvocationPolicy: Never`, `timeoutSeconds: 3`,
+    `matchPolicy: Equivalent`, a namespaceSelector excluding the system namespaces, and matchConditions
+    (governed.py) so that only what Candor governs is sent: `inject.candor.io` on Pod CREATE for pods
+    labelled or annotated `candor.io/inject: "true"`, and `label.candor.io` (path `/candor/label`) on
+    Deployment CREATE/UPDATE for annotated Deployments, which puts that label in their pod template
+    when the template changes anyway.
 
 What an injected pod carries
     annotations `candor.io/status: injected` (never injected twice), `candor.io/policy: <HealthPolicy>`,
@@ -40,15 +44,20 @@ from typing import Any
 import kopf
 
 from candor_operator.admission_server import AdmissionServer
+from candor_operator.governed import DEPLOYMENT_MATCH_CONDITIONS, POD_MATCH_CONDITIONS
 from candor_operator.injection import SYSTEM_NAMESPACES
 from candor_operator.settings import WebhookSettings
 
 HANDLER_ID = "inject"
+LABEL_HANDLER_ID = "label"
 DEFAULT_PORT = 9443
 DEFAULT_PATH = "/candor"
 WEBHOOK_NAME = "inject.candor.io"
+LABEL_WEBHOOK_NAME = "label.candor.io"
 CONFIGURATION_NAME = "candor-injector"
-TIMEOUT_SECONDS = 5
+# The API server waits this long for an answer before admitting the object as it is (failurePolicy Ignore);
+# only governed pods wait at all (matchConditions), and a healthy answer takes milliseconds.
+TIMEOUT_SECONDS = 3
 
 RBAC_RULES: list[dict[str, Any]] = [
     # HealthPolicies: watch, the finalizer and kopf's bookkeeping annotations, status.
@@ -95,47 +104,62 @@ def server(settings: WebhookSettings) -> kopf.WebhookServer:
     )
 
 
-def url(base: str, path: str = DEFAULT_PATH) -> str:
+def url(base: str, path: str = DEFAULT_PATH, handler: str = HANDLER_ID) -> str:
     """The full URL the API server calls, e.g. url("https://127.0.0.1:9443") → .../candor/inject."""
-    return f"{base.rstrip('/')}/{path.strip('/')}/{HANDLER_ID}"
+    return f"{base.rstrip('/')}/{path.strip('/')}/{handler}"
+
+
+def _webhook(name: str, client_config: dict[str, Any], rule: dict[str, Any], conditions: list[dict[str, str]],
+             excluded_namespaces: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "clientConfig": client_config,
+        "rules": [rule],
+        "failurePolicy": "Ignore",
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
+        "timeoutSeconds": TIMEOUT_SECONDS,
+        "matchPolicy": "Equivalent",
+        "reinvocationPolicy": "Never",
+        "namespaceSelector": {
+            "matchExpressions": [
+                {
+                    "key": "kubernetes.io/metadata.name",
+                    "operator": "NotIn",
+                    "values": sorted({*SYSTEM_NAMESPACES, *excluded_namespaces}),
+                }
+            ]
+        },
+        "matchConditions": [dict(condition) for condition in conditions],
+    }
 
 
 def webhook_configuration(
-    client_config: dict[str, Any], name: str = CONFIGURATION_NAME, excluded_namespaces: tuple[str, ...] = ()
+    client_config: dict[str, Any], name: str = CONFIGURATION_NAME, excluded_namespaces: tuple[str, ...] = (),
+    label_client_config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The MutatingWebhookConfiguration for the injector; `client_config` holds url or service, and caBundle."""
+    """The MutatingWebhookConfiguration for the injector; `client_config` holds url or service, and caBundle
+    (for the pod webhook; `label_client_config` for the Deployment one, by default the same with its path)."""
+    if label_client_config is None:
+        label_client_config = dict(client_config)
+        if "url" in label_client_config:
+            label_client_config["url"] = str(label_client_config["url"]).rsplit("/", 1)[0] + f"/{LABEL_HANDLER_ID}"
+        if "service" in label_client_config:
+            service = dict(label_client_config["service"])
+            service["path"] = str(service.get("path", f"{DEFAULT_PATH}/{HANDLER_ID}")).rsplit("/", 1)[0] \
+                + f"/{LABEL_HANDLER_ID}"
+            label_client_config["service"] = service
+    pods = {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"],
+            "scope": "Namespaced"}
+    deployments = {"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                   "resources": ["deployments"], "scope": "Namespaced"}
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
         "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "candor"}},
         "webhooks": [
-            {
-                "name": WEBHOOK_NAME,
-                "clientConfig": client_config,
-                "rules": [
-                    {
-                        "apiGroups": [""],
-                        "apiVersions": ["v1"],
-                        "operations": ["CREATE"],
-                        "resources": ["pods"],
-                        "scope": "Namespaced",
-                    }
-                ],
-                "failurePolicy": "Ignore",
-                "sideEffects": "None",
-                "admissionReviewVersions": ["v1"],
-                "timeoutSeconds": TIMEOUT_SECONDS,
-                "matchPolicy": "Equivalent",
-                "reinvocationPolicy": "Never",
-                "namespaceSelector": {
-                    "matchExpressions": [
-                        {
-                            "key": "kubernetes.io/metadata.name",
-                            "operator": "NotIn",
-                            "values": sorted({*SYSTEM_NAMESPACES, *excluded_namespaces}),
-                        }
-                    ]
-                },
-            }
+            _webhook(WEBHOOK_NAME, client_config, pods, POD_MATCH_CONDITIONS, excluded_namespaces),
+            _webhook(LABEL_WEBHOOK_NAME, label_client_config, deployments, DEPLOYMENT_MATCH_CONDITIONS,
+                     excluded_namespaces),
         ],
     }

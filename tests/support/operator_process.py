@@ -167,8 +167,9 @@ class OperatorProcess:
         )
         scope = list(namespaces if namespaces is not None else self.namespaces)
         if scope:
-            config["webhooks"][0]["namespaceSelector"] = {"matchExpressions": [
-                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": scope}]}
+            for hook in config["webhooks"]:
+                hook["namespaceSelector"] = {"matchExpressions": [
+                    {"key": "kubernetes.io/metadata.name", "operator": "In", "values": scope}]}
         self.cluster.api("POST", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations", config).ok()
         self.webhook_names.append(name)
         return name

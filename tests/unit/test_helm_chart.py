@@ -131,16 +131,25 @@ def test_operator_deployment_is_replicated_probed_and_restricted() -> None:
 def test_webhook_targets_pod_creation_and_never_blocks_it() -> None:
     objects = _objects(_template())
     configuration = _one(objects, "MutatingWebhookConfiguration")
-    (hook,) = configuration["webhooks"]
+    hook, label = configuration["webhooks"]
+    reference_configuration = webhook.webhook_configuration({"url": "https://x"})
     assert hook["rules"] == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
                               "resources": ["pods"], "scope": "Namespaced"}]
-    assert (hook["failurePolicy"], hook["sideEffects"]) == ("Ignore", "None")
-    excluded = hook["namespaceSelector"]["matchExpressions"][0]
-    assert excluded["operator"] == "NotIn" and set(SYSTEM_NAMESPACES) | {NAMESPACE} <= set(excluded["values"])
+    for chart, ours in zip(configuration["webhooks"], reference_configuration["webhooks"], strict=True):
+        assert chart["name"] == ours["name"]
+        assert chart["rules"] == ours["rules"]
+        # What lets the API server skip Candor for every pod it does not govern: the same CEL as the operator's.
+        assert chart["matchConditions"] == ours["matchConditions"]
+        assert (chart["failurePolicy"], chart["sideEffects"]) == ("Ignore", "None")
+        assert chart["timeoutSeconds"] == webhook.TIMEOUT_SECONDS <= 3
+        excluded = chart["namespaceSelector"]["matchExpressions"][0]
+        assert excluded["operator"] == "NotIn" and set(SYSTEM_NAMESPACES) | {NAMESPACE} <= set(excluded["values"])
     service = _one(objects, "Service")
     reference = hook["clientConfig"]["service"]
     assert (reference["name"], reference["namespace"]) == (service["metadata"]["name"], NAMESPACE)
     assert webhook.url("https://x", webhook.DEFAULT_PATH).removeprefix("https://x") == reference["path"]
+    assert webhook.url("https://x", webhook.DEFAULT_PATH, webhook.LABEL_HANDLER_ID).removeprefix("https://x") == \
+        label["clientConfig"]["service"]["path"]
     assert service["spec"]["ports"][0]["port"] == reference["port"]
     container_ports = {p["name"]: p["containerPort"] for p in
                        _one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["ports"]}

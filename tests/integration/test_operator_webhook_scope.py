@@ -1,0 +1,133 @@
+"""Only governed pods reach the webhook, through the real API server and the real operator.
+
+The webhook's matchConditions let the API server decide without calling Candor: a pod that neither
+carries `candor.io/inject: "true"` (label or annotation) nor comes from an annotated Deployment's
+template is created at once whether the operator is healthy, stopped, or hung (SIGSTOP: the kernel
+accepts the connection and nothing answers, the worst case for the API server, which waits for the
+webhook's whole timeout). A governed pod created while the webhook hangs waits that timeout, which
+proves the hang was real. hostNetwork pods that ask for injection are admitted without the sidecar
+and with a warning naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from candor_operator.webhook import TIMEOUT_SECONDS
+from tests.support.k8s_cluster import K8sCluster
+from tests.support.operator_process import OperatorProcess
+from tests.support.policy_cases import valid_spec
+
+pytestmark = pytest.mark.integration
+
+POLICIES = "/apis/candor.io/v1alpha1/namespaces/{ns}/healthpolicies"
+IMAGE = "registry.local/candor-sidecar:test"
+
+
+@pytest.fixture
+def operator(k8s_cluster: K8sCluster, k8s_namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    k8s_cluster.install_crds()
+    with OperatorProcess(k8s_cluster, tmp_path, namespaces=[k8s_namespace], sidecar_image=IMAGE) as process:
+        process.register_webhook()
+        k8s_cluster.api("POST", POLICIES.format(ns=k8s_namespace), {
+            "apiVersion": "candor.io/v1alpha1", "kind": "HealthPolicy", "metadata": {"name": "demo"},
+            "spec": valid_spec(rollout="Manual")}).ok()
+        k8s_cluster.wait_until(
+            lambda: k8s_cluster.api("GET", f"/api/v1/namespaces/{k8s_namespace}/configmaps/candor-sidecar-demo").status
+            == 200, 30, "policy reconciled")
+        yield process
+        if process.process is not None and process.process.poll() is None:
+            os.killpg(process.pid, signal.SIGCONT)
+
+
+def pod(name: str, governed: bool, **spec: Any) -> dict[str, Any]:
+    annotations = {"candor.io/inject": "true"} if governed else {}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": "demo"}, "annotations": annotations},
+            "spec": {"containers": [{"name": "app", "image": "demo:1"}], **spec}}
+
+
+def timed_create(cluster: K8sCluster, ns: str, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    started = time.monotonic()
+    stored = cluster.api("POST", f"/api/v1/namespaces/{ns}/pods", body).ok()
+    return time.monotonic() - started, stored
+
+
+def injected(stored: dict[str, Any]) -> bool:
+    return any(c["name"] == "candor-sidecar" for c in stored["spec"].get("initContainers", []))
+
+
+def test_an_ungoverned_pod_never_waits_for_candor(
+    operator: OperatorProcess, k8s_cluster: K8sCluster, k8s_namespace: str
+) -> None:
+    seconds: dict[str, float] = {}
+    seconds["healthy, governed"], stored = timed_create(k8s_cluster, k8s_namespace, pod("governed-1", True))
+    assert injected(stored)
+    seconds["healthy"], stored = timed_create(k8s_cluster, k8s_namespace, pod("plain-1", False))
+    assert not injected(stored)
+
+    os.killpg(operator.pid, signal.SIGSTOP)  # hung: connections are accepted by the kernel, nothing answers
+    seconds["hung"], stored = timed_create(k8s_cluster, k8s_namespace, pod("plain-2", False))
+    assert not injected(stored)
+    seconds["hung, governed"], stored = timed_create(k8s_cluster, k8s_namespace, pod("governed-2", True))
+    assert not injected(stored)  # failurePolicy Ignore: admitted as it is, after the webhook's timeout
+    os.killpg(operator.pid, signal.SIGCONT)
+
+    operator.stop()
+    seconds["stopped"], stored = timed_create(k8s_cluster, k8s_namespace, pod("plain-3", False))
+    assert not injected(stored)
+    print("pod creation, seconds: " + ", ".join(f"{state} {value:.3f}" for state, value in seconds.items()))
+    # The governed pod waited the whole timeout: the webhook was really hung, and ungoverned pods skipped it.
+    assert seconds["hung, governed"] >= TIMEOUT_SECONDS - 0.5
+    for state in ("healthy", "hung", "stopped"):
+        assert seconds[state] < 1.0, (state, seconds)
+
+
+def test_a_hostnetwork_pod_gets_no_sidecar_and_a_warning(
+    operator: OperatorProcess, k8s_cluster: K8sCluster, k8s_namespace: str
+) -> None:
+    result = k8s_cluster.kubectl("-n", k8s_namespace, "create", "-o", "json", "-f", "-",
+                                 input=json.dumps(pod("on-the-node", True, hostNetwork=True)))
+    stored = json.loads(result.stdout)
+    assert not injected(stored)
+    assert "candor: no sidecar added: spec.hostNetwork: the pod uses the node's network" in result.stderr
+    assert "candor.io/status" not in stored["metadata"]["annotations"]
+
+
+def deployment(name: str, annotations: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "annotations": annotations},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "demo", "deploy": name}},
+                     "template": {"metadata": {"labels": {"app": "demo", "deploy": name}},
+                                  "spec": {"containers": [{"name": "app", "image": "demo:1"}]}}}}
+
+
+def test_the_template_label_is_written_only_when_the_template_changes_anyway(
+    operator: OperatorProcess, k8s_cluster: K8sCluster, k8s_namespace: str
+) -> None:
+    path = f"/apis/apps/v1/namespaces/{k8s_namespace}/deployments"
+    born = k8s_cluster.api("POST", path, deployment("born", {"candor.io/inject": "true"})).ok()
+    assert born["spec"]["template"]["metadata"]["labels"]["candor.io/inject"] == "true"
+
+    plain = k8s_cluster.api("POST", path, deployment("later", {})).ok()
+    assert "candor.io/inject" not in plain["spec"]["template"]["metadata"]["labels"]
+    merge = "application/merge-patch+json"
+    annotated = k8s_cluster.api("PATCH", f"{path}/later", {"metadata": {"annotations": {"candor.io/inject": "true"}}},
+                                content_type=merge).ok()
+    # Annotating changes no template: no label, no new generation, no rollout (rollout: Manual restarts nothing).
+    assert "candor.io/inject" not in annotated["spec"]["template"]["metadata"]["labels"]
+    # (a Deployment's generation counts annotation changes too: its unchanged template is what means no rollout)
+    assert annotated["spec"]["template"] == plain["spec"]["template"]
+    rolled = k8s_cluster.api("PATCH", f"{path}/later", {"spec": {"template": {"spec": {"containers": [
+        {"name": "app", "image": "demo:2"}]}}}}, content_type=merge).ok()
+    assert rolled["spec"]["template"]["metadata"]["labels"]["candor.io/inject"] == "true"
+
+    other = k8s_cluster.api("POST", path, deployment("ungoverned", {})).ok()
+    assert "candor.io/inject" not in other["spec"]["template"]["metadata"]["labels"]

@@ -1,0 +1,37 @@
+"""Which Deployments get the label the pod webhook's matchConditions select on (governed.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from candor_operator.governed import INJECT_LABEL, label_template
+
+
+def deployment(annotations: dict[str, str] | None = None, labels: dict[str, str] | None = None,
+               image: str = "shop:1", template_annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"metadata": {"name": "web", "annotations": annotations or {}},
+            "spec": {"template": {"metadata": {"labels": {"app": "web", **(labels or {})},
+                                               "annotations": template_annotations or {}},
+                                  "spec": {"containers": [{"name": "app", "image": image}]}}}}
+
+
+ASKS = {"candor.io/inject": "true"}
+
+
+def test_a_new_annotated_deployment_is_labelled() -> None:
+    assert label_template(deployment(ASKS), None)
+    assert label_template(deployment(template_annotations={"candor.io/inject": " TRUE "}), None)
+
+
+def test_annotating_without_a_template_change_labels_nothing_so_nothing_rolls() -> None:
+    assert not label_template(deployment(ASKS), deployment())
+
+
+def test_a_template_change_of_an_annotated_deployment_carries_the_label() -> None:
+    assert label_template(deployment(ASKS, image="shop:2"), deployment(ASKS))
+
+
+def test_unannotated_or_already_labelled_deployments_are_left_alone() -> None:
+    assert not label_template(deployment(), None)
+    assert not label_template(deployment({"candor.io/inject": "false"}), None)
+    assert not label_template(deployment(ASKS, labels={INJECT_LABEL: "true"}), None)
