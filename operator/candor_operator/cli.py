@@ -155,6 +155,9 @@ def _env(name: str, default: str | None = None) -> str | None:
 @click.option("--priority", type=int, default=None,
               help="Peering priority (default random: exactly one of several replicas is active).")
 @click.option("--liveness", default=None, help="Liveness endpoint, e.g. http://0.0.0.0:8080/healthz.")
+@click.option("--readiness", default=None,
+              help="Readiness endpoint, e.g. http://0.0.0.0:8081/readyz: 200 once the webhook answers and the "
+                   "operator is logged in and may list HealthPolicies.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def operator_command(
@@ -162,7 +165,7 @@ def operator_command(
     webhook_enabled: bool, webhook_listen: str, webhook_port: int, webhook_path: str, webhook_host: str | None,
     webhook_cert: str | None, webhook_key: str | None, webhook_ca: str | None, webhook_managed: str | None,
     resync: float, peering: str, standalone: bool, priority: int | None, liveness: str | None,
-    log_format: str, verbose: bool,
+    readiness: str | None, log_format: str, verbose: bool,
 ) -> None:
     """Run the HealthPolicy operator: Service annotations, sidecar ConfigMaps, pod injection."""
     from candor_operator.runner import run_operator
@@ -177,7 +180,7 @@ def operator_command(
             cert_file=webhook_cert, key_file=webhook_key, ca_file=webhook_ca, managed=webhook_managed,
         ),
         namespaces=namespaces, resync_seconds=resync, peering=peering, standalone=standalone, priority=priority,
-        liveness=liveness,
+        liveness=liveness, readiness=readiness,
     )
     run_operator(settings, kubeconfig=kubeconfig, log_format=log_format, verbose=verbose)
 

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from candor_operator import governed, injection, rollout, webhook
+from candor_operator import governed, injection, readiness, rollout, webhook
 from candor_operator.credentials import LoginPacer, connection_info
 from candor_operator.kube import ApiError, KubeClient, path_for
 from candor_operator.ownership import record_of
@@ -56,6 +56,30 @@ class CandorOperator:
         self._client: KubeClient | None = None
         self.login_pacer = LoginPacer()
         self.heals = rollout.HealPacer()
+        self.logged_in = False
+        checks: dict[str, readiness.Check] = {"watches": self.watches_problem}
+        if settings.webhook.enabled:
+            checks["webhook"] = self.webhook_problem
+        self.readiness = readiness.Readiness(checks)
+
+    async def webhook_problem(self) -> str | None:
+        hook = self.settings.webhook
+        url = readiness.self_url(hook.listen, hook.port, hook.path, webhook.HANDLER_ID)
+        return await readiness.webhook_answers(url)
+
+    async def watches_problem(self) -> str | None:
+        """kopf starts its watch streams once logged in; each begins by listing, as this does."""
+        if not self.logged_in:
+            return "not logged in to the API server yet"
+        namespace = self.settings.namespaces[0] if self.settings.namespaces else None
+        try:
+            await self.client.request("GET", path_for(f"{GROUP}/{VERSION}", PLURAL, namespace),
+                                      params={"limit": "1"}, timeout=readiness.CHECK_TIMEOUT)
+        except ApiError as error:
+            return f"listing HealthPolicies: HTTP {error.status}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as error:
+            return f"the API server is unreachable: {type(error).__name__}"
+        return None
 
     @property
     def client(self) -> KubeClient:
@@ -85,6 +109,7 @@ class CandorOperator:
         return {"api": "ok"}
 
     async def close(self) -> None:
+        await self.readiness.stop()
         if self._client is not None:
             await self._client.close()
 
@@ -111,6 +136,10 @@ class CandorOperator:
         if self.settings.webhook.enabled:
             settings.admission.server = webhook.server(self.settings.webhook)
             settings.admission.managed = self.settings.webhook.managed
+
+    async def start_readiness(self) -> None:
+        if self.settings.readiness:
+            await self.readiness.start(self.settings.readiness)
 
     # ---- HealthPolicy --------------------------------------------------------------------------
 
@@ -293,6 +322,7 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
             limit=KOPF_CONNECTIONS + 4 * len(operator.settings.namespaces), ssl=info.as_ssl_context()
         )
         session = aiohttp.ClientSession(connector=connector, headers=info.as_http_headers())
+        operator.logged_in = True
         return kopf.AiohttpSession(
             server=info.server, default_namespace=info.default_namespace, aiohttp_session=session
         )
@@ -304,6 +334,7 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
     @kopf.on.startup(registry=registry, id="configure")
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         operator.configure(settings)
+        await operator.start_readiness()
 
     @kopf.on.cleanup(registry=registry, id="close")
     async def close(**_: Any) -> None:

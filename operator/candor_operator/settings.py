@@ -31,6 +31,7 @@ class OperatorSettings:
     standalone: bool = False
     priority: int | None = None  # None: random, so exactly one of several replicas is active
     liveness: str | None = None  # e.g. http://0.0.0.0:8080/healthz
+    readiness: str | None = None  # e.g. http://0.0.0.0:8081/readyz (readiness.py)
 
 
 def sidecar_settings(image: str, pull_policy: str = "IfNotPresent") -> SidecarSettings:

@@ -131,3 +131,20 @@ def test_the_template_label_is_written_only_when_the_template_changes_anyway(
 
     other = k8s_cluster.api("POST", path, deployment("ungoverned", {})).ok()
     assert "candor.io/inject" not in other["spec"]["template"]["metadata"]["labels"]
+
+
+def test_the_operator_is_ready_only_when_its_webhook_answers_and_its_account_may_list_policies(
+    operator: OperatorProcess, k8s_cluster: K8sCluster, k8s_namespace: str, tmp_path: Path
+) -> None:
+    _, body = k8s_cluster.wait_until(lambda: (s := operator.readiness())[0] == 200 and s, 30, "ready")
+    assert body == {"ready": True, "checks": {"watches": "ok", "webhook": "ok"}}
+    # An account the API server knows but that may not list HealthPolicies: kopf's watches cannot start.
+    token = k8s_cluster.service_account_token(f"no-rights-{k8s_namespace}", [
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}], namespace=k8s_namespace)
+    kubeconfig = k8s_cluster.kubeconfig_for_token(token, f"no-rights-{k8s_namespace}")
+    (tmp_path / "refused").mkdir()
+    with OperatorProcess(k8s_cluster, tmp_path / "refused", namespaces=[k8s_namespace], sidecar_image=IMAGE,
+                         kubeconfig=kubeconfig) as refused:
+        _, body = k8s_cluster.wait_until(lambda: (s := refused.readiness())[0] == 503 and s, 30, "not ready")
+        assert body["checks"]["watches"] == "listing HealthPolicies: HTTP 403", body
+        assert body["checks"]["webhook"] == "ok", body

@@ -60,10 +60,27 @@ def test_chart_crd_is_byte_identical_to_the_top_level_one() -> None:
     assert (CHART / "files" / "healthpolicy.yaml").read_bytes() == (ROOT / "crds" / "healthpolicy.yaml").read_bytes()
 
 
-def test_crds_are_release_templates_so_upgrades_and_uninstalls_reach_them() -> None:
+def test_crds_are_release_templates_so_upgrades_reach_them_and_healthpolicies_outlive_the_release() -> None:
     assert not (CHART / "crds").exists()
-    crds = {o["metadata"]["name"] for o in _objects(_template()) if o["kind"] == "CustomResourceDefinition"}
-    assert crds == {"healthpolicies.candor.io", "clusterkopfpeerings.kopf.dev"}
+    crds = {o["metadata"]["name"]: o for o in _objects(_template()) if o["kind"] == "CustomResourceDefinition"}
+    assert set(crds) == {"healthpolicies.candor.io", "clusterkopfpeerings.kopf.dev"}
+    assert crds["healthpolicies.candor.io"]["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+
+
+def test_the_operator_is_ready_only_through_its_readiness_endpoint() -> None:
+    container = _one(_objects(_template()), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "readiness"}
+    assert f"--readiness=http://0.0.0.0:{ports['readiness']}/readyz" in container["args"]
+
+
+def test_no_service_account_name_with_create_false_is_refused() -> None:
+    result = _helm("template", "candor", str(CHART), "--set", "serviceAccount.create=false")
+    assert result.returncode != 0
+    assert "serviceAccount.name: required with serviceAccount.create=false" in result.stderr
+    objects = _objects(_template("--set", "serviceAccount.create=false", "--set", "serviceAccount.name=candor-sa"))
+    (binding,) = [o for o in objects if o["kind"] == "ClusterRoleBinding"]
+    assert binding["subjects"][0]["name"] == "candor-sa"
 
 
 def test_helm_lint_strict() -> None:

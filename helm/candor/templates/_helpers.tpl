@@ -24,7 +24,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "candor.fullname" .) .Values.serviceAccount.name -}}
 {{- else -}}
-{{- default "default" .Values.serviceAccount.name -}}
+{{- required "serviceAccount.name: required with serviceAccount.create=false (the chart would otherwise grant Candor's rights to the namespace's default account)" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
 
