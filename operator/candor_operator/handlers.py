@@ -247,6 +247,7 @@ class CandorOperator:
         skipped = injection.skip_reason(pod)
         if skipped is not None:
             warnings.append(f"candor: no sidecar added: {skipped}")
+            _mark_skipped(patch)
             return
         policy = rollout.governing_policy(metadata.get("labels") or {}, await self._policies_for(namespace, indices))
         if policy is None or policy.target is None:
@@ -256,9 +257,11 @@ class CandorOperator:
             mutated = injection.inject(pod, policy.target, self.settings.sidecar)
         except injection.InjectionConflict as conflict:
             warnings.extend(f"candor: no sidecar added: {problem}" for problem in conflict.problems)
+            _mark_skipped(patch)
             return
         except ValueError as error:
             warnings.append(f"candor: no sidecar added: {error}")
+            _mark_skipped(patch)
             return
         config_hash = policy.config_hash(self.settings.sidecar.image)
         # Everything is computed before the patch is touched, so an error above leaves no half-injected pod.
@@ -293,6 +296,11 @@ class CandorOperator:
             patch.clear()
             reason = str(error)[:200] or type(error).__name__
             warnings.append(f"candor: no sidecar added: unexpected error: {type(error).__name__}: {reason}")
+
+
+def _mark_skipped(patch: kopf.Patch) -> None:
+    """Seen and left alone on purpose: the heal (rollout.missed_pods) tells it from a pod the webhook missed."""
+    patch.metadata.annotations[injection.STATUS_ANNOTATION] = injection.SKIPPED
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ INJECT_ANNOTATION = "candor.io/inject"
 STATUS_ANNOTATION = "candor.io/status"
 POLICY_ANNOTATION = "candor.io/policy"
 INJECTED = "injected"
+SKIPPED = "skipped"  # a governed pod the webhook saw and left without a sidecar (it says why in a warning)
 
 SIDECAR_NAME = "candor-sidecar"
 STATE_VOLUME = "candor-state"

@@ -47,7 +47,7 @@ async def count_pods(client: KubeClient, summary: PolicySummary) -> int | None:
         return None
     try:
         query = selector_to_query(selector)
-        pods = await client.list_items(path_for("v1", "pods", summary.namespace), label_selector=query)
+        pods = await client.list_metadata(path_for("v1", "pods", summary.namespace), label_selector=query)
     except ApiError as error:
         logger.warning("cannot count the pods of %s/%s: %s", summary.namespace, summary.name, error)
         return None

@@ -285,7 +285,8 @@ def test_a_collision_is_admitted_unchanged_with_a_warning_naming_it(
     policy(k8s_cluster, k8s_namespace, "demo")
     stored, warnings = create(k8s_cluster, k8s_namespace, bare_pod("collides", **spec))
     assert f"candor: no sidecar added: {field}" in warnings
-    assert "candor.io/status" not in stored["metadata"]["annotations"]
+    # Marked as seen and skipped (the heal then never restarts its Deployment for it), no sidecar.
+    assert stored["metadata"]["annotations"]["candor.io/status"] == "skipped"
     assert [v["name"] for v in stored["spec"].get("volumes", [])
             if not v["name"].startswith("kube-api-access")] == [v["name"] for v in spec.get("volumes", [])]
     assert [c["name"] for c in stored["spec"].get("initContainers", [])] == \

@@ -99,7 +99,7 @@ def test_a_hostnetwork_pod_gets_no_sidecar_and_a_warning(
     stored = json.loads(result.stdout)
     assert not injected(stored)
     assert "candor: no sidecar added: spec.hostNetwork: the pod uses the node's network" in result.stderr
-    assert "candor.io/status" not in stored["metadata"]["annotations"]
+    assert stored["metadata"]["annotations"]["candor.io/status"] == "skipped"
 
 
 def deployment(name: str, annotations: dict[str, str]) -> dict[str, Any]:
