@@ -33,8 +33,9 @@ Liveness
     `--liveness http://0.0.0.0:8080/healthz` serves kopf's health endpoint (200 once the operator runs).
 
 RBAC
-    `RBAC_RULES` below is the ClusterRole, complete and minimal: the chart's ClusterRole must match it
-    (tests/integration/test_operator_reconcile.py runs the operator as a ServiceAccount bound to exactly it).
+    `RBAC_RULES` below, complete and minimal: `NAMESPACED_RULES` (a Role in each served namespace, or the
+    ClusterRole when cluster-wide) and `CLUSTER_RULES` (always the ClusterRole). The chart must match them
+    (tests/integration/test_operator_reconcile.py runs the operator as a ServiceAccount bound to exactly them).
 """
 
 from __future__ import annotations
@@ -59,7 +60,10 @@ CONFIGURATION_NAME = "candor-injector"
 # only governed pods wait at all (matchConditions), and a healthy answer takes milliseconds.
 TIMEOUT_SECONDS = 3
 
-RBAC_RULES: list[dict[str, Any]] = [
+# What the operator does in each namespace it serves: with `operator.namespaces` set, the chart grants these
+# in a Role per namespace; cluster-wide, in its ClusterRole. (The chart's ValidatingAdmissionPolicy narrows the
+# writes further: only Candor's annotations and labels, only candor-sidecar-* ConfigMaps.)
+NAMESPACED_RULES: list[dict[str, Any]] = [
     # HealthPolicies: watch, the finalizer and kopf's bookkeeping annotations, status.
     {"apiGroups": ["candor.io"], "resources": ["healthpolicies"],
      "verbs": ["get", "list", "watch", "patch", "update", "delete"]},
@@ -68,18 +72,23 @@ RBAC_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "patch"]},
     # The sidecar-config ConfigMap of each policy.
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch", "delete"]},
-    # Counting governed pods for status.pods.
+    # Counting governed pods and finding pods that missed the webhook, as metadata only (kube.list_metadata):
+    # RBAC cannot tell a metadata list from a full one, the operator never asks for the latter.
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     # Deployments asking for injection (index) and rollout restarts (template annotation patch).
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "patch"]},
     # Events on HealthPolicies.
     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+]
+# Always cluster-wide: cluster-scoped kinds only, read-only but for kopf's one peering object.
+CLUSTER_RULES: list[dict[str, Any]] = [
     # kopf: resource discovery and peering between replicas.
     {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
     {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"],
      "verbs": ["list", "watch", "patch", "get", "create"]},
 ]
+RBAC_RULES: list[dict[str, Any]] = [*NAMESPACED_RULES, *CLUSTER_RULES]
 # Only with `--webhook-managed NAME` (kopf keeps the configuration itself; the chart does not need it):
 MANAGED_WEBHOOK_RULES: list[dict[str, Any]] = [
     {

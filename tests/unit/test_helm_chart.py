@@ -120,6 +120,37 @@ def test_monitoring_extras_follow_the_cluster_capabilities() -> None:
 def test_cluster_role_is_exactly_what_the_operator_touches() -> None:
     role = _one(_objects(_template()), "ClusterRole")
     assert role["rules"] == webhook.RBAC_RULES
+    assert not [o for o in _objects(_template()) if o["kind"] in ("Role", "RoleBinding")]
+
+
+def test_served_namespaces_get_roles_and_nothing_namespaced_is_granted_cluster_wide() -> None:
+    objects = _objects(_template("--set", "operator.namespaces={shop,blog}"))
+    assert _one(objects, "ClusterRole")["rules"] == webhook.CLUSTER_RULES
+    roles = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "Role"}
+    bindings = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "RoleBinding"}
+    assert set(roles) == set(bindings) == {"shop", "blog"}
+    for namespace, role in roles.items():
+        assert role["rules"] == webhook.NAMESPACED_RULES
+        assert bindings[namespace]["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                                  "name": role["metadata"]["name"]}
+        assert bindings[namespace]["subjects"] == [{"kind": "ServiceAccount", "name": "candor",
+                                                    "namespace": NAMESPACE}]
+    # Nor are other namespaces' pods sent to a webhook that may not read there.
+    for hook in _one(objects, "MutatingWebhookConfiguration")["webhooks"]:
+        served = hook["namespaceSelector"]["matchExpressions"][1]
+        assert served == {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["shop", "blog"]}
+
+
+def test_the_admission_policy_matches_only_the_operators_account() -> None:
+    objects = _objects(_template("--set", "serviceAccount.name=ops"))
+    policy = _one(objects, "ValidatingAdmissionPolicy")
+    user = f"system:serviceaccount:{NAMESPACE}:ops"
+    assert policy["spec"]["matchConditions"] == [
+        {"name": "candor-operator-only", "expression": f'request.userInfo.username == "{user}"'}]
+    binding = _one(objects, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    assert not {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} & {
+        o["kind"] for o in _objects(_template("--set", "admissionPolicy.enabled=false"))}
 
 
 def test_operator_deployment_is_replicated_probed_and_restricted() -> None:
