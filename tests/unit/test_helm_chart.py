@@ -19,6 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from candor_operator import webhook
 from candor_operator.injection import SYSTEM_NAMESPACES
+from candor_sidecar.config import DEFAULT_AGENT_PORT, DEFAULT_HTTP_PORT
 from candor_sidecar.release import VERSION
 from tests.support.helm import helm_binary
 
@@ -27,6 +28,10 @@ CHART = ROOT / "helm" / "candor"
 NAMESPACE = "candor-system"
 MONITORING = ("monitoring.coreos.com/v1", "monitoring.coreos.com/v1/PodMonitor",
               "monitoring.coreos.com/v1/PrometheusRule")
+# The documented narrow install: served namespaces, both NetworkPolicies.
+NARROW = ("--set", "operator.namespaces={shop,blog}", "--set", "networkPolicy.webhook.enabled=true",
+          "--set", "networkPolicy.webhook.from[0].ipBlock.cidr=10.0.0.0/24", "--set", "networkPolicy.sidecar.enabled=true",
+          "--set", "networkPolicy.sidecar.namespaces={shop,blog}")
 KUBERNETES_VALIDATE = Path(sys.executable).with_name("kubernetes-validate")
 
 
@@ -97,6 +102,7 @@ def test_helm_lint_strict() -> None:
         pytest.param(("--set", "webhook.certManager.enabled=true", "--api-versions=cert-manager.io/v1"),
                      id="cert-manager"),
         pytest.param(("--set", "webhook.enabled=false", "--set", "operator.namespaces={shop,blog}"), id="no-webhook"),
+        pytest.param(NARROW, id="namespaces+network-policies"),
     ],
 )
 def test_rendered_chart_validates_strictly(args: tuple[str, ...]) -> None:
@@ -277,3 +283,29 @@ def test_two_replicas_get_a_disruption_budget_one_does_not() -> None:
     budget = _one(_objects(_template()), "PodDisruptionBudget")
     assert budget["spec"]["minAvailable"] == 1
     assert "PodDisruptionBudget" not in {o["kind"] for o in _objects(_template("--set", "replicaCount=1"))}
+
+
+def test_network_policies_are_off_by_default_and_narrow_only_candors_ports() -> None:
+    assert "NetworkPolicy" not in {o["kind"] for o in _objects(_template())}
+    objects = _objects(_template(
+        "--set", "networkPolicy.webhook.enabled=true",
+        "--set", "networkPolicy.webhook.from[0].ipBlock.cidr=10.0.0.0/24",
+        "--set", "networkPolicy.sidecar.enabled=true", "--set", "networkPolicy.sidecar.namespaces={shop}",
+        "--set", "networkPolicy.sidecar.agentFrom[0].namespaceSelector.matchLabels.team=ingress"))
+    policies = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "NetworkPolicy"}
+    assert set(policies) == {NAMESPACE, "shop"}
+    webhook_rules = policies[NAMESPACE]["spec"]["ingress"]
+    assert webhook_rules[0] == {"ports": [{"port": webhook.DEFAULT_PORT, "protocol": "TCP"}],
+                                "from": [{"ipBlock": {"cidr": "10.0.0.0/24"}}]}
+    assert "from" not in webhook_rules[1]  # the kubelet's probes
+    sidecar = policies["shop"]["spec"]
+    assert sidecar["podSelector"] == {"matchLabels": {"candor.io/inject": "true"}}
+    http, agent, others = sidecar["ingress"]
+    assert http == {"ports": [{"port": DEFAULT_HTTP_PORT, "protocol": "TCP"}]}  # no httpFrom: from anywhere
+    assert agent == {"ports": [{"port": DEFAULT_AGENT_PORT, "protocol": "TCP"}],
+                     "from": [{"namespaceSelector": {"matchLabels": {"team": "ingress"}}}]}
+    # Every other TCP port stays open to all, so the app's own ports are not cut off by the policy.
+    tcp = sorted((p["port"], p["endPort"]) for p in others["ports"] if p["protocol"] == "TCP")
+    assert tcp == [(1, DEFAULT_HTTP_PORT - 1), (DEFAULT_HTTP_PORT + 1, DEFAULT_AGENT_PORT - 1),
+                   (DEFAULT_AGENT_PORT + 1, 65535)]
+    assert "from" not in others
