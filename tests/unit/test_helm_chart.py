@@ -30,8 +30,8 @@ MONITORING = ("monitoring.coreos.com/v1", "monitoring.coreos.com/v1/PodMonitor",
               "monitoring.coreos.com/v1/PrometheusRule")
 # The documented narrow install: served namespaces, both NetworkPolicies.
 NARROW = ("--set", "operator.namespaces={shop,blog}", "--set", "networkPolicy.webhook.enabled=true",
-          "--set", "networkPolicy.webhook.from[0].ipBlock.cidr=10.0.0.0/24", "--set", "networkPolicy.sidecar.enabled=true",
-          "--set", "networkPolicy.sidecar.namespaces={shop,blog}")
+          "--set", "networkPolicy.webhook.from[0].ipBlock.cidr=10.0.0.0/24",
+          "--set", "networkPolicy.sidecar.enabled=true", "--set", "networkPolicy.sidecar.namespaces={shop,blog}")
 KUBERNETES_VALIDATE = Path(sys.executable).with_name("kubernetes-validate")
 
 
