@@ -18,10 +18,19 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "candor"
 
 
-@pytest.mark.parametrize("values", [(), ("--set", "webhook.enabled=false", "--set", "replicaCount=1")])
+NARROW = ("--set", "networkPolicy.webhook.enabled=true",
+          "--set", "networkPolicy.webhook.from[0].ipBlock.cidr=10.0.0.0/24",
+          "--set", "networkPolicy.sidecar.enabled=true")
+
+
+@pytest.mark.parametrize("values", [(), ("--set", "webhook.enabled=false", "--set", "replicaCount=1"), NARROW],
+                         ids=["defaults", "no-webhook", "namespaces+network-policies"])
 def test_chart_objects_are_accepted_by_the_api_server(
     k8s_cluster: K8sCluster, k8s_namespace: str, values: tuple[str, ...]
 ) -> None:
+    if values == NARROW:  # served namespaces must exist for their Roles: the test's own
+        values = (*values, "--set", f"operator.namespaces={{{k8s_namespace}}}",
+                  "--set", f"networkPolicy.sidecar.namespaces={{{k8s_namespace}}}")
     rendered = subprocess.run(
         [str(helm_binary()), "template", "candor", str(CHART), "--namespace", k8s_namespace, *values],
         capture_output=True, text=True, timeout=120, check=True).stdout
@@ -37,4 +46,5 @@ def test_chart_objects_are_accepted_by_the_api_server(
     assert result.returncode == 0, result.stderr
     accepted = set(result.stdout.split())
     assert len(accepted) == len(objects), (sorted(accepted), [o["kind"] for o in objects])
-    assert any(name.startswith("mutatingwebhookconfiguration") for name in accepted) == ("--set" not in values)
+    assert any(name.startswith("mutatingwebhookconfiguration") for name in accepted) == \
+        ("webhook.enabled=false" not in values)
