@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from candor_operator.webhook import TIMEOUT_SECONDS
 from tests.support.k8s_cluster import K8sCluster
@@ -28,6 +29,7 @@ from tests.support.policy_cases import valid_spec
 
 pytestmark = pytest.mark.integration
 
+ROOT = Path(__file__).resolve().parents[2]
 POLICIES = "/apis/candor.io/v1alpha1/namespaces/{ns}/healthpolicies"
 IMAGE = "registry.local/candor-sidecar:test"
 
@@ -148,3 +150,27 @@ def test_the_operator_is_ready_only_when_its_webhook_answers_and_its_account_may
         _, body = k8s_cluster.wait_until(lambda: (s := refused.readiness())[0] == 503 and s, 30, "not ready")
         assert body["checks"]["watches"] == "listing HealthPolicies: HTTP 403", body
         assert body["checks"]["webhook"] == "ok", body
+
+
+def test_the_injected_example_pod_is_admitted_at_pod_security_restricted(
+    operator: OperatorProcess, k8s_cluster: K8sCluster, k8s_namespace: str
+) -> None:
+    """Pod Security admission runs after the webhook, on the pod as injected: `restricted` admits it."""
+    k8s_cluster.kubectl("label", "namespace", k8s_namespace, "pod-security.kubernetes.io/enforce=restricted")
+    documents = [d for d in yaml.safe_load_all((ROOT / "examples" / "demo-app.yaml").read_text()) if d]
+    (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
+    template = deployment["spec"]["template"]
+    example = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "resizer", "labels": {**template["metadata"]["labels"], "app": "demo"},
+                            "annotations": {**template["metadata"]["annotations"], "candor.io/inject": "true"}},
+               "spec": template["spec"]}
+    result = k8s_cluster.kubectl("-n", k8s_namespace, "create", "-o", "json", "-f", "-", input=json.dumps(example))
+    stored = json.loads(result.stdout)
+    assert injected(stored)
+    assert "violate" not in result.stderr, result.stderr
+    # The same pod without its hardening is refused: the namespace really enforces `restricted`.
+    loose = json.loads(json.dumps(example))
+    loose["metadata"]["name"] = "loose"
+    loose["spec"].pop("securityContext")
+    refused = k8s_cluster.kubectl("-n", k8s_namespace, "create", "-f", "-", input=json.dumps(loose), check=False)
+    assert refused.returncode != 0 and "violates PodSecurity \"restricted" in refused.stderr, refused.stderr
