@@ -175,7 +175,8 @@ def worst_body(size: int) -> bytes:
 def test_a_flood_of_maximal_bodies_keeps_memory_under_the_limit_and_reviews_answered(
     operator: OperatorProcess,
 ) -> None:
-    """16 clients sending the costliest body the server reads, as fast as it takes them, 10 bodies each.
+    """16 clients sending the costliest body the server reads, as fast as it takes them, 10 bodies each, and 4
+    sending 8 MiB bodies of `{}`s.
 
     Before the lanes, one 8 MiB body of `{}`s took the operator from 40 to 250 MiB; now the peak RSS of
     the whole flood (VmHWM) stays under the chart's limit and an ordinary review is still answered.
@@ -196,7 +197,19 @@ def test_a_flood_of_maximal_bodies_keeps_memory_under_the_limit_and_reviews_answ
             except (OSError, http.client.HTTPException):
                 sent.append(0)
 
+    # The issue's attack beside it: 8 MiB of `[{},{},…]` (one such body took the operator from 40 to 250 MiB).
+    eight_mib = b"[" + b"{}," * ((8 << 20) // 3) + b"{}]"
+    refused: list[int] = []
+
+    def oversized() -> None:
+        for _ in range(5):
+            try:
+                refused.append(post(operator, eight_mib, timeout=60)[0])
+            except (OSError, http.client.HTTPException):
+                refused.append(0)  # answered 413 and closed while the body was still being sent
+
     threads = [threading.Thread(target=flood, daemon=True) for _ in range(16)]
+    threads += [threading.Thread(target=oversized, daemon=True) for _ in range(4)]
     for thread in threads:
         thread.start()
     try:
@@ -215,6 +228,7 @@ def test_a_flood_of_maximal_bodies_keeps_memory_under_the_limit_and_reviews_answ
     print(f"idle RSS {idle / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB over {len(sent)} bodies of "
           f"{len(body) / 2**20:.2f} MiB (statuses {sorted(set(sent))}); an ordinary review answered in {during:.2f} s")
     assert peak < CHART_LIMIT_MIB * 1024, f"peak RSS {peak / 1024:.0f} MiB"
+    assert set(refused) <= {413, 0} and len(refused) == 20, refused
     assert during < 5.0
     assert operator.healthy()
     status, answer = post(operator, json.dumps(review(**POD_REQUEST)).encode())
