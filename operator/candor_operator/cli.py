@@ -156,8 +156,8 @@ def _env(name: str, default: str | None = None) -> str | None:
               help="Peering priority (default random: exactly one of several replicas is active).")
 @click.option("--liveness", default=None, help="Liveness endpoint, e.g. http://0.0.0.0:8080/healthz.")
 @click.option("--readiness", default=None,
-              help="Readiness endpoint, e.g. http://0.0.0.0:8081/readyz: 200 once the webhook answers and the "
-                   "operator is logged in and may list HealthPolicies.")
+              help="Readiness endpoint, e.g. http://0.0.0.0:8081/readyz: 200 once the webhook answers and kopf's "
+                   "watches are answered (or the replica stands by, paused by peering).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def operator_command(

@@ -57,6 +57,8 @@ class CandorOperator:
         self.login_pacer = LoginPacer()
         self.heals = rollout.HealPacer()
         self.logged_in = False
+        self.watches = readiness.WatchAnswers()
+        self.kopf_priority: int | None = None
         checks: dict[str, readiness.Check] = {"watches": self.watches_problem}
         if settings.webhook.enabled:
             checks["webhook"] = self.webhook_problem
@@ -68,7 +70,8 @@ class CandorOperator:
         return await readiness.webhook_answers(url)
 
     async def watches_problem(self) -> str | None:
-        """kopf starts its watch streams once logged in; each begins by listing, as this does."""
+        """None once kopf's watch streams of every kind Candor handles have been answered (or this replica stands
+        by, paused by peering) and the API server still lets Candor list HealthPolicies, as each watch does."""
         if not self.logged_in:
             return "not logged in to the API server yet"
         namespace = self.settings.namespaces[0] if self.settings.namespaces else None
@@ -79,7 +82,23 @@ class CandorOperator:
             return f"listing HealthPolicies: HTTP {error.status}"
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             return f"the API server is unreachable: {type(error).__name__}"
-        return None
+        missing = sorted(readiness.WATCHED - self.watches.answered)
+        if not missing or await self._standing_by():
+            return None
+        return f"kopf's watches not answered yet: {', '.join(missing)}"
+
+    async def _standing_by(self) -> bool:
+        """Paused by kopf's peering in favour of a live replica of higher priority: such a replica does not
+        watch (kopf pauses it), yet is ready, since its webhook answers from API lookups (and a rolling update
+        of the operator would otherwise wait for it forever)."""
+        if self.settings.standalone or not self.settings.peering or self.kopf_priority is None:
+            return False
+        try:
+            peering = await self.client.get(path_for("kopf.dev/v1", "clusterkopfpeerings", None, self.settings.peering),
+                                            timeout=readiness.CHECK_TIMEOUT)
+        except (ApiError, aiohttp.ClientError, TimeoutError, OSError):
+            return False
+        return readiness.outranked(peering.get("status") or {}, self.kopf_priority)
 
     @property
     def client(self) -> KubeClient:
@@ -133,6 +152,7 @@ class CandorOperator:
         settings.peering.priority = (
             self.settings.priority if self.settings.priority is not None else random.SystemRandom().randint(1, 2**30)
         )
+        self.kopf_priority = settings.peering.priority
         if self.settings.webhook.enabled:
             settings.admission.server = webhook.server(self.settings.webhook)
             settings.admission.managed = self.settings.webhook.managed
@@ -329,7 +349,8 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
         connector = aiohttp.TCPConnector(
             limit=KOPF_CONNECTIONS + 4 * len(operator.settings.namespaces), ssl=info.as_ssl_context()
         )
-        session = aiohttp.ClientSession(connector=connector, headers=info.as_http_headers())
+        session = aiohttp.ClientSession(connector=connector, headers=info.as_http_headers(),
+                                        trace_configs=[operator.watches.trace_config()])
         operator.logged_in = True
         return kopf.AiohttpSession(
             server=info.server, default_namespace=info.default_namespace, aiohttp_session=session

@@ -8,16 +8,19 @@ turns into a pod admitted without its sidecar (`failurePolicy: Ignore`).
 Checks, each bounded in time and run at most every `CACHE_SECONDS`:
 - `webhook`: a request to the operator's own admission port over TLS gets an HTTP answer (the
   listener is bound and its handler runs: an empty body gets its 400);
-- `watches`: kopf's startup has finished (its login and watch streams start after it), and the API
-  server lets Candor's account list HealthPolicies where it serves them, the first call each watch makes.
+- `watches`: kopf's watch streams of HealthPolicies, Services and Deployments have each been answered
+  (seen on the HTTP session kopf logs in with), and the API server still lets Candor's account list
+  HealthPolicies where it serves them.
 
-A standby replica (paused by kopf's peering) is ready too: its webhook answers from API lookups, and a
-rolling update of the operator would otherwise wait for a replica that can never become ready.
+A standby replica (paused by kopf's peering in favour of a live replica of higher priority) does not
+watch, yet is ready: its webhook answers from API lookups, and a rolling update of the operator would
+otherwise wait for a replica that can never become ready.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import ssl
 import time
@@ -33,6 +36,42 @@ CHECK_TIMEOUT = 2.0
 CACHE_SECONDS = 1.0
 
 Check = Callable[[], Awaitable[str | None]]  # None when fine, else what is wrong
+
+WATCHED = frozenset({"healthpolicies", "services", "deployments"})  # the kinds Candor's handlers follow
+
+
+class WatchAnswers:
+    """The kinds whose watch requests (`?watch=true`) the API server has answered 200 on kopf's session."""
+
+    def __init__(self) -> None:
+        self.answered: set[str] = set()
+
+    def trace_config(self) -> aiohttp.TraceConfig:
+        trace = aiohttp.TraceConfig()
+
+        async def on_request_end(_: aiohttp.ClientSession, __: object, params: aiohttp.TraceRequestEndParams) -> None:
+            if params.response.status == 200 and params.url.query.get("watch") == "true":
+                self.answered.add(params.url.path.rstrip("/").rsplit("/", 1)[-1])
+
+        trace.on_request_end.append(on_request_end)
+        return trace
+
+
+def outranked(peers: dict[str, object], priority: int) -> bool:
+    """Whether kopf's peering status (`{identity: {priority, lifetime, lastseen}}`) holds a live peer of higher
+    priority than ours: then kopf pauses this replica."""
+    now = time.time()
+    for info in peers.values():
+        if not isinstance(info, dict):
+            continue
+        try:
+            seen = datetime.datetime.fromisoformat(str(info.get("lastseen"))).timestamp()
+            alive = seen + float(info.get("lifetime", 60)) > now
+            if alive and int(info.get("priority", 0)) > priority:
+                return True
+        except (TypeError, ValueError):
+            continue
+    return False
 
 
 async def webhook_answers(url: str) -> str | None:

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
-from candor_operator.webhook import TIMEOUT_SECONDS
+from candor_operator.peering import CLUSTER_PEERING_CRD, cluster_peering
+from candor_operator.webhook import RBAC_RULES, TIMEOUT_SECONDS
 from tests.support.k8s_cluster import K8sCluster
 from tests.support.operator_process import OperatorProcess
 from tests.support.policy_cases import valid_spec
@@ -135,7 +136,7 @@ def test_the_template_label_is_written_only_when_the_template_changes_anyway(
     assert "candor.io/inject" not in other["spec"]["template"]["metadata"]["labels"]
 
 
-def test_the_operator_is_ready_only_when_its_webhook_answers_and_its_account_may_list_policies(
+def test_the_operator_is_ready_only_when_its_webhook_answers_and_its_watches_are_answered(
     operator: OperatorProcess, k8s_cluster: K8sCluster, k8s_namespace: str, tmp_path: Path
 ) -> None:
     _, body = k8s_cluster.wait_until(lambda: (s := operator.readiness())[0] == 200 and s, 30, "ready")
@@ -150,6 +151,16 @@ def test_the_operator_is_ready_only_when_its_webhook_answers_and_its_account_may
         _, body = k8s_cluster.wait_until(lambda: (s := refused.readiness())[0] == 503 and s, 30, "not ready")
         assert body["checks"]["watches"] == "listing HealthPolicies: HTTP 403", body
         assert body["checks"]["webhook"] == "ok", body
+    # An account that may do everything but watch Services: kopf's Service watch is never answered.
+    rules = [{**rule, "verbs": [v for v in rule["verbs"] if v != "watch"]} if rule["resources"] == ["services"]
+             else rule for rule in RBAC_RULES]
+    token = k8s_cluster.service_account_token(f"no-watch-{k8s_namespace}", rules, namespace=k8s_namespace)
+    kubeconfig = k8s_cluster.kubeconfig_for_token(token, f"no-watch-{k8s_namespace}")
+    (tmp_path / "blind").mkdir()
+    with OperatorProcess(k8s_cluster, tmp_path / "blind", namespaces=[k8s_namespace], sidecar_image=IMAGE,
+                         kubeconfig=kubeconfig) as blind:
+        _, body = k8s_cluster.wait_until(lambda: (s := blind.readiness())[0] == 503 and s, 30, "not ready")
+        assert body["checks"]["watches"] == "kopf's watches not answered yet: services", body
 
 
 def test_the_injected_example_pod_is_admitted_at_pod_security_restricted(
@@ -174,3 +185,30 @@ def test_the_injected_example_pod_is_admitted_at_pod_security_restricted(
     loose["spec"].pop("securityContext")
     refused = k8s_cluster.kubectl("-n", k8s_namespace, "create", "-f", "-", input=json.dumps(loose), check=False)
     assert refused.returncode != 0 and "violates PodSecurity \"restricted" in refused.stderr, refused.stderr
+
+
+def test_both_peered_replicas_are_ready_the_standby_without_watching(
+    k8s_cluster: K8sCluster, k8s_namespace: str, tmp_path: Path
+) -> None:
+    """The active replica once its watches are answered; the standby (paused by peering, not watching) too,
+    or a rolling update of the operator's Deployment would wait for it forever."""
+    ns, cluster = k8s_namespace, k8s_cluster
+    cluster.install_crds()
+    cluster.apply(CLUSTER_PEERING_CRD)
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd/clusterkopfpeerings.kopf.dev")
+    cluster.apply(cluster_peering(f"ready-{ns}"))
+    replicas = [OperatorProcess(cluster, tmp_path / f"r{i}", namespaces=[ns], standalone=False,
+                                extra_args=[f"--priority={100 + i}", f"--peering=ready-{ns}"]) for i in range(2)]
+    try:
+        for replica in replicas:
+            replica.workdir.mkdir()
+            replica.start()
+        low = replicas[0]
+        cluster.wait_until(lambda: "Pausing operations in favour of" in low.log_text(), 30, "the standby pauses")
+        for replica in replicas:
+            _, body = cluster.wait_until(lambda r=replica: (s := r.readiness())[0] == 200 and s, 30, "ready")
+            assert body["checks"] == {"watches": "ok", "webhook": "ok"}, body
+    finally:
+        for replica in replicas:
+            replica.stop()
+

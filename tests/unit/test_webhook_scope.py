@@ -1,10 +1,13 @@
-"""Which Deployments get the label the pod webhook's matchConditions select on (governed.py)."""
+"""Which Deployments get the label the pod webhook's matchConditions select on (governed.py), and when a
+replica that does not watch counts as ready (readiness.py)."""
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from candor_operator.governed import INJECT_LABEL, label_template
+from candor_operator.readiness import outranked
 
 
 def deployment(annotations: dict[str, str] | None = None, labels: dict[str, str] | None = None,
@@ -35,3 +38,14 @@ def test_unannotated_or_already_labelled_deployments_are_left_alone() -> None:
     assert not label_template(deployment(), None)
     assert not label_template(deployment({"candor.io/inject": "false"}), None)
     assert not label_template(deployment(ASKS, labels={INJECT_LABEL: "true"}), None)
+
+
+def test_a_replica_not_yet_watching_and_not_outranked_is_not_ready() -> None:
+    """The standby rule reads kopf's peering status: only a live peer of higher priority excuses the watches."""
+    now = datetime.datetime.now(datetime.UTC)
+    live = {"priority": 200, "lifetime": 60, "lastseen": now.isoformat()}
+    stale = {"priority": 200, "lifetime": 60, "lastseen": (now - datetime.timedelta(minutes=5)).isoformat()}
+    assert outranked({"a@1": live}, 100)
+    assert not outranked({"a@1": live}, 300)
+    assert not outranked({"a@1": stale}, 100)
+    assert not outranked({"a@1": "garbage", "b@2": {"lastseen": "never"}}, 100)
