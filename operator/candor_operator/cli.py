@@ -157,6 +157,9 @@ def _env(name: str, default: str | None = None) -> str | None:
 @click.option("--liveness", default=None, help="Liveness endpoint, e.g. http://0.0.0.0:8080/healthz.")
 @click.option("--metrics", "metrics_endpoint", default=None,
               help="Prometheus endpoint, e.g. http://0.0.0.0:8081/metrics (default: none).")
+@click.option("--readiness", default=None,
+              help="Readiness endpoint, e.g. http://0.0.0.0:8081/readyz: 200 once the webhook answers and kopf's "
+                   "watches are answered (or the replica stands by, paused by peering).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def operator_command(
@@ -164,7 +167,7 @@ def operator_command(
     webhook_enabled: bool, webhook_listen: str, webhook_port: int, webhook_path: str, webhook_host: str | None,
     webhook_cert: str | None, webhook_key: str | None, webhook_ca: str | None, webhook_managed: str | None,
     resync: float, peering: str, standalone: bool, priority: int | None, liveness: str | None,
-    metrics_endpoint: str | None, log_format: str, verbose: bool,
+    metrics_endpoint: str | None, readiness: str | None, log_format: str, verbose: bool,
 ) -> None:
     """Run the HealthPolicy operator: Service annotations, sidecar ConfigMaps, pod injection."""
     # kopf imports the official `kubernetes` client whenever it is installed (for its optional model types and
@@ -190,7 +193,7 @@ def operator_command(
             cert_file=webhook_cert, key_file=webhook_key, ca_file=webhook_ca, managed=webhook_managed,
         ),
         namespaces=namespaces, resync_seconds=resync, peering=peering, standalone=standalone, priority=priority,
-        liveness=liveness, metrics=metrics_endpoint,
+        liveness=liveness, metrics=metrics_endpoint, readiness=readiness,
     )
     run_operator(settings, kubeconfig=kubeconfig, log_format=log_format, verbose=verbose)
 

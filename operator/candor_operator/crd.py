@@ -263,7 +263,10 @@ def build_crd() -> dict[str, Any]:
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": "healthpolicies.candor.io",
-                     "labels": {"app.kubernetes.io/name": "candor", "app.kubernetes.io/component": "crd"}},
+                     "labels": {"app.kubernetes.io/name": "candor", "app.kubernetes.io/component": "crd"},
+                     # Every team's HealthPolicies go with the CRD: `helm uninstall` (or a reinstall under
+                     # another release name) leaves it, `helm upgrade` still applies a changed schema.
+                     "annotations": {"helm.sh/resource-policy": "keep"}},
         "spec": {
             "group": "candor.io",
             "scope": "Namespaced",

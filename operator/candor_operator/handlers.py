@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from candor_operator import injection, metrics, pod_census, rollout, webhook
+from candor_operator import governed, injection, metrics, pod_census, readiness, rollout, webhook
 from candor_operator.app_ports import serving_ports
 from candor_operator.claims import Decision
 from candor_operator.credentials import LoginPacer, connection_info
@@ -63,6 +63,49 @@ class CandorOperator:
         self.login_pacer = LoginPacer()
         self.heals = rollout.HealPacer()
         self.metrics_server: MetricsServer | None = None
+        self.logged_in = False
+        self.watches = readiness.WatchAnswers()
+        self.kopf_priority: int | None = None
+        checks: dict[str, readiness.Check] = {"watches": self.watches_problem}
+        if settings.webhook.enabled:
+            checks["webhook"] = self.webhook_problem
+        self.readiness = readiness.Readiness(checks)
+
+    async def webhook_problem(self) -> str | None:
+        hook = self.settings.webhook
+        url = readiness.self_url(hook.listen, hook.port, hook.path, webhook.HANDLER_ID)
+        return await readiness.webhook_answers(url)
+
+    async def watches_problem(self) -> str | None:
+        """None once kopf's watch streams of every kind Candor handles have been answered (or this replica stands
+        by, paused by peering) and the API server still lets Candor list HealthPolicies, as each watch does."""
+        if not self.logged_in:
+            return "not logged in to the API server yet"
+        namespace = self.settings.namespaces[0] if self.settings.namespaces else None
+        try:
+            await self.client.request("GET", path_for(f"{GROUP}/{VERSION}", PLURAL, namespace),
+                                      params={"limit": "1"}, timeout=readiness.CHECK_TIMEOUT)
+        except ApiError as error:
+            return f"listing HealthPolicies: HTTP {error.status}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as error:
+            return f"the API server is unreachable: {type(error).__name__}"
+        missing = sorted(readiness.WATCHED - self.watches.answered)
+        if not missing or await self._standing_by():
+            return None
+        return f"kopf's watches not answered yet: {', '.join(missing)}"
+
+    async def _standing_by(self) -> bool:
+        """Paused by kopf's peering in favour of a live replica of higher priority: such a replica does not
+        watch (kopf pauses it), yet is ready, since its webhook answers from API lookups (and a rolling update
+        of the operator would otherwise wait for it forever)."""
+        if self.settings.standalone or not self.settings.peering or self.kopf_priority is None:
+            return False
+        try:
+            peering = await self.client.get(path_for("kopf.dev/v1", "clusterkopfpeerings", None, self.settings.peering),
+                                            timeout=readiness.CHECK_TIMEOUT)
+        except (ApiError, aiohttp.ClientError, TimeoutError, OSError):
+            return False
+        return readiness.outranked(peering.get("status") or {}, self.kopf_priority)
 
     @property
     def client(self) -> KubeClient:
@@ -104,6 +147,7 @@ class CandorOperator:
     async def close(self) -> None:
         if self.metrics_server is not None:
             await self.metrics_server.stop()
+        await self.readiness.stop()
         if self._client is not None:
             await self._client.close()
 
@@ -127,9 +171,14 @@ class CandorOperator:
         settings.peering.priority = (
             self.settings.priority if self.settings.priority is not None else random.SystemRandom().randint(1, 2**30)
         )
+        self.kopf_priority = settings.peering.priority
         if self.settings.webhook.enabled:
             settings.admission.server = webhook.server(self.settings.webhook)
             settings.admission.managed = self.settings.webhook.managed
+
+    async def start_readiness(self) -> None:
+        if self.settings.readiness:
+            await self.readiness.start(self.settings.readiness)
 
     # ---- HealthPolicy --------------------------------------------------------------------------
 
@@ -273,6 +322,12 @@ class CandorOperator:
                 or await self._deployment_asks(pod, namespace, indices)):
             metrics.admission("skipped", "not-requested")
             return
+        skipped = injection.skip_reason(pod)
+        if skipped is not None:
+            warnings.append(f"candor: no sidecar added: {skipped}")
+            metrics.admission("skipped", "host-network")
+            _mark_skipped(patch)
+            return
         policy = rollout.governing_policy(metadata.get("labels") or {}, await self._policies_for(namespace, indices))
         if policy is None or policy.target is None:
             warnings.append("candor: injection requested but no valid HealthPolicy selects this pod; no sidecar added")
@@ -288,15 +343,16 @@ class CandorOperator:
         except injection.InjectionConflict as conflict:
             warnings.extend(f"candor: no sidecar added: {problem}" for problem in conflict.problems)
             metrics.admission("skipped", "conflict")
+            _mark_skipped(patch)
             return
         except ValueError as error:
             warnings.append(f"candor: no sidecar added: {error}")
             metrics.admission("skipped", "invalid-pod")
+            _mark_skipped(patch)
             return
         config_hash = policy.config_hash(self.settings.sidecar.image)
         # Everything is computed before the patch is touched, so an error above leaves no half-injected pod.
-        warnings.extend(f"candor: {warning}" for warning in injection.drain_warnings(pod, policy.target))
-        warnings.extend(f"candor: {warning}" for warning in injection.readiness_warnings(pod, ports))
+        warnings.extend(f"candor: {warning}" for warning in injection.admission_warnings(pod, policy.target, ports))
         for key in ("initContainers", "containers", "volumes", "terminationGracePeriodSeconds"):
             patch.spec[key] = mutated["spec"][key]
         for key in (injection.STATUS_ANNOTATION, injection.POLICY_ANNOTATION):
@@ -304,6 +360,18 @@ class CandorOperator:
         patch.metadata.annotations[rollout.CONFIG_HASH_ANNOTATION] = config_hash
         patch.metadata.annotations[pod_census.VERSION_ANNOTATION] = RELEASE
         metrics.admission("injected")
+
+    async def label_deployment(self, body: kopf.Body, old: kopf.Body | None, patch: kopf.Patch,
+                               warnings: list[str]) -> None:
+        """Put the label the pod webhook selects on into an annotated Deployment's template, when the
+        template is new or changing anyway (governed.py); never fails the Deployment's admission."""
+        try:
+            if governed.label_template(_plain(body), _plain(old) if old else None):
+                patch.spec["template"] = {"metadata": {"labels": {governed.INJECT_LABEL: "true"}}}
+        except Exception as error:
+            logger.exception("labelling the pod template of a Deployment failed")
+            patch.clear()
+            warnings.append(f"candor: pod template not labelled: {type(error).__name__}: {str(error)[:200]}")
 
     async def admit_pod(self, body: kopf.Body, patch: kopf.Patch, warnings: list[str], indices: Any) -> None:
         """`mutate_pod`, never failing: kopf answers a handler's exception with a denial, which the API
@@ -328,6 +396,11 @@ def _service_event(body: kopf.Body, decision: Decision) -> None:
     else:
         kopf.event(body, type="Normal", reason="Annotated",
                    message=f"Candor's annotations written for HealthPolicy {decision.owner}")
+
+
+def _mark_skipped(patch: kopf.Patch) -> None:
+    """Seen and left alone on purpose: the heal (rollout.missed_pods) tells it from a pod the webhook missed."""
+    patch.metadata.annotations[injection.STATUS_ANNOTATION] = injection.SKIPPED
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -356,7 +429,9 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
         connector = aiohttp.TCPConnector(
             limit=KOPF_CONNECTIONS + 4 * len(operator.settings.namespaces), ssl=info.as_ssl_context()
         )
-        session = aiohttp.ClientSession(connector=connector, headers=info.as_http_headers())
+        session = aiohttp.ClientSession(connector=connector, headers=info.as_http_headers(),
+                                        trace_configs=[operator.watches.trace_config()])
+        operator.logged_in = True
         return kopf.AiohttpSession(
             server=info.server, default_namespace=info.default_namespace, aiohttp_session=session
         )
@@ -369,6 +444,7 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         operator.configure(settings)
         await operator.start_metrics(settings)
+        await operator.start_readiness()
 
     @kopf.on.cleanup(registry=registry, id="close")
     async def close(**_: Any) -> None:
@@ -422,6 +498,11 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
                         ignore_failures=True, registry=registry)
         async def inject_pod(body: kopf.Body, patch: kopf.Patch, warnings: list[str], **kwargs: Any) -> None:
             await operator.admit_pod(body, patch, warnings, indices_of(kwargs))
+
+        @kopf.on.mutate("apps", "v1", "deployments", operations=["CREATE", "UPDATE"], id=webhook.LABEL_HANDLER_ID,
+                        side_effects=False, ignore_failures=True, registry=registry)
+        async def label_deployment(body: kopf.Body, patch: kopf.Patch, warnings: list[str], **kwargs: Any) -> None:
+            await operator.label_deployment(body, kwargs.get("old"), patch, warnings)
 
     return registry
 

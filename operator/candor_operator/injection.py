@@ -29,6 +29,7 @@ INJECT_ANNOTATION = "candor.io/inject"
 STATUS_ANNOTATION = "candor.io/status"
 POLICY_ANNOTATION = "candor.io/policy"
 INJECTED = "injected"
+SKIPPED = "skipped"  # a governed pod the webhook saw and left without a sidecar (it says why in a warning)
 
 SIDECAR_NAME = "candor-sidecar"
 STATE_VOLUME = "candor-state"
@@ -291,6 +292,20 @@ def drain_warnings(pod: Mapping[str, Any], target: PolicyTarget) -> list[str]:
             for warning in [_drain_hook(c, target)[1]] if warning is not None]
 
 
+def skip_reason(pod: Mapping[str, Any]) -> str | None:
+    """Why a pod that asks for injection gets no sidecar whatever its policy, or None when it may get one.
+
+    A hostNetwork pod shares the node's network: the sidecar would bind its HTTP and agent ports on the
+    node (a second such pod on the node crash-loops on them) and expose the agent and `/drain/wait` to
+    everything that reaches the node.
+    """
+    spec = pod.get("spec") or {}
+    if spec.get("hostNetwork") is True:
+        return ("spec.hostNetwork: the pod uses the node's network, where the sidecar's ports would be "
+                "the node's; Candor does not inject hostNetwork pods")
+    return None
+
+
 def readiness_warnings(pod: Mapping[str, Any], app_ports: Sequence[int]) -> list[str]:
     """App containers without a readinessProbe (for the pod's admission warnings).
 
@@ -309,6 +324,18 @@ def readiness_warnings(pod: Mapping[str, Any], app_ports: Sequence[int]) -> list
                        "its app listens: HAProxy may send requests it refuses")
     return [f"container {str(c.get('name'))[:63]} has no readinessProbe: {consequence}; give it one that asks "
             "the app (see examples/demo-app.yaml)" for c in serving if not c.get("readinessProbe")]
+
+
+def admission_warnings(pod: Mapping[str, Any], target: PolicyTarget,
+                       app_ports: Sequence[int] | None = None) -> list[str]:
+    """Everything the creator of an injected pod should hear about its injection, one sentence each.
+
+    The webhook sends them as the pod's admission warnings (prefixed `candor: `); each concern of the
+    injection adds its own sentences here, so the webhook has one list to forward. `app_ports`: the pod's
+    serving ports as found at admission (candor_operator.app_ports), for the readiness warnings.
+    """
+    readiness = readiness_warnings(pod, app_ports) if app_ports is not None else []
+    return [*drain_warnings(pod, target), *readiness]
 
 
 def inject(pod: Mapping[str, Any], target: PolicyTarget, settings: SidecarSettings,

@@ -24,7 +24,7 @@ PodReader = Callable[[KubeClient, str, str], Awaitable[list[dict[str, Any]]]]
 
 
 async def read_pods(client: KubeClient, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-    pods = await client.list_items(path_for("v1", "pods", namespace), label_selector=label_selector)
+    pods = await client.list_metadata(path_for("v1", "pods", namespace), label_selector=label_selector)
     return [{"metadata": pod.get("metadata") or {}} for pod in pods]
 
 

@@ -401,7 +401,7 @@ def test_pod_security_restricted_namespace_admits_the_injected_pod(
 
 
 # ------------------------------------------------------------------------------------------------- upgrade
-def test_helm_upgrade_changes_the_crd_and_uninstall_leaves_nothing_behind(
+def test_helm_upgrade_changes_the_crd_and_uninstall_leaves_only_the_healthpolicy_crd(
     node_cluster: K8sCluster, release: str, tmp_path: Path,
 ) -> None:
     chart = tmp_path / "candor"
@@ -411,20 +411,27 @@ def test_helm_upgrade_changes_the_crd_and_uninstall_leaves_nothing_behind(
     crd["metadata"].setdefault("annotations", {})["candor.io/upgrade-proof"] = "2"
     crd_file.write_text(yaml.safe_dump(crd))
     helm(node_cluster.kubeconfig, "upgrade", RELEASE, str(chart), "--namespace", release, "--wait", "--timeout", "4m")
-    served = node_cluster.api("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
-                             "healthpolicies.candor.io").ok()
+    crd_path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/healthpolicies.candor.io"
+    served = node_cluster.api("GET", crd_path).ok()
     assert served["metadata"]["annotations"]["candor.io/upgrade-proof"] == "2"
+    assert served["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
+    # Removing Candor on purpose (README "Uninstalling"): policies first, while the operator releases them.
+    node_cluster.kubectl("delete", "healthpolicies.candor.io", "--all", "-A", "--wait", "--timeout=120s")
     helm(node_cluster.kubeconfig, "uninstall", RELEASE, "--namespace", release, "--wait", "--timeout", "4m")
     kinds = ("all,configmap,secret,serviceaccount,role,rolebinding,clusterrole,clusterrolebinding,"
-             "mutatingwebhookconfiguration,customresourcedefinition,job")
+             "mutatingwebhookconfiguration,validatingadmissionpolicy,validatingadmissionpolicybinding,"
+             "customresourcedefinition,job")
+    kept = ["customresourcedefinition.apiextensions.k8s.io/healthpolicies.candor.io"]
 
     def left() -> list[str]:
         return node_cluster.kubectl("get", kinds, "-A", "-l", f"app.kubernetes.io/instance={RELEASE}",
                                    "-o", "name").stdout.split()
 
-    # The operator's pods go when the garbage collector has followed the Deployment's deletion.
-    node_cluster.wait_until(lambda: not left(), 120, f"nothing of the release left (still: {left()})")
-    for path in ("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/healthpolicies.candor.io",
-                 "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/clusterkopfpeerings.kopf.dev"):
-        node_cluster.wait_until(lambda path=path: node_cluster.api("GET", path).status == 404, 60, f"{path} gone")
+    # The operator's pods go when the garbage collector has followed the Deployment's deletion; the
+    # HealthPolicy CRD stays (helm.sh/resource-policy: keep), so a reinstall finds every team's policies.
+    node_cluster.wait_until(lambda: left() == kept, 120, f"only the kept CRD left (still: {left()})")
+    peering_crd = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/clusterkopfpeerings.kopf.dev"
+    node_cluster.wait_until(lambda: node_cluster.api("GET", peering_crd).status == 404, 60, "peering CRD gone")
+    node_cluster.kubectl("delete", "crd", "healthpolicies.candor.io", "--wait", "--timeout=60s")
+    node_cluster.wait_until(lambda: node_cluster.api("GET", crd_path).status == 404, 60, f"{crd_path} gone")
