@@ -98,10 +98,13 @@ def test_the_operators_account_cannot_write_outside_its_lane(
                                content_type=MERGE if method == "PATCH" else "application/json")
         return response.status, str(response.body)
 
+    # The owner's own minReadySeconds: the operator may raise it (ready_window.py), never lower it.
+    cluster.api("PATCH", f"{deployments}/web", {"spec": {"minReadySeconds": 5}}, content_type=MERGE).ok()
     outside = {
         "a Deployment's image": ("PATCH", f"{deployments}/web", {"spec": {"template": {"spec": {"containers": [
             {"name": "app", "image": "evil:1"}]}}}}),
         "a Deployment's replicas": ("PATCH", f"{deployments}/web", {"spec": {"replicas": 50}}),
+        "a Deployment's minReadySeconds lowered": ("PATCH", f"{deployments}/web", {"spec": {"minReadySeconds": 0}}),
         "a Deployment's own label": ("PATCH", f"{deployments}/web", {"metadata": {"labels": {"team": "evil"}}}),
         "a pod template's other annotation": ("PATCH", f"{deployments}/web", {"spec": {"template": {"metadata": {
             "annotations": {"sidecar.istio.io/inject": "false"}}}}}),
@@ -120,6 +123,8 @@ def test_the_operators_account_cannot_write_outside_its_lane(
     assert cluster.api("GET", f"{configmaps}/coredns").ok()["data"] == {"k": "v"}
 
     inside = {
+        "minReadySeconds raised, with its record": ("PATCH", f"{deployments}/web", {
+            "metadata": {"annotations": {"candor.io/min-ready-seconds": "9"}}, "spec": {"minReadySeconds": 9}}),
         "the restart annotation and the webhook's label": ("PATCH", f"{deployments}/web", {"spec": {"template": {
             "metadata": {"annotations": {"candor.io/config-hash": "abc"}, "labels": {"candor.io/inject": "true"}}}}}),
         "HAProxy annotations on a Service": ("PATCH", f"{services}/web", {"metadata": {"annotations": {
