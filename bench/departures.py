@@ -44,7 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from candor_sidecar.durations import parse_duration
-from tests.support.drain_rig import CELLS, POLICY, Load, answered_after_sigterm, objects, rig, sigterms
+from tests.support.drain_rig import CELLS, POLICY, Load, answered_after_sigterm, names_of, objects, rig, sigterms
 from tests.support.endpoint_follower import CONTROLLERS
 from tests.support.helm import install_chart
 from tests.support.k8s_cluster import K8sCluster
@@ -208,14 +208,6 @@ def run_controller(cluster: K8sCluster, controller: str, ways: list[str], events
     return rows
 
 
-def _names(text: str, allowed: tuple[str, ...], flag: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in allowed]
-    if unknown or not names:
-        raise SystemExit(f"{flag}: a comma-separated list of {', '.join(allowed)}; got {text!r}")
-    return names
-
-
 def report(rows: list[Row], events: Path) -> bool:
     """Prints the table; True when a target was missed."""
     print(f"{'controller':<16} {'way':<15} {'cell':<12} {'sent':>6} {'failed':>6} {'after SIGTERM':>13} "
@@ -258,8 +250,8 @@ def main() -> int:
     parser.add_argument("--controllers", default=",".join(CONTROLLERS))
     parser.add_argument("--ways", default=",".join(WAYS))
     args = parser.parse_args()
-    controllers = _names(args.controllers, CONTROLLERS, "--controllers")
-    ways = _names(args.ways, WAYS, "--ways")
+    controllers = names_of(args.controllers, CONTROLLERS, "--controllers")
+    ways = names_of(args.ways, WAYS, "--ways")
     workdir = scratch_dir("candor-bench-departures-")
     events = workdir / "events"
     events.mkdir()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.drain_rig import CELLS, Load, answered_after_sigterm, objects, rig
+from tests.support.drain_rig import CELLS, Load, answered_after_sigterm, names_of, objects, rig
 from tests.support.endpoint_follower import CONTROLLERS
 from tests.support.helm import install_chart
 from tests.support.k8s_cluster import K8sCluster
@@ -37,14 +37,6 @@ from tests.support.ports import free_port
 from tests.support.scratch import remove_scratch, scratch_dir
 
 REPLICAS = 3
-
-
-def _names(text: str, allowed: tuple[str, ...], flag: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in allowed]
-    if unknown or not names:
-        raise SystemExit(f"{flag}: a comma-separated list of {', '.join(allowed)}; got {text!r}")
-    return names
 
 
 def run_controller(cluster: K8sCluster, controller: str, cells: list[str], events: Path, restarts: int,
@@ -90,8 +82,8 @@ def main() -> int:
     parser.add_argument("--cells", default="candor,candor-bare,plain")
     parser.add_argument("--lag", type=float, default=0.0, help="seconds the controller acts behind the slices")
     args = parser.parse_args()
-    controllers = _names(args.controllers, CONTROLLERS, "--controllers")
-    cells = _names(args.cells, tuple(CELLS), "--cells")
+    controllers = names_of(args.controllers, CONTROLLERS, "--controllers")
+    cells = names_of(args.cells, tuple(CELLS), "--cells")
     workdir = scratch_dir("candor-bench-drain-")
     events = workdir / "events"
     events.mkdir()

@@ -25,6 +25,7 @@ import yaml
 
 from tests.support.images import CACHE, SIDECAR_IMAGE
 from tests.support.k8s_processes import ROOT
+from tests.support.node import running_containers
 from tests.support.waiting import wait_until
 
 pytestmark = [
@@ -35,12 +36,6 @@ pytestmark = [
 NAME, BRIDGE, SUBNET = "candor-cni", "cnd7", "10.244.76.0/24"
 SOCKET = Path("/run/candor-node") / NAME / "containerd.sock"
 PROBE_IMAGE = "docker.io/candor/cni-probe:1"
-
-
-def _sandboxes() -> list[str]:
-    result = subprocess.run(["ctr", "--address", str(SOCKET), "--namespace", "k8s.io", "tasks", "list"],
-                            capture_output=True, text=True, check=False)
-    return [line for line in result.stdout.splitlines()[1:] if "RUNNING" in line]
 
 
 @pytest.fixture
@@ -101,7 +96,7 @@ def test_the_image_build_and_the_node_write_no_cni_state_under_etc(tmp_path: Pat
         assert line, f"the build or the node exited with {node.wait()} before the node was ready"
         assert json.loads(line)["ready"]
         # The sandbox runs: its network was set up through the node's CNI configuration.
-        wait_until(lambda: len(_sandboxes()) >= 2, timeout=90, what="the static pod's containers running")
+        wait_until(lambda: len(running_containers(SOCKET)) >= 2, timeout=90, what="the static pod's containers running")
         node.send_signal(signal.SIGTERM)  # the static pod's sandbox goes through CNI DEL as the node stops
         assert node.wait(timeout=90) == 0
     finally:

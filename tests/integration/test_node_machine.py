@@ -20,6 +20,7 @@ import yaml
 
 from tests.support.images import SIDECAR_IMAGE
 from tests.support.k8s_processes import ROOT
+from tests.support.node import running_containers
 from tests.support.node_machine import machine_snapshot
 from tests.support.waiting import wait_until
 
@@ -39,14 +40,6 @@ def _static_pod(directory: Path) -> Path:
         }]},
     }))
     return directory
-
-
-def _running_containers() -> list[str]:
-    result = subprocess.run(
-        ["ctr", "--address", str(SOCKET), "--namespace", "k8s.io", "tasks", "list"],
-        capture_output=True, text=True, check=False,
-    )
-    return [line for line in result.stdout.splitlines()[1:] if "RUNNING" in line]
 
 
 def _shims() -> list[int]:
@@ -85,7 +78,7 @@ def _start(serve: list[subprocess.Popen[str]], static_pods: Path) -> subprocess.
     assert line, f"the node exited with {process.wait()} before it was ready"
     assert json.loads(line)["ready"]
     # The pod sandbox and the sleeper both run: the node has made mounts, a netns, veths and cgroups.
-    wait_until(lambda: len(_running_containers()) >= 2, timeout=90, what="the static pod's containers running")
+    wait_until(lambda: len(running_containers(SOCKET)) >= 2, timeout=90, what="the static pod's containers running")
     return process
 
 

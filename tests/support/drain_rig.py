@@ -58,6 +58,16 @@ CELLS: dict[str, Cell] = {
 }
 
 
+def names_of(text: str, allowed: Iterable[str], flag: str) -> list[str]:
+    """A benchmark's comma-separated choice (`--cells`, `--controllers`, `--ways`), each checked."""
+    allowed = tuple(allowed)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in allowed]
+    if unknown or not names:
+        raise SystemExit(f"{flag}: a comma-separated list of {', '.join(allowed)}; got {text!r}")
+    return names
+
+
 def app_deployment(name: str, namespace: str, replicas: int, inject: bool, events_dir: Path,
                    probe: bool = True, sleep: int = 0) -> dict[str, Any]:
     container: dict[str, Any] = {

@@ -112,6 +112,14 @@ class ApiForwarder:
         self._selector.close()
 
 
+def running_containers(socket: Path) -> list[str]:
+    """The lines of ``ctr tasks list`` for the running containers (pod sandboxes included) of a node's
+    containerd, by its socket; none when it does not answer."""
+    result = subprocess.run(["ctr", "--address", str(socket), "--namespace", "k8s.io", "tasks", "list"],
+                            capture_output=True, text=True, check=False)
+    return [line for line in result.stdout.splitlines()[1:] if "RUNNING" in line]
+
+
 def another_node(cluster: Any, number: int) -> Node:
     """Node ``number`` (2, 3, …) of ``cluster``: its own containerd, kubelet, bridge and pod subnet.
 
