@@ -44,12 +44,14 @@ from candor_tracer.journal.format import (
     OBSERVED,
     OBSERVED_OFFSET,
     TEMP_PREFIX,
+    LoadRecord,
     pack_observed,
 )
 from candor_tracer.journal.skips import Skips, warn_once
 
 __all__ = [
     "JournalSnapshot",
+    "LoadRecord",
     "SeriesTotal",
     "WriterInfo",
     "fold_dead_writers",
@@ -86,6 +88,7 @@ class WriterInfo:
     alive_at: float | None = None  # the tracer's own liveness beat (about once a second)
     progress_at: float | None = None  # the latest explicit heartbeat(), None when the app never called it
     loop_turned_at: float | None = None  # the latest turn of a watched event loop
+    load: LoadRecord | None = None  # CPU counters and declared capacity; None from a writer of before them
 
 
 @dataclass(frozen=True)
@@ -351,6 +354,7 @@ def _writer_info(opened: OpenFile, reading: JournalReading) -> WriterInfo:
         alive_at=hb.alive_at,
         progress_at=hb.progress_at,
         loop_turned_at=hb.loop_turned_at,
+        load=reading.load,
     )
 
 
