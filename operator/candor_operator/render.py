@@ -204,6 +204,7 @@ def render_sidecar_config(policy: HealthPolicy) -> dict[str, Any]:
         "http": {"port": policy.http_check.port},
         "agent": {"port": policy.agent_check.port},
         "memory": {"maxPercent": policy.memory.max_percent},
+        "cpu": {"warnPercent": policy.cpu.warn_percent},
         "disk": {"paths": list(policy.disk.paths), "maxPercent": policy.disk.max_percent},
         "deadlock": {
             "heartbeatTimeout": _t(policy.deadlock.heartbeat_timeout),
@@ -220,6 +221,10 @@ def render_sidecar_config(policy: HealthPolicy) -> dict[str, Any]:
     }
     if policy.max_conn is not None:
         config["maxConn"] = policy.max_conn
+    weight = policy.agent_check.weight
+    if weight is not None:
+        config["loadWeight"] = {"from": list(weight.from_), "targetPercent": weight.target_percent,
+                                "minPercent": weight.min_percent, "stepPercent": weight.step_percent}
     _validate_with_sidecar(config)
     return config
 
