@@ -6,7 +6,9 @@ keeps the previous reading of each container (cgroup). Each figure is a percenta
 - cpu: the highest of utilisation (CPU time used ÷ the cores the container may use: its quota, else its
   CPUs), throttling (the share of CFS periods in which it hit its quota) and pressure (PSI `some avg10`:
   the share of time a task of the container waited for a CPU; a noisy neighbour shows there first);
-- occupancy: in-flight traces against the capacity the app processes declared (see candor_tracer.capacity).
+- occupancy: busy workers against the capacity the app processes declared (see candor_tracer.capacity),
+  averaged over the interval: the trace-seconds each process added since the previous evaluation (its
+  journal's completed plus in-flight seconds), so requests far shorter than an evaluation still count.
 
 A figure that cannot be computed this time (no load record, a first reading, counters that went back after
 a container restart) is None: the weight does not move on what was not measured.
@@ -98,14 +100,45 @@ def cpu_detail(before: LoadRecord, after: LoadRecord) -> CpuDetail | None:
                      after.cpu_quota_cores is not None)
 
 
+def declared_capacity(writers: Sequence[WriterInfo]) -> int:
+    return sum(w.load.capacity for w in writers if w.load is not None and w.load.capacity)
+
+
 def occupancy(writers: Sequence[WriterInfo]) -> Figure | None:
     """In-flight traces of every live writer against the capacity the writers declared (pooled: an RQ horse's
-    job fills the room its worker declared); None when no writer declared one."""
-    capacity = sum(w.load.capacity for w in writers if w.load is not None and w.load.capacity)
+    job fills the room its worker declared); None when no writer declared one. An instant's view: the
+    meter averages over the interval (busy_occupancy) when it has a previous reading."""
+    capacity = declared_capacity(writers)
     if not capacity:
         return None
     busy = min(sum(w.inflight for w in writers), capacity)
     return Figure(100.0 * busy / capacity, "occupancy", f"{busy} of {capacity} workers busy")
+
+
+def busy_occupancy(writers: Sequence[WriterInfo], previous: dict[str, float], since: float,
+                   now: float) -> Figure | None:
+    """Workers busy on average between two evaluations (`since`, `now`), against the declared capacity.
+
+    `previous` maps journals to their busy seconds at `since`. A journal created after `since` adds all its
+    busy seconds; one seen before and not now (its process exited) adds nothing: its last moments are lost,
+    which reads a little low, never high.
+    """
+    capacity = declared_capacity(writers)
+    elapsed = now - since
+    if not capacity or elapsed < 0.05:
+        return None
+    added = 0.0
+    for writer in writers:
+        if writer.busy_seconds is None:
+            continue
+        before = previous.get(writer.journal)
+        if before is not None:
+            added += max(writer.busy_seconds - before, 0.0)
+        elif writer.created_at is not None and writer.created_at >= since:
+            added += writer.busy_seconds
+    busy = min(added / elapsed, float(capacity))  # nested traces count each: never more than every worker
+    return Figure(100.0 * busy / capacity, "occupancy",
+                  f"{busy:.1f} of {capacity} workers busy (average of the last {elapsed:.1f}s)")
 
 
 CHECK_TIME_CONSTANT = 10.0  # seconds: the CPU check's average, as PSI's avg10 (one busy second is no warning)
@@ -123,8 +156,12 @@ class LoadMeter:
         self.cpu_average: float | None = None
         self.has_cpu = False  # some live writer carries CPU counters
         self._average_at = 0.0
+        self._busy: dict[str, float] = {}  # journal -> busy seconds at the previous read
+        self._busy_at: float | None = None
 
-    def read(self, writers: Sequence[WriterInfo]) -> LoadReading:
+    def read(self, writers: Sequence[WriterInfo], now: float | None = None) -> LoadReading:
+        """This evaluation's figures; `now`: the monotonic time the writers were read at (the snapshot's), for
+        the averaged occupancy (without it, occupancy is the instant's in-flight count)."""
         latest: dict[int, LoadRecord] = {}
         for writer in writers:
             record = writer.load
@@ -152,7 +189,13 @@ class LoadMeter:
         if cpu is not None:
             self._average(cpu[0].percent, max(record.read_at for record in latest.values()))
             self.last_cpu = cpu[1]
-        return LoadReading(cpu[0] if cpu is not None else None, occupancy(writers), bool(latest))
+        busy = occupancy(writers)
+        if now is not None:
+            # No baseline yet: the first average comes with the next evaluation.
+            busy = busy_occupancy(writers, self._busy, self._busy_at, now) if self._busy_at is not None else None
+            self._busy = {w.journal: w.busy_seconds for w in writers if w.busy_seconds is not None}
+            self._busy_at = now
+        return LoadReading(cpu[0] if cpu is not None else None, busy, bool(latest))
 
     def _average(self, percent: float, at: float) -> None:
         if self.cpu_average is None:

@@ -139,7 +139,8 @@ class Sidecar:
                 snapshot, error = None, f"out of file descriptors: {exhausted}"
         monotonic = time.monotonic()
         absence = self.presence.observe(snapshot)
-        reading = self.load_meter.read(snapshot.writers if snapshot is not None else ())
+        reading = (self.load_meter.read(snapshot.writers, snapshot.now) if snapshot is not None
+                   else self.load_meter.read(()))
         load = self.load_weight.update(reading, monotonic) if self.load_weight is not None else None
         checks = tuple(evaluate(self.config, snapshot, error, now=monotonic, absence=absence, meter=self.load_meter,
                                 load=load))

@@ -41,7 +41,7 @@ def test_all_workers_busy_lowers_the_weight_and_idle_restores_it(tmp_path: Path)
         document = json.loads(body)
         assert status == 200 and document["status"] in ("pass", "warn")  # busy is not sick
         (weight,) = document["checks"]["agent:weight"]
-        assert weight["observedValue"] == 10 and "2 of 2 workers busy" in weight["output"]
+        assert weight["observedValue"] == 10 and "2.0 of 2 workers busy" in weight["output"]
         metrics = sidecar.get("/metrics")[2].decode()
         assert 'candor_agent_weight_percent{reason="occupancy"} 10' in metrics
         assert 'candor_load_percent{figure="occupancy"}' in metrics

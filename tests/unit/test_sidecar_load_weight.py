@@ -8,7 +8,7 @@ import pytest
 from candor_sidecar.agent import AgentState
 from candor_sidecar.checks import PASS, WARN, Evaluation, cpu_check, weight_check
 from candor_sidecar.config import ConfigError, LoadWeightConfig, SidecarConfig, parse_config
-from candor_sidecar.load import Figure, LoadMeter, LoadReading, cpu_detail, occupancy
+from candor_sidecar.load import Figure, LoadMeter, LoadReading, busy_occupancy, cpu_detail, occupancy
 from candor_sidecar.load_weight import LoadWeight, load_factor
 from candor_sidecar.metrics import SidecarFacts, render_metrics
 from candor_tracer.journal.reader import LoadRecord, WriterInfo
@@ -171,10 +171,38 @@ def test_counters_that_cannot_be_compared_give_no_cpu_figure() -> None:
     assert cpu_detail(record(10.0, 1.0), record(10.0, 2.0)) is None  # the same beat
 
 
-def writer(pid: int, inflight: int, load: LoadRecord | None) -> WriterInfo:
+def writer(pid: int, inflight: int, load: LoadRecord | None, busy: float | None = None,
+           created: float = 0.0) -> WriterInfo:
     return WriterInfo(journal=f"/j{pid}", pid=pid, heartbeat=1.0, memory_current=None, memory_max=None,
                       inactive_file=None, inflight=inflight, oldest_inflight_start=None, last_stall_at=None,
-                      last_stall_seconds=None, load=load)
+                      last_stall_seconds=None, load=load, created_at=created, busy_seconds=busy)
+
+
+def test_averaged_occupancy_counts_requests_shorter_than_an_evaluation() -> None:
+    declared = record(0.0, 0, capacity=2)
+    # Between two evaluations 1 s apart, two workers finished many short requests: 1.5 s of work in all,
+    # while at each evaluation instant nothing happened to be in flight.
+    before = {"/j1": 10.0, "/j2": 4.0}
+    now = [writer(1, 0, declared, busy=10.9), writer(2, 0, record(0.0, 0, capacity=0), busy=4.6)]
+    figure = busy_occupancy(now, before, 100.0, 101.0)
+    assert figure is not None and figure.percent == pytest.approx(75.0)
+    assert occupancy(now) is not None and occupancy(now).percent == 0.0  # type: ignore[union-attr]
+    # A process started within the interval adds all its seconds; one from before, unseen, adds nothing.
+    fresh = [writer(1, 0, declared, busy=10.5), writer(3, 0, None, busy=0.5, created=100.5),
+             writer(4, 0, None, busy=99.0, created=50.0)]
+    figure = busy_occupancy(fresh, before, 100.0, 101.0)
+    assert figure is not None and figure.percent == pytest.approx(50.0)
+    # Nested traces can add more seconds than there are workers: never above every worker busy.
+    figure = busy_occupancy([writer(1, 0, declared, busy=20.0)], before, 100.0, 101.0)
+    assert figure is not None and figure.percent == 100.0
+
+
+def test_the_meter_averages_occupancy_from_its_second_reading_on() -> None:
+    meter = LoadMeter()
+    declared = record(0.0, 0, capacity=1)
+    assert meter.read([writer(1, 1, declared, busy=5.0)], now=10.0).occupancy is None  # no baseline
+    reading = meter.read([writer(1, 0, declared, busy=5.25)], now=10.5)
+    assert reading.occupancy is not None and reading.occupancy.percent == pytest.approx(50.0)
 
 
 def test_occupancy_pools_the_declared_capacity() -> None:
