@@ -1,10 +1,15 @@
 """The load factor the agent multiplies its weight by: full up to the target load, less beyond it.
 
 factor(load) = 100 % up to `targetPercent`, then falling linearly to `minPercent` at saturation (100 %
-load), never lower. The load of each figure is smoothed (an exponential average with a time constant of
-one agent interval: a step in load is 63 % felt after one HAProxy poll, 95 % after three), and the factor
-HAProxy is told moves only by `stepPercent` points or more, or onto a bound (full weight, `minPercent`), so
-a steady load does not give HAProxy a new weight at every poll. A figure missing from an evaluation leaves
+load), never lower. The load it is applied to is the load the pod would carry at full weight: the measured
+load divided by the factor in force (smoothed like the load, so both lag HAProxy alike). The weight moves
+the load itself (a pod told 40 % gets about 40 % of its share): judged on the load it measures under a
+lowered weight, a starved pod would look fine again and swing back to full weight, again and again.
+
+The load of each figure is smoothed (an exponential average; the sidecar gives it a time constant of half an
+agent interval: a step in load is 86 % felt after one HAProxy poll), and the factor HAProxy is told moves
+only by `stepPercent` points or more, or onto a bound (full weight, `minPercent`), so a steady load does not
+give HAProxy a new weight at every poll. A figure missing from an evaluation leaves
 its smoothed value where it was; with no figure at all the factor stays as it is. Load alone never makes
 the weight 0: taking a pod out is what `down` and `drain` are for.
 """
@@ -26,9 +31,9 @@ class LoadDecision:
 
     factor: int  # percent the ramp's weight is multiplied by, from minPercent to 100
     figure: str | None  # the figure holding the factor below 100 ("cpu", "occupancy"), None at full weight
-    reason: str  # for the agent's `#`: "cpu 88% > 70%"
+    reason: str  # for the agent's `#`: "cpu 88% > 70%" (the load at full weight), "occupancy saturated"
     detail: str = ""  # what the figure is made of: "utilisation: 0.88 of 1 cores (limit) used"
-    loads: dict[str, float] = field(default_factory=dict)  # smoothed load per figure, percent
+    loads: dict[str, float] = field(default_factory=dict)  # smoothed load per figure as measured, percent
     changes: int = 0  # times the factor moved since the sidecar started (how often HAProxy got a new weight)
 
 
@@ -53,6 +58,8 @@ class LoadWeight:
         self._smoothed: dict[str, float] = {}
         self._details: dict[str, Figure] = {}
         self._at: dict[str, float] = {}
+        self._factor_in_force = float(FULL)  # the factor, smoothed as the load is
+        self._factor_at: float | None = None
         self.decision = FULL_WEIGHT
 
     def _smooth(self, name: str, figure: Figure, now: float) -> None:
@@ -71,9 +78,14 @@ class LoadWeight:
             figure = reading.get(name)
             if figure is not None and math.isfinite(figure.percent):
                 self._smooth(name, figure, now)
+        if self._factor_at is not None:
+            alpha = 1.0 - math.exp(-max(now - self._factor_at, 0.0) / self.time_constant)
+            self._factor_in_force += alpha * (self.decision.factor - self._factor_in_force)
+        self._factor_at = now
         if not self._smoothed:
             return self.decision
-        name, load = max(self._smoothed.items(), key=lambda item: item[1])
+        name, measured = max(self._smoothed.items(), key=lambda item: item[1])
+        load = measured * FULL / self._factor_in_force  # at full weight
         wanted = load_factor(load, config.target_percent, config.min_percent)
         current = self.decision.factor
         target = round(wanted)
@@ -87,7 +99,9 @@ class LoadWeight:
         if current < FULL:
             holding = name
             figure = self._details[name]
-            reason = f"{name} {load:.0f}% > {config.target_percent:g}%"
-            detail = f"{figure.source}: {figure.detail}"
+            # At full weight the pod would be saturated, or overloaded by an estimated multiple nobody needs.
+            reason = f"{name} {load:.0f}% > {config.target_percent:g}%" if load < 100 else f"{name} saturated"
+            detail = (f"the load at full weight: {measured:.0f}% measured at x{self._factor_in_force:.0f}%; "
+                      f"{figure.source}: {figure.detail}")
         self.decision = LoadDecision(current, holding, reason, detail, dict(self._smoothed), changes)
         return self.decision

@@ -83,7 +83,7 @@ class Sidecar:
         self.presence = AppPresence()  # only the journal worker thread touches it
         # The app's load, and the weight's load factor from it (policy agentCheck.weight): worker thread only.
         self.load_meter = LoadMeter()
-        self.load_weight = (LoadWeight(config.load_weight, config.drain.agent_interval)
+        self.load_weight = (LoadWeight(config.load_weight, config.drain.agent_interval / 2)
                             if config.load_weight is not None else None)
         self._health_cache: dict[tuple[str | None, bool, bool], Response] = {}
         self.terminating = False  # SIGTERM received

@@ -36,7 +36,7 @@ def test_all_workers_busy_lowers_the_weight_and_idle_restores_it(tmp_path: Path)
             assert app.get("/job?seconds=12")[0] == 202
         lowered = wait_until(lambda: (line := sidecar.agent_line()).startswith("up 10%") and line, 10,
                              "the weight to fall to minPercent with every worker busy", hint=sidecar.logs())
-        assert lowered.strip() == "up 10% # occupancy 100% > 70%"
+        assert lowered.strip() == "up 10% # occupancy saturated"
         status, _, body = sidecar.get("/health?verbose")
         document = json.loads(body)
         assert status == 200 and document["status"] in ("pass", "warn")  # busy is not sick

@@ -3,6 +3,8 @@ the CPU and occupancy figures from heartbeats; what the agent, /health and /metr
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from candor_sidecar.agent import AgentState
@@ -36,6 +38,17 @@ def settle(weight: LoadWeight, reading: LoadReading, start: float, seconds: floa
     return now
 
 
+def serve(weight: LoadWeight, full_load: float, start: float, seconds: float = 30.0, step: float = 0.5,
+          figure: Callable[[float], LoadReading] = lambda load: cpu(load)) -> float:
+    """A pod whose load follows its weight, as behind HAProxy: `full_load` at full weight, and the factor's share
+    of it otherwise. Evaluated every `step` s for `seconds`; returns the time reached."""
+    now = start
+    while now < start + seconds:
+        now += step
+        weight.update(figure(full_load * weight.decision.factor / 100), now)
+    return now
+
+
 @pytest.mark.parametrize(("load", "factor"), [(0, 100), (50, 100), (70, 100), (85, 55), (100, 10), (250, 10),
                                               (77.5, 77.5)])
 def test_full_up_to_the_target_then_linear_to_the_minimum_at_saturation(load: float, factor: float) -> None:
@@ -44,11 +57,23 @@ def test_full_up_to_the_target_then_linear_to_the_minimum_at_saturation(load: fl
 
 def test_a_steady_load_settles_on_its_factor_and_names_the_figure() -> None:
     weight = LoadWeight(CONFIG, time_constant=1.0)
-    settle(weight, cpu(85), 0.0)
+    serve(weight, 85, 0.0)  # 85 % at full weight: the factor that load asks for, whatever the weight made of it
     decision = weight.decision
     assert decision.factor == 55 and decision.figure == "cpu"
     assert decision.reason == "cpu 85% > 70%"
-    assert "0.85 of 1 cores" in decision.detail
+    assert decision.loads["cpu"] == pytest.approx(85 * 0.55, abs=0.5)  # what the pod measures at 55 %
+    assert "0.47 of 1 cores" in decision.detail and "the load at full weight" in decision.detail
+
+
+def test_the_weight_judges_the_load_at_full_weight_so_it_does_not_swing_back() -> None:
+    """At 10 % of its share a starved pod measures little load; judged on that it would go back to full
+    weight, get starved again, and so on. Judged on its load at full weight it stays down."""
+    weight = LoadWeight(CONFIG, time_constant=1.0)
+    now = serve(weight, 150, 0.0)
+    assert weight.decision.factor == 10 and weight.decision.loads["cpu"] == pytest.approx(15, abs=0.5)
+    changes = weight.decision.changes
+    serve(weight, 150, now, seconds=300)
+    assert weight.decision.factor == 10 and weight.decision.changes == changes
 
 
 def test_smoothing_one_time_constant_feels_about_two_thirds_of_a_step() -> None:
@@ -62,43 +87,43 @@ def test_smoothing_one_time_constant_feels_about_two_thirds_of_a_step() -> None:
 
 def test_one_busy_sample_does_not_move_the_weight() -> None:
     weight = LoadWeight(CONFIG, time_constant=2.0)
-    now = settle(weight, cpu(20), 0.0)
+    now = serve(weight, 20, 0.0)
     weight.update(cpu(100), now + 0.5)  # a spike of one evaluation: smoothed to about 39 %
     assert weight.decision.factor == 100
 
 
 def test_hysteresis_small_moves_are_held_a_full_step_moves() -> None:
     weight = LoadWeight(CONFIG, time_constant=0.5)
-    now = settle(weight, cpu(85), 0.0)  # factor 55
+    now = serve(weight, 85, 0.0)  # factor 55
     changes = weight.decision.changes
-    now = settle(weight, cpu(88), now)  # wants 46: 9 points, less than a step
+    now = serve(weight, 88, now)  # wants 46: 9 points, less than a step
     assert weight.decision.factor == 55 and weight.decision.changes == changes
-    now = settle(weight, cpu(82), now)  # wants 64: 9 points the other way
+    now = serve(weight, 82, now)  # wants 64: 9 points the other way
     assert weight.decision.factor == 55
-    settle(weight, cpu(90), now)  # wants 40: a step away, so it moves, once, to within a step of it
+    serve(weight, 90, now)  # wants 40: a step away, so it moves, once, to within a step of it
     assert 40 <= weight.decision.factor <= 45 and weight.decision.changes == changes + 1
 
 
 def test_the_bounds_are_reached_even_by_less_than_a_step() -> None:
     weight = LoadWeight(CONFIG, time_constant=0.1)  # evaluations 5 s apart: no smoothing to speak of
-    now = settle(weight, cpu(73), 0.0, step=5.0)  # wants 91: 9 points below full, held at full
+    now = serve(weight, 73, 0.0, step=5.0)  # wants 91: 9 points below full, held at full
     assert weight.decision.factor == 100
-    now = settle(weight, cpu(98), now, step=5.0)  # wants 16
+    now = serve(weight, 98, now, step=5.0)  # wants 16
     assert weight.decision.factor == 16
-    now = settle(weight, cpu(100), now, step=5.0)  # wants 10, the minimum: 6 points, moved anyway
+    now = serve(weight, 100, now, step=5.0)  # wants 10, the minimum: 6 points, moved anyway
     assert weight.decision.factor == 10
-    now = settle(weight, cpu(77), now, step=5.0)  # wants 79
+    now = serve(weight, 77, now, step=5.0)  # wants 79
     assert weight.decision.factor == 79
-    settle(weight, cpu(50), now, step=5.0)  # back within target: full weight
+    now = serve(weight, 72, now, step=5.0)  # wants 94: 15 points up
+    assert weight.decision.factor == 94
+    serve(weight, 50, now, step=5.0)  # back within target: full weight from 6 points below, nothing named
     assert weight.decision.factor == 100 and weight.decision.figure is None and weight.decision.reason == ""
-    settle(weight, cpu(73), now, step=5.0)
-    assert weight.decision.factor == 100
 
 
 def test_missing_figures_change_nothing() -> None:
     weight = LoadWeight(CONFIG, time_constant=0.5)
     assert weight.update(NOTHING, 1.0).factor == 100  # nothing ever measured: full
-    now = settle(weight, cpu(100), 1.0)
+    now = serve(weight, 100, 1.0)
     lowered = weight.decision
     assert lowered.factor == 10
     settle(weight, NOTHING, now, seconds=600)  # the figures stop coming: the weight stays where it was
@@ -107,7 +132,7 @@ def test_missing_figures_change_nothing() -> None:
 
 def test_the_highest_figure_decides_and_only_the_figures_asked_for_count() -> None:
     both = LoadWeight(CONFIG, time_constant=0.5)
-    settle(both, LoadReading(cpu(40).cpu, busy(100).occupancy, True), 0.0)
+    serve(both, 100, 0.0, figure=lambda load: LoadReading(cpu(load * 0.4).cpu, busy(load).occupancy, True))
     assert (both.decision.factor, both.decision.figure) == (10, "occupancy")
     only_cpu = LoadWeight(LoadWeightConfig(figures=("cpu",)), time_constant=0.5)
     settle(only_cpu, LoadReading(cpu(40).cpu, busy(100).occupancy, True), 0.0)
@@ -116,7 +141,7 @@ def test_the_highest_figure_decides_and_only_the_figures_asked_for_count() -> No
 
 def test_never_zero_from_load_alone() -> None:
     weight = LoadWeight(LoadWeightConfig(min_percent=1, step_percent=1), time_constant=0.5)
-    settle(weight, cpu(10_000), 0.0)
+    serve(weight, 10_000, 0.0)
     assert weight.decision.factor == 1
     agent = AgentState(slow_start=30.0, max_conn=None, clock=lambda: 0.0)  # the ramp at its very start: 1 %
     agent.set_load(weight.decision.factor, weight.decision.figure, weight.decision.reason)
@@ -246,16 +271,16 @@ def test_the_cpu_check_warns_from_its_threshold_and_never_fails() -> None:
 
 def test_verbose_health_and_metrics_say_what_lowered_the_weight() -> None:
     weight = LoadWeight(CONFIG, time_constant=0.5)
-    settle(weight, busy(100), 0.0)
+    serve(weight, 100, 0.0, figure=busy)
     (entry,) = weight_check(weight.decision)
     assert entry.key == "agent:weight" and entry.status == PASS and entry.observed_value == 10.0
-    assert "occupancy 100% > 70%" in entry.output
+    assert "occupancy saturated" in entry.output
     evaluation = Evaluation((entry,), 0.0, 0.0, False, None, weight.decision)
     facts = SidecarFacts(evaluation, 10, "up", False, 0, weight_reason="occupancy")
     body, _ = render_metrics(None, facts, "")
     text = body.decode()
     assert 'candor_agent_weight_percent{reason="occupancy"} 10' in text
-    assert 'candor_load_percent{figure="occupancy"} 100' in text
+    assert 'candor_load_percent{figure="occupancy"} 10' in text  # measured: 10 % of the share, all busy
     assert "candor_load_factor_percent 10" in text
     assert "candor_load_weight_changes_total 1" in text
 
