@@ -38,10 +38,11 @@ test: venv system-deps k8s-bin
 k8s-bin:
 	bash tests/k8s/build.sh
 
-# A real control plane on 127.0.0.1 and (as root) a real node for humans: prints the KUBECONFIG path and
-# where the pods are; Ctrl-C stops it and restores the machine.
+# A real control plane on 127.0.0.1 and (as root) real nodes for humans: prints the KUBECONFIG path and
+# where the pods are; Ctrl-C stops it and restores the machine. `make cluster NODES=2` starts two nodes.
+NODES ?= 1
 cluster: venv system-deps k8s-bin
-	$(PY) -m tests.support.k8s_cluster
+	$(PY) -m tests.support.k8s_cluster --nodes $(NODES)
 
 # The HealthPolicy CRD and the chart's copy, generated from operator/candor_operator/policy_model.py.
 crd: venv

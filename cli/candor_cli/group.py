@@ -17,6 +17,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "finalize": ("candor_operator.cli:finalize_command",
                  "Delete every HealthPolicy and wait until the operator finalized it (before an uninstall)."),
     "render": ("candor_operator.cli:render_command", "Print the annotations and HAProxy backend of a policy."),
+    "check": ("candor_operator.cli:check_command",
+              "Tell what is wrong with Candor in a cluster (CRD, operator, webhook, policies, pods)."),
     "demo": ("candor_demo.cli:demo_command", "Replay a job-seconds and health incident locally and measure Candor."),
     "bench": ("candor_cli.bench:bench_command", "Run the benchmarks under bench/."),
 }

@@ -155,6 +155,11 @@ def _env(name: str, default: str | None = None) -> str | None:
 @click.option("--priority", type=int, default=None,
               help="Peering priority (default random: exactly one of several replicas is active).")
 @click.option("--liveness", default=None, help="Liveness endpoint, e.g. http://0.0.0.0:8080/healthz.")
+@click.option("--metrics", "metrics_endpoint", default=None,
+              help="Prometheus endpoint, e.g. http://0.0.0.0:8081/metrics (default: none).")
+@click.option("--readiness", default=None,
+              help="Readiness endpoint, e.g. http://0.0.0.0:8081/readyz: 200 once the webhook answers and kopf's "
+                   "watches are answered (or the replica stands by, paused by peering).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def operator_command(
@@ -162,14 +167,25 @@ def operator_command(
     webhook_enabled: bool, webhook_listen: str, webhook_port: int, webhook_path: str, webhook_host: str | None,
     webhook_cert: str | None, webhook_key: str | None, webhook_ca: str | None, webhook_managed: str | None,
     resync: float, peering: str, standalone: bool, priority: int | None, liveness: str | None,
-    log_format: str, verbose: bool,
+    metrics_endpoint: str | None, readiness: str | None, log_format: str, verbose: bool,
 ) -> None:
     """Run the HealthPolicy operator: Service annotations, sidecar ConfigMaps, pod injection."""
+    # kopf imports the official `kubernetes` client whenever it is installed (for its optional model types and
+    # login); the operator uses neither, and `candor check` (which does) runs in another process. Keeping it out
+    # saves the operator ~19 MiB resident and ~360 modules.
+    sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
     from candor_operator.runner import run_operator
     from candor_operator.settings import OperatorSettings, WebhookSettings, sidecar_settings
 
     if webhook_enabled and not (webhook_cert and webhook_key):
         _fail_operator("--webhook-cert and --webhook-key are required for the injection webhook (or --no-webhook)")
+    if metrics_endpoint:
+        from candor_operator.metrics_server import parse_endpoint
+
+        try:
+            parse_endpoint(metrics_endpoint)
+        except ValueError as error:
+            _fail_operator(str(error))
     settings = OperatorSettings(
         sidecar=sidecar_settings(image=sidecar_image, pull_policy=sidecar_pull_policy),
         webhook=WebhookSettings(
@@ -177,7 +193,7 @@ def operator_command(
             cert_file=webhook_cert, key_file=webhook_key, ca_file=webhook_ca, managed=webhook_managed,
         ),
         namespaces=namespaces, resync_seconds=resync, peering=peering, standalone=standalone, priority=priority,
-        liveness=liveness,
+        liveness=liveness, metrics=metrics_endpoint, readiness=readiness,
     )
     run_operator(settings, kubeconfig=kubeconfig, log_format=log_format, verbose=verbose)
 
@@ -206,3 +222,35 @@ def finalize_command(kubeconfig: str | None, timeout: float) -> None:
         raise click.ClickException(f"not finalized within {timeout:.0f} s (is the operator running?): "
                                    + ", ".join(left[:10]))
     click.echo("every HealthPolicy finalized")
+
+
+@click.command("check")
+@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Kubeconfig to use (default: KUBECONFIG, ~/.kube/config, then the pod's service account).")
+@click.option("--context", default=None, help="Kubeconfig context (default: the current one).")
+@click.option("-n", "--namespace", default=None, help="Check the HealthPolicies of this namespace only.")
+@click.option("--peering", default="candor", show_default=True, help="The operator's kopf peering object.")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=1), default=10.0, show_default=True,
+              help="Seconds per API request.")
+def check_command(kubeconfig: str | None, context: str | None, namespace: str | None, peering: str, output: str,
+                  timeout: float) -> None:
+    """Tell what is wrong with Candor in the cluster: CRD, operator, webhook, each policy's Services and pods.
+
+    Exit status: 0 when nothing is wrong (warnings allowed), 1 when a check fails, 2 when the cluster
+    cannot be reached or refuses the credentials.
+    """
+    from candor_operator.check import run_checks
+    from candor_operator.check_cluster import Cluster, ClusterError, api_client
+
+    try:
+        cluster = Cluster(api_client(kubeconfig, context), timeout=timeout)
+        report = run_checks(cluster, namespace=namespace, peering=peering)
+    except ClusterError as error:
+        click.echo(f"candor check: cannot check the cluster: {error}", err=True)
+        sys.exit(2)
+    except Exception as error:  # the kubeconfig itself: missing, malformed, a failing credential plugin
+        click.echo(f"candor check: cannot use the kubeconfig: {type(error).__name__}: {error}", err=True)
+        sys.exit(2)
+    click.echo(report.as_json() if output == "json" else report.as_text(), nl=output == "json")
+    sys.exit(1 if report.failed else 0)

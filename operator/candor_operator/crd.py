@@ -202,32 +202,54 @@ def _cel_rule(rule: Rule, home: str) -> dict[str, str]:
 # --- the CRD -------------------------------------------------------------------------------------
 
 
+# metav1.Condition (KEP-1623), as controller-gen writes it: what GitOps tools and `kubectl wait` read.
+CONDITION_TYPE_PATTERN = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                          r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$")
+CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+
+
+def _condition_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "A metav1.Condition: lastTransitionTime moves only when status flips; observedGeneration "
+                       "is the policy generation the condition was computed from.",
+        "required": ["type", "status", "lastTransitionTime", "reason", "message"],
+        "properties": {
+            "type": {"type": "string", "maxLength": 316, "pattern": CONDITION_TYPE_PATTERN},
+            "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+            "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
+            "lastTransitionTime": {"type": "string", "format": "date-time"},
+            "reason": {"type": "string", "minLength": 1, "maxLength": 1024, "pattern": CONDITION_REASON_PATTERN,
+                       "description": "CamelCase, for programs."},
+            "message": {"type": "string", "maxLength": 32768, "description": "For humans."},
+        },
+    }
+
+
 def _status_schema() -> dict[str, Any]:
     count = {"type": "integer", "format": "int64"}
+
+    def pods(description: str) -> dict[str, Any]:
+        return {"type": "integer", "format": "int64", "minimum": 0, "description": description}
+
     return {
         "type": "object",
         "properties": {
-            "observedGeneration": count,
+            "observedGeneration": {**count, "description": "The generation the status was computed from: "
+                                                           "equal to metadata.generation once that spec is applied."},
             "services": {"type": "integer", "description": "Services carrying this policy's annotations."},
-            "pods": {"type": "integer", "description": "Governed pods."},
+            "pods": pods("Governed pods (matched by the selector, not terminating)."),
+            "podsWithSidecar": pods("Governed pods that carry the Candor sidecar."),
+            "podsWithoutSidecar": pods("Governed pods without the sidecar (created before the operator, not opted "
+                                       "in, or the webhook was unreachable)."),
+            "podsOtherSidecarVersion": pods("Governed pods whose sidecar another Candor release injected."),
             "serviceNames": {"type": "array", "items": {"type": "string"}},
             "configMap": {"type": "string", "description": "The ConfigMap holding the rendered sidecar config."},
             "conditions": {
                 "type": "array",
                 "x-kubernetes-list-type": "map",
                 "x-kubernetes-list-map-keys": ["type"],
-                "items": {
-                    "type": "object",
-                    "required": ["type", "status"],
-                    "properties": {
-                        "type": {"type": "string", "maxLength": 316},
-                        "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
-                        "reason": {"type": "string", "maxLength": 1024},
-                        "message": {"type": "string", "maxLength": 32768},
-                        "lastTransitionTime": {"type": "string", "format": "date-time"},
-                        "observedGeneration": count,
-                    },
-                },
+                "items": _condition_schema(),
             },
             "kopf": {"type": "object", "description": "The operator framework's own progress records.",
                      "x-kubernetes-preserve-unknown-fields": True},
@@ -239,12 +261,16 @@ def build_crd() -> dict[str, Any]:
     """The CustomResourceDefinition as a mapping."""
     columns = [("Ready", "string", '.status.conditions[?(@.type=="Ready")].status'),
                ("Controller", "string", ".spec.ingress.controller"), ("Services", "integer", ".status.services"),
-               ("Pods", "integer", ".status.pods"), ("Age", "date", ".metadata.creationTimestamp")]
+               ("Pods", "integer", ".status.pods"), ("Sidecars", "integer", ".status.podsWithSidecar"),
+               ("Age", "date", ".metadata.creationTimestamp")]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": "healthpolicies.candor.io",
-                     "labels": {"app.kubernetes.io/name": "candor", "app.kubernetes.io/component": "crd"}},
+                     "labels": {"app.kubernetes.io/name": "candor", "app.kubernetes.io/component": "crd"},
+                     # Every team's HealthPolicies go with the CRD: `helm uninstall` (or a reinstall under
+                     # another release name) leaves it, `helm upgrade` still applies a changed schema.
+                     "annotations": {"helm.sh/resource-policy": "keep"}},
         "spec": {
             "group": "candor.io",
             "scope": "Namespaced",

@@ -21,14 +21,20 @@ from typing import Any
 import aiohttp
 import kopf
 
-from candor_operator import injection, rollout, webhook
+from candor_operator import governed, injection, metrics, pod_census, readiness, rollout, webhook
+from candor_operator.app_ports import serving_ports
+from candor_operator.claims import Decision
 from candor_operator.credentials import LoginPacer, connection_info
 from candor_operator.kube import ApiError, KubeClient, path_for
+from candor_operator.metrics_server import MetricsServer, ReplicaWatch
 from candor_operator.ownership import record_of
+from candor_operator.peering import own_identity
+from candor_operator.ready_window import ensure_min_ready
 from candor_operator.reconcile import reconcile_policy, release_policy
 from candor_operator.services import reconcile_service, slim_service
 from candor_operator.settings import OperatorSettings
 from candor_operator.summary import GROUP, PLURAL, VERSION, PolicySummary, summarize
+from candor_sidecar.release import VERSION as RELEASE
 
 logger = logging.getLogger("candor.operator")
 
@@ -56,6 +62,50 @@ class CandorOperator:
         self._client: KubeClient | None = None
         self.login_pacer = LoginPacer()
         self.heals = rollout.HealPacer()
+        self.metrics_server: MetricsServer | None = None
+        self.logged_in = False
+        self.watches = readiness.WatchAnswers()
+        self.kopf_priority: int | None = None
+        checks: dict[str, readiness.Check] = {"watches": self.watches_problem}
+        if settings.webhook.enabled:
+            checks["webhook"] = self.webhook_problem
+        self.readiness = readiness.Readiness(checks)
+
+    async def webhook_problem(self) -> str | None:
+        hook = self.settings.webhook
+        url = readiness.self_url(hook.listen, hook.port, hook.path, webhook.HANDLER_ID)
+        return await readiness.webhook_answers(url)
+
+    async def watches_problem(self) -> str | None:
+        """None once kopf's watch streams of every kind Candor handles have been answered (or this replica stands
+        by, paused by peering) and the API server still lets Candor list HealthPolicies, as each watch does."""
+        if not self.logged_in:
+            return "not logged in to the API server yet"
+        namespace = self.settings.namespaces[0] if self.settings.namespaces else None
+        try:
+            await self.client.request("GET", path_for(f"{GROUP}/{VERSION}", PLURAL, namespace),
+                                      params={"limit": "1"}, timeout=readiness.CHECK_TIMEOUT)
+        except ApiError as error:
+            return f"listing HealthPolicies: HTTP {error.status}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as error:
+            return f"the API server is unreachable: {type(error).__name__}"
+        missing = sorted(readiness.WATCHED - self.watches.answered)
+        if not missing or await self._standing_by():
+            return None
+        return f"kopf's watches not answered yet: {', '.join(missing)}"
+
+    async def _standing_by(self) -> bool:
+        """Paused by kopf's peering in favour of a live replica of higher priority: such a replica does not
+        watch (kopf pauses it), yet is ready, since its webhook answers from API lookups (and a rolling update
+        of the operator would otherwise wait for it forever)."""
+        if self.settings.standalone or not self.settings.peering or self.kopf_priority is None:
+            return False
+        try:
+            peering = await self.client.get(path_for("kopf.dev/v1", "clusterkopfpeerings", None, self.settings.peering),
+                                            timeout=readiness.CHECK_TIMEOUT)
+        except (ApiError, aiohttp.ClientError, TimeoutError, OSError):
+            return False
+        return readiness.outranked(peering.get("status") or {}, self.kopf_priority)
 
     @property
     def client(self) -> KubeClient:
@@ -84,7 +134,20 @@ class CandorOperator:
             return {"api": f"unreachable: {type(error).__name__}"}
         return {"api": "ok"}
 
+    async def start_metrics(self, settings: kopf.OperatorSettings) -> None:
+        metrics.build_info(self.settings.sidecar.image)
+        if not self.settings.metrics:
+            return
+        peering = None if settings.peering.standalone else settings.peering.name
+        watch = ReplicaWatch(self.client, peering, own_identity(), settings.peering.priority,
+                             timeout=self.settings.lookup_timeout)
+        self.metrics_server = MetricsServer(self.settings.metrics, watch)
+        await self.metrics_server.start()
+
     async def close(self) -> None:
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+        await self.readiness.stop()
         if self._client is not None:
             await self._client.close()
 
@@ -108,13 +171,26 @@ class CandorOperator:
         settings.peering.priority = (
             self.settings.priority if self.settings.priority is not None else random.SystemRandom().randint(1, 2**30)
         )
+        self.kopf_priority = settings.peering.priority
         if self.settings.webhook.enabled:
             settings.admission.server = webhook.server(self.settings.webhook)
             settings.admission.managed = self.settings.webhook.managed
 
+    async def start_readiness(self) -> None:
+        if self.settings.readiness:
+            await self.readiness.start(self.settings.readiness)
+
     # ---- HealthPolicy --------------------------------------------------------------------------
 
     async def reconcile(self, body: kopf.Body, status: Mapping[str, Any], patch: kopf.Patch, indices: Any) -> None:
+        started, result = time.perf_counter(), "error"
+        try:
+            result = await self._reconcile(body, status, patch, indices)
+        finally:
+            metrics.reconciled(result, time.perf_counter() - started)
+
+    async def _reconcile(self, body: kopf.Body, status: Mapping[str, Any], patch: kopf.Patch, indices: Any) -> str:
+        """One reconcile; its result for the metrics (candor_operator.metrics.RECONCILE_RESULTS)."""
         summary = summarize(_plain(body))
         try:
             outcome = await reconcile_policy(
@@ -134,17 +210,24 @@ class CandorOperator:
             # only log the same refusal until then (and an Event could not be posted there either).
             logger.info("HealthPolicy %s/%s: its namespace is being deleted; nothing written",
                         summary.namespace, summary.name)
-            return
+            return "skipped"
         for key, value in outcome.status.items():
             if status.get(key) != value:
                 patch.status[key] = value
         for event_type, reason, message in outcome.events:
             kopf.event(body, type=event_type, reason=reason, message=message)
+        metrics.GOVERNED.record(summary.namespace, summary.name, outcome.pods)
+        return outcome.result
 
     async def delete(self, body: kopf.Body, indices: Any) -> None:
         summary = summarize(_plain(body))
         released = await release_policy(self.client, summary, _slice(indices[POLICIES], summary.namespace))
+        metrics.GOVERNED.forget(summary.namespace, summary.name)
         logger.info("HealthPolicy %s/%s deleted; released Services: %s", summary.namespace, summary.name, released)
+        if released:
+            kopf.event(body, type="Normal", reason="Released",
+                       message=f"Candor's annotations removed from (or handed on for) Service {', '.join(released)}; "
+                               f"ConfigMap {summary.configmap} deleted")
 
     # ---- Services and Deployments ----------------------------------------------------------------
 
@@ -162,7 +245,8 @@ class CandorOperator:
                 return
         elif not policies and owner is None:
             return
-        await reconcile_service(self.client, service, [p.view for p in policies])
+        await reconcile_service(self.client, service, [p.view for p in policies],
+                                on_write=lambda decision: _service_event(body, decision))
 
     async def deployment_event(self, event_type: str | None, body: kopf.Body, indices: Any) -> None:
         if event_type == "DELETED":
@@ -171,9 +255,13 @@ class CandorOperator:
         if deployment is None:
             return
         policy = rollout.governing_policy(deployment["labels"], _slice(indices[POLICIES], str(deployment["namespace"])))
+        if policy is not None:
+            await ensure_min_ready(self.client, deployment, policy.min_ready_seconds)
         why = await rollout.ensure_rolled_out(self.client, deployment, policy, self.settings.sidecar.image, self.heals)
         if why:
             logger.info("restarted Deployment %s/%s %s", deployment["namespace"], deployment["name"], why)
+            kopf.event(body, type="Normal", reason="Restarted",
+                       message=f"Candor restarted the Deployment (HealthPolicy {policy.name if policy else '?'}) {why}")
 
     # ---- the pod webhook -------------------------------------------------------------------------
 
@@ -206,35 +294,84 @@ class CandorOperator:
             return []
         return [summarize(item) for item in items]
 
+    async def _services_for(self, namespace: str, indices: Any) -> list[dict[str, Any]]:
+        """The namespace's Services (slim), from the index; asked of the API server when the index has none
+        (a standby replica does not watch)."""
+        services = _slice(indices[SERVICES], namespace)
+        return services or await self._listed_services(namespace)
+
+    async def _listed_services(self, namespace: str) -> list[dict[str, Any]]:
+        """The namespace's Services (slim), asked of the API server."""
+        try:
+            items = await asyncio.wait_for(self.client.list_items(path_for("v1", "services", namespace)),
+                                           self.settings.lookup_timeout)
+        except (ApiError, TimeoutError, OSError) as error:
+            logger.warning("cannot list Services in %s for injection: %s", namespace, error)
+            return []
+        return [slim_service(item) for item in items]
+
     async def mutate_pod(self, body: kopf.Body, patch: kopf.Patch, warnings: list[str], indices: Any) -> None:
         pod = _plain(body)
         metadata = pod.get("metadata") or {}
         namespace = str(metadata.get("namespace") or "")
         if namespace in injection.SYSTEM_NAMESPACES or injection.already_injected(pod):
+            metrics.admission("skipped", "system-namespace" if namespace in injection.SYSTEM_NAMESPACES
+                              else "already-injected")
             return
         if not (injection.inject_requested(metadata.get("annotations"))
                 or await self._deployment_asks(pod, namespace, indices)):
+            metrics.admission("skipped", "not-requested")
+            return
+        skipped = injection.skip_reason(pod)
+        if skipped is not None:
+            warnings.append(f"candor: no sidecar added: {skipped}")
+            metrics.admission("skipped", "host-network")
+            _mark_skipped(patch)
             return
         policy = rollout.governing_policy(metadata.get("labels") or {}, await self._policies_for(namespace, indices))
         if policy is None or policy.target is None:
             warnings.append("candor: injection requested but no valid HealthPolicy selects this pod; no sidecar added")
+            metrics.admission("skipped", "no-policy")
             return
+        ports = serving_ports(pod, await self._services_for(namespace, indices), policy.view.matcher)
+        if not ports:
+            # The index may not have a Service created moments before this pod yet (`kubectl apply -f` of a
+            # whole app, then a rollout by the policy): a pod without its serving ports would be Ready early.
+            ports = serving_ports(pod, await self._listed_services(namespace), policy.view.matcher)
         try:
-            mutated = injection.inject(pod, policy.target, self.settings.sidecar)
+            mutated = injection.inject(pod, policy.target, self.settings.sidecar, ports)
         except injection.InjectionConflict as conflict:
             warnings.extend(f"candor: no sidecar added: {problem}" for problem in conflict.problems)
+            metrics.admission("skipped", "conflict")
+            _mark_skipped(patch)
             return
         except ValueError as error:
             warnings.append(f"candor: no sidecar added: {error}")
+            metrics.admission("skipped", "invalid-pod")
+            _mark_skipped(patch)
             return
         config_hash = policy.config_hash(self.settings.sidecar.image)
         # Everything is computed before the patch is touched, so an error above leaves no half-injected pod.
-        warnings.extend(f"candor: {warning}" for warning in injection.drain_warnings(pod, policy.target))
+        warnings.extend(f"candor: {warning}" for warning in injection.admission_warnings(pod, policy.target, ports))
         for key in ("initContainers", "containers", "volumes", "terminationGracePeriodSeconds"):
             patch.spec[key] = mutated["spec"][key]
         for key in (injection.STATUS_ANNOTATION, injection.POLICY_ANNOTATION):
             patch.metadata.annotations[key] = mutated["metadata"]["annotations"][key]
         patch.metadata.annotations[rollout.CONFIG_HASH_ANNOTATION] = config_hash
+        patch.metadata.annotations[pod_census.VERSION_ANNOTATION] = RELEASE
+        metrics.admission("injected")
+
+    async def label_deployment(self, body: kopf.Body, old: kopf.Body | None, patch: kopf.Patch,
+                               warnings: list[str]) -> None:
+        """Put the label the pod webhook selects on into an annotated Deployment's template, when the
+        template is new or changing anyway (governed.py); never fails the Deployment's admission."""
+        try:
+            if governed.label_template(_plain(body), _plain(old) if old else None):
+                patch.spec["template"] = {"metadata": {"labels": {governed.INJECT_LABEL: "true"}}}
+        except Exception as error:
+            logger.exception("labelling the pod template of a Deployment failed")
+            patch.clear()
+            warnings.append(f"candor: pod template not labelled: {type(error).__name__}: {str(error)[:200]}")
 
     async def admit_pod(self, body: kopf.Body, patch: kopf.Patch, warnings: list[str], indices: Any) -> None:
         """`mutate_pod`, never failing: kopf answers a handler's exception with a denial, which the API
@@ -246,8 +383,24 @@ class CandorOperator:
             logger.exception("injection failed for pod %s/%s", str(metadata.get("namespace"))[:63],
                              str(metadata.get("name") or metadata.get("generateName"))[:253])
             patch.clear()
+            metrics.admission("error")
             reason = str(error)[:200] or type(error).__name__
             warnings.append(f"candor: no sidecar added: unexpected error: {type(error).__name__}: {reason}")
+
+
+def _service_event(body: kopf.Body, decision: Decision) -> None:
+    """The Event on a Service whose annotations Candor just changed (outside a policy's own reconcile)."""
+    if decision.owner is None:
+        kopf.event(body, type="Normal", reason="Released", message="Candor's annotations removed: no HealthPolicy "
+                   "targets this Service any more")
+    else:
+        kopf.event(body, type="Normal", reason="Annotated",
+                   message=f"Candor's annotations written for HealthPolicy {decision.owner}")
+
+
+def _mark_skipped(patch: kopf.Patch) -> None:
+    """Seen and left alone on purpose: the heal (rollout.missed_pods) tells it from a pod the webhook missed."""
+    patch.metadata.annotations[injection.STATUS_ANNOTATION] = injection.SKIPPED
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -276,7 +429,9 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
         connector = aiohttp.TCPConnector(
             limit=KOPF_CONNECTIONS + 4 * len(operator.settings.namespaces), ssl=info.as_ssl_context()
         )
-        session = aiohttp.ClientSession(connector=connector, headers=info.as_http_headers())
+        session = aiohttp.ClientSession(connector=connector, headers=info.as_http_headers(),
+                                        trace_configs=[operator.watches.trace_config()])
+        operator.logged_in = True
         return kopf.AiohttpSession(
             server=info.server, default_namespace=info.default_namespace, aiohttp_session=session
         )
@@ -288,6 +443,8 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
     @kopf.on.startup(registry=registry, id="configure")
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         operator.configure(settings)
+        await operator.start_metrics(settings)
+        await operator.start_readiness()
 
     @kopf.on.cleanup(registry=registry, id="close")
     async def close(**_: Any) -> None:
@@ -341,6 +498,11 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
                         ignore_failures=True, registry=registry)
         async def inject_pod(body: kopf.Body, patch: kopf.Patch, warnings: list[str], **kwargs: Any) -> None:
             await operator.admit_pod(body, patch, warnings, indices_of(kwargs))
+
+        @kopf.on.mutate("apps", "v1", "deployments", operations=["CREATE", "UPDATE"], id=webhook.LABEL_HANDLER_ID,
+                        side_effects=False, ignore_failures=True, registry=registry)
+        async def label_deployment(body: kopf.Body, patch: kopf.Patch, warnings: list[str], **kwargs: Any) -> None:
+            await operator.label_deployment(body, kwargs.get("old"), patch, warnings)
 
     return registry
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ INJECT_ANNOTATION = "candor.io/inject"
 STATUS_ANNOTATION = "candor.io/status"
 POLICY_ANNOTATION = "candor.io/policy"
 INJECTED = "injected"
+SKIPPED = "skipped"  # a governed pod the webhook saw and left without a sidecar (it says why in a warning)
 
 SIDECAR_NAME = "candor-sidecar"
 STATE_VOLUME = "candor-state"
@@ -38,6 +39,7 @@ CONTROL_VOLUME = "candor-control"
 CONTROL_DIR = DEFAULT_SOCKET.rsplit("/", 1)[0]  # mounted in the sidecar container only
 DRAIN_COMMAND = ["candor", "sidecar", "drain"]
 DRAIN_WAIT_PATH = "/drain/wait"
+SERVING_PATH = "/health/app"  # the sidecar's readiness path: the app accepts connections on its serving ports
 PODINFO_DIR = "/etc/podinfo"
 CONFIG_DIR = "/etc/candor"
 CONFIG_KEY = "sidecar.yaml"
@@ -132,8 +134,26 @@ def deployment_name_of(pod: Mapping[str, Any]) -> str | None:
     return None
 
 
+def readiness_probe(target: PolicyTarget) -> dict[str, Any]:
+    """The sidecar's readinessProbe: a native sidecar's readiness counts for the pod's Ready condition.
+
+    `/health/app` passes once the app accepts connections on every serving port (candor_sidecar.serving),
+    and only that: a failing memory or deadlock check, maintenance or a drain are told to HAProxy by the
+    agent, which can say drain, maint or down; taking the pod out of the EndpointSlice for them would also
+    count it unavailable for rollouts and PodDisruptionBudgets. Probed every second, so a pod is Ready about
+    a second after its app listens, and out about two seconds after the app stops accepting connections.
+    """
+    return {
+        "httpGet": {"path": SERVING_PATH, "port": target.http_port},
+        "periodSeconds": 1,
+        "timeoutSeconds": 1,
+        "successThreshold": 1,
+        "failureThreshold": 2,
+    }
+
+
 def _sidecar_container(app_container: str, target: PolicyTarget, settings: SidecarSettings,
-                       grace: int) -> dict[str, Any]:
+                       grace: int, app_ports: Sequence[int] = ()) -> dict[str, Any]:
     resources: dict[str, Any] = {}
     if settings.requests:
         resources["requests"] = dict(settings.requests)
@@ -152,6 +172,7 @@ def _sidecar_container(app_container: str, target: PolicyTarget, settings: Sidec
             "--agent-port", str(target.agent_port),
             "--termination-grace-period", str(grace),
             "--control-socket", DEFAULT_SOCKET,
+            *(word for port in app_ports for word in ("--app-port", str(port))),
         ],
         "ports": [
             {"name": "candor-http", "containerPort": target.http_port, "protocol": "TCP"},
@@ -165,6 +186,8 @@ def _sidecar_container(app_container: str, target: PolicyTarget, settings: Sidec
             },
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            # Where an app bound to the pod's address only (not 127.0.0.1) is checked (candor_sidecar.serving).
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         ],
         "resources": resources,
         "securityContext": {
@@ -186,6 +209,7 @@ def _sidecar_container(app_container: str, target: PolicyTarget, settings: Sidec
             "periodSeconds": 10,
             "failureThreshold": 3,
         },
+        **({"readinessProbe": readiness_probe(target)} if app_ports else {}),
         **({"lifecycle": {"preStop": {"exec": {"command": list(DRAIN_COMMAND)}}}} if target.drain_enabled else {}),
     }
 
@@ -268,8 +292,58 @@ def drain_warnings(pod: Mapping[str, Any], target: PolicyTarget) -> list[str]:
             for warning in [_drain_hook(c, target)[1]] if warning is not None]
 
 
-def inject(pod: Mapping[str, Any], target: PolicyTarget, settings: SidecarSettings) -> dict[str, Any]:
-    """The pod with the sidecar added; ValueError for a pod with no app container, InjectionConflict for collisions."""
+def skip_reason(pod: Mapping[str, Any]) -> str | None:
+    """Why a pod that asks for injection gets no sidecar whatever its policy, or None when it may get one.
+
+    A hostNetwork pod shares the node's network: the sidecar would bind its HTTP and agent ports on the
+    node (a second such pod on the node crash-loops on them) and expose the agent and `/drain/wait` to
+    everything that reaches the node.
+    """
+    spec = pod.get("spec") or {}
+    if spec.get("hostNetwork") is True:
+        return ("spec.hostNetwork: the pod uses the node's network, where the sidecar's ports would be "
+                "the node's; Candor does not inject hostNetwork pods")
+    return None
+
+
+def readiness_warnings(pod: Mapping[str, Any], app_ports: Sequence[int]) -> list[str]:
+    """App containers without a readinessProbe (for the pod's admission warnings).
+
+    Without one, a container is ready as soon as it runs. The sidecar still holds the pod's Ready until the
+    serving ports accept connections, but a port that accepts is not an app that answers (it may still be
+    warming up, or connecting to its database); with no serving port known, nothing holds it at all.
+    """
+    containers = [c for c in (pod.get("spec") or {}).get("containers") or [] if isinstance(c, Mapping)]
+    serving = [c for c in containers if c.get("ports")] or containers[:1]
+    if app_ports:
+        ports = ", ".join(str(port) for port in app_ports)
+        consequence = (f"the pod is Ready once port(s) {ports} accept connections (the Candor sidecar checks them), "
+                       "not once the app answers")
+    else:
+        consequence = ("no Service of its HealthPolicy selects this pod yet, so nothing holds the pod's Ready until "
+                       "its app listens: HAProxy may send requests it refuses")
+    return [f"container {str(c.get('name'))[:63]} has no readinessProbe: {consequence}; give it one that asks "
+            "the app (see examples/demo-app.yaml)" for c in serving if not c.get("readinessProbe")]
+
+
+def admission_warnings(pod: Mapping[str, Any], target: PolicyTarget,
+                       app_ports: Sequence[int] | None = None) -> list[str]:
+    """Everything the creator of an injected pod should hear about its injection, one sentence each.
+
+    The webhook sends them as the pod's admission warnings (prefixed `candor: `); each concern of the
+    injection adds its own sentences here, so the webhook has one list to forward. `app_ports`: the pod's
+    serving ports as found at admission (candor_operator.app_ports), for the readiness warnings.
+    """
+    readiness = readiness_warnings(pod, app_ports) if app_ports is not None else []
+    return [*drain_warnings(pod, target), *readiness]
+
+
+def inject(pod: Mapping[str, Any], target: PolicyTarget, settings: SidecarSettings,
+           app_ports: Sequence[int] = ()) -> dict[str, Any]:
+    """The pod with the sidecar added; ValueError for a pod with no app container, InjectionConflict for collisions.
+
+    `app_ports`: the pod's serving ports (candor_operator.app_ports): the sidecar's readinessProbe waits for them.
+    """
     mutated = copy.deepcopy(dict(pod))
     spec = mutated.setdefault("spec", {})
     containers = spec.get("containers") or []
@@ -282,7 +356,7 @@ def inject(pod: Mapping[str, Any], target: PolicyTarget, settings: SidecarSettin
     grace = grace_period(spec.get("terminationGracePeriodSeconds"), target, settings)
     wired = [_with_app_wiring(c) for c in containers]
     spec["containers"] = [_drain_hook(c, target)[0] for c in wired] if target.drain_enabled else wired
-    spec["initContainers"] = [_sidecar_container(app_container, target, settings, grace),
+    spec["initContainers"] = [_sidecar_container(app_container, target, settings, grace, app_ports),
                               *(spec.get("initContainers") or [])]
     spec["volumes"] = list(spec.get("volumes") or []) + _volumes(target)
     spec["terminationGracePeriodSeconds"] = grace

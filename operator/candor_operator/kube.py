@@ -44,6 +44,11 @@ class ApiError(Exception):
         return self.status == 403 and "NamespaceTerminating" in self.causes
 
 
+# Asks the API server for metadata only (a PartialObjectMetadataList), as kubectl's and controllers' metadata
+# informers do; the server answers JSON.
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+
+
 def path_for(
     api: str, resource: str, namespace: str | None = None, name: str | None = None, subresource: str | None = None
 ) -> str:
@@ -140,10 +145,11 @@ class KubeClient:
         content_type: str = "application/json",
         params: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        accept: str | None = None,
     ) -> dict[str, Any]:
         login = self._current()
         try:
-            result = await self._send(login, method, path, body, content_type, params, timeout)
+            result = await self._send(login, method, path, body, content_type, params, timeout, accept)
         except ApiError as error:
             if error.status != 401:
                 raise
@@ -151,7 +157,7 @@ class KubeClient:
                 self._refused()
                 raise
             try:
-                result = await self._send(self._current(), method, path, body, content_type, params, timeout)
+                result = await self._send(self._current(), method, path, body, content_type, params, timeout, accept)
             except ApiError as retry_error:
                 if retry_error.status == 401:
                     self._refused()
@@ -172,10 +178,13 @@ class KubeClient:
         content_type: str,
         params: Mapping[str, str] | None,
         timeout: float | None,
+        accept: str | None = None,
     ) -> dict[str, Any]:
         url = login.server + path + (f"?{urlencode(params)}" if params else "")
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if body is not None else {}
+        if accept is not None:
+            headers["Accept"] = accept
         request_timeout = aiohttp.ClientTimeout(total=timeout) if timeout is not None else None
         async with login.session.request(
             method, url, data=data, headers=headers, timeout=request_timeout
@@ -198,12 +207,20 @@ class KubeClient:
             raise
 
     async def list_items(self, path: str, label_selector: str | None = None) -> list[dict[str, Any]]:
+        return await self._list(path, label_selector, None)
+
+    async def list_metadata(self, path: str, label_selector: str | None = None) -> list[dict[str, Any]]:
+        """The objects' metadata only (PartialObjectMetadataList): for pods, never their specs, whose env may
+        hold literal secrets the operator has no use for."""
+        return await self._list(path, label_selector, METADATA_ONLY)
+
+    async def _list(self, path: str, label_selector: str | None, accept: str | None) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         params: dict[str, str] = {"limit": "500"}
         if label_selector:
             params["labelSelector"] = label_selector
         while True:
-            page = await self.request("GET", path, params=params)
+            page = await self.request("GET", path, params=params, accept=accept)
             items.extend(page.get("items") or [])
             token = (page.get("metadata") or {}).get("continue")
             if not token:

@@ -12,6 +12,11 @@ any). The operator always uses the cluster-wide peering, also when it serves onl
 
 from __future__ import annotations
 
+import datetime
+import getpass
+import os
+import socket
+from collections.abc import Mapping
 from typing import Any
 
 from candor_operator.credentials import connection_info
@@ -63,3 +68,44 @@ async def ensure_cluster_peering(name: str, kubeconfig: str | None) -> None:
                 return
             if error.status != 409:
                 raise
+
+
+def peer_alive(entry: Mapping[str, Any], now: datetime.datetime) -> bool:
+    try:
+        seen = datetime.datetime.fromisoformat(str(entry["lastseen"]))
+        lifetime = float(entry.get("lifetime", 60))
+    except (KeyError, TypeError, ValueError):
+        return False
+    if seen.tzinfo is None:
+        seen = seen.replace(tzinfo=datetime.UTC)
+    return seen + datetime.timedelta(seconds=lifetime) > now
+
+
+def replica_is_active(peers: Mapping[str, Any], identity: str, priority: int,
+                      now: datetime.datetime | None = None) -> bool:
+    """kopf's rule, from the ClusterKopfPeering's status (identity -> {priority, lifetime, lastseen}): a replica
+    pauses while another live peer has a higher priority, and (both) while one has the same priority."""
+    moment = now or datetime.datetime.now(datetime.UTC)
+    for peer, entry in peers.items():
+        if peer == identity or not isinstance(entry, Mapping) or not peer_alive(entry, moment):
+            continue
+        try:
+            if int(entry.get("priority", 0)) >= priority:
+                return False
+        except (TypeError, ValueError):
+            continue
+    return True
+
+
+def own_identity() -> str:
+    """The identity kopf announces in the peering object: POD_ID when set (the chart sets the pod's name), else
+    one this function makes and exports for kopf to read, so the operator can find itself among the peers."""
+    identity = os.environ.get("POD_ID")
+    if not identity:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):  # a container user without a passwd entry
+            user = f"uid{os.getuid()}"
+        identity = f"{user}@{socket.gethostname()}/{os.getpid()}"
+        os.environ["POD_ID"] = identity
+    return identity

@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from candor_operator import status as conditions
-from candor_operator.claims import PolicyView, targets
+from candor_operator.claims import Decision, PolicyView, targets
 from candor_operator.configmap import apply_configmap, delete_configmap
 from candor_operator.kube import ApiError, KubeClient, path_for
-from candor_operator.labels import selector_to_query
+from candor_operator.labels import SelectorError
 from candor_operator.ownership import record_of
+from candor_operator.pod_census import PodCensus, census
+from candor_operator.ready_window import ensure_min_ready
 from candor_operator.rollout import HealPacer, ensure_rolled_out, governing_policy
 from candor_operator.services import reconcile_service, slim_service
 from candor_operator.summary import PolicySummary
@@ -29,6 +31,16 @@ logger = logging.getLogger(__name__)
 class Outcome:
     status: dict[str, Any]
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    pods: PodCensus | None = None  # the governed pods, when they could be counted
+
+    @property
+    def result(self) -> str:
+        """ready, conflict or invalid: the condition that is True (for the reconcile metrics)."""
+        true = {c.get("type") for c in self.status.get("conditions") or [] if c.get("status") == "True"}
+        for result, kind in (("invalid", conditions.INVALID), ("conflict", conditions.CONFLICT)):
+            if kind in true:
+                return result
+        return "ready"
 
 
 def _views(policies: Sequence[PolicySummary], me: PolicySummary) -> list[PolicyView]:
@@ -41,17 +53,15 @@ def _owned_by(service: Mapping[str, Any], name: str) -> bool:
     return record_of((service.get("metadata") or {}).get("annotations")).policy == name
 
 
-async def count_pods(client: KubeClient, summary: PolicySummary) -> int | None:
+async def count_pods(client: KubeClient, summary: PolicySummary) -> PodCensus | None:
     selector = summary.spec.get("selector")
     if not isinstance(selector, Mapping):
         return None
     try:
-        query = selector_to_query(selector)
-        pods = await client.list_items(path_for("v1", "pods", summary.namespace), label_selector=query)
-    except ApiError as error:
+        return await census(client, summary.namespace, selector)
+    except (ApiError, SelectorError) as error:
         logger.warning("cannot count the pods of %s/%s: %s", summary.namespace, summary.name, error)
         return None
-    return len(pods)
 
 
 async def reconcile_policy(
@@ -89,22 +99,26 @@ async def reconcile_policy(
         if not (targets(summary.view, service) or _owned_by(service, summary.name)):
             continue
         before = record_of((service.get("metadata") or {}).get("annotations")).policy
-        decision = await reconcile_service(client, service, views)
+        written: list[Decision] = []
+        decision = await reconcile_service(client, service, views, on_write=written.append)
         if decision is None:
             continue
         if decision.owner == summary.name:
             owned.append(name)
-            if before != summary.name:
-                changes.append(f"Service {name} annotated")
+            if written:
+                changes.append(f"Service {name} annotated" if before != summary.name
+                               else f"Service {name} annotations repaired (they had been changed)")
         elif targets(summary.view, service):
             lost[name] = decision.owner or "(an invalid policy)"
-        elif before == summary.name:
+        elif before == summary.name and written:
             changes.append(f"Service {name} released (no longer targeted; Candor's annotations removed)")
 
     for deployment in deployments:
         labels = deployment.get("labels") or {}
         if governing_policy(labels, [*[p for p in policies if p.uid != summary.uid], summary]) is not summary:
             continue
+        if await ensure_min_ready(client, deployment, summary.min_ready_seconds):
+            changes.append(f"Deployment {deployment['name']} minReadySeconds raised to {summary.min_ready_seconds}")
         why = await ensure_rolled_out(client, deployment, summary, sidecar_image, heals)
         if why:
             changes.append(f"Deployment {deployment['name']} restarted {why}")
@@ -128,8 +142,8 @@ async def reconcile_policy(
     }
     pods = await count_pods(client, summary)
     if pods is not None:
-        status["pods"] = pods
-    return Outcome(status, events)
+        status.update(pods.as_status())
+    return Outcome(status, events, pods)
 
 
 def _condition(previous: object, kind: str) -> Mapping[str, Any] | None:

@@ -77,9 +77,21 @@ class Server:
 
 
 # A connection refused by a pod that has just exited (before a check noticed) is retried on another server
-# at once, instead of on the same one after a 1 s turn-around: the client never sees it. Only connection
-# failures are retried (HAProxy's default retry-on), so no request is ever sent twice.
+# at once, instead of on the same one after a 1 s turn-around: the client never sees it.
 REDISPATCH = "option redispatch 1"
+# What HAProxy may retry (each retry on another server, by the redispatch above), from HAProxy 2.6's
+# `retry-on`: `conn-failure` (the request was never sent: always safe, whatever the method) and
+# `empty-response` (the server closed the connection without a byte of answer: a reused kept-alive server
+# connection the pod closed as it left, or a pod that died under the request). The latter may have
+# reached the app, so it is retried only for the methods RFC 9110 calls idempotent: `disable-l7-retry`
+# leaves every other method (POST, PATCH, ...) to connection failures alone. Not retried: a response
+# timeout (the app may still be working on it, and a retry doubles a slow request) and junk responses.
+# L7 retries keep a copy of the request in a buffer: one larger than `tune.bufsize` is never retried.
+RETRIES = (
+    "retries 3",
+    "retry-on conn-failure empty-response",
+    "http-request disable-l7-retry unless { method GET HEAD OPTIONS PUT DELETE TRACE }",
+)
 
 
 def _controller(policy: HealthPolicy, controller: str | None) -> str:
@@ -117,7 +129,7 @@ def render_annotations(policy: HealthPolicy, controller: str | None = None) -> d
     chosen = _controller(policy, controller)
     check = policy.http_check
     if chosen == HAPROXYTECH:
-        snippet = [f"http-check expect status {check.expect_status}", REDISPATCH]
+        snippet = [f"http-check expect status {check.expect_status}", REDISPATCH, *RETRIES]
         if policy.queue_timeout is not None:
             snippet.append(f"timeout queue {_t(policy.queue_timeout)}")
         # `check` itself comes from haproxy.org/check; the rest has no Service-level key.
@@ -139,7 +151,7 @@ def render_annotations(policy: HealthPolicy, controller: str | None = None) -> d
         return annotations
 
     config_backend = [f"http-check expect status {check.expect_status}", f"timeout check {_t(check.effective_timeout)}",
-                      REDISPATCH]
+                      REDISPATCH, *RETRIES]
     defaults = _server_defaults(policy, with_checks=False, with_agent=False)
     if defaults:
         config_backend.append(defaults)
@@ -179,6 +191,7 @@ def render_backend(
         f"    http-check expect status {check.expect_status}",
         f"    timeout check {_t(check.effective_timeout)}",
         f"    {REDISPATCH}",
+        *(f"    {line}" for line in RETRIES),
     ]
     if policy.queue_timeout is not None:
         lines.append(f"    timeout queue {_t(policy.queue_timeout)}")
@@ -236,7 +249,8 @@ def drain_summary(policy: HealthPolicy) -> str:
                 "and the sidecar gets SIGTERM")
     wait = _t(policy.drain.effective_max_wait(policy.agent_check.interval))
     return (f"the agent answers drain first; each app container's SIGTERM waits until every "
-            f"HAProxy polling it has heard that, at most {wait} (added to terminationGracePeriodSeconds)")
+            f"HAProxy polling it has heard that or stopped polling (the server removed), at most {wait} "
+            "(added to terminationGracePeriodSeconds)")
 
 
 def _validate_with_sidecar(config: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from candor_operator.injection import already_injected, conflicts, inject_requested
+from candor_operator.injection import INJECT_ANNOTATION, STATUS_ANNOTATION, inject_requested
 from candor_operator.kube import KubeClient, path_for
 from candor_operator.labels import selector_to_query
 from candor_operator.summary import PolicySummary
@@ -55,6 +55,8 @@ def slim_deployment(body: Mapping[str, Any]) -> dict[str, Any] | None:
         "selector": dict((body.get("spec") or {}).get("selector") or {}),
         "hash": template_annotations.get(CONFIG_HASH_ANNOTATION),
         "heal": template_annotations.get(HEAL_ANNOTATION),
+        "min_ready": (body.get("spec") or {}).get("minReadySeconds") or 0,
+        "resource_version": metadata.get("resourceVersion"),
     }
 
 
@@ -82,14 +84,15 @@ def from_current_template(pod: Mapping[str, Any], deployment: Mapping[str, Any])
 
 
 def missed_pods(pods: Iterable[Mapping[str, Any]], deployment: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """Pods of the current template that the webhook would have injected but never saw.
+    """Pods of the current template that the webhook never saw: they carry no `candor.io/status` at all.
 
-    A pod the webhook declined on purpose (a name colliding with Candor's, no app container) would be
-    declined again, so restarting for it would only churn; it is not counted.
+    The webhook marks every governed pod it answers, `injected` or `skipped` (a name colliding with
+    Candor's, hostNetwork, no app container: it would be skipped again, so restarting for it would only
+    churn). Only pod metadata is needed, so pods are read as metadata only.
     """
     return [pod for pod in pods
-            if from_current_template(pod, deployment) and not already_injected(pod)
-            and (pod.get("spec") or {}).get("containers") and not conflicts(pod)]
+            if from_current_template(pod, deployment)
+            and STATUS_ANNOTATION not in ((pod.get("metadata") or {}).get("annotations") or {})]
 
 
 def heal_mark(pods: Iterable[Mapping[str, Any]]) -> str:
@@ -168,11 +171,13 @@ async def ensure_rolled_out(
 
 
 async def _pods(client: KubeClient, namespace: str, selector: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return await client.list_items(path_for("v1", "pods", namespace), label_selector=selector_to_query(selector))
+    return await client.list_metadata(path_for("v1", "pods", namespace), label_selector=selector_to_query(selector))
 
 
 async def restart(client: KubeClient, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
     # Only values derived from the state, no timestamp: two replicas (or a retry) sending the same patch cause
     # one rollout, not two.
-    patch = {"spec": {"template": {"metadata": {"annotations": dict(annotations)}}}}
+    # The label that lets the new pods through the webhook's matchConditions (governed.py) rides along.
+    patch = {"spec": {"template": {"metadata": {"annotations": dict(annotations),
+                                                "labels": {INJECT_ANNOTATION: "true"}}}}}
     await client.merge_patch(path_for("apps/v1", "deployments", namespace, name), patch)

@@ -11,7 +11,7 @@ from typing import Any
 import kopf
 
 from candor_operator.handlers import CandorOperator, build_registry
-from candor_operator.peering import ensure_cluster_peering
+from candor_operator.peering import ensure_cluster_peering, own_identity
 from candor_operator.settings import OperatorSettings
 
 
@@ -49,6 +49,7 @@ def run_operator(
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig  # kopf's own login reads it too
     if settings.peering and not settings.standalone:
+        own_identity()  # fixes the identity kopf announces, so the metrics can tell whether this replica is active
         asyncio.run(ensure_cluster_peering(settings.peering, kubeconfig))
     operator = CandorOperator(settings, kubeconfig)
     registry = build_registry(operator)

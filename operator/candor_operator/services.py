@@ -9,7 +9,7 @@ overwritten by a stale view, and repeating a reconcile after a crash only sends 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from candor_operator.claims import Decision, PolicyView, decide
@@ -40,14 +40,22 @@ def slim_service(body: Mapping[str, Any]) -> dict[str, Any]:
             "resourceVersion": metadata.get("resourceVersion"),
             "annotations": {k: v for k, v in annotations.items() if k.startswith(RELEVANT_PREFIXES)},
         },
-        "spec": {"selector": dict((body.get("spec") or {}).get("selector") or {})},
+        "spec": {
+            "selector": dict((body.get("spec") or {}).get("selector") or {}),
+            # What the injection needs to find a pod's serving ports (candor_operator.app_ports).
+            "ports": [{key: port[key] for key in ("port", "targetPort", "protocol") if key in port}
+                      for port in (body.get("spec") or {}).get("ports") or [] if isinstance(port, Mapping)],
+        },
     }
 
 
 async def reconcile_service(
-    client: KubeClient, service: Mapping[str, Any], policies: Sequence[PolicyView]
+    client: KubeClient, service: Mapping[str, Any], policies: Sequence[PolicyView],
+    on_write: Callable[[Decision], None] | None = None,
 ) -> Decision | None:
-    """Patch the Service to the decided owner's annotations; None when the Service no longer exists."""
+    """Patch the Service to the decided owner's annotations; None when the Service no longer exists.
+
+    `on_write` hears of each patch that was applied (the caller's Event about the change)."""
     metadata = service.get("metadata") or {}
     namespace, name = str(metadata.get("namespace")), str(metadata.get("name"))
     current: Mapping[str, Any] = service
@@ -63,6 +71,8 @@ async def reconcile_service(
         try:
             await client.merge_patch(service_path(namespace, name), body)
             logger.info("Service %s/%s annotations now follow %s", namespace, name, decision.owner or "no policy")
+            if on_write is not None:
+                on_write(decision)
             return decision
         except ApiError as error:
             if error.status == 404:

@@ -31,6 +31,8 @@ class OperatorSettings:
     standalone: bool = False
     priority: int | None = None  # None: random, so exactly one of several replicas is active
     liveness: str | None = None  # e.g. http://0.0.0.0:8080/healthz
+    metrics: str | None = None  # e.g. http://0.0.0.0:8081/metrics (candor_operator.metrics_server)
+    readiness: str | None = None  # e.g. http://0.0.0.0:8081/readyz (readiness.py)
 
 
 def sidecar_settings(image: str, pull_policy: str = "IfNotPresent") -> SidecarSettings:

@@ -19,6 +19,7 @@ from candor_operator.claims import PolicyView
 from candor_operator.injection import CONFIG_KEY, PolicyTarget
 from candor_operator.labels import SelectorError, selector_is_empty, selector_matches
 from candor_operator.policy import PolicyError, parse_policy
+from candor_operator.ready_window import min_ready_seconds
 from candor_operator.render import render_annotations, render_sidecar_config
 from candor_sidecar.config import ConfigError, parse_config
 
@@ -50,6 +51,7 @@ class PolicySummary:
     rollout: str
     error_field: str | None = None
     error_problem: str | None = None
+    min_ready_seconds: int | None = None  # what governed Deployments' minReadySeconds is raised to (ready_window)
 
     @property
     def valid(self) -> bool:
@@ -131,7 +133,7 @@ def _summarize(body: Mapping[str, Any]) -> PolicySummary:
         drain_enabled=policy.drain.enabled,
         drain_max_wait=config.drain.max_wait,
     )
-    return PolicySummary(**base, annotations=annotations, target=target,
+    return PolicySummary(**base, annotations=annotations, target=target, min_ready_seconds=min_ready_seconds(policy),
                          sidecar_yaml=yaml.dump(sidecar, Dumper=_DUMPER, sort_keys=True, default_flow_style=False))
 
 

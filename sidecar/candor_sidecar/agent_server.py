@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from candor_sidecar.agent import AgentState
-from candor_sidecar.descriptors import ConnectionBudget
+from candor_sidecar.descriptors import AGENT_CEILING, ConnectionBudget
 
 
 class AgentPeers:
@@ -62,12 +62,15 @@ class AgentPeers:
 
 
 class _AgentConnection(asyncio.Protocol):
+    __slots__ = ("admitted", "answered_drain", "peer", "server", "timer", "transport")
+
     def __init__(self, server: AgentServer) -> None:
         self.server = server
         self.timer: asyncio.TimerHandle | None = None
         self.admitted = False
         self.peer: str | None = None
         self.answered_drain = False
+        self.transport: asyncio.WriteTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.WriteTransport)
@@ -76,6 +79,7 @@ class _AgentConnection(asyncio.Protocol):
             transport.abort()  # dropped at once: descriptors for the journals come first
             return
         self.admitted = True
+        self.transport = transport
         server.answers += 1
         server.connections += 1
         peer = transport.get_extra_info("peername")
@@ -91,7 +95,20 @@ class _AgentConnection(asyncio.Protocol):
             # way as soon as it has read the line): nothing is left to shut.
             transport.abort()
             return
+        # Answered: from now on it only waits for the peer to close, so it is the first to make room.
+        server.budget.evictable(self)
         self.timer = asyncio.get_running_loop().call_later(server.linger, transport.abort)
+
+    def evict(self) -> None:
+        self._release()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _release(self) -> None:
+        if self.admitted:
+            self.admitted = False
+            self.server.connections -= 1
+            self.server.budget.release(self)
 
     def data_received(self, data: bytes) -> None:
         pass  # agent-send or garbage: nothing here changes the answer
@@ -100,9 +117,8 @@ class _AgentConnection(asyncio.Protocol):
         return False  # the peer closed: close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.admitted:
-            self.server.connections -= 1
-            self.server.budget.release()
+        self._release()
+        self.transport = None
         if self.timer is not None:
             self.timer.cancel()
         # HAProxy closes once it has read the line, so the end of a `drain` answer is when it was heard. A peer
@@ -114,7 +130,7 @@ class _AgentConnection(asyncio.Protocol):
 class AgentServer:
     def __init__(self, state: AgentState, linger: float = 5.0, budget: ConnectionBudget | None = None) -> None:
         self.state = state
-        self.budget = budget or ConnectionBudget(20_000)  # shared with the HTTP port
+        self.budget = budget or ConnectionBudget(AGENT_CEILING)  # this port's own: HTTP clients cannot take it
         self.linger = linger
         self.answers = 0  # connections answered since the sidecar started
         self.connections = 0  # answered, not closed yet

@@ -25,14 +25,15 @@ DEFAULT_SOCKET = "/run/candor-control/sidecar.sock"
 
 def build_config(config_path: str | None, state_dir: str | None, http_port: int | None,
                  agent_port: int | None, grace_period: float | None = None,
-                 control_socket: str | None = None) -> SidecarConfig:
+                 control_socket: str | None = None, app_ports: Sequence[int] | None = None) -> SidecarConfig:
     config = load_config(config_path) if config_path else parse_config({})
     if state_dir is not None:
         state_dir = os.path.abspath(state_dir)
     if control_socket is not None and control_socket != "":
         control_socket = os.path.abspath(control_socket)
     return config.with_overrides(state_dir=state_dir, http_port=http_port, agent_port=agent_port,
-                                 grace_period=grace_period, control_socket=control_socket or None)
+                                 grace_period=grace_period, control_socket=control_socket or None,
+                                 app_ports=tuple(app_ports) if app_ports else None)
 
 
 def parser(prog: str) -> argparse.ArgumentParser:
@@ -48,6 +49,9 @@ def parser(prog: str) -> argparse.ArgumentParser:
     flags.add_argument("--control-socket", default=os.environ.get(SOCKET_ENV), metavar="PATH",
                        help=f"Unix socket for `candor sidecar drain`, in a directory only the sidecar container "
                             f"mounts (${SOCKET_ENV}; default none: a drain starts with SIGTERM only).")
+    flags.add_argument("--app-port", dest="app_ports", type=int, action="append", metavar="PORT",
+                       help="A port the pod's Services send traffic to (repeatable): /health/app fails, and the "
+                            "pod is not Ready, until each accepts a TCP connection on 127.0.0.1 (or $POD_IP).")
     flags.add_argument("--log-format", choices=["text", "json"], default="text", help="(default: text)")
     flags.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
                        help="(default: info)")
@@ -100,7 +104,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "candor sidecar") -> NoR
     args = parser(prog).parse_args(argv)  # exits 2 on a bad flag, naming it
     try:
         config = build_config(args.config_path, args.state_dir, args.http_port, args.agent_port, args.grace_period,
-                              args.control_socket)
+                              args.control_socket, args.app_ports)
     except ConfigError as error:
         print(f"candor sidecar: invalid config: {error}", file=sys.stderr)
         sys.exit(CONFIG_ERROR_EXIT)

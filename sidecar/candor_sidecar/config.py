@@ -99,12 +99,18 @@ class SidecarConfig:
     # Per pod, so not in the file the policy writes: from the CLI (the injection passes the pod's value).
     grace_period: float = 30.0
     control_socket: str | None = None  # the unix socket `candor sidecar drain` talks to; None: no control socket
+    # The ports the pod's Services send traffic to (per pod: the injection resolves named target ports against
+    # the pod's containers): the `app:serving` check fails until each accepts a connection.
+    app_ports: tuple[int, ...] = ()
 
     def with_overrides(self, *, state_dir: str | None = None, http_port: int | None = None,
                        agent_port: int | None = None, grace_period: float | None = None,
-                       control_socket: str | None = None) -> SidecarConfig:
+                       control_socket: str | None = None, app_ports: tuple[int, ...] | None = None) -> SidecarConfig:
         """The CLI flags win over the file."""
         result = self
+        if app_ports is not None:
+            checked = tuple(_port(port, "--app-port") for port in app_ports)
+            result = replace(result, app_ports=tuple(dict.fromkeys(checked)))
         if state_dir is not None:
             result = replace(result, state_dir=state_dir)
         if grace_period is not None:

@@ -5,7 +5,8 @@ Being able to connect is the credential: the socket lives in a directory mounted
 only (never the state volume the app can write), the socket file is mode 0600, and the peer's uid (from the
 kernel, SO_PEERCRED) must be the sidecar's own. So only a process started in the sidecar container — the
 kubelet's preStop exec at termination, or someone with `pods/exec`, who could kill the pod anyway — can
-begin a drain. Nothing on a TCP port can.
+begin a drain. Nothing on a TCP port can. The same directory keeps the agent's admin word (see
+admin_word), out of the app's reach.
 """
 
 from __future__ import annotations

@@ -12,14 +12,25 @@ So a wait normally ends after one poll interval, and never after more than `max_
 
 A drain begun without a termination behind it (a hand-run `candor sidecar drain`) lifts itself after
 `lift_after`: the agent says `ready` again, as after maintenance.
+
+How each peer's wait ended (DrainEnd), true whatever the ingress controller does:
+- HEARD: it read `drain` from the agent after the drain began (a controller that keeps the server until
+  HAProxy's agent says so; haproxy-ingress, sometimes).
+- REMOVED: it stopped both polling the agent and checking `/health` (its last check came no later than
+  one poll interval after its last poll): the server was re-addressed, removed or put in MAINT by the
+  controller (haproxytech drops a terminating endpoint before HAProxy's next poll), or that HAProxy is gone.
+  It sends no new requests either way.
+- SILENT: it stopped polling the agent but was still seen checking `/health` where a poll was due, or was
+  never seen checking it: it may still route here (its agent check disabled?), and it was not told.
+- TIMED_OUT: still polling, not yet told, when the wait gave up (drain.maxWait, or the grace period's end).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 
 from candor_sidecar.agent_server import AgentPeers
 
@@ -68,11 +79,66 @@ class WaitState:
         return min(self.pending.values()) if self.pending else None
 
 
-class Drain:
-    """Whether a drain has begun and since when; which peers have heard it. Lives on the event loop."""
+class DrainEnd(Enum):
+    """How the wait for one load balancer ended (see the module docstring)."""
 
-    def __init__(self, peers: AgentPeers, times: DrainTimes, clock: Callable[[], float] = time.monotonic) -> None:
+    HEARD = "heard"
+    REMOVED = "removed"
+    SILENT = "silent"
+    TIMED_OUT = "timed-out"
+
+
+@dataclass(frozen=True)
+class PeerEnd:
+    """One load balancer of a drain: its source address, how its wait ended, and its last agent poll."""
+
+    address: str
+    end: DrainEnd
+    last_poll: float  # monotonic
+
+
+@dataclass(frozen=True)
+class DrainTally:
+    """The peers of a drain at one moment, by address: heard it, removed the server (stopped polling and
+    checking), went silent (stopped polling only), or not heard yet while still polling (pending)."""
+
+    heard: tuple[str, ...]
+    removed: tuple[str, ...]
+    silent: tuple[str, ...]
+    pending: tuple[str, ...]
+
+    @classmethod
+    def of(cls, ends: tuple[PeerEnd, ...]) -> DrainTally:
+        def which(kind: DrainEnd) -> tuple[str, ...]:
+            return tuple(end.address for end in ends if end.end is kind)
+
+        return cls(which(DrainEnd.HEARD), which(DrainEnd.REMOVED), which(DrainEnd.SILENT), which(DrainEnd.TIMED_OUT))
+
+    @property
+    def outcome(self) -> str:
+        """How a drain that ended now ended, by its least reassuring peer: `timeout` (one still polling had
+        not heard it), `silent` (one stopped asking the agent but may still route here), `removed` (every
+        peer heard it or took the server out), `heard` (every peer heard it), or `unpolled` (none polled)."""
+        if self.pending:
+            return "timeout"
+        if self.silent:
+            return "silent"
+        if self.removed:
+            return "removed"
+        return "heard" if self.heard else "unpolled"
+
+
+class Drain:
+    """Whether a drain has begun and since when; which peers have heard it. Lives on the event loop.
+
+    `checkers`: the source addresses that asked `/health` and when (kept by the HTTP side), to tell a peer
+    that stopped routing here (REMOVED) from one that only stopped asking the agent (SILENT).
+    """
+
+    def __init__(self, peers: AgentPeers, times: DrainTimes, clock: Callable[[], float] = time.monotonic,
+                 checkers: AgentPeers | None = None) -> None:
         self.peers = peers
+        self.checkers = checkers
         self.times = times
         self.clock = clock
         self.began_at: float | None = None
@@ -107,6 +173,37 @@ class Drain:
                 pending[address] = last_poll + window
         return WaitState(True, pending)
 
+    def ends(self, now: float | None = None) -> tuple[PeerEnd, ...]:
+        """How the wait for each load balancer of this drain ended (or stands), by address.
+
+        Its load balancers: every address that polled the agent within `window` before the drain began, or
+        since. Called when a wait returns; a peer still pending then counts as TIMED_OUT.
+        """
+        now = self.clock() if now is None else now
+        began = self.began_at
+        if began is None:
+            return ()
+        window, interval = self.times.window, self.times.poll_interval
+        checks = self.checkers.last_poll() if self.checkers is not None else {}
+        ends = []
+        for address, last_poll in sorted(self.peers.last_poll().items()):
+            if last_poll < began - window:
+                continue  # had stopped polling before this drain began
+            heard = self.peers.heard_drain_at(address)
+            if heard is not None and heard >= began:
+                end = DrainEnd.HEARD
+            elif now - last_poll <= window:
+                end = DrainEnd.TIMED_OUT
+            else:
+                checked = checks.get(address)
+                still_checking = checked is None or checked > last_poll + interval
+                end = DrainEnd.SILENT if still_checking else DrainEnd.REMOVED
+            ends.append(PeerEnd(address, end, last_poll))
+        return tuple(ends)
+
+    def tally(self, now: float | None = None) -> DrainTally:
+        return DrainTally.of(self.ends(now))
+
     def describe(self, state: WaitState, now: float | None = None) -> str:
         now = self.clock() if now is None else now
         if not state.began:
@@ -114,7 +211,13 @@ class Drain:
         assert self.began_at is not None
         since = f"{now - self.began_at:.2f}s after the drain began"
         if state.done:
-            told = sorted(address for address in self.peers.last_poll()
-                          if (self.peers.heard_drain_at(address) or -math.inf) >= self.began_at)
-            return f"drain heard by {len(told)} load balancer(s) {', '.join(told)} {since}".replace("  ", " ")
+            ends = self.ends(now)
+            told = [end.address for end in ends if end.end is DrainEnd.HEARD]
+            text = f"drain heard by {len(told)} load balancer(s) {', '.join(told)}".rstrip()
+            for kind, meaning in ((DrainEnd.REMOVED, "stopped polling and checking: removed"),
+                                  (DrainEnd.SILENT, "stopped polling the agent only: silent")):
+                others = [end.address for end in ends if end.end is kind]
+                if others:
+                    text += f"; {meaning} by {len(others)}: {', '.join(others)}"
+            return f"{text} {since}"
         return f"not heard yet by {', '.join(sorted(state.pending))} {since}"

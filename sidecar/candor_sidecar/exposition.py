@@ -1,6 +1,6 @@
-"""Counter and gauge families in Prometheus text (0.0.4) and OpenMetrics (1.0.0), chosen by `Accept`.
+"""Counter, gauge and histogram families in Prometheus text (0.0.4) and OpenMetrics (1.0.0), by `Accept`.
 
-The sidecar exposes only counters and gauges, so it writes the two text formats itself instead of
+The sidecar exposes only these three types, so it writes the two text formats itself instead of
 importing prometheus_client: that package loads http.server, wsgiref, urllib.request and ssl with it,
 a quarter of what a sidecar in every pod may cost. The formats' rules kept here: names and label names
 are checked against the data model (a family that breaks them is refused, never written half), label
@@ -21,7 +21,8 @@ OPENMETRICS_TEXT = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
-_TYPES = ("counter", "gauge")
+_TYPES = ("counter", "gauge", "histogram")
+_HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 
 
 class ExpositionError(ValueError):
@@ -32,19 +33,33 @@ class ExpositionError(ValueError):
 class Sample:
     labels: tuple[tuple[str, str], ...]
     value: float
+    suffix: str = ""  # a histogram's `_bucket`, `_count` or `_sum`
 
 
 @dataclass
 class Family:
-    """One metric family. For a counter, `name` has no `_total`: its samples are written as `<name>_total`."""
+    """One metric family. For a counter, `name` has no `_total`: its samples are written as `<name>_total`.
+    A histogram's samples carry their suffix (see `observe_histogram`)."""
 
     name: str
     documentation: str
     type: str
     samples: list[Sample] = field(default_factory=list)
 
-    def add(self, value: float, labels: Iterable[tuple[str, str]] = ()) -> None:
-        self.samples.append(Sample(tuple(labels), float(value)))
+    def add(self, value: float, labels: Iterable[tuple[str, str]] = (), suffix: str = "") -> None:
+        self.samples.append(Sample(tuple(labels), float(value), suffix))
+
+    def add_histogram(self, bounds: Sequence[float], counts: Sequence[int], total: float,
+                      labels: Iterable[tuple[str, str]] = ()) -> None:
+        """One histogram series: `counts[i]` observations in (bounds[i-1], bounds[i]], the last past every
+        bound (so len(counts) == len(bounds) + 1); written cumulative, with `+Inf`, `_count` and `_sum`."""
+        labels = tuple(labels)
+        cumulative = 0
+        for bound, count in zip([*bounds, math.inf], counts, strict=True):
+            cumulative += count
+            self.add(cumulative, (*labels, ("le", _number(float(bound)))), "_bucket")
+        self.add(cumulative, labels, "_count")
+        self.add(total, labels, "_sum")
 
     def check(self) -> None:
         """ExpositionError unless every part of the family can be written in both formats."""
@@ -57,8 +72,10 @@ class Family:
         for sample in self.samples:
             if not isinstance(sample.value, float):
                 raise ExpositionError(f"{self.name}: value {sample.value!r} is not a number")
-            if self.type == "counter" and (sample.value < 0 or math.isnan(sample.value)):
-                raise ExpositionError(f"{self.name}: a counter cannot be {sample.value!r}")
+            if self.type in ("counter", "histogram") and (sample.value < 0 or math.isnan(sample.value)):
+                raise ExpositionError(f"{self.name}: a {self.type} cannot be {sample.value!r}")
+            if (sample.suffix in _HISTOGRAM_SUFFIXES) != (self.type == "histogram"):
+                raise ExpositionError(f"{self.name}: suffix {sample.suffix!r} does not fit a {self.type}")
             seen = set()
             for pair in sample.labels:
                 if len(pair) != 2 or not all(_is_utf8_text(part) for part in pair):
@@ -92,8 +109,9 @@ def encode(families: Sequence[Family], openmetrics: bool) -> bytes:
         lines.append(f"# TYPE {shown} {family.type}")
         for sample in family.samples:
             labels = ",".join(f'{key}="{_escape_label(value)}"' for key, value in sample.labels)
-            lines.append(f"{sample_name}{{{labels}}} {_number(sample.value)}" if labels
-                         else f"{sample_name} {_number(sample.value)}")
+            written = sample_name + sample.suffix
+            lines.append(f"{written}{{{labels}}} {_number(sample.value)}" if labels
+                         else f"{written} {_number(sample.value)}")
     if openmetrics:
         lines.append("# EOF")
     return ("\n".join(lines) + "\n").encode()

@@ -8,7 +8,7 @@ left out and counted in `candor_metrics_skipped`, never a 500 for the rest.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,6 +32,7 @@ class SidecarFacts:
     agent_answers: int
     descriptor_exhaustions: int = 0
     connections_refused: int = 0
+    connections_evicted: int = 0
     weight_reason: str = "full"  # what holds the weight below 100: cpu, occupancy, slowStart (full: nothing)
 
 
@@ -75,6 +76,8 @@ def candor_families(snapshot: JournalSnapshot | None, facts: SidecarFacts, skipp
                    facts.descriptor_exhaustions)
     yield _counter("candor_connections_refused", "Client connections dropped: over the connection budget.",
                    facts.connections_refused)
+    yield _counter("candor_connections_evicted", "Idle client connections closed to make room for new ones.",
+                   facts.connections_evicted)
     yield from _agent_and_checks(facts)
     if snapshot is None:
         return
@@ -122,8 +125,10 @@ def _agent_and_checks(facts: SidecarFacts) -> Iterator[Family]:
                      facts.evaluation.wall_time)
 
 
-def render_metrics(snapshot: JournalSnapshot | None, facts: SidecarFacts, accept: str) -> tuple[bytes, str]:
-    """(body, content type) negotiated from the Accept header; never raises for what the journals hold."""
+def render_metrics(snapshot: JournalSnapshot | None, facts: SidecarFacts, accept: str,
+                   more: Sequence[Family] = ()) -> tuple[bytes, str]:
+    """(body, content type) negotiated from the Accept header; never raises for what the journals hold.
+    `more`: further Candor families (the drains')."""
     openmetrics, content_type = choose_format(accept)
     counters, skipped = app_counters(snapshot) if snapshot is not None else ([], 0)
-    return encode([*counters, *candor_families(snapshot, facts, skipped)], openmetrics), content_type
+    return encode([*counters, *candor_families(snapshot, facts, skipped), *more], openmetrics), content_type

@@ -1,14 +1,14 @@
 """The sidecar process: background evaluation, the agent and HTTP servers, and the termination sequence.
 
-One event loop answers the agent and every HTTP request, so handlers never race each other. Journal
-reads run on one worker thread (they touch files; serialising them keeps folds ordered), so the loop only
-formats answers from the latest evaluation and stays responsive whatever the journals cost.
+One event loop answers the agent and every HTTP request, so handlers never race each other. The
+evaluation's journal reads run on one worker thread (they touch files; serialising them keeps folds
+ordered), /metrics reads on another (shared by concurrent scrapes, see scrapes), so the loop only formats
+answers from the latest evaluation and stays responsive whatever the journals or the scrapers cost.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
@@ -21,19 +21,24 @@ from typing import TYPE_CHECKING, TypeVar
 
 from candor_sidecar.admin_word import ADMIN_WORDS, read_admin_word, remember_admin_word
 from candor_sidecar.agent import AgentState
-from candor_sidecar.agent_server import AgentServer
+from candor_sidecar.agent_server import AgentPeers, AgentServer
+from candor_sidecar.allocator import single_arena
 from candor_sidecar.checks import Evaluation, evaluate
 from candor_sidecar.config import SidecarConfig
 from candor_sidecar.control import ControlServer
 from candor_sidecar.descriptors import ConnectionBudget, Exhaustion, is_exhaustion, probe_directory
 from candor_sidecar.drain import START_WAIT, Drain, DrainTimes
-from candor_sidecar.health import CONTENT_TYPE, health_document, select
+from candor_sidecar.drain_metrics import DrainHistory
+from candor_sidecar.health import CONTENT_TYPE, health_document, iso_time, select
+from candor_sidecar.held_waits import HeldWaits
 from candor_sidecar.http_server import HttpServer, Limits, Request, Response
 from candor_sidecar.load import LoadMeter
 from candor_sidecar.load_weight import LoadWeight
 from candor_sidecar.metrics import SidecarFacts, render_metrics
 from candor_sidecar.podinfo import maintenance_requested, read_annotations
 from candor_sidecar.presence import AppPresence
+from candor_sidecar.scrapes import SingleFlight
+from candor_sidecar.serving import serving_checks
 
 if TYPE_CHECKING:
     from candor_tracer.journal.reader import JournalSnapshot
@@ -64,18 +69,27 @@ def is_probe_path(path: str) -> bool:
 class Sidecar:
     def __init__(self, config: SidecarConfig) -> None:
         self.config = config
-        self._admin_word = read_admin_word(config.state_dir)  # maint/drain said and not yet lifted
+        # The sidecar's own directory when it has one (no app process can write it), else the state directory.
+        self.admin_dir = (os.path.dirname(config.control_socket) if config.control_socket is not None
+                          else config.state_dir)
+        self._admin_word = read_admin_word(self.admin_dir)  # maint/drain said and not yet lifted
         self.agent = AgentState(config.slow_start, config.max_conn, lift_admin_state=self._admin_word is not None)
         # Called on every change, before the next agent answer: a maint or drain is on disk before HAProxy can
         # hear it, so a sidecar that crashes right after saying it still gets it lifted by its successor.
         self.agent.on_change(lambda: self._track_admin_word(self.agent.word()))
-        self.budget = ConnectionBudget(20_000)  # sized from the open-file limit at start
+        # Each port its own budget, sized from the open-file limit at start: no flood of one takes the other.
+        self.http_budget, self.agent_budget = ConnectionBudget.split_open_file_limit(1 << 20)
         self.exhaustion = Exhaustion()
-        self.agent_server = AgentServer(self.agent, budget=self.budget)
+        self.agent_server = AgentServer(self.agent, budget=self.agent_budget)
+        # Who checks /health, by source address: a draining peer that stopped that too has removed the server.
+        self.checkers = AgentPeers()
         self.drain = Drain(self.agent_server.peers, DrainTimes(config.drain.agent_interval, config.drain.max_wait,
-                                                               config.grace_period))
+                                                               config.grace_period), checkers=self.checkers)
         self.agent_server.peers.on_heard(self._drain_news)
         self._drain_changed: asyncio.Future[None] | None = None
+        self.held_waits = HeldWaits()
+        self.drains = DrainHistory()
+        self._drain_watch: asyncio.Task[None] | None = None
         self._lift_timer: asyncio.TimerHandle | None = None
         self.control: ControlServer | None = None
         self.evaluation: Evaluation | None = None
@@ -93,8 +107,9 @@ class Sidecar:
         self.terminate = asyncio.Event()
         # /drain/wait may hold a request up to the grace period (a composed preStop sleep), never longer.
         limits = Limits(handler_timeout=max(Limits.handler_timeout, config.grace_period + 10.0))
-        self.http = HttpServer(self.handle, limits, options_as_get=is_probe_path, budget=self.budget)
+        self.http = HttpServer(self.handle, limits, options_as_get=is_probe_path, budget=self.http_budget)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="candor-journal")
+        self.scrapes = SingleFlight(self._read_snapshot, "candor-scrape")
         self._closers: list[Callable[[], None]] = []
         self._last_word = ""
 
@@ -142,8 +157,9 @@ class Sidecar:
         reading = (self.load_meter.read(snapshot.writers, snapshot.now) if snapshot is not None
                    else self.load_meter.read(()))
         load = self.load_weight.update(reading, monotonic) if self.load_weight is not None else None
-        checks = tuple(evaluate(self.config, snapshot, error, now=monotonic, absence=absence, meter=self.load_meter,
-                                load=load))
+        checks = (*evaluate(self.config, snapshot, error, now=monotonic, absence=absence, meter=self.load_meter,
+                            load=load),
+                  *serving_checks(self.config.app_ports))
         maintenance = maintenance_requested(read_annotations(self.config.pod_info_dir))
         return Evaluation(checks, time.time(), monotonic, maintenance, snapshot, load)
 
@@ -173,10 +189,10 @@ class Sidecar:
         if word in ADMIN_WORDS:
             if word != self._admin_word:
                 self._admin_word = word
-                remember_admin_word(self.config.state_dir, word)
+                remember_admin_word(self.admin_dir, word)
         elif self._admin_word is not None and not self.agent.saying_ready():
             self._admin_word = None
-            remember_admin_word(self.config.state_dir, None)
+            remember_admin_word(self.admin_dir, None)
 
     async def _evaluation_loop(self) -> None:
         interval = self.config.evaluation_interval
@@ -196,6 +212,9 @@ class Sidecar:
     def handle(self, request: Request) -> Response | Awaitable[Response]:
         path = request.path.rstrip("/") or "/"
         if path == "/health" or path.startswith("/health/"):
+            if request.peer and "user-agent" not in request.headers:
+                # HAProxy's `option httpchk` sends no User-Agent; the kubelet, curl and browsers do.
+                self.checkers.record(request.peer, time.monotonic())
             return self._health(request, path[len("/health/"):] if path != "/health" else None)
         if path == "/livez":
             return self._livez()
@@ -210,12 +229,13 @@ class Sidecar:
         return Response(404, b"not found; try /health, /livez, /readyz or /metrics\n")
 
     def _health(self, request: Request, name: str | None) -> Response:
-        # Documents change only with an evaluation (or a drain): build each once, serve it many times.
+        # Documents change only with an evaluation (or a drain): build each once, serve it many times. A
+        # verbose one during a drain says how far the drain got, which changes between evaluations.
         key = (name, request.flag("verbose"), self.draining)
         cached = self._health_cache.get(key)
         if cached is None:
             cached = self._health_document(name, key[1])
-            if len(self._health_cache) < 64:  # arbitrary /health/<name> paths must not grow it
+            if len(self._health_cache) < 64 and not (key[1] and self.drain.active):  # /health/<any> must not grow it
                 self._health_cache[key] = cached
         return cached
 
@@ -234,9 +254,28 @@ class Sidecar:
             notes.append("pod terminating (preStop): the agent answers drain")
         if evaluation.maintenance:
             notes.append("maintenance annotation set: the agent answers maint")
+        if verbose and self.drain.active:
+            notes.append(self._drain_note())
         status, body = health_document(evaluation, checks, verbose, notes)
         # A client comparing answers can tell a newer evaluation from an older one by this number.
         return Response(status, body, CONTENT_TYPE, headers=[("Candor-Evaluation", str(self.evaluations))])
+
+    def _drain_note(self) -> str:
+        """Where the drain under way stands, for a human reading /health?verbose."""
+        began = self.drain.began_at
+        assert began is not None
+        now = time.monotonic()
+        tally = self.drain.tally(now)
+        since = iso_time(time.time() - (now - began))
+
+        def listed(addresses: tuple[str, ...]) -> str:
+            return f"{len(addresses)}" + (f" ({', '.join(addresses[:8])}{', …' if len(addresses) > 8 else ''})"
+                                          if addresses else "")
+
+        return (f"drain under way since {since} ({now - began:.1f}s, begun by {self.drain.source}): "
+                f"heard by {listed(tally.heard)}, waiting for {listed(tally.pending)}, "
+                f"removed by {listed(tally.removed)}, stopped polling {listed(tally.silent)}; "
+                f"{self.held_waits.held} /drain/wait held")
 
     def _livez(self) -> Response:
         evaluation = self.evaluation
@@ -264,18 +303,30 @@ class Sidecar:
 
     async def _metrics(self, request: Request) -> Response:
         after_fold = self.fold_done  # this scrape's snapshot is taken after the final fold
+        flight = self.scrapes.join(after_fold)  # scrapes that come together share one read and one rendering
         snapshot: JournalSnapshot | None
         try:
-            snapshot = await self._in_worker(self._read_snapshot)
+            snapshot = await asyncio.shield(flight.future)  # one scrape leaving does not cancel the others' read
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:  # Candor's own gauges are still worth a scrape; the gap is counted
-            log.warning("/metrics: reading the journals failed: %s: %s", type(exc).__name__, exc)
+            if not flight.rendered:  # said once per read, not once per scrape that shared it
+                log.warning("/metrics: reading the journals failed: %s: %s", type(exc).__name__, exc)
+                if is_exhaustion(exc):
+                    self.exhaustion.seen("reading the state directory", exc)
             snapshot = None
-            if is_exhaustion(exc):
-                self.exhaustion.seen("reading the state directory", exc)
-        facts = SidecarFacts(self.evaluation, self.agent.weight_percent(), self.agent.word(), self.draining,
-                             self.agent_server.answers, self.exhaustion.count, self.budget.refused,
-                             self.agent.weight_reason())
-        body, content_type = render_metrics(snapshot, facts, request.headers.get("accept", ""))
+        accept = request.headers.get("accept", "")
+        rendered = flight.rendered.get(accept)
+        if rendered is None:
+            facts = SidecarFacts(self.evaluation, self.agent.weight_percent(), self.agent.word(), self.draining,
+                                 self.agent_server.answers, self.exhaustion.count,
+                                 self.http_budget.refused + self.agent_budget.refused,
+                                 self.http_budget.evicted + self.agent_budget.evicted, self.agent.weight_reason())
+            drains = self.drains.families(self.held_waits.held, self.held_waits.refused)
+            rendered = render_metrics(snapshot, facts, accept, list(drains))
+            if len(flight.rendered) < 8:  # Accept headers are the client's: a handful of forms is plenty
+                flight.rendered[accept] = rendered
+        body, content_type = rendered
         return Response(200, body, content_type, after_sent=self.final_scrape.set if after_fold else None)
 
     # drain --------------------------------------------------------------------------------------------
@@ -290,18 +341,42 @@ class Sidecar:
         if changed is not None and not changed.done():
             changed.set_result(None)
 
-    async def _drain_change(self, timeout: float) -> None:
+    async def _drain_change(self, timeout: float, departed: asyncio.Future[None] | None = None) -> None:
+        """Until the drain changes (or `departed` is done, or `timeout`)."""
         if self._drain_changed is None:
             self._drain_changed = asyncio.get_running_loop().create_future()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._drain_changed), timeout)
+        await asyncio.wait([self._drain_changed] if departed is None else [self._drain_changed, departed],
+                           timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
 
     def _begin_drain(self, source: str) -> bool:
         began = self.drain.begin(source)
         if not self.agent.draining:
             self.agent.drain()
         self._drain_news()
+        if began:
+            self._drain_watch = asyncio.get_running_loop().create_task(self._watch_drain())
         return began
+
+    async def _watch_drain(self) -> None:
+        """Follow a drain until every polling peer heard it or was given up on; count and time it."""
+        began = self.drain.began_at
+        assert began is not None
+        end = began + self.drain.times.wait_bound
+        while self.drain.began_at == began:
+            now = time.monotonic()
+            state = self.drain.state(now)
+            if state.done or now >= end:
+                break
+            next_change = state.next_change()
+            await self._drain_change(max(0.0, min(end, next_change or end) - now) + 0.001)
+        else:
+            return  # lifted before it ended: nothing to count
+        now = time.monotonic()
+        tally = self.drain.tally(now)
+        self.drains.record(now - began, tally)
+        log.info("drain ended (%s) after %.2fs: heard by %d, removed by %d, stopped polling %d, not heard in time %d",
+                 tally.outcome, now - began, len(tally.heard), len(tally.removed), len(tally.silent),
+                 len(tally.pending))
 
     def _control_drain(self) -> str:
         """`candor sidecar drain`: only a process in the sidecar container reaches it (see control)."""
@@ -339,29 +414,56 @@ class Sidecar:
             at_least = _seconds(request.query.get("atLeast"), "atLeast", maximum=times.grace_period)
         except ValueError as error:
             return Response(400, f"{error}\n".encode())
+        client = request.client
+        address = client.address if client is not None else ""
+        refusal = self.held_waits.take(address)
+        if refusal is not None:
+            log.debug("/drain/wait refused: %s", refusal)
+            return Response(429 if "from" in refusal else 503, f"not waiting: {refusal}\n".encode(),
+                            headers=[("Candor-Drain", "refused")])
+        try:
+            departed = client.departed() if client is not None else asyncio.get_running_loop().create_future()
+            outcome, text = await self._wait_for_drain(started, at_least, departed)
+        finally:
+            self.held_waits.give_back(address)
+        if outcome == "gone":
+            log.debug("/drain/wait: the client left after %.2fs", time.monotonic() - started)
+        else:
+            log.info("/drain/wait: %s", text)
+        return Response(200, f"{text}\n".encode(), headers=[("Candor-Drain", outcome)])
+
+    async def _wait_for_drain(self, started: float, at_least: float,
+                              departed: asyncio.Future[None]) -> tuple[str, str]:
+        """(outcome, text) of one wait. `atLeast` counts only once a drain has begun: with none under way
+        nothing waits longer than START_WAIT; a client that left ends its wait at once."""
+        times = self.drain.times
         end = started + times.wait_bound
         start_by = started + min(START_WAIT, times.wait_bound)
         while True:
             now = time.monotonic()
             state = self.drain.state(now)
+            if departed.done():
+                return "gone", "the client left"
             if state.done or now >= end or (not state.began and now >= start_by):
                 break
             until = end if state.began else start_by
             next_change = state.next_change()
             if next_change is not None:
                 until = min(until, next_change)
-            await self._drain_change(max(0.0, until - now) + 0.001)
-        remaining = started + at_least - time.monotonic()
-        if remaining > 0:
-            await asyncio.sleep(remaining)
+            await self._drain_change(max(0.0, until - now) + 0.001, departed)
+        if state.began:
+            remaining = started + at_least - time.monotonic()
+            if remaining > 0:
+                await asyncio.wait([departed], timeout=remaining)
+                if departed.done():
+                    return "gone", "the client left"
         outcome = "heard" if state.done else ("timeout" if state.began else "no-drain")
         text = self.drain.describe(state, now)
         if outcome == "timeout":
             text += f" (gave up after drain.maxWait {times.wait_bound:g}s)"
         elif outcome == "no-drain":
             text += f" within {min(START_WAIT, times.wait_bound):g}s: not waiting"
-        log.info("/drain/wait: %s", text)
-        return Response(200, f"{text}\n".encode(), headers=[("Candor-Drain", outcome)])
+        return outcome, text
 
     # lifecycle ----------------------------------------------------------------------------------------
     def _on_signal(self) -> None:
@@ -378,13 +480,20 @@ class Sidecar:
         self.terminate.set()
 
     async def start(self) -> None:
+        single_arena()  # before the journal threads start
         limit = raise_open_file_limit()
-        self.budget.limit = ConnectionBudget.for_open_file_limit(limit).limit
+        http_budget, agent_budget = ConnectionBudget.split_open_file_limit(limit)
+        self.http_budget.limit, self.agent_budget.limit = http_budget.limit, agent_budget.limit
         asyncio.get_running_loop().set_exception_handler(self._loop_exception)
         try:  # the shared volume normally exists; locally the sidecar may be first
             os.makedirs(self.config.state_dir, exist_ok=True)
         except OSError as error:
             log.warning("cannot create the state directory %s: %s", self.config.state_dir, error)
+        if self.admin_dir != self.config.state_dir:  # the control socket's; made here so a first maint is kept
+            try:
+                os.makedirs(self.admin_dir, mode=0o700, exist_ok=True)
+            except OSError as error:
+                log.warning("cannot create %s: %s", self.admin_dir, error)
         # Listen only after the first evaluation: the agent never answers from a state nobody decided.
         try:
             self._apply(await self._in_worker(self._evaluate_now))
@@ -402,8 +511,9 @@ class Sidecar:
         # Everything imported and built so far lives as long as the process: take it out of the collector's
         # view, so the collections that do run while answering scan only what was allocated since.
         gc.freeze()
-        log.info("listening: http %s:%d, agent %s:%d, state dir %s (open files %d)", self.config.http.address,
-                 self.config.http.port, self.config.agent.address, self.config.agent.port, self.config.state_dir, limit)
+        log.info("listening: http %s:%d, agent %s:%d, state dir %s (open files %d; connections: http %d, agent %d)",
+                 self.config.http.address, self.config.http.port, self.config.agent.address, self.config.agent.port,
+                 self.config.state_dir, limit, self.http_budget.limit, self.agent_budget.limit)
 
     async def run(self) -> int:
         """Serves until SIGTERM has been handled; the exit status."""
@@ -454,6 +564,7 @@ class Sidecar:
             close()
         self._closers = []
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self.scrapes.shutdown()
 
     async def _final_sequence(self) -> None:
         try:

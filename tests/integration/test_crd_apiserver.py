@@ -70,7 +70,8 @@ def test_printer_columns_and_status_subresource(k8s_cluster: K8sCluster, crd_nam
     ns = crd_namespace
     assert _post(k8s_cluster, ns, "shown", valid_spec(ingress={"controller": "haproxy-ingress"}))[0] == 201
     path = f"{POLICIES.format(ns=ns)}/shown/status"
-    patch = {"status": {"observedGeneration": 1, "services": 2, "pods": 3, "serviceNames": ["a", "b"],
+    patch = {"status": {"observedGeneration": 1, "services": 2, "pods": 3, "podsWithSidecar": 2,
+                        "podsWithoutSidecar": 1, "serviceNames": ["a", "b"],
                         "configMap": "candor-sidecar-shown",
                         "conditions": [{"type": "Ready", "status": "True", "reason": "Applied", "message": "ok",
                                         "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}
@@ -79,5 +80,21 @@ def test_printer_columns_and_status_subresource(k8s_cluster: K8sCluster, crd_nam
     k8s_cluster.api("PATCH", f"{POLICIES.format(ns=ns)}/shown", {"status": {"pods": 99}},
                     content_type="application/merge-patch+json").ok()
     table = k8s_cluster.kubectl("get", "healthpolicies", "-n", ns, "shown").stdout.splitlines()
-    assert table[0].split() == ["NAME", "READY", "CONTROLLER", "SERVICES", "PODS", "AGE"]
-    assert table[1].split()[:5] == ["shown", "True", "haproxy-ingress", "2", "3"]
+    assert table[0].split() == ["NAME", "READY", "CONTROLLER", "SERVICES", "PODS", "SIDECARS", "AGE"]
+    assert table[1].split()[:6] == ["shown", "True", "haproxy-ingress", "2", "3", "2"]
+
+
+def test_conditions_must_have_the_metav1_condition_shape(k8s_cluster: K8sCluster, crd_namespace: str) -> None:
+    ns = crd_namespace
+    assert _post(k8s_cluster, ns, "shaped", valid_spec())[0] == 201
+    path = f"{POLICIES.format(ns=ns)}/shaped/status"
+    good = {"type": "Ready", "status": "True", "reason": "Reconciled", "message": "ok", "observedGeneration": 1,
+            "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    for broken, field in (({**good, "reason": "not camel case"}, "reason"), ({**good, "reason": ""}, "reason"),
+                          ({k: v for k, v in good.items() if k != "message"}, "message"),
+                          ({k: v for k, v in good.items() if k != "lastTransitionTime"}, "lastTransitionTime"),
+                          ({**good, "observedGeneration": -1}, "observedGeneration")):
+        refused = k8s_cluster.api("PATCH", path, {"status": {"conditions": [broken]}},
+                                  content_type="application/merge-patch+json")
+        assert refused.status == 422 and field in refused.body["message"], (broken, refused.body)
+    k8s_cluster.api("PATCH", path, {"status": {"conditions": [good]}}, content_type="application/merge-patch+json").ok()

@@ -1,9 +1,11 @@
-"""The drain handshake on a real pod: HAProxy hears `drain` before the app gets SIGTERM (no request it sends
-after that reaches the app, none fails), the sidecar gets SIGTERM after the app, and a last scrape of
+"""The drain handshake on a real pod: HAProxy takes the pod out of rotation (it hears `drain`, or the
+controller removes the server) before the app gets SIGTERM (no request it sends after that reaches the
+app, none fails), the sidecar gets SIGTERM after the app, and a last scrape of
 /metrics after that has every job second the app worked.
 
-The chart's webhook injects the pod; HAProxy's servers follow the Service's EndpointSlices
-(tests/support/endpoint_follower.py) and ask the sidecar's agent. Observed from outside: HAProxy's stats
+The chart's webhook injects the pod; HAProxy's servers follow the Service's EndpointSlices as each real
+controller's do (tests/support/endpoint_follower.py, haproxytech and haproxy-ingress) and ask the sidecar's
+agent. Observed from outside: HAProxy's stats
 (every 10 ms), the app's SIGTERM time (written by the app to a file on the node, in the monotonic clock
 every container shares), the sidecar's /health (which says when the sidecar itself is terminating) and
 /metrics, scraped as Prometheus would.
@@ -26,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from candor_demo.truth import read_intervals
 from tests.support.drain_rig import Load, answered_after_sigterm, objects, rig, sigterms
+from tests.support.endpoint_follower import HAPROXY_INGRESS, HAPROXYTECH
 from tests.support.helm import install_chart, uninstall_chart
 from tests.support.k8s_cluster import K8sCluster
 from tests.support.node import Node
@@ -51,7 +54,7 @@ class Observer:
 
     def __init__(self, haproxy: Any, backend: str, slot: str, ip: str) -> None:
         self.haproxy, self.backend, self.slot, self.ip = haproxy, backend, slot, ip
-        self.drain_heard: float | None = None
+        self.left_rotation: float | None = None  # first seen in DRAIN (heard) or MAINT (removed by the controller)
         self.sidecar_terminating: float | None = None
         self.scrapes: list[tuple[float, float]] = []  # (time, job seconds) of each successful /metrics read
         self._stop = threading.Event()
@@ -59,9 +62,9 @@ class Observer:
                          threading.Thread(target=self._sidecar, daemon=True)]
 
     def _haproxy(self) -> None:
-        while not self._stop.is_set() and self.drain_heard is None:
-            if self.haproxy.server_state(self.backend, self.slot).status.startswith("DRAIN"):
-                self.drain_heard = time.monotonic()
+        while not self._stop.is_set() and self.left_rotation is None:
+            if self.haproxy.server_state(self.backend, self.slot).status.startswith(("DRAIN", "MAINT")):
+                self.left_rotation = time.monotonic()
             self._stop.wait(0.01)
 
     def _health_notes(self) -> list[str]:
@@ -100,16 +103,16 @@ class Observer:
             thread.join(5)
 
 
-def test_haproxy_hears_drain_before_the_app_gets_sigterm_and_no_job_second_is_lost(
-    node_cluster: K8sCluster, chart: None, tmp_path: Path,
+@pytest.mark.parametrize("controller", [HAPROXYTECH, HAPROXY_INGRESS])
+def test_the_pod_leaves_haproxy_before_the_app_gets_sigterm_and_no_job_second_is_lost(
+    node_cluster: K8sCluster, chart: None, tmp_path: Path, controller: str,
 ) -> None:
     namespace = node_cluster.create_namespace()
     events = tmp_path / "events"
     events.mkdir()
     events.chmod(0o777)  # the app runs as uid 10001
     # Two replicas: while one leaves, HAProxy has the other to send requests to.
-    node_cluster.apply(*[o for o in objects(namespace, events, replicas=2)
-                        if o["metadata"]["name"] == "candor"])
+    node_cluster.apply(*objects(namespace, events, replicas=2, cells=("candor",), controller=controller))
     try:
         def injected_pod() -> dict[str, Any] | None:
             pods = node_cluster.api("GET", f"/api/v1/namespaces/{namespace}/pods",
@@ -122,7 +125,8 @@ def test_haproxy_hears_drain_before_the_app_gets_sigterm_and_no_job_second_is_lo
         pod = node_cluster.wait_until(injected_pod, 240, "the injected pod ready")
         name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
         front = free_port()
-        with rig(node_cluster, namespace, front, free_port()) as (haproxy, follower, _):
+        with rig(node_cluster, namespace, {"candor": front}, controller) as (haproxy, followers):
+            follower = followers["candor"]
             slots = node_cluster.wait_until(
                 lambda: len(follower.events) >= 2 and [e.slot for e in follower.events], 60, "both pods in slots")
             node_cluster.wait_until(lambda: all(haproxy.server_state("candor", s).status.startswith("UP")
@@ -135,19 +139,20 @@ def test_haproxy_hears_drain_before_the_app_gets_sigterm_and_no_job_second_is_lo
                 deleted = time.monotonic()
                 node_cluster.kubectl("delete", "pod", "-n", namespace, name, "--wait=true", "--timeout=120s")
         app_sigterm = sigterms(events)[name]
-        assert seen.drain_heard is not None and seen.sidecar_terminating is not None, vars(seen)
+        assert seen.left_rotation is not None and seen.sidecar_terminating is not None, vars(seen)
         # HAProxy had stopped sending the pod requests before its app got SIGTERM: none sent after it
         # reached the app, and none failed.
         assert load.failed() == [] and answered_after_sigterm(load, events) == []
         assert [a for a in load.answers if a.pod == name], "the leaving pod served requests before"
         final_at, final = seen.scrapes[-1]
-        order = {"deleted": deleted, "app SIGTERM": app_sigterm, "sidecar SIGTERM": seen.sidecar_terminating,
+        order = {"deleted": deleted, "out of HAProxy's rotation": seen.left_rotation, "app SIGTERM": app_sigterm,
+                 "sidecar SIGTERM": seen.sidecar_terminating,
                  "final scrape": final_at}
         assert list(order.values()) == sorted(order.values()), order
-        assert seen.drain_heard < seen.sidecar_terminating
         truth = sum((i.end if i.end is not None else app_sigterm) - i.start
                     for i in read_intervals(events / f"{name}.truth"))
-        print(f"drain state in HAProxy's stats {seen.drain_heard - deleted:+.2f} s after the delete; order: "
+        print(f"{controller}: out of rotation in HAProxy's stats {seen.left_rotation - deleted:+.2f} s after the "
+              "delete; order: "
               + ", ".join(f"{k} {v - deleted:+.2f}" for k, v in order.items())
               + f"; job seconds: truth {truth:.3f}, final scrape {final:.3f}")
         assert final == pytest.approx(truth, abs=0.05), (final, truth)

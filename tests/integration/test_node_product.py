@@ -143,7 +143,7 @@ def _examples_running(cluster: K8sCluster) -> list[dict[str, Any]]:
         if not _rolled_out(cluster, "default", "resizer"):
             return None
         pods = _wait_ready_pods(cluster, "default", "app=resizer", 3)
-        # The example app has no readiness probe: Ready means started, not yet listening.
+        # Ready means the app answered its own readiness probe, and its port accepted the sidecar's connection.
         return pods if all(_sidecar(p) and _answers(f"http://{p['status']['podIP']}:8080/memory") for p in pods) \
             else None
 
@@ -160,12 +160,18 @@ def test_examples_run_with_the_native_sidecar_the_policy_is_ready_and_the_servic
         assert sidecar["image"] == f"candor-sidecar:{VERSION}"
         statuses = {s["name"]: s for s in pod["status"]["initContainerStatuses"]}
         assert statuses["candor-sidecar"]["started"] and statuses["candor-sidecar"]["ready"]
+        # The sidecar's readiness waits for the Service's target port (named `http`, resolved to 8080).
+        assert sidecar["readinessProbe"]["httpGet"]["path"] == "/health/app"
+        assert sidecar["command"][sidecar["command"].index("--app-port") + 1] == "8080"
     policy = node_cluster.api("GET", "/apis/candor.io/v1alpha1/namespaces/default/healthpolicies/resizer").ok()
     ready = {c["type"]: c["status"] for c in policy["status"]["conditions"]}
     assert ready.get("Ready") == "True", policy["status"]
     service = node_cluster.api("GET", "/api/v1/namespaces/default/services/resizer").ok()
     annotations = service["metadata"].get("annotations", {})
     assert any(key.startswith("haproxy.org/") for key in annotations), annotations
+    # The example policy: rise 2 x 2 s + agent 1 s + 2 s between a new pod's Ready and an old pod's retirement.
+    deployment = node_cluster.api("GET", "/apis/apps/v1/namespaces/default/deployments/resizer").ok()
+    assert deployment["spec"].get("minReadySeconds") == 7, deployment["spec"]
 
 
 # ------------------------------------------------------------------------------------------------- HAProxy
@@ -395,7 +401,7 @@ def test_pod_security_restricted_namespace_admits_the_injected_pod(
 
 
 # ------------------------------------------------------------------------------------------------- upgrade
-def test_helm_upgrade_changes_the_crd_and_uninstall_leaves_nothing_behind(
+def test_helm_upgrade_changes_the_crd_and_uninstall_leaves_only_the_healthpolicy_crd(
     node_cluster: K8sCluster, release: str, tmp_path: Path,
 ) -> None:
     chart = tmp_path / "candor"
@@ -405,20 +411,27 @@ def test_helm_upgrade_changes_the_crd_and_uninstall_leaves_nothing_behind(
     crd["metadata"].setdefault("annotations", {})["candor.io/upgrade-proof"] = "2"
     crd_file.write_text(yaml.safe_dump(crd))
     helm(node_cluster.kubeconfig, "upgrade", RELEASE, str(chart), "--namespace", release, "--wait", "--timeout", "4m")
-    served = node_cluster.api("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
-                             "healthpolicies.candor.io").ok()
+    crd_path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/healthpolicies.candor.io"
+    served = node_cluster.api("GET", crd_path).ok()
     assert served["metadata"]["annotations"]["candor.io/upgrade-proof"] == "2"
+    assert served["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
+    # Removing Candor on purpose (README "Uninstalling"): policies first, while the operator releases them.
+    node_cluster.kubectl("delete", "healthpolicies.candor.io", "--all", "-A", "--wait", "--timeout=120s")
     helm(node_cluster.kubeconfig, "uninstall", RELEASE, "--namespace", release, "--wait", "--timeout", "4m")
     kinds = ("all,configmap,secret,serviceaccount,role,rolebinding,clusterrole,clusterrolebinding,"
-             "mutatingwebhookconfiguration,customresourcedefinition,job")
+             "mutatingwebhookconfiguration,validatingadmissionpolicy,validatingadmissionpolicybinding,"
+             "customresourcedefinition,job")
+    kept = ["customresourcedefinition.apiextensions.k8s.io/healthpolicies.candor.io"]
 
     def left() -> list[str]:
         return node_cluster.kubectl("get", kinds, "-A", "-l", f"app.kubernetes.io/instance={RELEASE}",
                                    "-o", "name").stdout.split()
 
-    # The operator's pods go when the garbage collector has followed the Deployment's deletion.
-    node_cluster.wait_until(lambda: not left(), 120, f"nothing of the release left (still: {left()})")
-    for path in ("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/healthpolicies.candor.io",
-                 "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/clusterkopfpeerings.kopf.dev"):
-        node_cluster.wait_until(lambda path=path: node_cluster.api("GET", path).status == 404, 60, f"{path} gone")
+    # The operator's pods go when the garbage collector has followed the Deployment's deletion; the
+    # HealthPolicy CRD stays (helm.sh/resource-policy: keep), so a reinstall finds every team's policies.
+    node_cluster.wait_until(lambda: left() == kept, 120, f"only the kept CRD left (still: {left()})")
+    peering_crd = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/clusterkopfpeerings.kopf.dev"
+    node_cluster.wait_until(lambda: node_cluster.api("GET", peering_crd).status == 404, 60, "peering CRD gone")
+    node_cluster.kubectl("delete", "crd", "healthpolicies.candor.io", "--wait", "--timeout=60s")
+    node_cluster.wait_until(lambda: node_cluster.api("GET", crd_path).status == 404, 60, f"{crd_path} gone")

@@ -13,6 +13,7 @@ import http.client
 import json
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +21,11 @@ from typing import Any
 
 import pytest
 
+from candor_operator.admission_server import MAX_BODY_BYTES, MAX_CONTAINERS
 from tests.support.k8s_cluster import K8sCluster
 from tests.support.operator_process import OperatorProcess
 from tests.support.policy_cases import valid_spec
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +65,7 @@ MALFORMED: list[tuple[str, bytes, int]] = [
     ("uid is a number", json.dumps({"request": {"uid": 7}}).encode(), 400),
     ("empty uid", json.dumps(review(uid="")).encode(), 400),
     ("uid of 1 MB", json.dumps(review(uid="u" * 1_000_000)).encode(), 400),
-    ("body over 8 MiB", b'{"request": {"uid": "u", "pad": "' + b"x" * (9 << 20) + b'"}}', 413),
+    ("200,000 empty objects", b'{"request": {"uid": "u", "pad": [' + b"{}," * 200_000 + b"{}]}}", 413),
     ("uid only", json.dumps(review()).encode(), 200),
     ("no userInfo", json.dumps(review(**{k: v for k, v in POD_REQUEST.items() if k != "userInfo"})).encode(), 200),
     ("no object", json.dumps(review(**{k: v for k, v in POD_REQUEST.items() if k != "object"})).encode(), 200),
@@ -129,6 +132,109 @@ def test_a_body_that_never_arrives_is_answered_408_not_held(operator: OperatorPr
         assert time.monotonic() - started < 20
 
 
+def raw_exchange(operator: OperatorProcess, head: bytes) -> bytes:
+    """Send a request head (and nothing more) over TLS; the start of the answer."""
+    assert operator.cert is not None
+    context = ssl.create_default_context(cafile=str(operator.cert.ca_file))
+    with socket.create_connection(("127.0.0.1", operator.webhook_port), timeout=30) as raw_socket, \
+            context.wrap_socket(raw_socket, server_hostname="127.0.0.1") as tls:
+        tls.sendall(head)
+        return tls.recv(4096)
+
+
+def test_a_body_too_large_or_of_no_declared_size_is_refused_before_it_is_read(operator: OperatorProcess) -> None:
+    declared = raw_exchange(operator, b"POST /candor/inject HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                      b"Content-Length: 9437184\r\n\r\n")
+    assert declared.startswith(b"HTTP/1.1 413"), declared[:100]
+    assert b"Content-Length: 9437184 bytes is more than an AdmissionReview can be" in declared
+    chunked = raw_exchange(operator, b"POST /candor/inject HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                     b"Transfer-Encoding: chunked\r\n\r\n")
+    assert chunked.startswith(b"HTTP/1.1 411"), chunked[:100]
+    assert operator.healthy()
+
+
+def rss_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"{field} not in /proc/{pid}/status")
+
+
+# The chart's memory limit for the operator container (helm/candor/values.yaml resources.limits.memory).
+CHART_LIMIT_MIB = 192
+
+
+def worst_body(size: int) -> bytes:
+    """A review with a uid (it passes every shape check) whose object is the costliest JSON the server reads:
+    as many `{}` as it accepts, then two-letter strings (a 51-byte str and a pointer for 5 bytes of text)."""
+    head, tail = b'{"request": {"uid": "u-1", "object": {"pad": [', b'"ab"]}}}'
+    objects = b"{}," * (MAX_CONTAINERS - 10)
+    return head + objects + b'"ab",' * ((size - len(head) - len(objects) - len(tail)) // 5) + tail
+
+
+def test_a_flood_of_maximal_bodies_keeps_memory_under_the_limit_and_reviews_answered(
+    operator: OperatorProcess,
+) -> None:
+    """16 clients sending the costliest body the server reads, as fast as it takes them, 10 bodies each, and 4
+    sending 8 MiB bodies of `{}`s.
+
+    Before the lanes, one 8 MiB body of `{}`s took the operator from 40 to 250 MiB; now the peak RSS of
+    the whole flood (VmHWM) stays under the chart's limit and an ordinary review is still answered.
+    """
+    body = worst_body(MAX_BODY_BYTES)
+    assert len(body) <= MAX_BODY_BYTES
+    idle = rss_kib(operator.pid, "VmRSS")
+    sent: list[int] = []
+    stop = threading.Event()
+
+    def flood() -> None:
+        for _ in range(10):
+            if stop.is_set():
+                return
+            try:
+                status, _ = post(operator, body, timeout=60)
+                sent.append(status)
+            except (OSError, http.client.HTTPException):
+                sent.append(0)
+
+    # The issue's attack beside it: 8 MiB of `[{},{},…]` (one such body took the operator from 40 to 250 MiB).
+    eight_mib = b"[" + b"{}," * ((8 << 20) // 3) + b"{}]"
+    refused: list[int] = []
+
+    def oversized() -> None:
+        for _ in range(5):
+            try:
+                refused.append(post(operator, eight_mib, timeout=60)[0])
+            except (OSError, http.client.HTTPException):
+                refused.append(0)  # answered 413 and closed while the body was still being sent
+
+    threads = [threading.Thread(target=flood, daemon=True) for _ in range(16)]
+    threads += [threading.Thread(target=oversized, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: len(sent) >= 16, 120, "the flood under way")
+        started = time.monotonic()
+        status, answer = post(operator, json.dumps(review(**POD_REQUEST)).encode(), timeout=30)
+        during = time.monotonic() - started
+        assert status == 200 and answer["response"]["allowed"] is True, answer
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        for thread in threads:
+            thread.join(timeout=300)
+    peak = rss_kib(operator.pid, "VmHWM")
+    print(f"idle RSS {idle / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB over {len(sent)} bodies of "
+          f"{len(body) / 2**20:.2f} MiB (statuses {sorted(set(sent))}); an ordinary review answered in {during:.2f} s")
+    assert peak < CHART_LIMIT_MIB * 1024, f"peak RSS {peak / 1024:.0f} MiB"
+    assert set(refused) <= {413, 0} and len(refused) == 20, refused
+    assert during < 5.0
+    assert operator.healthy()
+    status, answer = post(operator, json.dumps(review(**POD_REQUEST)).encode())
+    assert status == 200, answer
+
+
 def test_an_unexpected_error_admits_the_pod_unchanged_with_a_warning(
     operator: OperatorProcess, k8s_cluster: K8sCluster, k8s_namespace: str
 ) -> None:
@@ -193,7 +299,8 @@ def test_a_collision_is_admitted_unchanged_with_a_warning_naming_it(
     policy(k8s_cluster, k8s_namespace, "demo")
     stored, warnings = create(k8s_cluster, k8s_namespace, bare_pod("collides", **spec))
     assert f"candor: no sidecar added: {field}" in warnings
-    assert "candor.io/status" not in stored["metadata"]["annotations"]
+    # Marked as seen and skipped (the heal then never restarts its Deployment for it), no sidecar.
+    assert stored["metadata"]["annotations"]["candor.io/status"] == "skipped"
     assert [v["name"] for v in stored["spec"].get("volumes", [])
             if not v["name"].startswith("kube-api-access")] == [v["name"] for v in spec.get("volumes", [])]
     assert [c["name"] for c in stored["spec"].get("initContainers", [])] == \

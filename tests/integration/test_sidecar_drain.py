@@ -9,6 +9,7 @@ TCP begins a drain, and a drain with no termination behind it lifts itself.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import socket
 import stat
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from candor_demo.haproxy_process import HAProxyProcess
 from tests.support.ports import free_port
@@ -111,6 +113,9 @@ def test_the_wait_returns_once_every_haproxy_has_heard_drain_then_sigterm_keeps_
     assert drained.returncode == 0, drained.stderr
     assert drained.stdout.startswith("draining: the agent answers drain")
     assert pod.sidecar.agent_line().startswith("drain")
+    # A human asking how the drain goes: since when, who heard it, who is still awaited.
+    notes = json.loads(pod.sidecar.get("/health?verbose")[2])["notes"]
+    assert any(note.startswith("drain under way since ") and "begun by preStop" in note for note in notes), notes
     thread.join(MAX_WAIT + 10)
     assert not thread.is_alive()
 
@@ -120,6 +125,15 @@ def test_the_wait_returns_once_every_haproxy_has_heard_drain_then_sigterm_keeps_
     assert "127.0.0.2" in str(result["body"]) and "127.0.0.3" in str(result["body"])
     # lb2 polls every 3 s: the wait lasted until it did, and not until maxWait.
     assert float(result["seconds"]) < MAX_WAIT  # type: ignore[arg-type]
+    # /metrics counts and times it: one drain heard by both HAProxys and by this test's own agent poll above
+    # (127.0.0.1: any client that polls the agent counts), none given up on.
+    drained_in = wait_until(lambda: _sample(pod.sidecar, "candor_drain_seconds_count", outcome="heard"), 5,
+                            "the drain to be counted")
+    assert drained_in == 1
+    assert 0 < _sample(pod.sidecar, "candor_drain_seconds_sum", outcome="heard") < MAX_WAIT
+    assert _sample(pod.sidecar, "candor_drain_peers_heard_total") == 3
+    assert _sample(pod.sidecar, "candor_drain_peers_given_up_total", reason="silent") == 0
+    assert _sample(pod.sidecar, "candor_drain_peers_given_up_total", reason="timeout") == 0
 
     # A second drain command changes nothing; SIGTERM keeps the drain through the fold and the final scrape.
     again = pod.sidecar.run_drain()
@@ -140,9 +154,24 @@ def test_a_haproxy_that_stops_polling_is_not_waited_for(tmp_path: Path) -> None:
         thread.join(MAX_WAIT + 10)
         assert result["seen"] == "DRAIN"
         assert result["headers"]["candor-drain"] == "heard", result  # type: ignore[index]
-        assert "127.0.0.2" in str(result["body"]) and "127.0.0.3" not in str(result["body"])
+        assert "drain heard by 1 load balancer(s) 127.0.0.2;" in str(result["body"])
+        assert "removed by 1: 127.0.0.3" in str(result["body"])  # it stopped polling and checking
         # lb2's last poll is at most one 3 s interval old: presumed gone within 2 intervals + 1 s of it.
         assert float(result["seconds"]) <= 2 * 3.0 + 1.0 + 1.0  # type: ignore[arg-type]
+        wait_until(lambda: _sample(pod.sidecar, "candor_drain_seconds_count", outcome="removed") == 1, 5,
+                   "the drain to be counted as ended by a peer that took the server out")
+        assert _sample(pod.sidecar, "candor_drain_peers_heard_total") == 1
+        assert _sample(pod.sidecar, "candor_drain_peers_given_up_total", reason="removed") == 1
+        assert _sample(pod.sidecar, "candor_drain_peers_given_up_total", reason="silent") == 0
+
+
+def _sample(sidecar: SidecarProcess, name: str, **labels: str) -> float:
+    """One sample of the sidecar's /metrics, read with prometheus_client's parser."""
+    for family in text_string_to_metric_families(sidecar.get("/metrics")[2].decode()):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    raise AssertionError(f"no {name} {labels} in /metrics")
 
 
 def _raw_http(port: int, data: bytes) -> bytes:

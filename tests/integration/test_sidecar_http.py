@@ -105,8 +105,8 @@ def test_sigterm_drains_waits_for_one_scrape_then_exits_0(tmp_path: Path) -> Non
         assert sidecar.wait(10) == 0
         assert time.monotonic() - scraped < 5
         assert "final scrape served" in sidecar.logs()
-    # A sidecar restarted in the same pod (same stateDir) lifts the DRAIN its predecessor left in HAProxy.
-    with SidecarProcess(tmp_path / "state") as successor:
+    # A sidecar restarted in the same pod (same control volume) lifts the DRAIN its predecessor left in HAProxy.
+    with SidecarProcess(tmp_path / "state", control_dir=sidecar.control_dir) as successor:
         assert successor.agent_line().startswith("ready up ")
 
 

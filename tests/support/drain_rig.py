@@ -1,13 +1,19 @@
-"""Pods leaving under load, on the test node: the demo app's Deployment, an HAProxy fed by the EndpointSlice
-follower, a steady request stream, and what each pod's app saw (its SIGTERM time, in an events file on the
+"""Pods leaving under load, on the test node: the demo app's Deployments, an HAProxy fed by the controller
+emulation (tests/support/endpoint_follower.py, haproxytech's or haproxy-ingress's behaviour), a steady
+request stream per Deployment, and what each pod's app saw (its SIGTERM time, in an events file on the
 node, which is this machine).
 
-Shared by tests/integration/test_node_drain.py and bench/drain.py. Two setups side by side:
+Shared by tests/integration/test_node_drain.py and bench/drain.py. Deployments side by side (``CELLS``),
+equal but for what their name says:
 
 * ``candor``: the sidecar injected (drain handshake in preStop), HAProxy's backend from `candor render`
-  (agent-check, `option redispatch 1`), servers filled by the follower;
-* ``plain``: no Candor; the same Deployment (readiness probe, CPU request), HAProxy's defaults for the backend,
-  servers filled by the same follower (a terminating endpoint is put in maint, as the controllers do).
+  (agent-check, `option redispatch 1`, retries), and the app's own readiness probe;
+* ``candor-bare``: the same without a readiness probe of its own (as the README's example once shipped):
+  only the sidecar's readiness (the app's port accepting connections) and minReadySeconds protect it;
+* ``plain``: no Candor; the app's readiness probe, HAProxy's defaults for the backend;
+* ``plain-bare``: no Candor and no readiness probe;
+* ``plain-sleep``: no Candor, the readiness probe, and what careful users add instead of a handshake: a
+  ``preStop`` that sleeps 15 s, with a grace period that leaves the app time to finish after it.
 """
 
 from __future__ import annotations
@@ -16,27 +22,44 @@ import contextlib
 import http.client
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from candor_demo.haproxy_process import HAProxyProcess
 from candor_operator.policy import parse_policy
-from candor_operator.render import render_backend
+from candor_operator.render import BALANCE, render_backend
 from candor_sidecar.release import VERSION
-from tests.support.endpoint_follower import EndpointSliceFollower, declare_slots
+from tests.support.endpoint_follower import HAPROXYTECH, EndpointSliceFollower, declare_slots
+from tests.support.haproxy_reload import ReloadableHAProxy
 
 POLICY: dict[str, Any] = {
-    "ingress": {"controller": "haproxytech", "services": []},
     "httpCheck": {"path": "/health", "interval": "2s", "rise": 2, "fall": 3},
     "agentCheck": {"interval": "1s"},
     "slowStart": "0s",
     "metrics": {"finalScrapeTimeout": "20s"},
 }
 SLOTS = 8
+# The usual workaround's guess: long enough for endpoints, controllers and HAProxy to follow, in most clusters.
+SLEEP_SECONDS = 15
 
 
-def app_deployment(name: str, namespace: str, replicas: int, inject: bool, events_dir: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Cell:
+    inject: bool  # Candor's sidecar and rendered backend
+    probe: bool  # the app's own readiness probe
+    sleep: int = 0  # seconds of a `preStop: sleep` before the app's SIGTERM
+
+
+CELLS: dict[str, Cell] = {
+    "candor": Cell(True, True), "candor-bare": Cell(True, False), "plain": Cell(False, True),
+    "plain-bare": Cell(False, False), "plain-sleep": Cell(False, True, SLEEP_SECONDS),
+}
+
+
+def app_deployment(name: str, namespace: str, replicas: int, inject: bool, events_dir: Path,
+                   probe: bool = True, sleep: int = 0) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "app", "image": f"candor-sidecar:{VERSION}",
         "command": ["python", "-m", "candor_demo.resizer_app"],
@@ -46,44 +69,62 @@ def app_deployment(name: str, namespace: str, replicas: int, inject: bool, event
         "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
         "ports": [{"name": "http", "containerPort": 8080}],
         "volumeMounts": [{"name": "events", "mountPath": "/events"}],
-        # As in any production Deployment, and the same in both setups (they differ only in Candor): a
-        # readiness probe, so a new pod gets traffic once it listens, and a CPU request, so the apps are not
-        # BestEffort pods starved by everything else this machine runs during a rollout.
-        "readinessProbe": {"httpGet": {"path": "/resize", "port": 8080}, "periodSeconds": 2},
+        # A CPU request in every cell, so the apps are not BestEffort pods starved by everything else this
+        # machine runs during a rollout.
         "resources": {"requests": {"cpu": "100m"}},
     }
+    if probe:  # a new pod gets traffic once it answers
+        container["readinessProbe"] = {"httpGet": {"path": "/resize", "port": 8080}, "periodSeconds": 2}
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": [{"name": "events", "hostPath": {"path": str(events_dir), "type": "Directory"}}],
+    }
+    if sleep:  # the kubelet's own sleep action (GA in 1.34): no shell needed in the image
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": sleep}}}
+        pod_spec["terminationGracePeriodSeconds"] = sleep + 15
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": namespace, "annotations": {"candor.io/inject": str(inject).lower()}},
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}}, "template": {
-            "metadata": {"labels": {"app": name}},
-            "spec": {"containers": [container],
-                     "volumes": [{"name": "events", "hostPath": {"path": str(events_dir), "type": "Directory"}}]},
+            "metadata": {"labels": {"app": name}}, "spec": pod_spec,
         }},
     }
 
 
-def objects(namespace: str, events_dir: Path, replicas: int = 3) -> list[dict[str, Any]]:
-    candor_policy = {**POLICY, "selector": {"matchLabels": {"app": "candor"}},
-                     "ingress": {"controller": "haproxytech", "services": ["candor"]}}
+def _policy_spec(cells: Iterable[str], controller: str) -> dict[str, Any]:
+    governed = [name for name in cells if CELLS[name].inject]
+    return {**POLICY, "selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": governed}]},
+            "ingress": {"controller": controller, "services": governed}}
+
+
+def objects(namespace: str, events_dir: Path, replicas: int = 3, cells: Iterable[str] = ("candor", "plain"),
+            controller: str = HAPROXYTECH) -> list[dict[str, Any]]:
+    """The HealthPolicy `candor` (governing the injected cells), and a Service and a Deployment per cell."""
+    cells = list(cells)
     result = [{"apiVersion": "candor.io/v1alpha1", "kind": "HealthPolicy",
-               "metadata": {"name": "candor", "namespace": namespace}, "spec": candor_policy}]
-    for name, inject in (("candor", True), ("plain", False)):
+               "metadata": {"name": "candor", "namespace": namespace}, "spec": _policy_spec(cells, controller)}]
+    for name in cells:
+        cell = CELLS[name]
         result.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace},
                        "spec": {"selector": {"app": name},
                                 "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}})
-        result.append(app_deployment(name, namespace, replicas, inject, events_dir))
+        result.append(app_deployment(name, namespace, replicas, cell.inject, events_dir, cell.probe, cell.sleep))
     return result
 
 
-def haproxy_config(front_candor: int, front_plain: int) -> str:
-    policy = parse_policy({**POLICY, "selector": {"matchLabels": {"app": "candor"}}})
-    return ("global\n    maxconn 500\ndefaults\n    mode http\n    timeout connect 1s\n"
-            "    timeout client 10s\n    timeout server 10s\n"
-            f"frontend fe_candor\n    bind 127.0.0.1:{front_candor}\n    default_backend candor\n"
-            f"frontend fe_plain\n    bind 127.0.0.1:{front_plain}\n    default_backend plain\n"
-            + declare_slots(render_backend(policy, name="candor", controller="haproxytech"), SLOTS)
-            + declare_slots("backend plain\n    mode http\n    balance roundrobin\n", SLOTS))
+def haproxy_config(fronts: dict[str, int], controller: str = HAPROXYTECH) -> str:
+    """A frontend and a backend of SLOTS empty slots per cell: Candor's rendered backend for the injected
+    cells, the controller's default balance alone for the others."""
+    policy = parse_policy(_policy_spec(fronts, controller)) if any(CELLS[name].inject for name in fronts) else None
+    text = ("global\n    maxconn 500\ndefaults\n    mode http\n    timeout connect 1s\n"
+            "    timeout client 10s\n    timeout server 10s\n")
+    for name, port in fronts.items():
+        text += f"frontend fe_{name}\n    bind 127.0.0.1:{port}\n    default_backend {name}\n"
+    for name in fronts:
+        backend = (render_backend(policy, name=name, controller=controller) if policy and CELLS[name].inject
+                   else f"backend {name}\n    mode http\n    balance {BALANCE[controller]}\n")
+        text += declare_slots(backend, SLOTS)
+    return text
 
 
 @dataclass
@@ -168,8 +209,14 @@ def answered_after_sigterm(load: Load, events_dir: Path) -> list[Answer]:
 
 
 @contextlib.contextmanager
-def rig(cluster: Any, namespace: str, front_candor: int, front_plain: int) -> Any:
-    with HAProxyProcess(haproxy_config(front_candor, front_plain)) as haproxy, \
-            EndpointSliceFollower(cluster, haproxy, namespace, "candor", "candor", SLOTS) as candor, \
-            EndpointSliceFollower(cluster, haproxy, namespace, "plain", "plain", SLOTS) as plain:
-        yield haproxy, candor, plain
+def rig(cluster: Any, namespace: str, fronts: dict[str, int], controller: str = HAPROXYTECH, lag: float = 0.0,
+        reloadable: bool = False) -> Iterator[tuple[HAProxyProcess, dict[str, EndpointSliceFollower]]]:
+    """HAProxy with a frontend per cell (`fronts`: cell -> port), each backend's slots kept by the emulation
+    of `controller`, `lag` seconds behind the EndpointSlices. `reloadable`: a ReloadableHAProxy, whose
+    `reload()` does what a controller's reload does (tests/support/haproxy_reload.py)."""
+    config = haproxy_config(fronts, controller)
+    with (ReloadableHAProxy(config) if reloadable else HAProxyProcess(config)) as haproxy, \
+            contextlib.ExitStack() as stack:
+        followers = {name: stack.enter_context(EndpointSliceFollower(
+            cluster, haproxy, namespace, name, name, SLOTS, controller=controller, lag=lag)) for name in fronts}
+        yield haproxy, followers

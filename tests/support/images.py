@@ -5,6 +5,9 @@
   resolve to it unchanged and ``docker build`` with the real base stays true. Debian marks its Python
   EXTERNALLY-MANAGED (PEP 668); the marker is deleted in the base, as the official image never has one.
 * The Dockerfiles: ``buildah bud --pull=never --isolation=chroot --network=host`` (``pip wheel`` reaches PyPI).
+  buildah reads a ``containers.conf`` of its own in the cache: by default it creates lock files in the
+  machine's ``/etc/cni/net.d`` and ``/etc/containers/networks`` at every ``from`` and ``bud``, and a fresh
+  machine has neither directory (tests/integration/test_node_cni_state.py).
 * The pause image: a tiny static C program (it sleeps until a signal ends it), one file in an empty image.
 
 Every image is cached as a docker-archive under ``~/.cache/candor/images`` named by a content hash (the
@@ -74,9 +77,21 @@ def _cache_lock() -> Iterator[None]:
         yield
 
 
+def _containers_conf(store: Path) -> Path:
+    """buildah's network settings, pointing its CNI lock and configuration into the store, not into /etc."""
+    conf = store / "containers.conf"
+    text = f'[network]\nnetwork_backend = "cni"\nnetwork_config_dir = "{store / "net.d"}"\n'
+    if not conf.exists() or conf.read_text() != text:
+        store.mkdir(parents=True, exist_ok=True)
+        conf.write_text(text)
+    return conf
+
+
 def _buildah(*args: str) -> list[str]:
     store = CACHE / "buildah"
-    return ["nice", "buildah", f"--root={store / 'root'}", f"--runroot={store / 'run'}", "--storage-driver=vfs", *args]
+    # CONTAINERS_CONF replaces the machine's containers.conf files whole, for every buildah command.
+    return ["nice", "env", f"CONTAINERS_CONF={_containers_conf(store)}", "buildah", f"--root={store / 'root'}",
+            f"--runroot={store / 'run'}", "--storage-driver=vfs", *args]
 
 
 def _digest(*parts: bytes) -> str:
@@ -183,7 +198,7 @@ def _dockerfile_archive(name: str, dockerfile: Path, base: str) -> BuiltImage:
         return BuiltImage(name, archive, 0.0)
     began = time.monotonic()
     _run(_buildah("bud", "--pull=never", "--isolation=chroot", "--network=host", "--layers=false",
-                  "-f", str(dockerfile), "-t", name, str(ROOT)), f"buildah bud {dockerfile.relative_to(ROOT)}")
+                  "-f", str(dockerfile), "-t", name, str(ROOT)), f"buildah bud {dockerfile}")
     _push(name, archive)
     # One archive per image in the cache, and no untagged layers of earlier builds in the store.
     for older in CACHE.glob(archive.name.rsplit("-", 1)[0] + "-*.tar"):
@@ -203,6 +218,12 @@ def build_images() -> list[BuiltImage]:
             _dockerfile_archive(SIDECAR_IMAGE, ROOT / "sidecar" / "Dockerfile", base),
             _dockerfile_archive(OPERATOR_IMAGE, ROOT / "operator" / "Dockerfile", base),
         ]
+
+
+def build_dockerfile(name: str, dockerfile: Path) -> BuiltImage:
+    """One more image from ``dockerfile`` (context: the repository), built like the project's own."""
+    with _cache_lock():
+        return _dockerfile_archive(name, dockerfile, _ensure_base())
 
 
 if __name__ == "__main__":

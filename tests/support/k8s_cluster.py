@@ -61,6 +61,7 @@ path and waits for Ctrl-C.
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import base64
 import http.client
@@ -405,25 +406,37 @@ class K8sCluster:
         return self.ca.serving_cert(f"serving-{name}", hosts)
 
 
-def main() -> None:
-    """``make cluster``: a control plane and (as root) the node for a human; stop on Ctrl-C."""
-    from tests.support.node import Node  # the node imports this module: import it here, not at the top
+def main(argv: list[str] | None = None) -> None:
+    """``make cluster``: a control plane and (as root) its nodes for a human; stop on Ctrl-C."""
+    # The node imports this module: import it here, not at the top.
+    from tests.support.node import Node, another_node
 
+    parser = argparse.ArgumentParser(prog="python -m tests.support.k8s_cluster")
+    parser.add_argument("--nodes", type=int, default=1, choices=range(1, 4), help="nodes to start (1-3)")
+    args = parser.parse_args(argv)
     bin_dir = ensure_binaries()
     workdir = Path(tempfile.mkdtemp(prefix="candor-k8s-"))
     cluster = K8sCluster(workdir, bin_dir).start()
     print(f"control plane ready in {cluster.startup_seconds:.1f} s at {cluster.server}")
-    node = None
+    nodes: list[Node] = []
     if os.geteuid() == 0:
-        node = Node(cluster=cluster).start()
-        print(f"node {node.name!r} ready in {node.startup_seconds:.1f} s: pods get addresses on {node.bridge} "
-              f"({node.subnet}), reachable from this machine; images loaded: "
-              + ", ".join(image.name for image in node.images))
+        try:
+            nodes.append(Node(cluster=cluster).start())
+            nodes += [another_node(cluster, number).start() for number in range(2, args.nodes + 1)]
+        except BaseException:
+            for node in reversed(nodes):
+                node.stop()
+            cluster.stop()
+            raise
+        for node in nodes:
+            print(f"node {node.name!r} ready in {node.startup_seconds:.1f} s: pods get addresses on {node.bridge} "
+                  f"({node.subnet}), reachable from this machine")
+        print("images loaded: " + ", ".join(image.name for image in nodes[0].images))
     else:
         print("not root: no node (pods stay Pending); run `sudo make cluster` for one")
     print(f"export KUBECONFIG={cluster.kubeconfig}")
-    print(f"logs: {cluster.logs_dir}" + (f" and {node.logs_dir}" if node else "") + "   (Ctrl-C stops everything)",
-          flush=True)
+    print(f"logs: {cluster.logs_dir}" + "".join(f" and {node.logs_dir}" for node in nodes)
+          + "   (Ctrl-C stops everything)", flush=True)
     stop = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -434,13 +447,13 @@ def main() -> None:
     try:
         while not stop:
             cluster._check_alive()
-            if node is not None:
+            for node in nodes:
                 node.check_alive()
             time.sleep(1)
     except KeyboardInterrupt:
         pass
     finally:
-        if node is not None:
+        for node in reversed(nodes):
             node.stop()
         cluster.stop()
         shutil.rmtree(workdir, ignore_errors=True)

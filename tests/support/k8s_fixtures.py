@@ -16,14 +16,14 @@ import pytest
 
 from tests.support.k8s_cluster import K8sCluster
 from tests.support.k8s_processes import ensure_binaries
-from tests.support.node import Node
+from tests.support.node import Node, another_node
 
 _BIN_DIR = pytest.StashKey[Path]()
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if "k8s_node" in getattr(item, "fixturenames", ()):
+        if {"k8s_node", "second_node"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.node)
     # The crash-recovery test runs its own node with the machine to itself: before the session's node starts.
     items.sort(key=lambda item: not item.get_closest_marker("node_exclusive"))
@@ -57,6 +57,17 @@ def node_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 @pytest.fixture(scope="session")
 def k8s_node(node_cluster: K8sCluster) -> Iterator[Node]:
     node = Node(cluster=node_cluster).start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="module")
+def second_node(node_cluster: K8sCluster, k8s_node: Node) -> Iterator[Node]:
+    """A second node in the node's cluster, for the tests of one module only: the other node tests expect
+    their pods on ``k8s_node`` (they read its cgroups), so it leaves again (and its Node object with it)."""
+    node = another_node(node_cluster, 2).start()
     try:
         yield node
     finally:

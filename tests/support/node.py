@@ -112,12 +112,26 @@ class ApiForwarder:
         self._selector.close()
 
 
+def another_node(cluster: Any, number: int) -> Node:
+    """Node ``number`` (2, 3, …) of ``cluster``: its own containerd, kubelet, bridge and pod subnet.
+
+    Every node's bridge is on this machine, so the host routes between the pod subnets (the bridge plugin's
+    ``isGateway`` turns on forwarding): pods reach the pods of other nodes, and the host reaches them all.
+    Only the first node runs the cluster's kube-scheduler.
+    """
+    if not 2 <= number <= 9:
+        raise ValueError(f"node number: {number} is not between 2 and 9")
+    return Node(f"candor-{number}", f"cnd{number - 1}", f"10.244.{79 + number}.0/24", cluster=cluster,
+                scheduler=False)
+
+
 class Node:
     """One kubelet + containerd node. ``cluster`` is a started K8sCluster, or None for a standalone kubelet."""
 
     def __init__(self, name: str = "candor", bridge: str = "cnd0", subnet: str = "10.244.77.0/24",
-                 cluster: Any = None, static_pods: Path | None = None) -> None:
+                 cluster: Any = None, static_pods: Path | None = None, scheduler: bool = True) -> None:
         self.name = name
+        self.scheduler = scheduler  # one kube-scheduler per cluster: the first node runs it
         self.bridge = bridge
         self.subnet = ipaddress.ip_network(subnet)
         self.ip = str(next(self.subnet.hosts()))
@@ -153,7 +167,8 @@ class Node:
                 self._route_api_server()
             self._start_kubelet()
             if self.cluster is not None:
-                self._start_scheduler()
+                if self.scheduler:
+                    self._start_scheduler()
                 self._wait_ready()
         except BaseException:
             self.stop()

@@ -26,9 +26,11 @@ from pathlib import Path
 
 # Sysctls the kubelet (protectKernelDefaults: false) and the bridge plugin (isGateway) set.
 SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops", "net.ipv4.ip_forward")
-# Fixed paths the kubelet, containerd and CNI use whatever their configured directories.
+# Fixed paths the kubelet, containerd and CNI use whatever their configured directories. The node's CNI
+# configuration lives in its work directory and buildah's in the image cache: /etc/cni and
+# /etc/containers/networks are listed so that a write there is seen (and undone), not because one is expected.
 FIXED_PATHS = ("/run/containerd", "/var/lib/cni", "/var/log/containers", "/var/lib/kubelet", "/run/netns",
-               "/etc/cni/net.d")
+               "/etc/cni", "/etc/cni/net.d", "/etc/containers/networks")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 STATE = Path("/var/lib/candor-node")
 

@@ -11,6 +11,7 @@ The operator's output goes to `<workdir>/operator-<n>.log` (printed on failure b
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -45,6 +46,7 @@ class OperatorProcess:
         sidecar_image: str = "candor-sidecar:test",
         extra_args: Sequence[str] = (),
         kubeconfig: Path | None = None,
+        metrics: bool = False,
     ) -> None:
         self.cluster = cluster
         self.workdir = workdir
@@ -57,6 +59,8 @@ class OperatorProcess:
         self.kubeconfig = kubeconfig or cluster.kubeconfig
         self.webhook_port = free_port()
         self.health_port = free_port()
+        self.metrics_port = free_port() if metrics else None
+        self.readiness_port = free_port()
         self.cert = cluster.serving_cert(f"operator-{uuid.uuid4().hex[:6]}") if webhook else None
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -66,8 +70,11 @@ class OperatorProcess:
     @property
     def argv(self) -> list[str]:
         argv = [CANDOR, "operator", f"--kubeconfig={self.kubeconfig}", f"--resync={self.resync}",
-                f"--sidecar-image={self.sidecar_image}", f"--liveness=http://127.0.0.1:{self.health_port}/healthz"]
+                f"--sidecar-image={self.sidecar_image}", f"--liveness=http://127.0.0.1:{self.health_port}/healthz",
+                f"--readiness=http://127.0.0.1:{self.readiness_port}/readyz"]
         argv += [f"--namespace={ns}" for ns in self.namespaces]
+        if self.metrics_port is not None:
+            argv.append(f"--metrics=http://127.0.0.1:{self.metrics_port}/metrics")
         if self.standalone:
             argv.append("--standalone")
         if self.webhook and self.cert is not None:
@@ -102,13 +109,29 @@ class OperatorProcess:
         except (urllib.error.URLError, OSError):
             return False
 
+    def scrape(self) -> str:
+        """The operator's /metrics, as Prometheus' text format."""
+        assert self.metrics_port is not None, "started without metrics=True"
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+    def readiness(self) -> tuple[int, dict[str, Any]]:
+        """The readiness endpoint's status and JSON (0 and {} when nothing answers)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.readiness_port}/readyz", timeout=5) as response:
+                return int(response.status), json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return int(error.code), json.loads(error.read())
+        except (urllib.error.URLError, OSError):
+            return 0, {}
+
     def webhook_listening(self) -> bool:
         """kopf answers its health endpoint before its webhook server has bound: a test must wait for both."""
         return not self.webhook or listening(self.webhook_port)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
-        while not (self.healthy() and self.webhook_listening()):
+        while not (self.healthy() and self.webhook_listening()
+                   and (self.metrics_port is None or listening(self.metrics_port))):
             if self.process is None or self.process.poll() is not None:
                 raise RuntimeError(f"candor operator exited early:\n{self.log_tail()}")
             if time.monotonic() > deadline:
@@ -167,8 +190,9 @@ class OperatorProcess:
         )
         scope = list(namespaces if namespaces is not None else self.namespaces)
         if scope:
-            config["webhooks"][0]["namespaceSelector"] = {"matchExpressions": [
-                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": scope}]}
+            for hook in config["webhooks"]:
+                hook["namespaceSelector"] = {"matchExpressions": [
+                    {"key": "kubernetes.io/metadata.name", "operator": "In", "values": scope}]}
         self.cluster.api("POST", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations", config).ok()
         self.webhook_names.append(name)
         return name

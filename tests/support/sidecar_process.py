@@ -79,8 +79,11 @@ class _ChildProcess:
 class SidecarProcess(_ChildProcess):
     def __init__(self, state_dir: str | os.PathLike[str], *, config: dict[str, Any] | None = None,
                  pod_info_dir: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None,
-                 open_files: int | None = None, grace_period: float | None = None) -> None:
+                 open_files: int | None = None, grace_period: float | None = None,
+                 args: list[str] | None = None,
+                 control_dir: str | os.PathLike[str] | None = None) -> None:
         self.state_dir = Path(state_dir)
+        self.args = list(args or [])  # more command-line flags, as the injection passes them (e.g. --app-port)
         self.grace_period = grace_period  # --termination-grace-period, as the injection passes the pod's
         self.open_files = open_files  # RLIMIT_NOFILE (soft and hard) for the sidecar, as `ulimit -n` would
         self.http_port = free_port()
@@ -98,8 +101,10 @@ class SidecarProcess(_ChildProcess):
         self.config_path = self.workdir / "sidecar.yaml"
         self.config_path.write_text(yaml.safe_dump(document))
         self.log_path = self.workdir / "sidecar.log"
-        # As in a pod: the control socket's directory is the sidecar's own (here its private temporary directory).
-        self.control_socket = self.workdir / "control" / "sidecar.sock"
+        # As in a pod: the control socket's directory is the sidecar's own (here its private temporary directory,
+        # or `control_dir`: the one a previous sidecar of the same "pod" used, as the emptyDir outlives restarts).
+        self.control_dir = Path(control_dir) if control_dir is not None else self.workdir / "control"
+        self.control_socket = self.control_dir / "sidecar.sock"
         self.env = {**os.environ, "PYTHONPATH": str(ROOT), "CANDOR_CONTROL_SOCKET": str(self.control_socket),
                     **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
@@ -109,8 +114,9 @@ class SidecarProcess(_ChildProcess):
         with self.log_path.open("ab") as log:
             grace = [] if self.grace_period is None else ["--termination-grace-period", f"{self.grace_period:g}"]
             self.process = subprocess.Popen([sys.executable, "-m", "candor_sidecar", "--config", str(self.config_path),
-                                             *grace], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            env=self.env, cwd=ROOT, preexec_fn=self._limit_open_files)
+                                             *grace, *self.args], stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, env=self.env, cwd=ROOT,
+                                            preexec_fn=self._limit_open_files)
         self._wait_until_answering(lambda: self.get("/livez")[0] == 200, timeout, "sidecar", self.logs)
         return self
 

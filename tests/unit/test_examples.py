@@ -44,6 +44,10 @@ def test_demo_deployment_asks_for_injection() -> None:
     assert deployment["metadata"]["annotations"]["candor.io/inject"] == "true"
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["resources"]["limits"]["memory"]  # the memory check needs a limit to compare with
+    # Ready once the app answers, on the port the Service targets (what a user should copy).
+    probe = container["readinessProbe"]["httpGet"]
+    (service,) = _by_kind("Service")
+    assert probe["port"] == service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
 
 
 def test_demo_manifests_validate_strictly() -> None:

@@ -19,6 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from candor_operator import webhook
 from candor_operator.injection import SYSTEM_NAMESPACES
+from candor_sidecar.config import DEFAULT_AGENT_PORT, DEFAULT_HTTP_PORT
 from candor_sidecar.release import VERSION
 from tests.support.helm import helm_binary
 
@@ -27,6 +28,10 @@ CHART = ROOT / "helm" / "candor"
 NAMESPACE = "candor-system"
 MONITORING = ("monitoring.coreos.com/v1", "monitoring.coreos.com/v1/PodMonitor",
               "monitoring.coreos.com/v1/PrometheusRule")
+# The documented narrow install: served namespaces, both NetworkPolicies.
+NARROW = ("--set", "operator.namespaces={shop,blog}", "--set", "networkPolicy.webhook.enabled=true",
+          "--set", "networkPolicy.webhook.from[0].ipBlock.cidr=10.0.0.0/24",
+          "--set", "networkPolicy.sidecar.enabled=true", "--set", "networkPolicy.sidecar.namespaces={shop,blog}")
 KUBERNETES_VALIDATE = Path(sys.executable).with_name("kubernetes-validate")
 
 
@@ -60,10 +65,27 @@ def test_chart_crd_is_byte_identical_to_the_top_level_one() -> None:
     assert (CHART / "files" / "healthpolicy.yaml").read_bytes() == (ROOT / "crds" / "healthpolicy.yaml").read_bytes()
 
 
-def test_crds_are_release_templates_so_upgrades_and_uninstalls_reach_them() -> None:
+def test_crds_are_release_templates_so_upgrades_reach_them_and_healthpolicies_outlive_the_release() -> None:
     assert not (CHART / "crds").exists()
-    crds = {o["metadata"]["name"] for o in _objects(_template()) if o["kind"] == "CustomResourceDefinition"}
-    assert crds == {"healthpolicies.candor.io", "clusterkopfpeerings.kopf.dev"}
+    crds = {o["metadata"]["name"]: o for o in _objects(_template()) if o["kind"] == "CustomResourceDefinition"}
+    assert set(crds) == {"healthpolicies.candor.io", "clusterkopfpeerings.kopf.dev"}
+    assert crds["healthpolicies.candor.io"]["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+
+
+def test_the_operator_is_ready_only_through_its_readiness_endpoint() -> None:
+    container = _one(_objects(_template()), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "readiness"}
+    assert f"--readiness=http://0.0.0.0:{ports['readiness']}/readyz" in container["args"]
+
+
+def test_no_service_account_name_with_create_false_is_refused() -> None:
+    result = _helm("template", "candor", str(CHART), "--set", "serviceAccount.create=false")
+    assert result.returncode != 0
+    assert "serviceAccount.name: required with serviceAccount.create=false" in result.stderr
+    objects = _objects(_template("--set", "serviceAccount.create=false", "--set", "serviceAccount.name=candor-sa"))
+    (binding,) = [o for o in objects if o["kind"] == "ClusterRoleBinding"]
+    assert binding["subjects"][0]["name"] == "candor-sa"
 
 
 def test_helm_lint_strict() -> None:
@@ -80,6 +102,7 @@ def test_helm_lint_strict() -> None:
         pytest.param(("--set", "webhook.certManager.enabled=true", "--api-versions=cert-manager.io/v1"),
                      id="cert-manager"),
         pytest.param(("--set", "webhook.enabled=false", "--set", "operator.namespaces={shop,blog}"), id="no-webhook"),
+        pytest.param(NARROW, id="namespaces+network-policies"),
     ],
 )
 def test_rendered_chart_validates_strictly(args: tuple[str, ...]) -> None:
@@ -91,8 +114,14 @@ def test_monitoring_extras_follow_the_cluster_capabilities() -> None:
     assert not {"PodMonitor", "PrometheusRule", "ConfigMap"} & bare
     rich = _objects(_template(*[f"--api-versions={v}" for v in MONITORING]))
     assert {"PodMonitor", "PrometheusRule", "ConfigMap"} <= {o["kind"] for o in rich}
-    monitor = _one(rich, "PodMonitor")
-    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "candor-http"
+    monitors = {o["metadata"]["name"]: o for o in rich if o["kind"] == "PodMonitor"}
+    assert monitors["candor-sidecars"]["spec"]["podMetricsEndpoints"][0]["port"] == "candor-http"
+    operator = monitors["candor-operator"]["spec"]
+    assert operator["podMetricsEndpoints"][0]["port"] == "metrics"
+    assert operator["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    ports = {p["name"]: p["containerPort"] for p in _one(rich, "Deployment")["spec"]["template"]["spec"]
+             ["containers"][0]["ports"]}
+    assert ports["metrics"] == 8082
     rules = _one(rich, "PrometheusRule")["spec"]["groups"][0]["rules"]
     assert all("{{ $labels.pod }}" in rule["annotations"]["summary"] for rule in rules)
     dashboard = _one(rich, "ConfigMap")
@@ -103,6 +132,37 @@ def test_monitoring_extras_follow_the_cluster_capabilities() -> None:
 def test_cluster_role_is_exactly_what_the_operator_touches() -> None:
     role = _one(_objects(_template()), "ClusterRole")
     assert role["rules"] == webhook.RBAC_RULES
+    assert not [o for o in _objects(_template()) if o["kind"] in ("Role", "RoleBinding")]
+
+
+def test_served_namespaces_get_roles_and_nothing_namespaced_is_granted_cluster_wide() -> None:
+    objects = _objects(_template("--set", "operator.namespaces={shop,blog}"))
+    assert _one(objects, "ClusterRole")["rules"] == webhook.CLUSTER_RULES
+    roles = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "Role"}
+    bindings = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "RoleBinding"}
+    assert set(roles) == set(bindings) == {"shop", "blog"}
+    for namespace, role in roles.items():
+        assert role["rules"] == webhook.NAMESPACED_RULES
+        assert bindings[namespace]["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                                  "name": role["metadata"]["name"]}
+        assert bindings[namespace]["subjects"] == [{"kind": "ServiceAccount", "name": "candor",
+                                                    "namespace": NAMESPACE}]
+    # Nor are other namespaces' pods sent to a webhook that may not read there.
+    for hook in _one(objects, "MutatingWebhookConfiguration")["webhooks"]:
+        served = hook["namespaceSelector"]["matchExpressions"][1]
+        assert served == {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["shop", "blog"]}
+
+
+def test_the_admission_policy_matches_only_the_operators_account() -> None:
+    objects = _objects(_template("--set", "serviceAccount.name=ops"))
+    policy = _one(objects, "ValidatingAdmissionPolicy")
+    user = f"system:serviceaccount:{NAMESPACE}:ops"
+    assert policy["spec"]["matchConditions"] == [
+        {"name": "candor-operator-only", "expression": f'request.userInfo.username == "{user}"'}]
+    binding = _one(objects, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    assert not {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} & {
+        o["kind"] for o in _objects(_template("--set", "admissionPolicy.enabled=false"))}
 
 
 def test_operator_deployment_is_replicated_probed_and_restricted() -> None:
@@ -124,23 +184,35 @@ def test_operator_deployment_is_replicated_probed_and_restricted() -> None:
     assert context["allowPrivilegeEscalation"] is False and context["readOnlyRootFilesystem"] is True
     assert context["capabilities"]["drop"] == ["ALL"]
     assert container["resources"]["limits"]["memory"] and container["resources"]["requests"]["cpu"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") or e["valueFrom"] for e in container["env"]}
     assert env["CANDOR_SIDECAR_IMAGE"] == f"candor-sidecar:{VERSION}"
+    # kopf peers by the pod's name, so `candor check` and the active-replica metric can name the active pod.
+    assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert "--metrics=http://0.0.0.0:8082/metrics" in args
 
 
 def test_webhook_targets_pod_creation_and_never_blocks_it() -> None:
     objects = _objects(_template())
     configuration = _one(objects, "MutatingWebhookConfiguration")
-    (hook,) = configuration["webhooks"]
+    hook, label = configuration["webhooks"]
+    reference_configuration = webhook.webhook_configuration({"url": "https://x"})
     assert hook["rules"] == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
                               "resources": ["pods"], "scope": "Namespaced"}]
-    assert (hook["failurePolicy"], hook["sideEffects"]) == ("Ignore", "None")
-    excluded = hook["namespaceSelector"]["matchExpressions"][0]
-    assert excluded["operator"] == "NotIn" and set(SYSTEM_NAMESPACES) | {NAMESPACE} <= set(excluded["values"])
+    for chart, ours in zip(configuration["webhooks"], reference_configuration["webhooks"], strict=True):
+        assert chart["name"] == ours["name"]
+        assert chart["rules"] == ours["rules"]
+        # What lets the API server skip Candor for every pod it does not govern: the same CEL as the operator's.
+        assert chart["matchConditions"] == ours["matchConditions"]
+        assert (chart["failurePolicy"], chart["sideEffects"]) == ("Ignore", "None")
+        assert chart["timeoutSeconds"] == webhook.TIMEOUT_SECONDS <= 3
+        excluded = chart["namespaceSelector"]["matchExpressions"][0]
+        assert excluded["operator"] == "NotIn" and set(SYSTEM_NAMESPACES) | {NAMESPACE} <= set(excluded["values"])
     service = _one(objects, "Service")
     reference = hook["clientConfig"]["service"]
     assert (reference["name"], reference["namespace"]) == (service["metadata"]["name"], NAMESPACE)
     assert webhook.url("https://x", webhook.DEFAULT_PATH).removeprefix("https://x") == reference["path"]
+    assert webhook.url("https://x", webhook.DEFAULT_PATH, webhook.LABEL_HANDLER_ID).removeprefix("https://x") == \
+        label["clientConfig"]["service"]["path"]
     assert service["spec"]["ports"][0]["port"] == reference["port"]
     container_ports = {p["name"]: p["containerPort"] for p in
                        _one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["ports"]}
@@ -220,3 +292,29 @@ def test_two_replicas_get_a_disruption_budget_one_does_not() -> None:
     budget = _one(_objects(_template()), "PodDisruptionBudget")
     assert budget["spec"]["minAvailable"] == 1
     assert "PodDisruptionBudget" not in {o["kind"] for o in _objects(_template("--set", "replicaCount=1"))}
+
+
+def test_network_policies_are_off_by_default_and_narrow_only_candors_ports() -> None:
+    assert "NetworkPolicy" not in {o["kind"] for o in _objects(_template())}
+    objects = _objects(_template(
+        "--set", "networkPolicy.webhook.enabled=true",
+        "--set", "networkPolicy.webhook.from[0].ipBlock.cidr=10.0.0.0/24",
+        "--set", "networkPolicy.sidecar.enabled=true", "--set", "networkPolicy.sidecar.namespaces={shop}",
+        "--set", "networkPolicy.sidecar.agentFrom[0].namespaceSelector.matchLabels.team=ingress"))
+    policies = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "NetworkPolicy"}
+    assert set(policies) == {NAMESPACE, "shop"}
+    webhook_rules = policies[NAMESPACE]["spec"]["ingress"]
+    assert webhook_rules[0] == {"ports": [{"port": webhook.DEFAULT_PORT, "protocol": "TCP"}],
+                                "from": [{"ipBlock": {"cidr": "10.0.0.0/24"}}]}
+    assert "from" not in webhook_rules[1]  # the kubelet's probes
+    sidecar = policies["shop"]["spec"]
+    assert sidecar["podSelector"] == {"matchLabels": {"candor.io/inject": "true"}}
+    http, agent, others = sidecar["ingress"]
+    assert http == {"ports": [{"port": DEFAULT_HTTP_PORT, "protocol": "TCP"}]}  # no httpFrom: from anywhere
+    assert agent == {"ports": [{"port": DEFAULT_AGENT_PORT, "protocol": "TCP"}],
+                     "from": [{"namespaceSelector": {"matchLabels": {"team": "ingress"}}}]}
+    # Every other TCP port stays open to all, so the app's own ports are not cut off by the policy.
+    tcp = sorted((p["port"], p["endPort"]) for p in others["ports"] if p["protocol"] == "TCP")
+    assert tcp == [(1, DEFAULT_HTTP_PORT - 1), (DEFAULT_HTTP_PORT + 1, DEFAULT_AGENT_PORT - 1),
+                   (DEFAULT_AGENT_PORT + 1, 65535)]
+    assert "from" not in others

@@ -220,3 +220,17 @@ def test_webhook_configuration_is_safe_for_the_cluster() -> None:
     excluded = hook["namespaceSelector"]["matchExpressions"][0]
     assert excluded["operator"] == "NotIn"
     assert {"kube-system", "kube-public", "kube-node-lease"} <= set(excluded["values"])
+
+
+def test_a_hostnetwork_pod_is_skipped_with_a_reason_naming_the_field() -> None:
+    assert injection.skip_reason(pod()) is None
+    assert injection.skip_reason(pod(hostNetwork=False)) is None
+    reason = injection.skip_reason(pod(hostNetwork=True))
+    assert reason is not None and reason.startswith("spec.hostNetwork: ")
+
+
+def test_admission_warnings_collect_every_concern_of_the_injection() -> None:
+    body = pod()
+    body["spec"]["containers"][1]["lifecycle"] = {"preStop": {"exec": {"command": ["flush"]}}}
+    assert injection.admission_warnings(body, TARGET) == injection.drain_warnings(body, TARGET)
+    assert injection.admission_warnings(pod(), TARGET) == []

@@ -188,7 +188,8 @@ def test_missed_pods_are_the_current_templates_pods_the_webhook_would_inject() -
         pod("missed", "h2"),
         pod("older template", "h1"),  # being replaced by the rollout anyway
         pod("other heal", "h2", heal="x"),  # from an earlier heal's template
-        pod("declined", "h2", containers=[{"name": "app"}], volumes=[{"name": "candor-state", "emptyDir": {}}]),
+        {**pod("declined", "h2"), "metadata": {"uid": "declined", "annotations": {
+            "candor.io/config-hash": "h2", "candor.io/status": "skipped"}}},  # seen by the webhook, left alone
         {**pod("leaving", "h2"), "metadata": {"uid": "leaving", "deletionTimestamp": "2026-01-01T00:00:00Z",
                                               "annotations": {"candor.io/config-hash": "h2"}}},
     ]

@@ -40,6 +40,9 @@ def test_haproxytech_defaults() -> None:
     snippet = annotations[TECH + "backend-config-snippet"]
     assert "http-check expect status 200" in snippet.splitlines()
     assert "option redispatch 1" in snippet.splitlines()  # a refused connection goes to another pod at once
+    # A server connection closed unanswered is retried elsewhere, but only for idempotent methods.
+    assert "retry-on conn-failure empty-response" in snippet.splitlines()
+    assert "http-request disable-l7-retry unless { method GET HEAD OPTIONS PUT DELETE TRACE }" in snippet.splitlines()
     words = _snippet_words(snippet, "default-server")
     assert (_option(words, "port"), _option(words, "rise"), _option(words, "fall")) == ("9898", "2", "3")
     assert "agent-check" in words
@@ -73,7 +76,9 @@ def test_haproxy_ingress_defaults() -> None:
         HI + "agent-check-port": "9999",
         HI + "agent-check-interval": "2s",
         HI + "initial-weight": "100",
-        HI + "config-backend": "http-check expect status 200\ntimeout check 2s\noption redispatch 1\n",
+        HI + "config-backend": "http-check expect status 200\ntimeout check 2s\noption redispatch 1\n"
+                               "retries 3\nretry-on conn-failure empty-response\n"
+                               "http-request disable-l7-retry unless { method GET HEAD OPTIONS PUT DELETE TRACE }\n",
     }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from candor_sidecar.agent_server import AgentPeers
-from candor_sidecar.drain import Drain, DrainTimes
+from candor_sidecar.drain import Drain, DrainEnd, DrainTally, DrainTimes
 
 TIMES = DrainTimes(poll_interval=2.0, max_wait=10.0, grace_period=30.0)  # window: 2 x 2 s + 1 s = 5 s
 
@@ -94,3 +94,69 @@ def test_a_heard_drain_from_an_unknown_address_is_ignored() -> None:
     assert peers.heard_drain_at("10.0.0.1") == 1.5 and calls == [1]
     peers.record("10.0.0.2", 2.0)  # forgets 10.0.0.1, and what it heard
     assert peers.heard_drain_at("10.0.0.1") is None
+
+
+# --- how each load balancer's wait ended ---------------------------------------------------------------
+
+def _drain_with_checkers(now: list[float]) -> tuple[Drain, AgentPeers, AgentPeers]:
+    peers, checkers = AgentPeers(), AgentPeers()
+    return Drain(peers, TIMES, clock=lambda: now[0], checkers=checkers), peers, checkers
+
+
+def test_each_peer_ends_heard_removed_silent_or_timed_out() -> None:
+    now = [100.0]
+    drain, peers, checkers = _drain_with_checkers(now)
+    for address in ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"):
+        peers.record(address, 99.0)
+        checkers.record(address, 98.0)
+    peers.record("10.0.0.5", 99.0)  # never seen checking /health
+    peers.record("10.0.0.9", 90.0)  # stopped polling long before the drain: not one of its load balancers
+    drain.begin("preStop")
+    # .1 keeps polling and reads `drain`.
+    peers.record("10.0.0.1", 101.0)
+    peers.heard_drain("10.0.0.1", 101.0)
+    # .2 stops polling and checking at once: the controller took the server out (haproxytech does).
+    # .3 stops polling the agent but keeps checking /health where its polls were due: it may still route here.
+    checkers.record("10.0.0.3", 102.5)
+    # .4 keeps polling without hearing: it is still pending when the wait gives up.
+    peers.record("10.0.0.4", 104.5)
+    # .5 stops polling; nothing says whether it stopped routing: silent.
+    ends = {end.address: end.end for end in drain.ends(now=105.0)}
+    assert ends == {"10.0.0.1": DrainEnd.HEARD, "10.0.0.2": DrainEnd.REMOVED, "10.0.0.3": DrainEnd.SILENT,
+                    "10.0.0.4": DrainEnd.TIMED_OUT, "10.0.0.5": DrainEnd.SILENT}
+
+
+def test_a_drain_ended_by_removal_says_so() -> None:
+    now = [100.0]
+    drain, peers, checkers = _drain_with_checkers(now)
+    peers.record("10.0.0.2", 99.0)
+    checkers.record("10.0.0.2", 99.5)  # its last check, before its next poll was due (101.0): then nothing
+    drain.begin("preStop")
+    state = drain.state(now=104.5)
+    assert state.done
+    assert drain.describe(state, now=104.5) == ("drain heard by 0 load balancer(s); stopped polling and checking: "
+                                                "removed by 1: 10.0.0.2 4.50s after the drain began")
+    assert [(end.address, end.end, end.last_poll) for end in drain.ends(now=104.5)] == [
+        ("10.0.0.2", DrainEnd.REMOVED, 99.0)]
+
+
+def test_a_tally_says_who_heard_who_went_silent_and_who_is_still_awaited() -> None:
+    now = [100.0]
+    drain, peers = _drain(now)
+    for address in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+        peers.record(address, 99.0)
+    peers.record("10.0.0.9", 90.0)  # had stopped polling long before the drain: not one of its peers
+    assert drain.tally() == DrainTally((), (), (), ())  # no drain
+    drain.begin("preStop")
+    peers.record("10.0.0.1", 101.0)
+    peers.heard_drain("10.0.0.1", 101.0)
+    now[0] = 104.5  # 10.0.0.2 and .3 last polled 5.5 s ago: past the 5 s window
+    peers.record("10.0.0.3", 104.0)
+    tally = drain.tally()
+    # No /health checks recorded for .2: it stopped polling, and nothing says it stopped routing here.
+    assert tally == DrainTally(("10.0.0.1",), (), ("10.0.0.2",), ("10.0.0.3",))
+    assert tally.outcome == "timeout"
+    assert DrainTally(("a",), ("c",), ("b",), ()).outcome == "silent"
+    assert DrainTally(("a",), ("c",), (), ()).outcome == "removed"
+    assert DrainTally(("a",), (), (), ()).outcome == "heard"
+    assert DrainTally((), (), (), ()).outcome == "unpolled"

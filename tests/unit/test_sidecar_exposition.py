@@ -67,7 +67,7 @@ def test_accept_chooses_openmetrics_only_when_asked() -> None:
 
 @pytest.mark.parametrize(("family", "problem"), [
     (Family("9lives", "x", "counter"), "metric name"),
-    (Family("ok", "x", "histogram"), "type"),
+    (Family("ok", "x", "summary"), "type"),
     (Family("ok", "x", "gauge", []), None),
 ])
 def test_a_family_the_formats_cannot_carry_is_refused_by_name(family: Family, problem: str | None) -> None:
@@ -91,4 +91,26 @@ def test_a_sample_the_formats_cannot_carry_is_refused_by_name(labels: list[tuple
     family = Family("job_seconds", "Seconds", "counter")
     family.add(value, labels)
     with pytest.raises(ExpositionError, match=problem):
+        family.check()
+
+
+@pytest.mark.parametrize("openmetrics", [False, True], ids=["prometheus-text", "openmetrics"])
+def test_a_histogram_parses_back_cumulative_with_count_and_sum(openmetrics: bool) -> None:
+    family = Family("candor_drain_seconds", "Drains", "histogram")
+    family.add_histogram([0.5, 2.0], [1, 0, 2], 61.25, [("outcome", "heard")])
+    family.add_histogram([0.5, 2.0], [0, 0, 0], 0.0, [("outcome", "timeout")])
+    family.check()
+    parsed = _as_dicts((parse_openmetrics if openmetrics else parse_text)(encode([family], openmetrics).decode()))
+    kind, _, samples = parsed["candor_drain_seconds"]
+    heard = {(name, labels.get("le")): value for name, labels, value in samples if labels["outcome"] == "heard"}
+    assert kind == "histogram"
+    assert heard == {("candor_drain_seconds_bucket", "0.5"): 1.0, ("candor_drain_seconds_bucket", "2.0"): 1.0,
+                     ("candor_drain_seconds_bucket", "+Inf"): 3.0, ("candor_drain_seconds_count", None): 3.0,
+                     ("candor_drain_seconds_sum", None): 61.25}
+
+
+def test_a_histogram_sample_needs_its_suffix() -> None:
+    family = Family("candor_drain_seconds", "Drains", "histogram")
+    family.add(1.0)
+    with pytest.raises(ExpositionError, match="suffix"):
         family.check()

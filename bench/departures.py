@@ -1,0 +1,288 @@
+"""Departures benchmark: every way a pod leaves, on two nodes, under both controllers' behaviours, with Candor,
+without it, and with the usual `preStop: sleep` workaround, side by side in one run.
+
+    sudo .venv/bin/python bench/departures.py [--rate 50] [--controllers haproxytech,haproxy-ingress]
+                                              [--ways rollout,scale,delete,node-drain,single-rollout]
+
+A control plane and two nodes (tests/support/node.py), the chart installed, and per controller one
+namespace holding 3-replica Deployments of the demo app (tests/support/drain_rig.py CELLS): `candor` (the
+sidecar, the rendered backend, the app's readiness probe), `candor-bare` (the same without the app's own
+probe), `plain` (no Candor), `plain-sleep` (no Candor, `preStop: sleep: 15` and a grace period to match),
+each with a PodDisruptionBudget of one unavailable pod. One HAProxy follows every Service's EndpointSlices as
+the controller does (tests/support/endpoint_follower.py). A steady stream of requests, one new connection
+each, goes to every cell while its pods leave, one way after another:
+
+* rollout: `kubectl rollout restart`;  scale: 3 -> 1, then back to 3;  delete: `kubectl delete pod` of one;
+* node-drain: `kubectl drain` of the first node (evictions within the budget; the pods move to the other);
+* single-rollout: a one-replica Deployment rolled (the defaults: maxSurge 1, maxUnavailable 0);
+* recreate: the Deployment's strategy set to `Recreate`, then rolled: every pod leaves before any new one
+  starts. No handshake can keep requests from failing then (nothing is left to take them); it is measured
+  to say so, and exempt from the 0-failed target.
+
+Per cell and way: requests sent, failed (by kind), answered by a pod after its app's SIGTERM, the time from
+a pod's deletion (as first seen, polling every 0.2 s) to its app's SIGTERM (median and slowest), and the
+seconds until the last leaving pod was gone. Targets: 0 failed in every Candor cell; every Candor pod's
+SIGTERM at most 2 x agent-inter + 1 s after its deletion; every way done sooner with Candor than with the
+sleep. Exits non-zero when one is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from candor_sidecar.durations import parse_duration
+from tests.support.drain_rig import CELLS, POLICY, Load, answered_after_sigterm, objects, rig, sigterms
+from tests.support.endpoint_follower import CONTROLLERS
+from tests.support.helm import install_chart
+from tests.support.k8s_cluster import K8sCluster
+from tests.support.k8s_processes import ensure_binaries
+from tests.support.node import Node, another_node
+from tests.support.ports import free_port
+from tests.support.scratch import remove_scratch, scratch_dir
+
+REPLICAS = 3
+COMPARED = ("candor", "candor-bare", "plain", "plain-sleep")
+WAYS = ("rollout", "scale", "delete", "node-drain", "single-rollout", "recreate")
+UNPROTECTED = {"recreate"}  # ways no drain can make lossless: measured, not held to 0 failed
+SIGTERM_TARGET = 2 * parse_duration(POLICY["agentCheck"]["interval"], "agentCheck.interval") + 1.0
+
+
+@dataclass
+class PodWatch:
+    """When each pod of a namespace was first seen deleted and first seen gone (polled every 0.2 s)."""
+
+    cluster: K8sCluster
+    namespace: str
+    deleted: dict[str, float] = field(default_factory=dict)
+    gone: dict[str, float] = field(default_factory=dict)
+    cell_of: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = time.monotonic()
+            listed = self.cluster.api("GET", f"/api/v1/namespaces/{self.namespace}/pods")
+            if listed.status == 200:
+                present = set()
+                for pod in listed.body["items"]:
+                    name = pod["metadata"]["name"]
+                    present.add(name)
+                    self.cell_of[name] = pod["metadata"]["labels"].get("app", "")
+                    if pod["metadata"].get("deletionTimestamp"):
+                        self.deleted.setdefault(name, now)
+                for name in set(self.cell_of) - present:
+                    self.gone.setdefault(name, now)
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> PodWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+@dataclass
+class Row:
+    controller: str
+    way: str
+    cell: str
+    load: Load
+    to_sigterm: list[float]
+    seconds: float
+
+
+def _ready_replicas(cluster: K8sCluster, namespace: str, cells: list[str], replicas: int) -> None:
+    def settled() -> bool:
+        for name in cells:
+            status = cluster.api("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}").body
+            want = status.get("spec", {}).get("replicas")
+            state = status.get("status", {})
+            if want != replicas or any(state.get(key) != replicas for key in ("replicas", "readyReplicas",
+                                                                              "updatedReplicas")):
+                return False
+        pods = cluster.api("GET", f"/api/v1/namespaces/{namespace}/pods").ok()["items"]
+        return len(pods) == replicas * len(cells)  # no leaving pod is still terminating
+
+    cluster.wait_until(settled, 300, f"{replicas} ready replicas of each cell and no pod terminating")
+
+
+def _scale(cluster: K8sCluster, namespace: str, cells: list[str], replicas: int) -> None:
+    cluster.kubectl("scale", "-n", namespace, f"--replicas={replicas}", *[f"deployment/{c}" for c in cells])
+    _ready_replicas(cluster, namespace, cells, replicas)
+
+
+def _way(name: str, cluster: K8sCluster, namespace: str, cells: list[str], first: Node) -> Callable[[], None]:
+    deployments = [f"deployment/{cell}" for cell in cells]
+
+    def rollout() -> None:
+        cluster.kubectl("rollout", "restart", "-n", namespace, *deployments)
+        _ready_replicas(cluster, namespace, cells, REPLICAS)
+
+    def scale() -> None:
+        _scale(cluster, namespace, cells, 1)
+        _scale(cluster, namespace, cells, REPLICAS)
+
+    def delete() -> None:
+        pods = cluster.api("GET", f"/api/v1/namespaces/{namespace}/pods").ok()["items"]
+        one = {pod["metadata"]["labels"]["app"]: pod["metadata"]["name"] for pod in pods}
+        cluster.kubectl("delete", "pod", "-n", namespace, "--wait=false", *one.values())
+        _ready_replicas(cluster, namespace, cells, REPLICAS)
+
+    def node_drain() -> None:
+        cluster.kubectl("drain", first.name, f"--pod-selector=app in ({','.join(cells)})", "--timeout=600s",
+                        timeout=620)
+        _ready_replicas(cluster, namespace, cells, REPLICAS)
+        cluster.kubectl("uncordon", first.name)
+
+    def single_rollout() -> None:
+        cluster.kubectl("rollout", "restart", "-n", namespace, *deployments)
+        _ready_replicas(cluster, namespace, cells, 1)
+
+    def recreate() -> None:
+        def strategy(kind: dict[str, Any]) -> None:
+            for deployment in deployments:  # the strategy is not in the pod template: patching it rolls nothing
+                cluster.kubectl("patch", "-n", namespace, deployment, "--type=merge",
+                                "-p", json.dumps({"spec": {"strategy": kind}}))
+
+        strategy({"type": "Recreate", "rollingUpdate": None})
+        cluster.kubectl("rollout", "restart", "-n", namespace, *deployments)
+        _ready_replicas(cluster, namespace, cells, REPLICAS)
+        strategy({"type": "RollingUpdate"})
+
+    ways: dict[str, Callable[[], None]] = {"rollout": rollout, "scale": scale, "delete": delete,
+                                           "node-drain": node_drain, "single-rollout": single_rollout,
+                                           "recreate": recreate}
+    return ways[name]
+
+
+def run_controller(cluster: K8sCluster, controller: str, ways: list[str], events: Path, rate: float,
+                   first: Node) -> list[Row]:
+    namespace = f"departures-{controller}"
+    cluster.create_namespace(namespace)
+    made = objects(namespace, events, REPLICAS, COMPARED, controller)
+    budgets = [{"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                "metadata": {"name": cell, "namespace": namespace},
+                "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": cell}}}} for cell in COMPARED]
+    cluster.apply(*made, *budgets)
+    _ready_replicas(cluster, namespace, list(COMPARED), REPLICAS)
+    fronts = {cell: free_port() for cell in COMPARED}
+    rows: list[Row] = []
+    with rig(cluster, namespace, fronts, controller) as (_haproxy, followers), \
+            PodWatch(cluster, namespace) as watch:
+        cluster.wait_until(lambda: all(len(f.events) >= REPLICAS for f in followers.values()), 120,
+                           "every backend filled")
+        for way in ways:
+            if way == "single-rollout":
+                _scale(cluster, namespace, list(COMPARED), 1)
+            began = time.monotonic()
+            with contextlib.ExitStack() as running:
+                loads = {cell: running.enter_context(Load(port, rate)) for cell, port in fronts.items()}
+                _way(way, cluster, namespace, list(COMPARED), first)()
+            terms = sigterms(events)
+            for cell in COMPARED:
+                left = [pod for pod, when in watch.deleted.items() if watch.cell_of.get(pod) == cell and when >= began]
+                to_sigterm = [terms[pod] - watch.deleted[pod] for pod in left if pod in terms]
+                gone = [watch.gone[pod] for pod in left if pod in watch.gone]
+                rows.append(Row(controller, way, cell, loads[cell], to_sigterm, max(gone, default=began) - began))
+            if way == "single-rollout":
+                _scale(cluster, namespace, list(COMPARED), REPLICAS)
+    cluster.api("DELETE", f"/api/v1/namespaces/{namespace}")
+    return rows
+
+
+def _names(text: str, allowed: tuple[str, ...], flag: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in allowed]
+    if unknown or not names:
+        raise SystemExit(f"{flag}: a comma-separated list of {', '.join(allowed)}; got {text!r}")
+    return names
+
+
+def report(rows: list[Row], events: Path) -> bool:
+    """Prints the table; True when a target was missed."""
+    print(f"{'controller':<16} {'way':<15} {'cell':<12} {'sent':>6} {'failed':>6} {'after SIGTERM':>13} "
+          f"{'to SIGTERM med/max':>19} {'seconds':>8}  failures")
+    missed: list[str] = []
+    done: dict[tuple[str, str, str], float] = {}
+    for row in rows:
+        kinds: dict[str, int] = {}
+        for answer in row.load.failed():
+            kind = answer.error or f"HTTP {answer.status}"
+            kinds[kind] = kinds.get(kind, 0) + 1
+        failed = len(row.load.failed())
+        late = len(answered_after_sigterm(row.load, events))
+        terms = (f"{statistics.median(row.to_sigterm):.1f}/{max(row.to_sigterm):.1f}" if row.to_sigterm else "-")
+        print(f"{row.controller:<16} {row.way:<15} {row.cell:<12} {len(row.load.answers):>6} {failed:>6} "
+              f"{late:>13} {terms:>19} {row.seconds:>8.1f}  "
+              + (", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())) or "none"))
+        done[(row.controller, row.way, row.cell)] = row.seconds
+        if CELLS[row.cell].inject:
+            if failed and row.way not in UNPROTECTED:
+                missed.append(f"{row.controller} {row.way} {row.cell}: {failed} failed")
+            if row.to_sigterm and max(row.to_sigterm) > SIGTERM_TARGET:
+                missed.append(f"{row.controller} {row.way} {row.cell}: SIGTERM {max(row.to_sigterm):.1f} s after "
+                              f"the deletion (target {SIGTERM_TARGET:g} s)")
+    for (controller, way, cell), seconds in done.items():
+        slept = done.get((controller, way, "plain-sleep"))
+        if CELLS[cell].inject and slept is not None and seconds >= slept:
+            missed.append(f"{controller} {way} {cell}: {seconds:.1f} s, not sooner than the sleep's {slept:.1f} s")
+    print("targets (0 failed with Candor; SIGTERM within 2 x agent-inter + 1 s; sooner than the sleep): "
+          + ("MISSED\n  " + "\n  ".join(missed) if missed else "met"))
+    return bool(missed)
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        print(f"{Path(__file__).name}: the test nodes need root (containerd, kubelet, interfaces); run it as root")
+        return 2
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=50.0, help="requests per second to each cell")
+    parser.add_argument("--controllers", default=",".join(CONTROLLERS))
+    parser.add_argument("--ways", default=",".join(WAYS))
+    args = parser.parse_args()
+    controllers = _names(args.controllers, CONTROLLERS, "--controllers")
+    ways = _names(args.ways, WAYS, "--ways")
+    workdir = scratch_dir("candor-bench-departures-")
+    events = workdir / "events"
+    events.mkdir()
+    events.chmod(0o777)  # the apps run as uid 10001
+    cluster = K8sCluster(workdir, ensure_binaries()).start()
+    nodes: list[Node] = []
+    rows: list[Row] = []
+    try:
+        nodes.append(Node(cluster=cluster).start())
+        nodes.append(another_node(cluster, 2).start())
+        install_chart(cluster, "candor-system")
+        for controller in controllers:
+            rows += run_controller(cluster, controller, ways, events, args.rate, nodes[0])
+    finally:
+        for node in reversed(nodes):
+            node.stop()
+        cluster.stop()
+    print(f"{len(nodes)} nodes, {REPLICAS} replicas per cell, {args.rate:.0f} requests/s to each cell; "
+          f"the sleep cell: preStop sleep {CELLS['plain-sleep'].sleep} s")
+    missed = report(rows, events)
+    remove_scratch(workdir)  # only now: the events counted above are files in it
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The reload the controllers do, on a real HAProxy: the servers' runtime state survives it, and a client's
+idle kept-alive connection is closed by the old worker."""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tests.support.haproxy_reload import ReloadableHAProxy
+from tests.support.ports import free_port
+
+pytestmark = pytest.mark.integration
+
+
+class _Hello(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "3")
+        self.end_headers()
+        self.wfile.write(b"hi\n")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_reload_keeps_the_servers_state_and_closes_idle_client_connections() -> None:
+    app = ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    threading.Thread(target=app.serve_forever, daemon=True).start()
+    front = free_port()
+    config = (f"global\n    maxconn 100\ndefaults\n    mode http\n    timeout connect 1s\n    timeout client 10s\n"
+              f"    timeout server 10s\n    timeout http-keep-alive 10s\n"
+              f"frontend fe\n    bind 127.0.0.1:{front}\n    default_backend be\n"
+              f"backend be\n    server SRV_1 127.0.0.1:1 disabled\n    server SRV_2 127.0.0.1:1 disabled\n")
+    try:
+        with ReloadableHAProxy(config) as haproxy:
+            # A slot filled through the runtime API, as a controller does between reloads.
+            haproxy.command(f"set server be/SRV_2 addr 127.0.0.1 port {app.server_address[1]}")
+            haproxy.command("set server be/SRV_2 state ready")
+            client = http.client.HTTPConnection("127.0.0.1", front, timeout=5)
+            client.request("GET", "/")
+            assert client.getresponse().read() == b"hi\n"  # kept alive, now idle
+
+            haproxy.reload()
+            # The new worker loaded SRV_2's address and state from the file: it still answers.
+            fresh = http.client.HTTPConnection("127.0.0.1", front, timeout=5)
+            fresh.request("GET", "/")
+            assert fresh.getresponse().status == 200
+            fresh.close()
+            # The old worker closed the idle connection: the client finds it closed (EOF), unanswered.
+            sock = client.sock
+            assert sock is not None
+            sock.settimeout(5)
+            assert sock.recv(1) == b""
+            client.close()
+            assert haproxy.reloads == 1
+    finally:
+        app.shutdown()
+        app.server_close()
+
+
+def test_the_state_file_lines_are_in_the_config() -> None:
+    from tests.support.haproxy_reload import with_server_state
+
+    text = with_server_state("global\n    maxconn 1\ndefaults\n    mode http\n", "/tmp/s")
+    assert "global\n    server-state-file /tmp/s\n" in text
+    assert "defaults\n    load-server-state-from-file global\n" in text
