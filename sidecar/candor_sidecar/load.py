@@ -67,13 +67,10 @@ class CpuDetail:
 class LoadReading:
     cpu: Figure | None
     occupancy: Figure | None
-    cpu_seen: bool  # some live writer carries CPU counters (the CPU check has something to say)
 
     def get(self, name: str) -> Figure | None:
         return self.cpu if name == "cpu" else self.occupancy if name == "occupancy" else None
 
-
-NO_LOAD = LoadReading(None, None, False)
 
 
 def _rate(after: int | None, before: int | None) -> int | None:
@@ -195,7 +192,7 @@ class LoadMeter:
             busy = busy_occupancy(writers, self._busy, self._busy_at, now) if self._busy_at is not None else None
             self._busy = {w.journal: w.busy_seconds for w in writers if w.busy_seconds is not None}
             self._busy_at = now
-        return LoadReading(cpu[0] if cpu is not None else None, busy, bool(latest))
+        return LoadReading(cpu[0] if cpu is not None else None, busy)
 
     def _average(self, percent: float, at: float) -> None:
         if self.cpu_average is None:

@@ -19,14 +19,14 @@ CONFIG = LoadWeightConfig(figures=("cpu", "occupancy"), target_percent=70, min_p
 
 
 def cpu(percent: float) -> LoadReading:
-    return LoadReading(Figure(percent, "utilisation", f"{percent / 100:.2f} of 1 cores (limit) used"), None, True)
+    return LoadReading(Figure(percent, "utilisation", f"{percent / 100:.2f} of 1 cores (limit) used"), None)
 
 
 def busy(percent: float) -> LoadReading:
-    return LoadReading(None, Figure(percent, "occupancy", "busy"), False)
+    return LoadReading(None, Figure(percent, "occupancy", "busy"))
 
 
-NOTHING = LoadReading(None, None, False)
+NOTHING = LoadReading(None, None)
 
 
 def settle(weight: LoadWeight, reading: LoadReading, start: float, seconds: float = 30.0, step: float = 0.5) -> float:
@@ -132,10 +132,10 @@ def test_missing_figures_change_nothing() -> None:
 
 def test_the_highest_figure_decides_and_only_the_figures_asked_for_count() -> None:
     both = LoadWeight(CONFIG, time_constant=0.5)
-    serve(both, 100, 0.0, figure=lambda load: LoadReading(cpu(load * 0.4).cpu, busy(load).occupancy, True))
+    serve(both, 100, 0.0, figure=lambda load: LoadReading(cpu(load * 0.4).cpu, busy(load).occupancy))
     assert (both.decision.factor, both.decision.figure) == (10, "occupancy")
     only_cpu = LoadWeight(LoadWeightConfig(figures=("cpu",)), time_constant=0.5)
-    settle(only_cpu, LoadReading(cpu(40).cpu, busy(100).occupancy, True), 0.0)
+    settle(only_cpu, LoadReading(cpu(40).cpu, busy(100).occupancy), 0.0)
     assert only_cpu.decision.factor == 100 and set(only_cpu.decision.loads) == {"cpu"}
 
 
