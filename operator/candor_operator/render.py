@@ -253,6 +253,16 @@ def drain_summary(policy: HealthPolicy) -> str:
             "(added to terminationGracePeriodSeconds)")
 
 
+def weight_summary(policy: HealthPolicy) -> str:
+    """One line on what the agent's weight follows under this policy."""
+    ramp = f"ramps over slowStart {_t(policy.slow_start)}" if policy.slow_start > 0 else "no ramp (slowStart 0s)"
+    weight = policy.agent_check.weight
+    if weight is None:
+        return f"{ramp}; load weights off (agentCheck.weight)"
+    return (f"{ramp}, times a load factor from {' and '.join(weight.from_)}: full up to {weight.target_percent}% "
+            f"load, down to {weight.min_percent}% at saturation, moved by {weight.step_percent} points or more")
+
+
 def _validate_with_sidecar(config: dict[str, Any]) -> None:
     """The sidecar's own parser must accept what the operator writes (a mismatch is a Candor bug)."""
     module = importlib.import_module("candor_sidecar.config")
