@@ -17,6 +17,7 @@ from candor_operator.render import (
     render_annotations,
     render_backend,
     render_sidecar_config,
+    weight_summary,
 )
 from candor_sidecar.release import VERSION
 
@@ -100,6 +101,7 @@ def render_command(path: str, controller: str | None, output: str) -> None:
             blocks.append(
                 f"# HealthPolicy {name} for {chosen}, on {services}\n{notes}"
                 f"# Pod termination: {drain_summary(policy)}\n"
+                f"# Agent weight: {weight_summary(policy)}\n"
                 f"# Service annotations:\n{annotations}"
                 f"# The equivalent HAProxy backend (servers are the governed pods):\n"
                 + render_backend(policy, name=backend, controller=chosen)

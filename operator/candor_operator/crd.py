@@ -21,6 +21,7 @@ from candor_operator.policy_fields import (
     LABEL_VALUE_PATTERN,
     Boolean,
     Choice,
+    ChoiceList,
     Duration,
     Integer,
     Kind,
@@ -135,6 +136,9 @@ def _kind_schema(kind: Kind, dotted: str) -> dict[str, Any]:
     if isinstance(kind, TextList):
         return {"type": "array", "maxItems": kind.max_items, "x-kubernetes-list-type": "set",
                 "items": _text_schema(kind.item)}
+    if isinstance(kind, ChoiceList):
+        return {"type": "array", "minItems": 1, "maxItems": len(kind.values), "x-kubernetes-list-type": "set",
+                "items": {"type": "string", "enum": list(kind.values)}}
     if isinstance(kind, Section):
         return _object_schema(kind.model, dotted + ".")
     return _label_selector_schema(kind)

@@ -21,6 +21,7 @@ from candor_operator.policy_fields import (
     LABEL_VALUE_PATTERN,
     Boolean,
     Choice,
+    ChoiceList,
     Compare,
     Duration,
     Integer,
@@ -37,6 +38,7 @@ from candor_operator.policy_fields import (
 )
 from candor_operator.policy_model import (
     AgentCheck,
+    Cpu,
     Deadlock,
     Disk,
     Drain,
@@ -44,6 +46,7 @@ from candor_operator.policy_model import (
     HttpCheck,
     Ingress,
     LabelRequirement,
+    LoadWeight,
     Memory,
     Metrics,
     Passive,
@@ -62,6 +65,7 @@ __all__ = [
     "CONTROLLERS",
     "DEFAULTS",
     "AgentCheck",
+    "Cpu",
     "Deadlock",
     "Disk",
     "Drain",
@@ -69,6 +73,7 @@ __all__ = [
     "HttpCheck",
     "Ingress",
     "LabelRequirement",
+    "LoadWeight",
     "Memory",
     "Metrics",
     "Passive",
@@ -118,6 +123,12 @@ def _read(kind: Kind, value: object, field: str) -> Any:
         return value
     if isinstance(kind, TextList):
         return _unique_list(value, field, kind.max_items, lambda item, where: _text(kind.item, item, where))
+    if isinstance(kind, ChoiceList):
+        one = Choice(kind.values)
+        items = _unique_list(value, field, len(kind.values), lambda item, where: _read(one, item, where))
+        if not items:
+            raise PolicyError(field, f"must name at least one of {', '.join(kind.values)}")
+        return items
     if isinstance(kind, Section):
         return _section(kind.model, value, field)
     return _selector(kind, value, field)

@@ -74,6 +74,13 @@ class TextList:
 
 
 @dataclass(frozen=True)
+class ChoiceList:
+    """A non-empty set of `values` (a set in the CRD: `x-kubernetes-list-type: set`, items an enum)."""
+
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Section:
     """A nested object whose own fields are declared on `model`, a dataclass of policy_model."""
 
@@ -90,7 +97,7 @@ class LabelSelector:
     operators: tuple[str, ...] = ("In", "NotIn", "Exists", "DoesNotExist")
 
 
-Kind = Integer | Duration | Text | Choice | Boolean | TextList | Section | LabelSelector
+Kind = Integer | Duration | Text | Choice | Boolean | TextList | ChoiceList | Section | LabelSelector
 
 
 @dataclass(frozen=True)
@@ -177,6 +184,11 @@ def boolean(default: bool, doc: str | None = None) -> Any:
 
 def text_list(item: Text, max_items: int, doc: str | None = None) -> Any:
     return _field(TextList(item, max_items), None, (), doc)
+
+
+def choice_list(default: tuple[str, ...], values: tuple[str, ...], doc: str | None = None) -> Any:
+    """Some of `values`, each at most once; the typed value is a tuple in the order given."""
+    return _field(ChoiceList(values), list(default), default, doc)
 
 
 def section(model: type[Any], doc: str | None = None, *, optional: bool = False) -> Any:

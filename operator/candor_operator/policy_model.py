@@ -20,6 +20,7 @@ from candor_operator.policy_fields import (
     Text,
     boolean,
     choice,
+    choice_list,
     duration,
     integer,
     label_selector,
@@ -95,14 +96,39 @@ class HttpCheck:
 
 
 @dataclass(frozen=True)
+class LoadWeight:
+    """The agent's weight follows the app's load: the ramp's weight times a load factor, full up to the target
+    load, falling linearly to minPercent at saturation; smoothed, and changed only by stepPercent points."""
+
+    # `from` in the spec (a Python keyword, hence the trailing underscore; json_name drops it).
+    from_: tuple[str, ...] = choice_list(
+        ("cpu", "occupancy"), ("cpu", "occupancy"),
+        "The load figures that may lower the weight: cpu (the app container's CPU utilisation of its limit, "
+        "throttling, pressure) and occupancy (in-flight traces of the declared workers); the highest decides.")
+    target_percent: int = integer(70, 1, 99, "Full weight up to this load.")
+    min_percent: int = integer(10, 1, 100, "The weight's share left at saturation (100% load); never 0.")
+    step_percent: int = integer(10, 1, 50, "The load factor moves only by this many points (or to full or "
+                                           "minPercent), so HAProxy is not told a new weight at every poll.")
+
+
+@dataclass(frozen=True)
 class AgentCheck:
     port: int = integer(9999, 1, 65535)
     interval: float = duration("2s", "100ms", "1h")
+    weight: LoadWeight | None = section(
+        LoadWeight, "Weigh each pod by its load (off when absent): a starved or saturated pod gets less traffic.",
+        optional=True)
 
 
 @dataclass(frozen=True)
 class Memory:
     max_percent: int = integer(80, 1, 100, "Fail when the app's working set exceeds this share of its memory limit.")
+
+
+@dataclass(frozen=True)
+class Cpu:
+    warn_percent: int = integer(90, 1, 100, "The CPU check warns (never fails: busy is not sick) from this load of "
+                                            "the app container's CPU.")
 
 
 @dataclass(frozen=True)
@@ -160,6 +186,7 @@ class HealthPolicy:
     agent_check: AgentCheck = section(
         AgentCheck, "HAProxy's agent-check against the sidecar's agent port (weight, drain, maint, down).")
     memory: Memory = section(Memory)
+    cpu: Cpu = section(Cpu)
     disk: Disk = section(Disk)
     deadlock: Deadlock = section(Deadlock)
     slow_start: float = duration(

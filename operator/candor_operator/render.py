@@ -217,6 +217,7 @@ def render_sidecar_config(policy: HealthPolicy) -> dict[str, Any]:
         "http": {"port": policy.http_check.port},
         "agent": {"port": policy.agent_check.port},
         "memory": {"maxPercent": policy.memory.max_percent},
+        "cpu": {"warnPercent": policy.cpu.warn_percent},
         "disk": {"paths": list(policy.disk.paths), "maxPercent": policy.disk.max_percent},
         "deadlock": {
             "heartbeatTimeout": _t(policy.deadlock.heartbeat_timeout),
@@ -233,6 +234,10 @@ def render_sidecar_config(policy: HealthPolicy) -> dict[str, Any]:
     }
     if policy.max_conn is not None:
         config["maxConn"] = policy.max_conn
+    weight = policy.agent_check.weight
+    if weight is not None:
+        config["loadWeight"] = {"from": list(weight.from_), "targetPercent": weight.target_percent,
+                                "minPercent": weight.min_percent, "stepPercent": weight.step_percent}
     _validate_with_sidecar(config)
     return config
 
@@ -246,6 +251,16 @@ def drain_summary(policy: HealthPolicy) -> str:
     return (f"the agent answers drain first; each app container's SIGTERM waits until every "
             f"HAProxy polling it has heard that or stopped polling (the server removed), at most {wait} "
             "(added to terminationGracePeriodSeconds)")
+
+
+def weight_summary(policy: HealthPolicy) -> str:
+    """One line on what the agent's weight follows under this policy."""
+    ramp = f"ramps over slowStart {_t(policy.slow_start)}" if policy.slow_start > 0 else "no ramp (slowStart 0s)"
+    weight = policy.agent_check.weight
+    if weight is None:
+        return f"{ramp}; load weights off (agentCheck.weight)"
+    return (f"{ramp}, times a load factor from {' and '.join(weight.from_)}: full up to {weight.target_percent}% "
+            f"load, down to {weight.min_percent}% at saturation, moved by {weight.step_percent} points or more")
 
 
 def _validate_with_sidecar(config: dict[str, Any]) -> None:

@@ -36,6 +36,11 @@ class AgentState:
         self.reason = ""
         self.maintenance = False
         self.draining = False
+        # The load factor (percent) the ramp's weight is multiplied by, and what holds it below 100 (see
+        # load_weight): set by the evaluation loop when the policy turns load weights on.
+        self.load_factor = 100
+        self.load_figure: str | None = None
+        self.load_reason = ""
         self._on_change: list[Callable[[], None]] = []
 
     def on_change(self, callback: Callable[[], None]) -> None:
@@ -56,6 +61,11 @@ class AgentState:
         self.failing, self.reason, self.maintenance = failing, reason, maintenance
         self._changed()
 
+    def set_load(self, factor: int, figure: str | None, reason: str) -> None:
+        """The load factor from the latest evaluation; 1 to 100 (load alone never says 0)."""
+        self.load_factor = max(1, min(100, factor))
+        self.load_figure, self.load_reason = (figure, reason) if self.load_factor < 100 else (None, "")
+
     def drain(self) -> None:
         self.draining = True
         self._changed()
@@ -70,12 +80,22 @@ class AgentState:
     def saying_ready(self, now: float | None = None) -> bool:
         return (self.clock() if now is None else now) < self.ready_until
 
-    def weight_percent(self, now: float | None = None) -> int:
+    def ramp_percent(self, now: float | None = None) -> int:
         now = self.clock() if now is None else now
         if self.slow_start <= 0:
             return 100
         elapsed = now - self.ramp_from
         return max(1, min(100, math.floor(100 * elapsed / self.slow_start)))
+
+    def weight_percent(self, now: float | None = None) -> int:
+        """The ramp's weight times the load factor; at least 1 (a weight of 0 would be a drain)."""
+        return max(1, self.ramp_percent(now) * self.load_factor // 100)
+
+    def weight_reason(self, now: float | None = None) -> str:
+        """What holds the weight below 100: the load figure ("cpu", "occupancy"), "slowStart", or "full"."""
+        if self.load_factor < 100 and self.load_figure:
+            return self.load_figure
+        return "slowStart" if self.ramp_percent(now) < 100 else "full"
 
     def word(self) -> str:
         if self.draining:
@@ -102,6 +122,8 @@ class AgentState:
                 words += ["up", f"{self.weight_percent(now)}%"]
                 if self.max_conn is not None:
                     words.append(f"maxconn:{self.max_conn}")
+                if self.load_reason:
+                    words += ["#", _clean(self.load_reason)]
             text = " ".join(words)
         return text.encode("ascii", "replace") + b"\n"
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from candor_sidecar.config import SidecarConfig
+from candor_sidecar.load import LoadMeter
+from candor_sidecar.load_weight import LoadDecision
 from candor_sidecar.memory import MemoryReading, app_memory_limit, read_own_cgroup, read_visible_processes
 from candor_sidecar.presence import AppAbsence
 
@@ -90,6 +92,41 @@ def memory_check(config: SidecarConfig, writers: Sequence[WriterInfo],
     output = (f"working set {_mib(usable.working_set)} of {_mib(usable.limit)} limit ({percent:.1f}%, "
               f"fails at {config.memory.max_percent:g}%) from {usable.source}")
     return CheckResult(key, status, output, round(percent, 2), "percent", reason=reason)
+
+
+# --- cpu -------------------------------------------------------------------------------------------------
+
+def cpu_check(config: SidecarConfig, meter: LoadMeter | None) -> list[CheckResult]:
+    """The app container's CPU load (ten-second average): warns from cpu.warnPercent, never fails.
+
+    Busy is not sick: a pod at its CPU limit still answers, and failing it would move its load onto pods
+    as busy as it. The load weights (agentCheck.weight) are what sends such a pod less. No entry when no
+    app journal carries CPU counters (an older tracer, or no app yet: the deadlock check speaks then).
+    """
+    if meter is None or not meter.has_cpu:
+        return []
+    key = "cpu:utilization"
+    detail, average = meter.last_cpu, meter.cpu_average
+    if detail is None or average is None:
+        return [CheckResult(key, PASS, "measuring: CPU load is the change between two app heartbeats")]
+    warn_at = config.cpu.warn_percent
+    busy = average >= warn_at
+    output = f"CPU load {average:.0f}% over about 10s ({detail.describe()}; warns at {warn_at:g}%)"
+    return [CheckResult(key, WARN if busy else PASS, output, round(average, 2), "percent",
+                        reason=f"cpu {average:.0f}% >= {warn_at:g}%" if busy else "")]
+
+
+def weight_check(decision: LoadDecision | None) -> list[CheckResult]:
+    """The load factor of the agent's weight, as a check that always passes (shown with ?verbose)."""
+    if decision is None:
+        return []
+    loads = ", ".join(f"{name} {load:.0f}%" for name, load in sorted(decision.loads.items())) or "not measured yet"
+    if decision.figure is None:
+        output = f"full weight: load within target (smoothed {loads})"
+    else:
+        output = (f"weight x{decision.factor}%: {decision.reason} ({decision.detail}); smoothed {loads}; "
+                  f"changed {decision.changes} times")
+    return [CheckResult("agent:weight", PASS, output, float(decision.factor), "percent", component_type="component")]
 
 
 # --- disk ----------------------------------------------------------------------------------------------
@@ -204,12 +241,14 @@ def journal_check(snapshot: JournalSnapshot | None, error: str | None) -> list[C
 
 
 def evaluate(config: SidecarConfig, snapshot: JournalSnapshot | None, error: str | None = None,
-             now: float | None = None, absence: AppAbsence | None = None) -> list[CheckResult]:
-    """Every check once; `now` is time.monotonic() (the journal's clock)."""
+             now: float | None = None, absence: AppAbsence | None = None, meter: LoadMeter | None = None,
+             load: LoadDecision | None = None) -> list[CheckResult]:
+    """Every check once; `now` is time.monotonic() (the journal's clock). `meter` has read this evaluation's
+    writers already; `load` is the weight's load factor decided from them (None: load weights are off)."""
     now = time.monotonic() if now is None else now
     writers = snapshot.writers if snapshot is not None else ()
-    return [memory_check(config, writers), *disk_checks(config), *deadlock_checks(config, writers, now, absence),
-            *journal_check(snapshot, error)]
+    return [memory_check(config, writers), *cpu_check(config, meter), *disk_checks(config),
+            *deadlock_checks(config, writers, now, absence), *journal_check(snapshot, error), *weight_check(load)]
 
 
 @dataclass(frozen=True)
@@ -221,6 +260,7 @@ class Evaluation:
     monotonic: float
     maintenance: bool
     snapshot: JournalSnapshot | None
+    load: LoadDecision | None = None  # the load factor of the agent's weight (None: load weights are off)
 
     @property
     def status(self) -> str:

@@ -51,6 +51,24 @@ class MemoryConfig:
 
 
 @dataclass(frozen=True)
+class CpuConfig:
+    warn_percent: float = 90.0  # the CPU check warns (never fails) from this load on
+
+
+LOAD_FIGURES = ("cpu", "occupancy")
+
+
+@dataclass(frozen=True)
+class LoadWeightConfig:
+    """The agent's weight follows the app's load (the policy's agentCheck.weight; absent: off)."""
+
+    figures: tuple[str, ...] = LOAD_FIGURES  # `from`: which load figures may lower the weight
+    target_percent: float = 70.0  # full weight up to this load
+    min_percent: float = 10.0  # the load factor at saturation (100 % load): never 0
+    step_percent: float = 10.0  # the load factor changes only by this many points or more (or to a bound)
+
+
+@dataclass(frozen=True)
 class DiskConfig:
     paths: tuple[str, ...] = ()
     max_percent: float = 90.0
@@ -69,6 +87,8 @@ class SidecarConfig:
     http: ListenConfig = field(default_factory=lambda: ListenConfig(DEFAULT_HTTP_PORT))
     agent: ListenConfig = field(default_factory=lambda: ListenConfig(DEFAULT_AGENT_PORT))
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    cpu: CpuConfig = field(default_factory=CpuConfig)
+    load_weight: LoadWeightConfig | None = None
     disk: DiskConfig = field(default_factory=DiskConfig)
     deadlock: DeadlockConfig = field(default_factory=DeadlockConfig)
     slow_start: float = 30.0
@@ -137,6 +157,30 @@ def _percent(value: object, key: str) -> float:
     return float(value)
 
 
+def _figures(value: object, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or any(item not in LOAD_FIGURES for item in value) \
+            or len(set(value)) != len(value):
+        raise ConfigError(key, f"expected a non-empty list of distinct load figures from {', '.join(LOAD_FIGURES)}, "
+                               f"got {show(value)}")
+    return tuple(value)
+
+
+def _load_weight(value: object, key: str) -> LoadWeightConfig | None:
+    if value is None:
+        return None
+    section = _section(value, key, ("from", "targetPercent", "minPercent", "stepPercent"))
+    default = LoadWeightConfig()
+    config = LoadWeightConfig(
+        figures=_get(section, "from", f"{key}.from", _figures, default.figures),
+        target_percent=_get(section, "targetPercent", f"{key}.targetPercent", _percent, default.target_percent),
+        min_percent=_get(section, "minPercent", f"{key}.minPercent", _percent, default.min_percent),
+        step_percent=_get(section, "stepPercent", f"{key}.stepPercent", _percent, default.step_percent))
+    if config.target_percent >= 100:
+        raise ConfigError(f"{key}.targetPercent", f"must be below 100 (the load at saturation), got "
+                                                  f"{config.target_percent:g}")
+    return config
+
+
 def _path(value: object, key: str) -> str:
     if not isinstance(value, str) or not value.startswith("/"):
         raise ConfigError(key, f"expected an absolute path, got {show(value)}")
@@ -185,8 +229,8 @@ def _get(section: Mapping[str, Any], name: str, key: str, read: Callable[[object
 
 # --- the schema -----------------------------------------------------------------------------------
 
-_TOP = ("stateDir", "podInfoDir", "http", "agent", "memory", "disk", "deadlock", "slowStart", "maxConn",
-        "evaluationInterval", "finalScrapeTimeout", "drain")
+_TOP = ("stateDir", "podInfoDir", "http", "agent", "memory", "cpu", "loadWeight", "disk", "deadlock", "slowStart",
+        "maxConn", "evaluationInterval", "finalScrapeTimeout", "drain")
 
 
 def parse_config(mapping: object) -> SidecarConfig:
@@ -200,6 +244,7 @@ def parse_config(mapping: object) -> SidecarConfig:
                             address=_get(section, "address", f"{name}.address", _address, "0.0.0.0"))
 
     memory = _section(top.get("memory"), "memory", ("maxPercent",))
+    cpu = _section(top.get("cpu"), "cpu", ("warnPercent",))
     disk = _section(top.get("disk"), "disk", ("paths", "maxPercent"))
     deadlock = _section(top.get("deadlock"), "deadlock", ("heartbeatTimeout", "maxJobDuration"))
     drain = _section(top.get("drain"), "drain", ("agentInterval", "maxWait"))
@@ -212,6 +257,8 @@ def parse_config(mapping: object) -> SidecarConfig:
         http=listen("http", DEFAULT_HTTP_PORT),
         agent=listen("agent", DEFAULT_AGENT_PORT),
         memory=MemoryConfig(_get(memory, "maxPercent", "memory.maxPercent", _percent, 80.0)),
+        cpu=CpuConfig(_get(cpu, "warnPercent", "cpu.warnPercent", _percent, 90.0)),
+        load_weight=_load_weight(top.get("loadWeight"), "loadWeight"),
         disk=DiskConfig(paths=_get(disk, "paths", "disk.paths", _paths, ()),
                         max_percent=_get(disk, "maxPercent", "disk.maxPercent", _percent, 90.0)),
         deadlock=DeadlockConfig(

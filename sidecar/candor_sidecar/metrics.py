@@ -33,6 +33,7 @@ class SidecarFacts:
     descriptor_exhaustions: int = 0
     connections_refused: int = 0
     connections_evicted: int = 0
+    weight_reason: str = "full"  # what holds the weight below 100: cpu, occupancy, slowStart (full: nothing)
 
 
 def app_counters(snapshot: JournalSnapshot) -> tuple[list[Family], int]:
@@ -91,7 +92,21 @@ def candor_families(snapshot: JournalSnapshot | None, facts: SidecarFacts, skipp
 
 
 def _agent_and_checks(facts: SidecarFacts) -> Iterator[Family]:
-    yield _gauge("candor_agent_weight_percent", "Weight the agent-check answers HAProxy with.", facts.weight_percent)
+    weight = Family("candor_agent_weight_percent",
+                    "Weight the agent-check answers HAProxy with; reason: what holds it below 100 "
+                    "(cpu, occupancy, slowStart) or full.", "gauge")
+    weight.add(facts.weight_percent, [("reason", facts.weight_reason)])
+    yield weight
+    load = facts.evaluation.load if facts.evaluation is not None else None
+    if load is not None:
+        loads = Family("candor_load_percent", "The app's smoothed load per figure the weight follows "
+                                              "(percent of saturation).", "gauge")
+        for name, value in sorted(load.loads.items()):
+            loads.add(value, [("figure", name)])
+        yield loads
+        yield _gauge("candor_load_factor_percent", "The load factor the agent multiplies its weight by.", load.factor)
+        yield _counter("candor_load_weight_changes", "Times the load factor changed (HAProxy told a new weight).",
+                       load.changes)
     agent = Family("candor_agent_state", "The word the agent-check answers (1 for the current one).", "gauge")
     for word in ("up", "down", "drain", "maint"):
         agent.add(1.0 if facts.agent_word == word else 0.0, [("state", word)])

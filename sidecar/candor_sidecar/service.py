@@ -32,6 +32,8 @@ from candor_sidecar.drain_metrics import DrainHistory
 from candor_sidecar.health import CONTENT_TYPE, health_document, iso_time, select
 from candor_sidecar.held_waits import HeldWaits
 from candor_sidecar.http_server import HttpServer, Limits, Request, Response
+from candor_sidecar.load import LoadMeter
+from candor_sidecar.load_weight import LoadWeight
 from candor_sidecar.metrics import SidecarFacts, render_metrics
 from candor_sidecar.podinfo import maintenance_requested, read_annotations
 from candor_sidecar.presence import AppPresence
@@ -93,6 +95,10 @@ class Sidecar:
         self.evaluation: Evaluation | None = None
         self.evaluations = 0  # sequence number of self.evaluation: never goes back
         self.presence = AppPresence()  # only the journal worker thread touches it
+        # The app's load, and the weight's load factor from it (policy agentCheck.weight): worker thread only.
+        self.load_meter = LoadMeter()
+        self.load_weight = (LoadWeight(config.load_weight, config.drain.agent_interval / 2)
+                            if config.load_weight is not None else None)
         self._health_cache: dict[tuple[str | None, bool, bool], Response] = {}
         self.terminating = False  # SIGTERM received
         self.fold_done = False
@@ -148,10 +154,14 @@ class Sidecar:
                 snapshot, error = None, f"out of file descriptors: {exhausted}"
         monotonic = time.monotonic()
         absence = self.presence.observe(snapshot)
-        checks = (*evaluate(self.config, snapshot, error, now=monotonic, absence=absence),
+        reading = (self.load_meter.read(snapshot.writers, snapshot.now) if snapshot is not None
+                   else self.load_meter.read(()))
+        load = self.load_weight.update(reading, monotonic) if self.load_weight is not None else None
+        checks = (*evaluate(self.config, snapshot, error, now=monotonic, absence=absence, meter=self.load_meter,
+                            load=load),
                   *serving_checks(self.config.app_ports))
         maintenance = maintenance_requested(read_annotations(self.config.pod_info_dir))
-        return Evaluation(checks, time.time(), monotonic, maintenance, snapshot)
+        return Evaluation(checks, time.time(), monotonic, maintenance, snapshot, load)
 
     def _apply(self, evaluation: Evaluation) -> None:
         previous = self.evaluation
@@ -159,6 +169,12 @@ class Sidecar:
         self.evaluations += 1
         self._health_cache = {}
         failing = evaluation.failing()
+        if evaluation.load is not None:
+            load = evaluation.load
+            if previous is not None and previous.load is not None and previous.load.factor != load.factor:
+                log.info("load factor %d%% -> %d%%%s", previous.load.factor, load.factor,
+                         f": {load.reason} ({load.detail})" if load.reason else "")
+            self.agent.set_load(load.factor, load.figure, load.reason)
         self.agent.update(bool(failing), "; ".join(check.reason for check in failing), evaluation.maintenance)
         if previous is None or previous.status != evaluation.status:
             problems = [f"{c.key}={c.status} ({c.output})" for c in evaluation.checks if c.status != "pass"]
@@ -305,7 +321,7 @@ class Sidecar:
             facts = SidecarFacts(self.evaluation, self.agent.weight_percent(), self.agent.word(), self.draining,
                                  self.agent_server.answers, self.exhaustion.count,
                                  self.http_budget.refused + self.agent_budget.refused,
-                                 self.http_budget.evicted + self.agent_budget.evicted)
+                                 self.http_budget.evicted + self.agent_budget.evicted, self.agent.weight_reason())
             drains = self.drains.families(self.held_waits.held, self.held_waits.refused)
             rendered = render_metrics(snapshot, facts, accept, list(drains))
             if len(flight.rendered) < 8:  # Accept headers are the client's: a handful of forms is plenty

@@ -18,6 +18,13 @@ memory check; an app whose "container" is something else reports its own:
     from candor_tracer import MemoryFigures, set_memory_source
 
     set_memory_source(lambda: MemoryFigures(current=my_rss(), limit=MY_LIMIT))
+
+The heartbeat also carries the container's CPU counters and, once declared, how many traces the process
+can run at once, for the sidecar's load weights (the gunicorn, Celery and RQ integrations declare it):
+
+    from candor_tracer import declare_capacity
+
+    declare_capacity(8)  # this process serves 8 requests at once
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import asyncio
 import threading
 from typing import TYPE_CHECKING, Any
 
+from candor_tracer.capacity import declare_capacity
 from candor_tracer.cgroup import MemoryFigures, MemorySource
 from candor_tracer.heartbeat import set_memory_source
 
@@ -38,8 +46,8 @@ if TYPE_CHECKING:
     # included, on the default tracer (the bound method itself: one call less on every trace).
     trace = default_tracer.trace
 
-__all__ = ["LoopWatch", "MemoryFigures", "MemorySource", "Trace", "Tracer", "default_tracer", "heartbeat",
-           "set_memory_source", "trace", "watch_event_loop"]
+__all__ = ["LoopWatch", "MemoryFigures", "MemorySource", "Trace", "Tracer", "declare_capacity", "default_tracer",
+           "heartbeat", "set_memory_source", "trace", "watch_event_loop"]
 
 # The app's API loads on first use: `from candor_tracer import trace` in an app costs what it always
 # did, while the sidecar, which imports only the journal package below this one, never loads

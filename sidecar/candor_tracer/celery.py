@@ -10,7 +10,9 @@ so prefork, threads, solo (and gevent/eventlet) pools all count each task once, 
 Celery itself is imported only when `instrument` is called: candor_tracer does not depend on it.
 
 Prefork: each pool child journals on its own. `worker_process_init` opens the child's journal at once, so
-the sidecar sees an idle child too; `worker_process_shutdown` (a child retired by `max_tasks_per_child` or
+the sidecar sees an idle child too, and declares the child's capacity (one task at a time) for the load
+weights; `worker_ready` declares the pool's concurrency for the pools that run tasks in the worker process
+itself (threads, solo, gevent, eventlet). `worker_process_shutdown` (a child retired by `max_tasks_per_child` or
 a pool shrink) closes it with a final heartbeat. A child killed by `time_limit` or the OOM killer never
 reaches `task_postrun`: its journal's open trace is closed at the child's last heartbeat by the reader.
 """
@@ -22,6 +24,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from candor_tracer.capacity import declare_capacity
 from candor_tracer.label_check import require_labels
 from candor_tracer.tracer import Trace, Tracer
 
@@ -67,13 +70,18 @@ class CeleryInstrumentation:
             traced.__exit__(None, None, None)
 
     def worker_process_init(self, **_: Any) -> None:
+        declare_capacity(1)  # a prefork child runs one task at a time
         self.tracer.open_journal()
 
     def worker_process_shutdown(self, **_: Any) -> None:
         self.tracer.close()
 
-    def worker_ready(self, **_: Any) -> None:
+    def worker_ready(self, sender: Any = None, **_: Any) -> None:
         # solo and threads pools run tasks in this process: show it to the sidecar before the first task
+        pool = getattr(sender, "pool", None)
+        limit = getattr(pool, "limit", None)
+        if type(pool).__module__ != "celery.concurrency.prefork" and isinstance(limit, int) and limit >= 1:
+            declare_capacity(min(limit, 1_000_000))  # prefork: the children declare, one task each
         self.tracer.open_journal()
 
     def connect(self) -> None:

@@ -8,7 +8,9 @@
 object gunicorn passes them.
 
 - `when_ready`: the arbiter opens a journal of its own, so a pod is seen alive while workers are replaced.
-- `post_fork`: the new worker opens its own journal at once (an idle worker is seen by the sidecar).
+- `post_fork`: the new worker opens its own journal at once (an idle worker is seen by the sidecar) and
+  declares its capacity for the load weights: its `threads` (1 for sync workers, N for gthread), or its
+  `worker_connections` for the async worker classes (gevent, eventlet, uvicorn's…).
 - `worker_exit`: a worker leaving (`max_requests` recycling, a graceful stop, the SIGABRT of `timeout`)
   closes its journal with a final heartbeat. gunicorn also runs this hook in the arbiter for a worker
   that was already gone; there it does nothing.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from candor_tracer.capacity import declare_capacity
 from candor_tracer.tracer import Tracer
 
 __all__ = ["post_fork", "when_ready", "worker_exit"]
@@ -36,7 +39,19 @@ def when_ready(server: Any) -> None:
     _tracer().open_journal()
 
 
+_THREADED = ("gunicorn.workers.sync", "gunicorn.workers.gthread")
+
+
+def worker_capacity(worker: Any) -> int | None:
+    """How many requests a gunicorn worker serves at once, from its class and config (None: unknown)."""
+    cfg = getattr(worker, "cfg", None)
+    setting = "threads" if type(worker).__module__ in _THREADED else "worker_connections"
+    value = getattr(cfg, setting, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1_000_000 else None
+
+
 def post_fork(server: Any, worker: Any) -> None:
+    declare_capacity(worker_capacity(worker))
     _tracer().open_journal()
 
 

@@ -1,4 +1,5 @@
-"""The journal's heartbeat: a daemon thread that proves the process alive and carries its memory figures.
+"""The journal's heartbeat: a daemon thread that proves the process alive and carries its memory and load
+figures (the container's CPU counters, the process's declared capacity).
 
 Beats fall on a fixed grid (start + k × interval), so the time a write takes never stretches the period
 and a SIGKILL loses at most one interval of work. The memory figures come from this process's cgroup v2
@@ -12,7 +13,10 @@ import math
 import threading
 import time
 
+from candor_tracer.capacity import declared_capacity
 from candor_tracer.cgroup import NO_FIGURES, MemoryFigures, MemoryReader, MemorySource
+from candor_tracer.cpu import NO_CPU, CpuFigures, CpuReader
+from candor_tracer.journal.format import LoadRecord
 from candor_tracer.journal.writer import JournalWriter
 
 log = logging.getLogger("candor_tracer")
@@ -63,13 +67,16 @@ def next_beat(previous: int, now_in_intervals: float) -> int:
 class HeartbeatThread:
     """Beats once now, then every `interval` seconds until stopped.
 
-    `cgroup` is the default source's reader (tests point it at a fake cgroup tree).
+    `cgroup` is the default memory source's reader, `cpu` the CPU counters' (tests point them at cgroup
+    trees of their own).
     """
 
-    def __init__(self, writer: JournalWriter, interval: float, cgroup: MemoryReader | None = None) -> None:
+    def __init__(self, writer: JournalWriter, interval: float, cgroup: MemoryReader | None = None,
+                 cpu: CpuReader | None = None) -> None:
         self._writer = writer
         self._interval = interval
         self._cgroup = cgroup
+        self._cpu = cpu
         self._stop = threading.Event()
         self._warned = False
         self._origin = time.monotonic()
@@ -97,9 +104,25 @@ class HeartbeatThread:
             return NO_FIGURES
         return figures
 
+    def cpu(self) -> CpuFigures:
+        """The container's CPU counters for a beat: never raises (unreadable files give NO_CPU)."""
+        try:
+            if self._cpu is None:
+                self._cpu = CpuReader()
+            return self._cpu.read()
+        except Exception:  # a malformed cgroup file: no load figures rather than no heartbeat
+            return NO_CPU
+
+    def load(self) -> LoadRecord:
+        cpu = self.cpu()
+        return LoadRecord(seq=0, read_at=time.monotonic(), cpu_usage_ns=cpu.usage_ns, cpu_periods=cpu.periods,
+                          cpu_throttled_periods=cpu.throttled_periods, cpu_throttled_ns=cpu.throttled_ns,
+                          cpu_quota_cores=cpu.quota_cores, cpu_pressure_some=cpu.pressure_some,
+                          online_cores=cpu.online_cores, cgroup=cpu.group, capacity=declared_capacity())
+
     def beat_now(self) -> None:
         try:
-            self._writer.beat(self.memory())
+            self._writer.beat(self.memory(), load=self.load())
         except Exception as exc:  # the app must never notice: note it once, keep trying
             if not self._warned:
                 self._warned = True

@@ -14,7 +14,8 @@ its open trace closed at its last heartbeat. A job that exceeds `job_timeout` ge
 raised inside it, so its trace ends like any failed job's: nothing is lost.
 
 The worker process itself opens a journal when it starts working: a pod whose only app process is an RQ
-worker is then seen alive between jobs, not as an app that exited each time a horse did.
+worker is then seen alive between jobs, not as an app that exited each time a horse did. It declares a
+capacity of one job (the load weights' occupancy): a horse runs that job and declares nothing of its own.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.worker import BaseWorker, Worker
 
+from candor_tracer.capacity import declare_capacity
 from candor_tracer.label_check import require_labels
 from candor_tracer.tracer import Tracer
 
@@ -53,6 +55,7 @@ def traced_worker_class(counter: Counter, base: type[W] = Worker, *, job_label: 
     chosen = tracer or _default_tracer()
 
     def work(self: W, *args: Any, **kwargs: Any) -> bool:
+        declare_capacity(1)  # one job at a time, in a horse (Worker) or here (SimpleWorker)
         chosen.open_journal()
         result: bool = base.work(self, *args, **kwargs)  # traced has one base: this is super()
         return result

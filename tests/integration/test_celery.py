@@ -18,6 +18,7 @@ from tests.support.framework_runs import (
     Run,
     assert_counted,
     children_of,
+    declared_capacities,
     framework_process,
     journal_pids,
     total,
@@ -67,6 +68,10 @@ def test_prefork_time_limit_sigkill_and_recycling_lose_at_most_one_heartbeat_per
             return len(children) == 2 and set(children) <= journal_pids(run.state_dir)
 
         wait_until(two_journaling_children, timeout=30, what="two pool children again, each with a journal")
+        # For the load weights: each child runs one task at a time; the parent runs none and declares nothing.
+        wait_until(lambda: all(declared_capacities(run.state_dir).get(pid) == 1 for pid in children_of(worker.pid)),
+                   timeout=30, what="each pool child declaring a capacity of 1")
+        assert declared_capacities(run.state_dir).get(worker.pid) is None
         run.poll()
 
     run.poll()  # the whole worker is gone: every journal folds
@@ -93,6 +98,8 @@ def test_threads_and_solo_pools_count_overlapping_tasks_and_a_killed_worker(
     with _worker(run, broker, tmp_path, "-P", pool, "-c", "3") as worker:
         wait_until(lambda: worker.pid in journal_pids(run.state_dir), timeout=60,
                    what="the worker's journal (opened when it is ready)")
+        wait_until(lambda: declared_capacities(run.state_dir).get(worker.pid) == (3 if pool == "threads" else 1),
+                   timeout=30, what="the worker declaring its pool's concurrency")
         quick = [_send(broker, "work", 0.5) for _ in range(3)]
         for task_id in quick:
             wait_until(lambda task_id=task_id: run.ended(task_id), timeout=60, what=f"task {task_id}")

@@ -52,13 +52,13 @@ def test_valid_policies_are_stored_with_the_documented_defaults(k8s_cluster: K8s
         assert parse_policy(stored) == parse_policy(spec), name
     stored = k8s_cluster.api("GET", f"{POLICIES.format(ns=crd_namespace)}/minimal").ok()["spec"]
     for dotted, default in DEFAULTS.items():
-        if dotted.startswith("passive."):
-            continue  # passive checks stay off unless asked for
+        if dotted.startswith(("passive.", "agentCheck.weight.")):
+            continue  # passive checks and load weights stay off unless asked for
         node: Any = stored
         for part in dotted.split("."):
             node = node[part]
         assert node == default, dotted
-    assert "passive" not in stored and "maxConn" not in stored
+    assert "passive" not in stored and "maxConn" not in stored and "weight" not in stored["agentCheck"]
 
 
 def test_unknown_fields_are_pruned_not_stored(k8s_cluster: K8sCluster, crd_namespace: str) -> None:

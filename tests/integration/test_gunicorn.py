@@ -17,6 +17,7 @@ from tests.support.framework_runs import (
     Run,
     assert_counted,
     children_of,
+    declared_capacities,
     framework_process,
     journal_pids,
 )
@@ -52,6 +53,10 @@ def test_max_requests_recycling_and_timeout_kills_seen_by_a_real_sidecar(tmp_pat
 
         wait_until(two_journaling_workers, timeout=60, what="the arbiter and two idle workers with journals")
         first_workers = set(children_of(arbiter.pid))
+        # Each sync worker serves one request at a time and says so, for the load weights; the arbiter none.
+        wait_until(lambda: all(declared_capacities(run.state_dir).get(pid) == 1 for pid in first_workers),
+                   timeout=30, what="each sync worker declaring a capacity of 1")
+        assert declared_capacities(run.state_dir).get(arbiter.pid) is None
 
         quick = [request_later(port, "quick", 0.5) for _ in range(6)]
         assert [future.result(timeout=60) for _, future in quick] == [200] * 6

@@ -17,7 +17,14 @@ import redis
 from rq import Queue
 from rq.command import send_stop_job_command
 
-from tests.support.framework_runs import Run, assert_counted, framework_process, journal_pids, total
+from tests.support.framework_runs import (
+    Run,
+    assert_counted,
+    declared_capacities,
+    framework_process,
+    journal_pids,
+    total,
+)
 from tests.support.pid_namespace import PREFIX, needs_pid_namespace
 from tests.support.waiting import wait_until
 
@@ -57,6 +64,7 @@ def test_work_horses_timed_out_and_killed_lose_at_most_one_heartbeat(tmp_path: P
         timed = run.jobs[timed_out]
         assert timed.end is not None and 0.9 <= timed.end - timed.start < 2  # the 1 s alarm is set before it starts
         assert worker.pid in journal_pids(run.state_dir)  # the idle worker is seen alive between jobs
+        assert declared_capacities(run.state_dir).get(worker.pid) == 1  # one job at a time (load weights)
 
         stopped = _enqueue(broker, 30)
         job = wait_until(lambda: run.started(stopped), timeout=60, what="the job the test stops")

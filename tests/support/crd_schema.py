@@ -84,6 +84,8 @@ def _check(node: dict[str, Any], value: Any, path: str, errors: list[SchemaError
     if kind == "array":
         if len(value) > node.get("maxItems", len(value)):
             errors.append(SchemaError(path, f"must have at most {node['maxItems']} items"))
+        if len(value) < node.get("minItems", 0):
+            errors.append(SchemaError(path, f"must have at least {node['minItems']} items"))
         for index, item in enumerate(value):
             if node.get("x-kubernetes-list-type") == "set" and item in value[:index]:
                 errors.append(SchemaError(f"{path}[{index}]", "duplicate value"))

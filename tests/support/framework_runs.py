@@ -261,3 +261,11 @@ def children_of(pid: int) -> list[int]:
 
 def journal_pids(state_dir: Path) -> set[int]:
     return {writer.pid for writer in read_totals(state_dir).writers}
+
+
+def declared_capacities(state_dir: Path) -> dict[int, int | None]:
+    """pid -> the capacity each live app process declared in its journal (load weights' occupancy)."""
+    from candor_tracer.journal.reader import read_writers
+
+    return {writer.pid: writer.load.capacity if writer.load is not None else None
+            for writer in read_writers(state_dir).writers}

@@ -195,17 +195,19 @@ class SidecarProcess(_ChildProcess):
 class AppProcess(_ChildProcess):
     """`python -m tests.support.traced_app` with CANDOR_STATE_DIR: a real traced app writing a journal."""
 
-    def __init__(self, state_dir: str | os.PathLike[str], name: str = "app") -> None:
+    def __init__(self, state_dir: str | os.PathLike[str], name: str = "app", capacity: int | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.name = name
+        self.capacity = capacity  # workers the app declares (candor_tracer.declare_capacity); None: none
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> AppProcess:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONPATH": str(ROOT), "CANDOR_STATE_DIR": str(self.state_dir)}
+        capacity = [] if self.capacity is None else ["--capacity", str(self.capacity)]
         self.process = subprocess.Popen([sys.executable, "-m", "tests.support.traced_app", "--port", str(self.port),
-                                         "--name", self.name], env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
+                                         "--name", self.name, *capacity], env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
         self._wait_until_answering(lambda: self.get("/")[0] == 200, timeout, f"app {self.name}")
         return self
 

@@ -1,6 +1,6 @@
 """A small HTTP app that traces its jobs with candor_tracer in journal mode (set CANDOR_STATE_DIR).
 
-    python -m tests.support.traced_app --port 8080 --name s1
+    python -m tests.support.traced_app --port 8080 --name s1 [--capacity 4]
 
 GET /          -> "hello from <name>" (counts as progress: heartbeat())
 GET /job?seconds=20 -> starts a traced background job (202)
@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import REGISTRY, Counter, generate_latest
 
-from candor_tracer import heartbeat, trace
+from candor_tracer import declare_capacity, heartbeat, trace
 
 JOB_SECONDS = Counter("job_worked_seconds_total", "Seconds spent working on jobs", ["task"])
 NAIVE_SECONDS = Counter("naive_job_seconds_total", "Seconds of finished jobs, counted only when a job ends", ["task"])
@@ -69,7 +69,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--name", default="app")
+    parser.add_argument("--capacity", type=int, default=None, help="declare this many workers (load weights)")
     args = parser.parse_args()
+    if args.capacity is not None:
+        declare_capacity(args.capacity)
 
     def beat() -> None:
         while True:

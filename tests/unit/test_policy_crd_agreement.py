@@ -18,6 +18,7 @@ from candor_operator import policy as model
 from candor_operator.policy_fields import (
     Boolean,
     Choice,
+    ChoiceList,
     Compare,
     Duration,
     Integer,
@@ -75,7 +76,8 @@ def test_each_typed_field_has_the_type_its_kind_reads() -> None:
         for item in declared(declaring):
             kind = item.spec.kind
             base: Any = {Integer: int, Duration: float, Text: str, Choice: str, Boolean: bool,
-                         TextList: tuple[str, ...], LabelSelector: Selector}.get(type(kind))
+                         TextList: tuple[str, ...], ChoiceList: tuple[str, ...],
+                         LabelSelector: Selector}.get(type(kind))
             if isinstance(kind, Section):
                 base = kind.model
             expected = base | None if defaults[item.attribute] is None else base
@@ -148,15 +150,19 @@ def test_the_typed_models_defaults_are_the_crd_defaults() -> None:
     assert parsed == HealthPolicy(selector=parsed.selector)
     passive = model.parse_policy({"selector": selector, "passive": {"observe": "layer7"}}).passive
     assert passive == model.Passive(observe="layer7")
+    weight = model.parse_policy({"selector": selector, "agentCheck": {"weight": {}}}).agent_check.weight
+    assert weight == model.LoadWeight()
+    assert parsed.agent_check.weight is None  # load weights are off unless asked for
     assert model.parse_policy({"selector": selector, **_nested(model.DEFAULTS)}) == parsed
 
 
 def _nested(dotted: dict[str, object]) -> dict[str, Any]:
-    """{"a.b": 1} -> {"a": {"b": 1}}, leaving out passive (set, it switches passive checks on)."""
+    """{"a.b": 1} -> {"a": {"b": 1}}, leaving out the optional sections (passive, agentCheck.weight): set, they
+    switch their feature on."""
     result: dict[str, Any] = {}
     for path, value in dotted.items():
         *parents, last = path.split(".")
-        if parents[:1] == ["passive"]:
+        if parents[:1] == ["passive"] or parents[:2] == ["agentCheck", "weight"]:
             continue
         node = result
         for part in parents:

@@ -102,3 +102,17 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_unknown_controller_option_is_a_usage_error(tmp_path: Path) -> None:
     code, _, err = _run(tmp_path, POLICY, "--controller", "nginx")
     assert code == 2 and "haproxytech" in err
+
+
+def test_text_and_sidecar_outputs_say_what_the_weight_follows(tmp_path: Path) -> None:
+    code, out, _ = _run(tmp_path, POLICY)
+    assert code == 0 and "# Agent weight: ramps over slowStart 30s; load weights off (agentCheck.weight)" in out
+    weighted = POLICY + "  agentCheck: {weight: {from: [occupancy], targetPercent: 60}}\n"
+    code, out, _ = _run(tmp_path, weighted)
+    assert code == 0
+    assert ("# Agent weight: ramps over slowStart 30s, times a load factor from occupancy: full up to 60% load, "
+            "down to 10% at saturation, moved by 10 points or more") in out
+    code, out, _ = _run(tmp_path, weighted, "-o", "sidecar")
+    assert code == 0
+    assert yaml.safe_load(out)["loadWeight"] == {"from": ["occupancy"], "targetPercent": 60, "minPercent": 10,
+                                                 "stepPercent": 10}

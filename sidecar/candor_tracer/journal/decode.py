@@ -26,11 +26,13 @@ from candor_tracer.journal.format import (
     Header,
     Heartbeat,
     JournalFormatError,
+    LoadRecord,
     crc,
     pad8,
     unpack_counters,
     unpack_header,
     unpack_heartbeat,
+    unpack_load,
     unpack_observed,
     unpack_series,
 )
@@ -95,6 +97,7 @@ class JournalReading:
     totals: tuple[float, ...]
     slots: Slots
     slot_hwm: int = 0  # slots the writer ever had in use at once (bounds its completed seconds)
+    load: LoadRecord | None = None  # None: a writer of before load records, or a record out of bounds
 
     def active_starts(self) -> list[float]:
         if ENDING not in self.slots.states:
@@ -186,7 +189,8 @@ def _read_once(fd: int) -> tuple[bytes, JournalReading, bytes]:
         totals.append(total)
     reading = JournalReading(header=header, heartbeat=heartbeat, observed_seq=observed_seq,
                              observed_at=observed_at, descs=descs, commits=tuple(commits),
-                             totals=tuple(totals), slots=_decode_slots(slot_data), slot_hwm=counters.slot_hwm)
+                             totals=tuple(totals), slots=_decode_slots(slot_data), slot_hwm=counters.slot_hwm,
+                             load=unpack_load(page))
     return series_before + slot_data, reading, series_after + slots_again
 
 
@@ -237,6 +241,8 @@ def check_plausible(reading: JournalReading, now: float, settled: bool = True) -
             _bounded(what, value, low, high)
     if hb.stall_seconds is not None:
         _bounded("stall length", hb.stall_seconds, 0.0, high - low)
+    if reading.load is not None and not low <= reading.load.read_at <= high:
+        reading = replace(reading, load=None)  # advisory: a bad load record costs the load figures only
     completed = sum(reading.totals)  # each total is finite and >= 0 (unpack_series)
     _bounded("completed seconds", completed, 0.0, (high - low) * max(reading.slot_hwm, 1))
     slots = reading.slots

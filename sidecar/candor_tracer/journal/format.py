@@ -11,6 +11,7 @@ Layout (little-endian):
     128     counters x2: seq, series_count, slot_hwm, desc_used, crc
     256     heartbeat x2: seq, alive_at, progress_at, memory figures, stall figures, loop_turned_at, crc
     512     observed x2 (written by readers): seq, latest monotonic time a reader saw the writer alive, crc
+    640     load x2: seq, read_at, CPU counters of the container's cgroup, declared capacity, crc
     4096    descriptors: [len][crc][json {"n": name, "h": help, "l": [[k, v], ...]}] padded to 8 bytes
     DESC_END series x2 per series: commit, total seconds, crc
     SLOTS   in-flight slots: start, end, target commit, series index, state byte (written last)
@@ -57,6 +58,12 @@ OBSERVED = struct.Struct("<QdI4x")  # seq, observed_at, crc
 OBSERVED_BODY = struct.Struct("<Qd")
 OBSERVED_OFFSET = 512
 FIRST_PAGE = 4096
+
+# seq, read_at, cpu usage ns, periods, throttled periods, throttled ns, quota cores, PSI some avg10, online
+# cores, cgroup id, declared capacity, crc, pad. NaN / -1 mean "none"; seq 0 (never written) means no record.
+LOAD = struct.Struct("<QdqqqqddqQqI4x")
+LOAD_BODY = struct.Struct("<QdqqqqddqQq")
+LOAD_OFFSET = 640
 
 DESC_HEAD = struct.Struct("<II")  # length, crc of the json bytes
 
@@ -220,6 +227,54 @@ def unpack_heartbeat(data: bytes) -> Heartbeat:
     if not copies:
         raise JournalFormatError("both heartbeat records are corrupt")
     return max(copies, key=lambda h: h.seq)
+
+
+@dataclass(frozen=True)
+class LoadRecord:
+    """What a heartbeat says about the app's load: its container's cumulative CPU counters when they were
+    read (`read_at`, monotonic), and how many traces the process can run at once (None: not declared)."""
+
+    seq: int
+    read_at: float
+    cpu_usage_ns: int | None = None
+    cpu_periods: int | None = None
+    cpu_throttled_periods: int | None = None
+    cpu_throttled_ns: int | None = None
+    cpu_quota_cores: float | None = None
+    cpu_pressure_some: float | None = None
+    online_cores: int | None = None
+    cgroup: int = 0
+    capacity: int | None = None
+
+
+def pack_load(record: LoadRecord) -> bytes:
+    body = LOAD_BODY.pack(record.seq, record.read_at, opt_int(record.cpu_usage_ns), opt_int(record.cpu_periods),
+                          opt_int(record.cpu_throttled_periods), opt_int(record.cpu_throttled_ns),
+                          opt_float(record.cpu_quota_cores), opt_float(record.cpu_pressure_some),
+                          opt_int(record.online_cores), record.cgroup, opt_int(record.capacity))
+    return body + struct.pack("<I4x", crc(body))
+
+
+def _unpack_load_copy(data: bytes, offset: int) -> LoadRecord | None:
+    (seq, read_at, usage, periods, throttled_periods, throttled_ns, quota, pressure, online, group, capacity,
+     check) = LOAD.unpack_from(data, offset)
+    if seq == 0 or check != crc(data[offset: offset + LOAD_BODY.size]):
+        return None
+    if not math.isfinite(read_at) or not (math.isnan(quota) or 0 < quota < 1e6) \
+            or not (math.isnan(pressure) or 0 <= pressure <= 100):
+        return None  # advisory figures no writer writes: dropped, never the journal's counters with them
+    return LoadRecord(seq=seq, read_at=read_at, cpu_usage_ns=from_opt_int(usage), cpu_periods=from_opt_int(periods),
+                      cpu_throttled_periods=from_opt_int(throttled_periods),
+                      cpu_throttled_ns=from_opt_int(throttled_ns), cpu_quota_cores=from_opt_float(quota),
+                      cpu_pressure_some=from_opt_float(pressure), online_cores=from_opt_int(online), cgroup=group,
+                      capacity=from_opt_int(capacity))
+
+
+def unpack_load(data: bytes) -> LoadRecord | None:
+    """The newest valid copy, or None: a writer of before the load record, or none written yet."""
+    copies = [r for r in (_unpack_load_copy(data, LOAD_OFFSET), _unpack_load_copy(data, LOAD_OFFSET + LOAD.size))
+              if r is not None]
+    return max(copies, key=lambda r: r.seq) if copies else None
 
 
 def pack_observed(seq: int, observed_at: float) -> bytes:

@@ -44,12 +44,14 @@ from candor_tracer.journal.format import (
     OBSERVED,
     OBSERVED_OFFSET,
     TEMP_PREFIX,
+    LoadRecord,
     pack_observed,
 )
 from candor_tracer.journal.skips import Skips, warn_once
 
 __all__ = [
     "JournalSnapshot",
+    "LoadRecord",
     "SeriesTotal",
     "WriterInfo",
     "fold_dead_writers",
@@ -86,6 +88,9 @@ class WriterInfo:
     alive_at: float | None = None  # the tracer's own liveness beat (about once a second)
     progress_at: float | None = None  # the latest explicit heartbeat(), None when the app never called it
     loop_turned_at: float | None = None  # the latest turn of a watched event loop
+    load: LoadRecord | None = None  # CPU counters and declared capacity; None from a writer of before them
+    created_at: float | None = None  # monotonic creation time of the journal
+    busy_seconds: float | None = None  # trace-seconds of this process so far, in flight included (occupancy)
 
 
 @dataclass(frozen=True)
@@ -257,7 +262,7 @@ def _read_live(opened: OpenFile, at: float, realtime: bool, found: _Read, skips:
             found.live[key] = found.live.get(key, 0) + value
         for desc in reading.descs:
             found.docs.setdefault((desc.name, desc.labels), desc.documentation)
-    found.writers.append(_writer_info(opened, reading))
+    found.writers.append(_writer_info(opened, reading, at))
     if realtime:
         _record_observation(opened, reading, at)
 
@@ -334,7 +339,7 @@ def fold_dead_writers(state_dir: str | os.PathLike[str]) -> int:
         return len(found.dead)
 
 
-def _writer_info(opened: OpenFile, reading: JournalReading) -> WriterInfo:
+def _writer_info(opened: OpenFile, reading: JournalReading, at: float) -> WriterInfo:
     hb = reading.heartbeat
     starts = reading.active_starts()
     return WriterInfo(
@@ -351,6 +356,9 @@ def _writer_info(opened: OpenFile, reading: JournalReading) -> WriterInfo:
         alive_at=hb.alive_at,
         progress_at=hb.progress_at,
         loop_turned_at=hb.loop_turned_at,
+        load=reading.load,
+        created_at=reading.header.created_mono,
+        busy_seconds=sum(series_values(reading, at)) / 1e9,
     )
 
 

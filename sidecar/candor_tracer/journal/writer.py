@@ -15,6 +15,7 @@ import secrets
 import threading
 import time
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 try:
@@ -37,6 +38,8 @@ from candor_tracer.journal.format import (
     HEADER_OFFSET,
     HEARTBEAT,
     HEARTBEAT_OFFSET,
+    LOAD,
+    LOAD_OFFSET,
     MAX_SERIES,
     MAX_SLOTS,
     SERIES,
@@ -54,11 +57,13 @@ from candor_tracer.journal.format import (
     Counters,
     Header,
     Heartbeat,
+    LoadRecord,
     crc,
     journal_name,
     pack_counters,
     pack_header,
     pack_heartbeat,
+    pack_load,
     pack_series,
     pad8,
 )
@@ -283,7 +288,8 @@ class JournalWriter:
 
     # --- heartbeat -------------------------------------------------------------------------
 
-    def beat(self, memory: MemoryFigures, now: float | None = None) -> None:
+    def beat(self, memory: MemoryFigures, now: float | None = None, load: LoadRecord | None = None) -> None:
+        """Write a heartbeat, and the load record when given (its seq is the beat's: set here)."""
         with self._beat_lock:
             if self.closed:
                 return
@@ -295,6 +301,9 @@ class JournalWriter:
                 stall_at=self.stall_at, stall_seconds=self.stall_seconds, loop_turned_at=self.loop_turned_at))
             offset = HEARTBEAT_OFFSET + (seq % 2) * HEARTBEAT.size
             self._mm[offset: offset + HEARTBEAT.size] = data
+            if load is not None:
+                offset = LOAD_OFFSET + (seq % 2) * LOAD.size
+                self._mm[offset: offset + LOAD.size] = pack_load(replace(load, seq=seq))
 
     # --- lifetime --------------------------------------------------------------------------
 
