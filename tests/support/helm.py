@@ -83,8 +83,10 @@ def helm(kubeconfig: Path, *args: str, check: bool = True) -> subprocess.Complet
 def install_chart(cluster: Any, namespace: str, release: str = "candor") -> None:
     """`helm install` of the repository's chart, waiting until the operator is available."""
     chart = Path(__file__).resolve().parents[2] / "helm" / "candor"
+    # --take-ownership: the HealthPolicy CRD outlives an uninstalled release (resource-policy keep); another
+    # release in the same cluster adopts it, as the README tells users to.
     helm(cluster.kubeconfig, "install", release, str(chart), "--namespace", namespace, "--create-namespace",
-         "--wait", "--timeout", "4m")
+         "--wait", "--timeout", "4m", "--take-ownership")
 
 
 def uninstall_chart(cluster: Any, namespace: str, release: str = "candor") -> None:
