@@ -422,7 +422,7 @@ def test_helm_upgrade_changes_the_crd_and_uninstall_leaves_only_the_healthpolicy
     kinds = ("all,configmap,secret,serviceaccount,role,rolebinding,clusterrole,clusterrolebinding,"
              "mutatingwebhookconfiguration,validatingadmissionpolicy,validatingadmissionpolicybinding,"
              "customresourcedefinition,job")
-    kept = ["customresourcedefinition.apiextensions.k8s.io/healthpolicies.candor.io"]
+    kept: list[str] = []  # the HealthPolicy CRD is a file of the chart: it carries no release label
 
     def left() -> list[str]:
         return node_cluster.kubectl("get", kinds, "-A", "-l", f"app.kubernetes.io/instance={RELEASE}",
@@ -430,8 +430,18 @@ def test_helm_upgrade_changes_the_crd_and_uninstall_leaves_only_the_healthpolicy
 
     # The operator's pods go when the garbage collector has followed the Deployment's deletion; the
     # HealthPolicy CRD stays (helm.sh/resource-policy: keep), so a reinstall finds every team's policies.
-    node_cluster.wait_until(lambda: left() == kept, 120, f"only the kept CRD left (still: {left()})")
+    def pods_left() -> str:
+        pods = node_cluster.api("GET", f"/api/v1/namespaces/{release}/pods").ok()["items"]
+        return "; ".join(f"{p['metadata']['name']} {p['status'].get('phase')} deleting since "
+                         f"{p['metadata'].get('deletionTimestamp')} owners {p['metadata'].get('ownerReferences')} "
+                         f"finalizers {p['metadata'].get('finalizers')}" for p in pods)
+
+    try:
+        node_cluster.wait_until(lambda: left() == kept, 120, "nothing of the release left")
+    except TimeoutError as timeout:
+        raise AssertionError(f"still there: {left()}; pods: {pods_left()}") from timeout
     peering_crd = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/clusterkopfpeerings.kopf.dev"
     node_cluster.wait_until(lambda: node_cluster.api("GET", peering_crd).status == 404, 60, "peering CRD gone")
+    assert node_cluster.api("GET", crd_path).status == 200, "the HealthPolicy CRD outlives the release"
     node_cluster.kubectl("delete", "crd", "healthpolicies.candor.io", "--wait", "--timeout=60s")
     node_cluster.wait_until(lambda: node_cluster.api("GET", crd_path).status == 404, 60, f"{crd_path} gone")
