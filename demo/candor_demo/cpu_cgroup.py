@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import time
 from pathlib import Path
 
@@ -51,10 +52,12 @@ class CpuCgroup:
     def __init__(self, directories: list[Path], v2: bool) -> None:
         self.directories, self.v2 = directories, v2
 
-    def join(self) -> None:
-        """Move the calling process into the group (as a Popen preexec_fn: the child, before it execs)."""
-        for directory in self.directories:
-            (directory / "cgroup.procs").write_text(f"{os.getpid()}\n")
+    def wrap(self, args: list[str]) -> list[str]:
+        """`args` run inside the group: a shell joins it, then execs them (same pid), so the program is in the
+        group before it runs anything. No preexec_fn: that may deadlock in a forked child of a threaded demo."""
+        procs = " ".join(shlex.quote(str(directory / "cgroup.procs")) for directory in self.directories)
+        script = f'for procs in {procs}; do echo $$ > "$procs" || exit 126; done; exec "$@"'
+        return ["/bin/sh", "-c", script, "candor-cgroup", *args]
 
     def set_limit(self, cores: float | None) -> None:
         """A CFS quota of `cores` (None: unlimited), as a container's CPU limit sets it."""

@@ -93,15 +93,14 @@ class Instance:
                "CANDOR_HEARTBEAT_INTERVAL": str(settings.heartbeat_interval),
                MEMORY_LIMIT_ENV: str(MEMORY_LIMIT_BYTES)}
         with self.app_log.open("wb") as log:
-            self.app = subprocess.Popen(
-                [sys.executable, "-m", "candor_demo.resizer_app", "--name", self.name,
-                 "--workers", str(WORKERS_PER_INSTANCE), "--max-job", str(self.job_max),
-                 "--http-port", str(self.app_port), "--metrics-port", str(self.metrics_port),
-                 "--truth-file", str(self.truth_file), "--worker-model", self.worker_model,
-                 "--seed", str(self.index + 1)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                # Into its group before it runs anything: the tracer finds its cgroup once, at start.
-                preexec_fn=self.cpu_group.join if self.cpu_group is not None else None)
+            args = [sys.executable, "-m", "candor_demo.resizer_app", "--name", self.name,
+                    "--workers", str(WORKERS_PER_INSTANCE), "--max-job", str(self.job_max),
+                    "--http-port", str(self.app_port), "--metrics-port", str(self.metrics_port),
+                    "--truth-file", str(self.truth_file), "--worker-model", self.worker_model,
+                    "--seed", str(self.index + 1)]
+            # Into its group before it runs anything: the tracer finds its cgroup once, at start.
+            self.app = subprocess.Popen(self.cpu_group.wrap(args) if self.cpu_group is not None else args,
+                                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
 
     def wait_ready(self, timeout: float) -> None:
         """Until the app answers, the sidecar serves /metrics and the agent port accepts connections."""

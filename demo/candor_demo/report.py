@@ -129,10 +129,10 @@ controller to give each app a cgroup of its own (as its container would have) an
 Each app runs in a CPU cgroup of its own, as in its container, and the policy turns load weights on
 (`agentCheck.weight`, from `cpu`, full weight up to 70 %, 10 % at saturation). From
 {record.settings.starve_at:g} s to {record.settings.starve_end_at:g} s {starve.instance}'s CPU limit drops to
-{record.settings.starve_cores:g} cores and a CPU hog runs in its cgroup: the tracer's heartbeat reports the cgroup's usage and
-throttling, its sidecar's agent answers a lower weight, and HAProxy sends it less. Once the hog stops and the
-limit is lifted, its weight and share come back. The check compares its share of the requests over these
-windows (the first {3 * _agent_inter_seconds(record):g} s after each change left out): {settle}."""
+{record.settings.starve_cores:g} cores and a CPU hog runs in its cgroup: the tracer's heartbeat reports the
+cgroup's usage and throttling, its sidecar's agent answers a lower weight, and HAProxy sends it less. Once the
+hog stops and the limit is lifted, its weight and share come back. The check compares its share of the
+requests over these windows (the first {3 * _agent_inter_seconds(record):g} s after each change left out): {settle}."""
 
 
 def _agent_inter_seconds(record: RunRecord) -> float:

@@ -365,9 +365,8 @@ class Demo:
         self.progress.set_phase(f"{victim.name}: CPU-starved ({settings.starve_cores:g} cores and a CPU hog)")
         start = time.monotonic()
         victim.cpu_group.set_limit(settings.starve_cores)
-        self.hog = subprocess.Popen([sys.executable, "-m", "candor_demo.cpu_hog"], stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                    preexec_fn=victim.cpu_group.join)
+        self.hog = subprocess.Popen(victim.cpu_group.wrap([sys.executable, "-m", "candor_demo.cpu_hog"]),
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.event(f"{victim.name} CPU-starved: limit {settings.starve_cores:g} cores, a CPU hog in its cgroup")
         self.wait_until(settings.starve_end_at, self._weight_watch(victim.name))
         self.stop_hog()

@@ -37,3 +37,18 @@ def test_the_groups_of_a_run_that_is_gone_are_swept_and_a_live_run_s_are_kept(tm
     (live / "resizer-1").mkdir(parents=True)
     assert sorted(sweep_stale(tmp_path)) == [dead, dead / "resizer-1"]
     assert not dead.exists() and (live / "resizer-1").exists()
+
+
+def test_a_wrapped_command_joins_every_hierarchy_s_group_under_its_own_pid(tmp_path: Path) -> None:
+    import subprocess
+
+    from candor_demo.cpu_cgroup import CpuCgroup
+
+    directories = [tmp_path / "cpu" / "g", tmp_path / "cpuacct" / "g"]
+    for directory in directories:
+        directory.mkdir(parents=True)
+    group = CpuCgroup(directories, v2=False)
+    shown = subprocess.run(group.wrap(["/bin/sh", "-c", "echo $$", "it's"]), capture_output=True, text=True,
+                           check=True).stdout.strip()
+    # The program is exec'd by the shell that wrote its pid: the same process, in the group before it ran.
+    assert [(d / "cgroup.procs").read_text().strip() for d in directories] == [shown, shown]
