@@ -185,8 +185,9 @@ def load_weights_chart(record: RunRecord, figures: Figures, path: Path) -> None:
                 label=f"{server}{' (starved)' if server == name else ''}")
     ax.hlines(starve.cores, x(starve.start), x(starve.end), color="#d62728", linestyle="--", label="its CPU limit")
     ax.set_ylabel("CPU used (cores)")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.25)  # room for the label above the starved span
     ax.set_title("CPU each app's cgroup used (its hog included)", fontsize=10, loc="left")
-    ax.legend(loc="upper right", fontsize=8, ncol=4)
+    ax.legend(loc="center left", fontsize=8)
 
     ax = axes[1]
     samples = [s for s in record.haproxy_samples if s.server == name and start <= s.at <= end]
