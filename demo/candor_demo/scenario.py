@@ -368,7 +368,9 @@ class Demo:
         self.hog = subprocess.Popen(victim.cpu_group.wrap([sys.executable, "-m", "candor_demo.cpu_hog"]),
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.event(f"{victim.name} CPU-starved: limit {settings.starve_cores:g} cores, a CPU hog in its cgroup")
-        self.wait_until(settings.starve_end_at, self._weight_watch(victim.name))
+        # Starved for the whole planned span even when the SIGKILL phase ran late (it waits for a ripe job).
+        until = max(settings.starve_end_at, start - self.record.started + settings.starve_end_at - settings.starve_at)
+        self.wait_until(until, self._weight_watch(victim.name))
         self.stop_hog()
         victim.cpu_group.set_limit(None)
         self.record.starve = StarveRecord(victim.name, start, time.monotonic(), settings.starve_cores)
