@@ -95,6 +95,21 @@ class LostWork:
 
 
 @dataclass
+class StarveFigures:
+    """The CPU-starved instance before, during and after: its share of the requests, HAProxy's weight of it,
+    the CPU it used and how long its requests took (median). Windows: the `settle` seconds after each change
+    are left out (the agent needs a few of its intervals to hear of it)."""
+
+    instance: str
+    windows: dict[str, tuple[float, float]]  # "before" / "starved" / "after" -> monotonic (start, end)
+    share: dict[str, float | None]  # of the requests answered in the window
+    weight: dict[str, float | None]  # HAProxy's mean weight of the instance in the window
+    cpu_cores: dict[str, float | None]  # cores its cgroup used (mean over the window)
+    median_seconds: dict[str, float | None]  # its requests' median duration
+    lowest_weight: int | None  # HAProxy's lowest weight of it while starved
+
+
+@dataclass
 class Check:
     name: str
     passed: bool
@@ -120,6 +135,7 @@ class Figures:
     drain_wait: float | None = None  # instance 1's deletion -> its app's SIGTERM (the app's preStop hook)
     served_after_sigterm: int | None = None  # requests instance 1 answered after its app's SIGTERM
     prometheus_haproxy: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # weight per server
+    starve: StarveFigures | None = None
     checks: list[Check] = field(default_factory=list)
     # The raw samples behind the figures, per instance: traced and naive sums and scrape durations (wall time).
     raw: dict[str, dict[str, list[tuple[float, float]]]] = field(default_factory=dict)
@@ -249,6 +265,7 @@ def compute(record: RunRecord, prometheus: PrometheusProcess) -> Figures:
 
     _haproxy_figures(record, figures)
     _request_figures(record, figures)
+    figures.starve = starve_figures(record)
     figures.prometheus_haproxy = _prometheus_weights(prometheus, end_wall, window)
     figures.checks = self_checks(record, figures)
     return figures
@@ -312,6 +329,40 @@ def _request_figures(record: RunRecord, figures: Figures) -> None:
     figures.drain_wait = term.app_term_at - deleted_at
     # An answer that came back after the SIGTERM was sent before it, or HAProxy gave the app a new request.
     figures.served_after_sigterm = sum(1 for r in requests if r.server == term.instance and r.at > term.app_term_at)
+
+
+def _median(values: list[float]) -> float | None:
+    values = sorted(values)
+    return values[len(values) // 2] if values else None
+
+
+def starve_figures(record: RunRecord) -> StarveFigures | None:
+    starve = record.starve
+    if starve is None:
+        return None
+    settle = 3 * _agent_inter(record)
+    ends = [record.term.deleted_at] if record.term is not None and record.term.deleted_at is not None else []
+    after_end = min([*ends, record.started + record.settings.sigterm_at])
+    windows = {"before": (starve.start - 5.0, starve.start), "starved": (starve.start + settle, starve.end),
+               "after": (starve.end + settle, after_end)}
+    name = starve.instance
+    share: dict[str, float | None] = {}
+    weight: dict[str, float | None] = {}
+    cpu: dict[str, float | None] = {}
+    median: dict[str, float | None] = {}
+    for label, (start, end) in windows.items():
+        answered = [r for r in record.requests if start <= r.at < end and r.status == 200]
+        mine = [r for r in answered if r.server == name]
+        share[label] = len(mine) / len(answered) if answered else None
+        weights = [s.weight for s in record.haproxy_samples if s.server == name and start <= s.at < end]
+        weight[label] = sum(weights) / len(weights) if weights else None
+        used = [c for c in record.cpu_samples if c.server == name and start <= c.at < end]
+        cpu[label] = (used[-1].used_seconds - used[0].used_seconds) / (used[-1].at - used[0].at) \
+            if len(used) >= 2 and used[-1].at > used[0].at else None
+        median[label] = _median([r.seconds for r in mine])
+    lowest = min((s.weight for s in record.haproxy_samples
+                  if s.server == name and starve.start <= s.at <= starve.end), default=None)
+    return StarveFigures(name, windows, share, weight, cpu, median, lowest)
 
 
 def _full_weight(samples: Sequence[ServerSample]) -> int:
@@ -393,4 +444,24 @@ def self_checks(record: RunRecord, figures: Figures) -> list[Check]:
                         f"exit {term.sidecar_status}, lost {sigterm_lost:.3f} s" if sigterm_lost is not None else
                         f"exit {term.sidecar_status}, no final value",
                         f"exit 0, lost ≤ {heartbeat:g} s"))
+    if figures.starve is not None:
+        checks.append(starve_check(figures.starve))
     return checks
+
+
+STARVED_SHARE = 0.5  # while starved: at most half its share before
+RECOVERED_SHARE = 0.7  # after: at least this much of its share before
+
+
+def starve_check(starve: StarveFigures) -> Check:
+    before, starved, after = (starve.share[key] for key in ("before", "starved", "after"))
+    passed = before is not None and starved is not None and after is not None \
+        and starved <= STARVED_SHARE * before and after >= RECOVERED_SHARE * before
+
+    def shown(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.1f} %"
+
+    return Check(f"{starve.instance}'s share of requests fell while CPU-starved and recovered after", passed,
+                 f"{shown(before)} before, {shown(starved)} starved, {shown(after)} after "
+                 f"(lowest weight {starve.lowest_weight})",
+                 f"starved ≤ {STARVED_SHARE:g} × before, after ≥ {RECOVERED_SHARE:g} × before")

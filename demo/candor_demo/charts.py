@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -148,9 +149,93 @@ def lost_work_chart(figures: Figures, path: Path) -> None:
     plt.close(fig)
 
 
+def _agent_percent(answer: str) -> float | None:
+    """The weight in an agent answer ("up 40% maxconn:30 # cpu saturated" -> 40), None without one."""
+    for word in answer.split("#", 1)[0].split():
+        if word.endswith("%") and word[:-1].isdigit():
+            return float(word[:-1])
+    return None
+
+
+def load_weights_chart(record: RunRecord, figures: Figures, path: Path) -> None:
+    """The starved instance: its CPU, its weight (agent and HAProxy) and its share of the requests, over time."""
+    starve = record.starve
+    assert starve is not None
+    name = starve.instance
+    start, end = starve.start - 8.0, (record.term.deleted_at if record.term and record.term.deleted_at
+                                      else record.ended)
+    fig, axes = plt.subplots(3, 1, figsize=(11, 8.5), sharex=True)
+
+    def x(at: float) -> float:
+        return at - record.started
+
+    for ax in axes:
+        ax.axvspan(x(starve.start), x(starve.end), color="#f8d0d0", linewidth=0, alpha=0.6)
+        ax.grid(alpha=0.3)
+    axes[0].annotate(f"CPU-starved: limit {starve.cores:g} cores + a CPU hog in its cgroup", (x(starve.start), 1.0),
+                     xycoords=("data", "axes fraction"), xytext=(3, -12), textcoords="offset points", fontsize=8,
+                     color="#993333")
+
+    ax = axes[0]
+    for server in record.instance_names:
+        used = [c for c in record.cpu_samples if c.server == server and start <= c.at <= end]
+        pairs = list(itertools.pairwise(used))
+        ax.plot([x(b.at) for _, b in pairs], [(b.used_seconds - a.used_seconds) / (b.at - a.at) for a, b in pairs],
+                linewidth=2.0 if server == name else 1.0, alpha=1.0 if server == name else 0.5,
+                label=f"{server}{' (starved)' if server == name else ''}")
+    ax.hlines(starve.cores, x(starve.start), x(starve.end), color="#d62728", linestyle="--", label="its CPU limit")
+    ax.set_ylabel("CPU used (cores)")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.25)  # room for the label above the starved span
+    ax.set_title("CPU each app's cgroup used (its hog included)", fontsize=10, loc="left")
+    ax.legend(loc="center left", fontsize=8)
+
+    ax = axes[1]
+    samples = [s for s in record.haproxy_samples if s.server == name and start <= s.at <= end]
+    ax.step([x(s.at) for s in samples], [s.weight for s in samples], where="post", color="#333333",
+            linewidth=1.5, label="HAProxy's weight (stats socket)")
+    answers = [(a.at, p) for a in record.agent_samples if a.server == name and start <= a.at <= end
+               and (p := _agent_percent(a.answer)) is not None]
+    ax.plot([x(at) for at, _ in answers], [p for _, p in answers], ".", color=TRACED, markersize=4,
+            label="the agent's answer (up N%)")
+    ax.set_ylim(-5, 110)
+    ax.set_ylabel("weight")
+    ax.set_title(f"{name}: the weight Candor's agent gives HAProxy (ramp × load factor)", fontsize=10, loc="left")
+    ax.legend(loc="lower left", fontsize=8)
+
+    ax = axes[2]
+    per_second: dict[int, list[str]] = defaultdict(list)
+    for result in record.requests:
+        if start <= result.at <= end and result.status == 200:
+            per_second[math.floor(x(result.at))].append(result.server)
+    seconds = sorted(per_second)
+    ax.step(seconds, [100 * per_second[s].count(name) / len(per_second[s]) for s in seconds], where="post",
+            color=TRACED, linewidth=1.5, label=f"{name}'s share (per second)")
+    ax.axhline(100 / len(record.instance_names), color="#888888", linestyle=":", label="an equal share")
+    starved = figures.starve
+    if starved is not None:
+        for label, (a, b) in starved.windows.items():
+            value = starved.share.get(label)
+            if value is not None:
+                ax.hlines(100 * value, x(a), x(b), color="#d62728", linewidth=2.5,
+                          label="share over the check's windows" if label == "before" else None)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("% of requests")
+    ax.set_xlabel("seconds since the script's start")
+    ax.set_title("its share of the requests through HAProxy", fontsize=10, loc="left")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.suptitle(f"Load weights: a CPU-starved {name} gets less traffic, and its share back once its CPU is",
+                 fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_charts(record: RunRecord, figures: Figures, directory: Path) -> list[Path]:
     paths = [directory / "busy_workers.png", directory / "haproxy.png", directory / "lost_work.png"]
     busy_workers_chart(record, figures, paths[0])
     haproxy_chart(record, figures, paths[1])
     lost_work_chart(figures, paths[2])
+    if record.starve is not None:
+        paths.append(directory / "load_weights.png")
+        load_weights_chart(record, figures, paths[-1])
     return paths

@@ -91,7 +91,7 @@ def demo_command(quick: bool, report_dir: str, keep_workdir: bool, haproxy_binar
         if not keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    (report / "healthpolicy.yaml").write_text(policy_yaml(settings))
+    (report / "healthpolicy.yaml").write_text(policy_yaml(settings, record.load_weights))
     charts = write_charts(record, figures, report)
     path = write_report(record, figures, report, charts)
     (report / "figures.json").write_text(json.dumps(_figures_json(record, figures), indent=2))
@@ -135,6 +135,9 @@ def _figures_json(record: Any, figures: Any) -> dict[str, Any]:
         "ramp_weights": figures.ramp_weights,
         "ramp_seconds": figures.ramp_seconds,
         "served_while_out": figures.served_while_out,
+        "load_weights": record.load_weights,
+        "starve": dataclasses.asdict(figures.starve) if figures.starve else None,
+        "starve_note": record.starve_note,
         "events": [[at - record.started, text] for at, text in record.events],
         "wall_minus_monotonic": record.wall_minus_mono,
         "raw_samples": figures.raw,

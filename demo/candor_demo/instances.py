@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from candor_demo.cpu_cgroup import CpuCgroup
 from candor_demo.ports import listen_port
 from candor_demo.settings import MEMORY_LIMIT_BYTES, WORKERS_PER_INSTANCE, DemoSettings
 
@@ -47,6 +48,7 @@ class Instance:
     agent_port: int = field(default_factory=listen_port)
     app: subprocess.Popen[bytes] | None = None
     sidecar: subprocess.Popen[bytes] | None = None
+    cpu_group: CpuCgroup | None = None  # the app's "container" CPU cgroup, when this host lets the demo make one
     # The sidecar's control socket: a short private directory (a unix socket path has a 108-byte limit).
     control_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="candor-demo-")))
 
@@ -91,13 +93,14 @@ class Instance:
                "CANDOR_HEARTBEAT_INTERVAL": str(settings.heartbeat_interval),
                MEMORY_LIMIT_ENV: str(MEMORY_LIMIT_BYTES)}
         with self.app_log.open("wb") as log:
-            self.app = subprocess.Popen(
-                [sys.executable, "-m", "candor_demo.resizer_app", "--name", self.name,
-                 "--workers", str(WORKERS_PER_INSTANCE), "--max-job", str(self.job_max),
-                 "--http-port", str(self.app_port), "--metrics-port", str(self.metrics_port),
-                 "--truth-file", str(self.truth_file), "--worker-model", self.worker_model,
-                 "--seed", str(self.index + 1)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            args = [sys.executable, "-m", "candor_demo.resizer_app", "--name", self.name,
+                    "--workers", str(WORKERS_PER_INSTANCE), "--max-job", str(self.job_max),
+                    "--http-port", str(self.app_port), "--metrics-port", str(self.metrics_port),
+                    "--truth-file", str(self.truth_file), "--worker-model", self.worker_model,
+                    "--seed", str(self.index + 1)]
+            # Into its group before it runs anything: the tracer finds its cgroup once, at start.
+            self.app = subprocess.Popen(self.cpu_group.wrap(args) if self.cpu_group is not None else args,
+                                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
 
     def wait_ready(self, timeout: float) -> None:
         """Until the app answers, the sidecar serves /metrics and the agent port accepts connections."""

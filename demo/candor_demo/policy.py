@@ -25,8 +25,21 @@ class ServerPorts:
     agent_port: int  # the sidecar's agent-check port
 
 
-def policy_document(settings: DemoSettings) -> dict[str, Any]:
-    """The HealthPolicy a user would apply; written to demo-report/healthpolicy.yaml for `candor render -f`."""
+# Each instance's app runs in a CPU cgroup of its own, like a container: the agent lowers the weight of the
+# one whose CPU is starved. CPU only: the resizer declares no worker capacity (its ten background workers
+# are always busy, which says nothing about room for requests).
+LOAD_WEIGHT = {"from": ["cpu"], "targetPercent": 70, "minPercent": 10}
+
+
+def policy_document(settings: DemoSettings, load_weights: bool = True) -> dict[str, Any]:
+    """The HealthPolicy a user would apply; written to demo-report/healthpolicy.yaml for `candor render -f`.
+
+    Without `load_weights` (no per-instance CPU cgroups on this host) the agent keeps its weight off the CPU
+    figures: every instance would then read the same host-wide CPU, which says nothing about one of them.
+    """
+    agent_check: dict[str, Any] = {"interval": settings.agent_interval}
+    if load_weights:
+        agent_check["weight"] = dict(LOAD_WEIGHT)
     return {
         "apiVersion": "candor.io/v1alpha1",
         "kind": "HealthPolicy",
@@ -35,7 +48,7 @@ def policy_document(settings: DemoSettings) -> dict[str, Any]:
             "selector": {"matchLabels": {"app": "resizer"}},
             "ingress": {"controller": "haproxytech", "services": ["resizer"]},
             "httpCheck": {"path": "/health", "interval": settings.http_interval, "rise": 2, "fall": 2},
-            "agentCheck": {"interval": settings.agent_interval},
+            "agentCheck": agent_check,
             "memory": {"maxPercent": MEMORY_MAX_PERCENT},
             # Jobs here last up to 30 s; the deadlock check must not mistake them for hangs.
             "deadlock": {"heartbeatTimeout": "10s", "maxJobDuration": "2m"},
@@ -48,14 +61,14 @@ def policy_document(settings: DemoSettings) -> dict[str, Any]:
     }
 
 
-def policy_yaml(settings: DemoSettings) -> str:
-    return yaml.safe_dump(policy_document(settings), sort_keys=False)
+def policy_yaml(settings: DemoSettings, load_weights: bool = True) -> str:
+    return yaml.safe_dump(policy_document(settings, load_weights), sort_keys=False)
 
 
-def _policy(settings: DemoSettings) -> Any:
+def _policy(settings: DemoSettings, load_weights: bool = True) -> Any:
     from candor_operator.policy import parse_policy
 
-    return parse_policy(policy_document(settings)["spec"])
+    return parse_policy(policy_document(settings, load_weights)["spec"])
 
 
 def backend_section(settings: DemoSettings, servers: Sequence[ServerPorts]) -> str:
@@ -100,11 +113,12 @@ def haproxy_config(settings: DemoSettings, servers: Sequence[ServerPorts], front
     ])
 
 
-def sidecar_config(settings: DemoSettings, state_dir: str, http_port: int, agent_port: int) -> dict[str, Any]:
+def sidecar_config(settings: DemoSettings, state_dir: str, http_port: int, agent_port: int,
+                   load_weights: bool = True) -> dict[str, Any]:
     """`render_sidecar_config` of the policy, placed on this host: own state dir and ports, no downward API."""
     from candor_operator.render import render_sidecar_config
 
-    config = render_sidecar_config(_policy(settings))
+    config = render_sidecar_config(_policy(settings, load_weights))
     config.update({
         "stateDir": state_dir,
         "podInfoDir": None,

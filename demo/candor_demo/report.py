@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from candor_demo.analysis import Figures, IntervalFigure
@@ -67,6 +67,7 @@ def table_rows(record: RunRecord, figures: Figures) -> list[Row]:
                  f"ramp over slowStart {record.settings.slow_start}"))
     rows.append(("resizer-2 back: seconds to full weight", "—", _seconds(figures.ramp_seconds, 1),
                  record.settings.slow_start))
+    rows.extend(starve_rows(record, figures))
     term = record.term
     if term is not None and term.sidecar_term_at is not None:
         term_at: float = term.sidecar_term_at
@@ -88,6 +89,56 @@ def table_rows(record: RunRecord, figures: Figures) -> list[Row]:
         rows.append(("requests retried on a new connection: HAProxy closed a kept-alive one unanswered", "—",
                      str(figures.retried_requests or 0), "reported (a browser retries these too)"))
     return rows
+
+
+def starve_rows(record: RunRecord, figures: Figures) -> list[Row]:
+    starve = figures.starve
+    if starve is None:
+        return [("CPU-starved instance: load weights", "—", "skipped", record.starve_note or "not run")]
+
+    def three(values: dict[str, float | None], shown: Callable[[float], str]) -> str:
+        return " → ".join("n/a" if values[key] is None else shown(values[key] or 0.0)
+                          for key in ("before", "starved", "after"))
+
+    name = starve.instance
+    return [
+        (f"{name} CPU-starved: CPU used, before → starved → after", "—",
+         three(starve.cpu_cores, lambda v: f"{v:.2f} cores"), f"limit {record.settings.starve_cores:g} cores"),
+        (f"{name} CPU-starved: HAProxy's weight (mean)", "—", three(starve.weight, lambda v: f"{v:.0f}"),
+         "lower while starved"),
+        (f"{name} CPU-starved: its share of requests", "—", three(starve.share, lambda v: f"{100 * v:.1f} %"),
+         "falls while starved, recovers"),
+        (f"{name} CPU-starved: its requests' median duration", "—",
+         three(starve.median_seconds, lambda v: f"{1000 * v:.0f} ms"), "—"),
+    ]
+
+
+def starve_section(record: RunRecord, figures: Figures) -> str:
+    if figures.starve is None:
+        return f"""## Load weights: a CPU-starved instance
+
+Skipped on this run: {record.starve_note or "the phase did not run"}. The demo needs root and a cpu cgroup
+controller to give each app a cgroup of its own (as its container would have) and to starve one."""
+    starve = figures.starve
+    settle = ", ".join(f"{label} {a - record.started:.0f}–{b - record.started:.0f} s"
+                       for label, (a, b) in starve.windows.items())
+    return f"""## Load weights: a CPU-starved instance gets less traffic
+
+![load weights](load_weights.png)
+
+Each app runs in a CPU cgroup of its own, as in its container, and the policy turns load weights on
+(`agentCheck.weight`, from `cpu`, full weight up to 70 %, 10 % at saturation). From
+{record.settings.starve_at:g} s to {record.settings.starve_end_at:g} s {starve.instance}'s CPU limit drops to
+{record.settings.starve_cores:g} cores and a CPU hog runs in its cgroup: the tracer's heartbeat reports the
+cgroup's usage and throttling, its sidecar's agent answers a lower weight, and HAProxy sends it less. Once the
+hog stops and the limit is lifted, its weight and share come back. The check compares its share of the
+requests over these windows (the first {3 * _agent_inter_seconds(record):g} s after each change left out): {settle}."""
+
+
+def _agent_inter_seconds(record: RunRecord) -> float:
+    from candor_sidecar.durations import parse_duration
+
+    return parse_duration(record.settings.agent_interval, "agentCheck.interval")
 
 
 def markdown_table(rows: Sequence[Row]) -> str:
@@ -164,6 +215,8 @@ seconds of jobs still running at each scrape and follows the truth.
 ## HAProxy: taken out before failing, brought back slowly
 
 ![haproxy](haproxy.png)
+
+{starve_section(record, figures)}
 
 ## Work lost when a process dies
 

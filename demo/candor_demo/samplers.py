@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from candor_demo.cpu_cgroup import CpuCgroup
 from candor_demo.haproxy_process import HAProxyProcess
 
 
@@ -60,6 +61,13 @@ def read_agent(port: int, timeout: float = 1.0) -> str:
     except OSError:
         return ""
     return data.decode(errors="replace").strip()
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    at: float
+    server: str
+    used_seconds: float  # CPU time the instance's cgroup used since it was created
 
 
 class Poller:
@@ -124,5 +132,26 @@ class AgentRecorder:
                 self.samples.append(AgentSample(time.monotonic(), server, answer))
 
     def snapshot(self) -> list[AgentSample]:
+        with self._lock:
+            return list(self.samples)
+
+
+class CpuRecorder:
+    """Each instance's cgroup CPU counter, for the load-weights chart (the demo's own view, not the tracer's)."""
+
+    def __init__(self, groups: Mapping[str, CpuCgroup], period: float = 0.25) -> None:
+        self.groups = dict(groups)
+        self.samples: list[CpuSample] = []
+        self._lock = threading.Lock()
+        self.poller = Poller(period, self._sample, "cpu-sampler")
+
+    def _sample(self) -> None:
+        for server, group in self.groups.items():
+            used = group.usage_seconds()
+            if used is not None:
+                with self._lock:
+                    self.samples.append(CpuSample(time.monotonic(), server, used))
+
+    def snapshot(self) -> list[CpuSample]:
         with self._lock:
             return list(self.samples)

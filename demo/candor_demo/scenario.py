@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +18,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from candor_demo.cpu_cgroup import CgroupUnavailable, CpuGroups, sweep_stale
 from candor_demo.haproxy_process import HAPROXY_BINARY, HAProxyProcess
 from candor_demo.instances import Instance
 from candor_demo.loadgen import LoadGenerator, RequestResult
@@ -23,7 +26,7 @@ from candor_demo.policy import BACKEND, ServerPorts, haproxy_config, sidecar_con
 from candor_demo.ports import listen_port
 from candor_demo.progress import Progress, colour_status
 from candor_demo.prometheus_process import PROMETHEUS_BINARY, PrometheusProcess
-from candor_demo.samplers import AgentRecorder, AgentSample, HAProxyRecorder, ServerSample
+from candor_demo.samplers import AgentRecorder, AgentSample, CpuRecorder, CpuSample, HAProxyRecorder, ServerSample
 from candor_demo.settings import INSTANCES, MEMORY_FILL_PERCENT, MEMORY_MAX_PERCENT, DemoSettings
 from candor_sidecar.durations import parse_duration
 
@@ -55,6 +58,14 @@ class TermRecord:
 
 
 @dataclass
+class StarveRecord:
+    instance: str
+    start: float  # monotonic: the low CPU limit written and the hog started
+    end: float  # monotonic: the hog stopped and the limit lifted
+    cores: float  # the CPU limit while starved
+
+
+@dataclass
 class RunRecord:
     settings: DemoSettings
     wall_minus_mono: float
@@ -75,6 +86,10 @@ class RunRecord:
     requests: list[RequestResult] = field(default_factory=list)
     haproxy_log: str = ""
     haproxy_config: str = ""
+    load_weights: bool = False  # each app ran in its own CPU cgroup and the policy weighed them by CPU
+    starve: StarveRecord | None = None
+    starve_note: str = ""  # why the starvation phase was skipped
+    cpu_samples: list[CpuSample] = field(default_factory=list)
 
     def wall(self, monotonic: float) -> float:
         return monotonic + self.wall_minus_mono
@@ -112,7 +127,10 @@ class Demo:
         self.prometheus: PrometheusProcess | None = None
         self.haproxy_recorder: HAProxyRecorder | None = None
         self.agent_recorder: AgentRecorder | None = None
+        self.cpu_recorder: CpuRecorder | None = None
         self.load: LoadGenerator | None = None
+        self.cpu_groups: CpuGroups | None = None
+        self.hog: subprocess.Popen[bytes] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     def __enter__(self) -> Demo:
@@ -121,9 +139,15 @@ class Demo:
 
     def __exit__(self, *exc: object) -> None:
         self.stop_samplers()
+        self.stop_hog()
         for instance in self.instances:
             instance.stop_all()
         self.stack.__exit__(None, None, None)
+        if self.cpu_groups is not None:  # once every process in them has exited
+            try:
+                self.cpu_groups.remove()
+            except OSError as error:
+                self.progress.message(f"could not remove the demo's CPU cgroups: {error}")
 
     def event(self, text: str) -> None:
         self.record.events.append((time.monotonic(), text))
@@ -158,11 +182,12 @@ class Demo:
         self.event(f"Prometheus :{self.prometheus.port} will scrape sidecars, naive counters and HAProxy every "
                    f"{settings.scrape_interval:g} s")
 
+        self.make_cpu_groups()
         self.progress.set_phase("starting sidecars and app instances")
         for instance in self.instances:
             instance.workdir.mkdir(parents=True, exist_ok=True)
             instance.start_sidecar(sidecar_config(settings, str(instance.state_dir), instance.sidecar_port,
-                                                  instance.agent_port))
+                                                  instance.agent_port, self.record.load_weights))
         for instance in self.instances:
             instance.start_app(settings)
         for instance in self.instances:
@@ -187,6 +212,9 @@ class Demo:
         self.haproxy_recorder.poller.start()
         self.agent_recorder = AgentRecorder({i.name: i.agent_port for i in self.instances})
         self.agent_recorder.poller.start()
+        if self.cpu_groups is not None:
+            self.cpu_recorder = CpuRecorder(self.cpu_groups.groups)
+            self.cpu_recorder.poller.start()
         self.load = LoadGenerator(frontend, settings.request_rate)
         self.load.start()
         self.event(f"load generator: {settings.request_rate:g} requests/s through HAProxy")
@@ -198,7 +226,7 @@ class Demo:
     def stop_samplers(self) -> None:
         if self.load is not None:
             self.load.stop()
-        for recorder in (self.haproxy_recorder, self.agent_recorder):
+        for recorder in (self.haproxy_recorder, self.agent_recorder, self.cpu_recorder):
             if recorder is not None:
                 recorder.poller.stop()
         if self.load is not None:
@@ -207,9 +235,32 @@ class Demo:
             self.record.haproxy_samples = self.haproxy_recorder.snapshot()
         if self.agent_recorder is not None:
             self.record.agent_samples = self.agent_recorder.snapshot()
+        if self.cpu_recorder is not None:
+            self.record.cpu_samples = self.cpu_recorder.snapshot()
         if self.haproxy is not None:
             self.record.haproxy_log = self.haproxy.output()
-        self.load = self.haproxy_recorder = self.agent_recorder = None
+        self.load = self.haproxy_recorder = self.agent_recorder = self.cpu_recorder = None
+
+    def make_cpu_groups(self) -> None:
+        """A CPU cgroup per app, as its container would have; without one, no load weights and no starvation."""
+        try:
+            sweep_stale()
+            self.cpu_groups = CpuGroups([instance.name for instance in self.instances])
+        except (CgroupUnavailable, OSError) as error:
+            self.record.starve_note = f"no CPU cgroups on this host ({error}): load weights off, no CPU starvation"
+            self.event(self.record.starve_note)
+            return
+        for instance in self.instances:
+            instance.cpu_group = self.cpu_groups.groups[instance.name]
+        self.record.load_weights = True
+        self.event(f"each app runs in a CPU cgroup of its own ({self.cpu_groups.parent}/<instance>); the policy "
+                   "weighs them by CPU")
+
+    def stop_hog(self) -> None:
+        hog, self.hog = self.hog, None
+        if hog is not None and hog.poll() is None:
+            hog.kill()
+            hog.wait()
 
     def status_lines(self) -> list[str]:
         """For the live view: HAProxy's status and weight and the agent's answer, per instance."""
@@ -239,7 +290,9 @@ class Demo:
         self.memory_fault()
         self.wait_until(settings.sigkill_at)
         self.sigkill_worker()
-        self.wait_until(settings.sigterm_at)
+        self.wait_until(settings.starve_at)
+        self.starve_instance()
+        self.wait_until(settings.sigterm_at, self._weight_watch(self.instances[0].name))
         self.sigterm_instance()
         self.progress.set_phase("waiting for the last scrapes")
         # At least one more scrape of the surviving instances after the last fault.
@@ -288,6 +341,41 @@ class Demo:
                 last_weight = sample.weight
 
         self.wait_until(settings.sigkill_at - 0.5, watch_ramp)
+
+    def _weight_watch(self, name: str) -> Callable[[], None]:
+        """A poll for wait_until: an event each time HAProxy's weight of `name` moves (off slow start)."""
+        last = -1
+
+        def watch() -> None:
+            nonlocal last
+            sample = self._server(name)
+            if sample is not None and sample.base_status == "UP" and sample.weight != last:
+                if last >= 0:
+                    self.event(f"{name} weight {sample.weight}")
+                last = sample.weight
+
+        return watch
+
+    def starve_instance(self) -> None:
+        """A lower CPU limit and a CPU hog in instance 1's cgroup: a noisy neighbour inside its container."""
+        settings, victim = self.settings, self.instances[0]
+        if victim.cpu_group is None:
+            self.event(f"{victim.name}: CPU starvation skipped: {self.record.starve_note}")
+            return
+        self.progress.set_phase(f"{victim.name}: CPU-starved ({settings.starve_cores:g} cores and a CPU hog)")
+        start = time.monotonic()
+        victim.cpu_group.set_limit(settings.starve_cores)
+        self.hog = subprocess.Popen(victim.cpu_group.wrap([sys.executable, "-m", "candor_demo.cpu_hog"]),
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.event(f"{victim.name} CPU-starved: limit {settings.starve_cores:g} cores, a CPU hog in its cgroup")
+        # Starved for the whole planned span even when the SIGKILL phase ran late (it waits for a ripe job).
+        until = max(settings.starve_end_at, start - self.record.started + settings.starve_end_at - settings.starve_at)
+        self.wait_until(until, self._weight_watch(victim.name))
+        self.stop_hog()
+        victim.cpu_group.set_limit(None)
+        self.record.starve = StarveRecord(victim.name, start, time.monotonic(), settings.starve_cores)
+        self.event(f"{victim.name} CPU back: hog stopped, no CPU limit")
+        self.progress.set_phase(f"{victim.name}: CPU back, weight recovering")
 
     def sigkill_worker(self) -> None:
         settings, victim = self.settings, self.instances[2]

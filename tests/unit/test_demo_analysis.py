@@ -68,3 +68,40 @@ def test_lost_work_separates_what_the_signal_cost_from_the_gap_before_it() -> No
     assert lost.candor_lost == pytest.approx(0.1)
     assert lost.candor_lost_at_signal == pytest.approx(0.06)
     assert LostWork("x", 1.0, None, None, 0.0).candor_lost_at_signal is None
+
+
+def _starved_record(share_while_starved: int) -> RunRecord:
+    """resizer-1 starved from 20 s to 30 s; of every 3 requests per 0.1 s it answers one, except while starved
+    (after the agent's settling time) where it answers `share_while_starved` of every 30."""
+    from candor_demo.loadgen import RequestResult
+    from candor_demo.samplers import CpuSample, ServerSample
+    from candor_demo.scenario import StarveRecord
+
+    record = _record()
+    record.starve = StarveRecord("resizer-1", start=20.0, end=30.0, cores=0.25)
+    for tick in range(100, 400):
+        at = tick / 10
+        starved = 23.0 <= at < 30.0
+        mine = (tick % 30) < share_while_starved if starved else tick % 3 == 0
+        for server in ("resizer-1" if mine else "resizer-2", "resizer-3"):
+            record.requests.append(RequestResult(at, 200, server, 0.02))
+        record.haproxy_samples.append(ServerSample(at, "resizer-1", "UP", 10 if starved else 100, ""))
+        record.cpu_samples.append(CpuSample(at, "resizer-1", at * (0.25 if 20.0 <= at < 30.0 else 0.05)))
+    return record
+
+
+def test_the_starved_instance_s_share_is_compared_before_while_and_after() -> None:
+    from candor_demo.analysis import starve_check, starve_figures
+
+    figures = starve_figures(_starved_record(share_while_starved=2))
+    assert figures is not None
+    # Windows: 5 s before; from three agent intervals (1 s) after each change to the next one.
+    assert figures.windows == {"before": (15.0, 20.0), "starved": (23.0, 30.0), "after": (33.0, 41.0)}
+    assert figures.share["before"] == pytest.approx(1 / 6, abs=0.01)
+    assert figures.share["starved"] == pytest.approx(1 / 30, abs=0.01)
+    assert figures.cpu_cores["starved"] == pytest.approx(0.25, abs=0.01)
+    assert figures.lowest_weight == 10
+    assert starve_check(figures).passed
+
+    kept = starve_figures(_starved_record(share_while_starved=15))
+    assert kept is not None and not starve_check(kept).passed

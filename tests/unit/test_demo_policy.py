@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from candor_demo.haproxy_process import check_config
-from candor_demo.policy import ServerPorts, haproxy_config, sidecar_config
+from candor_demo.policy import ServerPorts, haproxy_config, policy_yaml, sidecar_config
 from candor_demo.settings import FULL, QUICK
 from candor_sidecar.config import parse_config
 
@@ -31,3 +31,11 @@ def test_sidecar_configs_are_valid_and_placed_on_this_host() -> None:
     assert config.http.address == "127.0.0.1" and config.pod_info_dir is None
     assert config.memory.max_percent == 80
     assert config.evaluation_interval == QUICK.evaluation_interval
+
+
+def test_the_demo_policy_weighs_by_cpu_only_where_each_instance_has_its_own_cgroup() -> None:
+    weighted = parse_config(sidecar_config(QUICK, "/tmp/state-x", 31001, 31002))
+    assert weighted.load_weight is not None and list(weighted.load_weight.figures) == ["cpu"]
+    assert "weight:" in policy_yaml(QUICK) and "weight:" not in policy_yaml(QUICK, load_weights=False)
+    plain = parse_config(sidecar_config(QUICK, "/tmp/state-x", 31001, 31002, load_weights=False))
+    assert plain.load_weight is None

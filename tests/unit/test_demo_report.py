@@ -101,3 +101,12 @@ def test_failed_requests_are_counted_from_the_deletion_on_and_judged() -> None:
     assert not check.passed and check.measured.startswith("1 failed") and "HTTP 502 Bad Gateway" in check.measured
     rows = {row[0]: row[1:] for row in table_rows(record, figures)}
     assert rows["requests retried on a new connection: HAProxy closed a kept-alive one unanswered"][1] == "1"
+
+
+def test_a_run_without_cpu_cgroups_says_why_the_load_weights_phase_was_skipped(tmp_path: Path) -> None:
+    record, figures = _figures()
+    record.starve_note = "no CPU cgroups on this host (not root): load weights off, no CPU starvation"
+    rows = {row[0]: row[1:] for row in table_rows(record, figures)}
+    assert rows["CPU-starved instance: load weights"] == ("—", "skipped", record.starve_note)
+    text = write_report(record, figures, tmp_path, []).read_text()
+    assert "Skipped on this run: no CPU cgroups on this host (not root)" in text
