@@ -147,8 +147,10 @@ def _way(name: str, cluster: K8sCluster, namespace: str, cells: list[str], first
         _ready_replicas(cluster, namespace, cells, REPLICAS)
 
     def node_drain() -> None:
+        # --delete-emptydir-data: an injected pod has the sidecar's state volume (an emptyDir; its journals are
+        # folded into the final scrape at termination), which kubectl drain refuses to evict without it.
         cluster.kubectl("drain", first.name, f"--pod-selector=app in ({','.join(cells)})", "--timeout=600s",
-                        timeout=620)
+                        "--delete-emptydir-data", timeout=620)
         _ready_replicas(cluster, namespace, cells, REPLICAS)
         cluster.kubectl("uncordon", first.name)
 
