@@ -21,9 +21,12 @@ each, goes to every cell while its pods leave, one way after another:
 
 Per cell and way: requests sent, failed (by kind), answered by a pod after its app's SIGTERM, the time from
 a pod's deletion (as first seen, polling every 0.2 s) to its app's SIGTERM (median and slowest), and the
-seconds until the last leaving pod was gone. Targets: 0 failed in every Candor cell; every Candor pod's
-SIGTERM at most 2 x agent-inter + 1 s after its deletion; every way done sooner with Candor than with the
-sleep. Exits non-zero when one is missed.
+seconds until the last leaving pod was gone. With Candor those seconds include what protects the
+requests beyond the app's departure: each new pod's `minReadySeconds` (the operator's ready window) and
+each leaving sidecar's hold for a final scrape (up to `finalScrapeTimeout`, here nothing scrapes the
+sidecars). Targets: 0 failed in every Candor cell; every Candor pod's SIGTERM at most 2 x agent-inter +
+1 s after its deletion; every way done sooner with Candor than with the sleep. Exits non-zero when one
+is missed.
 """
 
 from __future__ import annotations
