@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import statistics
@@ -92,6 +93,9 @@ class PodWatch:
                 for name in set(self.cell_of) - present:
                     self.gone.setdefault(name, now)
             self._stop.wait(0.2)
+
+    def all_gone(self, pods: list[str]) -> bool:
+        return all(pod in self.gone for pod in pods)
 
     def __enter__(self) -> PodWatch:
         self._thread.start()
@@ -202,6 +206,9 @@ def run_controller(cluster: K8sCluster, controller: str, ways: list[str], events
                 loads = {cell: running.enter_context(Load(port, rate)) for cell, port in fronts.items()}
                 _way(way, cluster, namespace, list(COMPARED), first)()
             terms = sigterms(events)
+            # The way ended when the API server said so; the watch may see the last pods gone a poll later.
+            leaving = [pod for pod, when in watch.deleted.items() if when >= began]
+            cluster.wait_until(functools.partial(watch.all_gone, leaving), 10, "every leaving pod seen gone")
             for cell in COMPARED:
                 left = [pod for pod, when in watch.deleted.items() if watch.cell_of.get(pod) == cell and when >= began]
                 to_sigterm = [terms[pod] - watch.deleted[pod] for pod in left if pod in terms]
