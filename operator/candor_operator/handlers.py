@@ -21,36 +21,29 @@ from typing import Any
 import aiohttp
 import kopf
 
-from candor_operator import governed, injection, metrics, pod_census, readiness, rollout, webhook
-from candor_operator.app_ports import serving_ports
+from candor_operator import metrics, readiness, rollout, webhook
 from candor_operator.claims import Decision
 from candor_operator.credentials import LoginPacer, connection_info
 from candor_operator.kube import ApiError, KubeClient, path_for
 from candor_operator.metrics_server import MetricsServer, ReplicaWatch
+from candor_operator.operator_indices import DEPLOYMENTS, POLICIES, SERVICES, namespace_slice, plain
 from candor_operator.ownership import record_of
 from candor_operator.peering import own_identity
+from candor_operator.pod_admission import PodAdmission
 from candor_operator.ready_window import ensure_min_ready
 from candor_operator.reconcile import reconcile_policy, release_policy
 from candor_operator.services import reconcile_service, slim_service
 from candor_operator.settings import OperatorSettings
 from candor_operator.summary import GROUP, PLURAL, VERSION, PolicySummary, summarize
-from candor_sidecar.release import VERSION as RELEASE
 
 logger = logging.getLogger("candor.operator")
 
-POLICIES, SERVICES, DEPLOYMENTS = "candor_policies", "candor_services", "candor_deployments"
 FINALIZER = "candor.io/finalizer"
 # kopf's own client opens connections without limit: 500 new policies at once meant hundreds of TLS
 # connections and ~200 MB in one burst. Its long-lived watch streams hold connections too, hence the base.
 # (settings.queueing.worker_limit is no alternative: with indices it deadlocks the initial indexing.)
 KOPF_CONNECTIONS = 48
 RETRY_BACKOFF = 5.0  # seconds before kopf retries a failed reconcile (its default of 60 s is long for a 409 storm)
-
-
-def _slice(index: Any, namespace: str) -> list[Any]:
-    """The values an index holds for one namespace (an absent key is an empty list)."""
-    store = index.get(namespace) if index is not None else None
-    return list(store) if store is not None else []
 
 
 class CandorOperator:
@@ -62,6 +55,7 @@ class CandorOperator:
         self._client: KubeClient | None = None
         self.login_pacer = LoginPacer()
         self.heals = rollout.HealPacer()
+        self.admission = PodAdmission(settings, lambda: self.client)
         self.metrics_server: MetricsServer | None = None
         self.logged_in = False
         self.watches = readiness.WatchAnswers()
@@ -191,15 +185,15 @@ class CandorOperator:
 
     async def _reconcile(self, body: kopf.Body, status: Mapping[str, Any], patch: kopf.Patch, indices: Any) -> str:
         """One reconcile; its result for the metrics (candor_operator.metrics.RECONCILE_RESULTS)."""
-        summary = summarize(_plain(body))
+        summary = summarize(plain(body))
         try:
             outcome = await reconcile_policy(
                 self.client,
                 summary,
                 status,
-                services=_slice(indices[SERVICES], summary.namespace),
-                policies=_slice(indices[POLICIES], summary.namespace),
-                deployments=_slice(indices[DEPLOYMENTS], summary.namespace),
+                services=namespace_slice(indices[SERVICES], summary.namespace),
+                policies=namespace_slice(indices[POLICIES], summary.namespace),
+                deployments=namespace_slice(indices[DEPLOYMENTS], summary.namespace),
                 sidecar_image=self.settings.sidecar.image,
                 heals=self.heals,
             )
@@ -220,8 +214,8 @@ class CandorOperator:
         return outcome.result
 
     async def delete(self, body: kopf.Body, indices: Any) -> None:
-        summary = summarize(_plain(body))
-        released = await release_policy(self.client, summary, _slice(indices[POLICIES], summary.namespace))
+        summary = summarize(plain(body))
+        released = await release_policy(self.client, summary, namespace_slice(indices[POLICIES], summary.namespace))
         metrics.GOVERNED.forget(summary.namespace, summary.name)
         logger.info("HealthPolicy %s/%s deleted; released Services: %s", summary.namespace, summary.name, released)
         if released:
@@ -234,9 +228,9 @@ class CandorOperator:
     async def service_event(self, event_type: str | None, body: kopf.Body, indices: Any) -> None:
         if event_type == "DELETED":
             return
-        service = slim_service(_plain(body))
+        service = slim_service(plain(body))
         namespace = str(service["metadata"]["namespace"])
-        policies = _slice(indices[POLICIES], namespace)
+        policies = namespace_slice(indices[POLICIES], namespace)
         owner = record_of(service["metadata"]["annotations"]).policy
         if event_type is None:
             # The initial listing (a start): every policy's create/resume handler reconciles the Services it
@@ -251,10 +245,11 @@ class CandorOperator:
     async def deployment_event(self, event_type: str | None, body: kopf.Body, indices: Any) -> None:
         if event_type == "DELETED":
             return
-        deployment = rollout.slim_deployment(_plain(body))
+        deployment = rollout.slim_deployment(plain(body))
         if deployment is None:
             return
-        policy = rollout.governing_policy(deployment["labels"], _slice(indices[POLICIES], str(deployment["namespace"])))
+        policies = namespace_slice(indices[POLICIES], str(deployment["namespace"]))
+        policy = rollout.governing_policy(deployment["labels"], policies)
         if policy is not None:
             await ensure_min_ready(self.client, deployment, policy.min_ready_seconds)
         why = await rollout.ensure_rolled_out(self.client, deployment, policy, self.settings.sidecar.image, self.heals)
@@ -262,131 +257,6 @@ class CandorOperator:
             logger.info("restarted Deployment %s/%s %s", deployment["namespace"], deployment["name"], why)
             kopf.event(body, type="Normal", reason="Restarted",
                        message=f"Candor restarted the Deployment (HealthPolicy {policy.name if policy else '?'}) {why}")
-
-    # ---- the pod webhook -------------------------------------------------------------------------
-
-    async def _deployment_asks(self, pod: Mapping[str, Any], namespace: str, indices: Any) -> bool:
-        name = injection.deployment_name_of(pod)
-        if name is None:
-            return False
-        if any(d.get("name") == name for d in _slice(indices[DEPLOYMENTS], namespace)):
-            return True
-        # A standby replica (paused by peering) does not watch, so its index can lag: ask the API server.
-        try:
-            deployment = await self.client.get_or_none(
-                path_for("apps/v1", "deployments", namespace, name), timeout=self.settings.lookup_timeout
-            )
-        except (ApiError, TimeoutError, OSError) as error:
-            logger.warning("cannot look up Deployment %s/%s for injection: %s", namespace, name, error)
-            return False
-        return deployment is not None and rollout.slim_deployment(deployment) is not None
-
-    async def _policies_for(self, namespace: str, indices: Any) -> list[PolicySummary]:
-        policies = _slice(indices[POLICIES], namespace)
-        if policies:
-            return policies
-        try:
-            items = await asyncio.wait_for(
-                self.client.list_items(path_for(f"{GROUP}/{VERSION}", PLURAL, namespace)), self.settings.lookup_timeout
-            )
-        except (ApiError, TimeoutError, OSError) as error:
-            logger.warning("cannot list HealthPolicies in %s for injection: %s", namespace, error)
-            return []
-        return [summarize(item) for item in items]
-
-    async def _services_for(self, namespace: str, indices: Any) -> list[dict[str, Any]]:
-        """The namespace's Services (slim), from the index; asked of the API server when the index has none
-        (a standby replica does not watch)."""
-        services = _slice(indices[SERVICES], namespace)
-        return services or await self._listed_services(namespace)
-
-    async def _listed_services(self, namespace: str) -> list[dict[str, Any]]:
-        """The namespace's Services (slim), asked of the API server."""
-        try:
-            items = await asyncio.wait_for(self.client.list_items(path_for("v1", "services", namespace)),
-                                           self.settings.lookup_timeout)
-        except (ApiError, TimeoutError, OSError) as error:
-            logger.warning("cannot list Services in %s for injection: %s", namespace, error)
-            return []
-        return [slim_service(item) for item in items]
-
-    async def mutate_pod(self, body: kopf.Body, patch: kopf.Patch, warnings: list[str], indices: Any) -> None:
-        pod = _plain(body)
-        metadata = pod.get("metadata") or {}
-        namespace = str(metadata.get("namespace") or "")
-        if namespace in injection.SYSTEM_NAMESPACES or injection.already_injected(pod):
-            metrics.admission("skipped", "system-namespace" if namespace in injection.SYSTEM_NAMESPACES
-                              else "already-injected")
-            return
-        if not (injection.inject_requested(metadata.get("annotations"))
-                or await self._deployment_asks(pod, namespace, indices)):
-            metrics.admission("skipped", "not-requested")
-            return
-        skipped = injection.skip_reason(pod)
-        if skipped is not None:
-            warnings.append(f"candor: no sidecar added: {skipped}")
-            metrics.admission("skipped", "host-network")
-            _mark_skipped(patch)
-            return
-        policy = rollout.governing_policy(metadata.get("labels") or {}, await self._policies_for(namespace, indices))
-        if policy is None or policy.target is None:
-            warnings.append("candor: injection requested but no valid HealthPolicy selects this pod; no sidecar added")
-            metrics.admission("skipped", "no-policy")
-            return
-        ports = serving_ports(pod, await self._services_for(namespace, indices), policy.view.matcher)
-        if not ports:
-            # The index may not have a Service created moments before this pod yet (`kubectl apply -f` of a
-            # whole app, then a rollout by the policy): a pod without its serving ports would be Ready early.
-            ports = serving_ports(pod, await self._listed_services(namespace), policy.view.matcher)
-        try:
-            mutated = injection.inject(pod, policy.target, self.settings.sidecar, ports)
-        except injection.InjectionConflict as conflict:
-            warnings.extend(f"candor: no sidecar added: {problem}" for problem in conflict.problems)
-            metrics.admission("skipped", "conflict")
-            _mark_skipped(patch)
-            return
-        except ValueError as error:
-            warnings.append(f"candor: no sidecar added: {error}")
-            metrics.admission("skipped", "invalid-pod")
-            _mark_skipped(patch)
-            return
-        config_hash = policy.config_hash(self.settings.sidecar.image)
-        # Everything is computed before the patch is touched, so an error above leaves no half-injected pod.
-        warnings.extend(f"candor: {warning}" for warning in injection.admission_warnings(pod, policy.target, ports))
-        for key in ("initContainers", "containers", "volumes", "terminationGracePeriodSeconds"):
-            patch.spec[key] = mutated["spec"][key]
-        for key in (injection.STATUS_ANNOTATION, injection.POLICY_ANNOTATION):
-            patch.metadata.annotations[key] = mutated["metadata"]["annotations"][key]
-        patch.metadata.annotations[rollout.CONFIG_HASH_ANNOTATION] = config_hash
-        patch.metadata.annotations[pod_census.VERSION_ANNOTATION] = RELEASE
-        metrics.admission("injected")
-
-    async def label_deployment(self, body: kopf.Body, old: kopf.Body | None, patch: kopf.Patch,
-                               warnings: list[str]) -> None:
-        """Put the label the pod webhook selects on into an annotated Deployment's template, when the
-        template is new or changing anyway (governed.py); never fails the Deployment's admission."""
-        try:
-            if governed.label_template(_plain(body), _plain(old) if old else None):
-                patch.spec["template"] = {"metadata": {"labels": {governed.INJECT_LABEL: "true"}}}
-        except Exception as error:
-            logger.exception("labelling the pod template of a Deployment failed")
-            patch.clear()
-            warnings.append(f"candor: pod template not labelled: {type(error).__name__}: {str(error)[:200]}")
-
-    async def admit_pod(self, body: kopf.Body, patch: kopf.Patch, warnings: list[str], indices: Any) -> None:
-        """`mutate_pod`, never failing: kopf answers a handler's exception with a denial, which the API
-        server obeys whatever the failurePolicy, so an unexpected error admits the pod unchanged instead."""
-        try:
-            await self.mutate_pod(body, patch, warnings, indices)
-        except Exception as error:
-            metadata = body.get("metadata") or {}
-            logger.exception("injection failed for pod %s/%s", str(metadata.get("namespace"))[:63],
-                             str(metadata.get("name") or metadata.get("generateName"))[:253])
-            patch.clear()
-            metrics.admission("error")
-            reason = str(error)[:200] or type(error).__name__
-            warnings.append(f"candor: no sidecar added: unexpected error: {type(error).__name__}: {reason}")
-
 
 def _service_event(body: kopf.Body, decision: Decision) -> None:
     """The Event on a Service whose annotations Candor just changed (outside a policy's own reconcile)."""
@@ -396,16 +266,6 @@ def _service_event(body: kopf.Body, decision: Decision) -> None:
     else:
         kopf.event(body, type="Normal", reason="Annotated",
                    message=f"Candor's annotations written for HealthPolicy {decision.owner}")
-
-
-def _mark_skipped(patch: kopf.Patch) -> None:
-    """Seen and left alone on purpose: the heal (rollout.missed_pods) tells it from a pod the webhook missed."""
-    patch.metadata.annotations[injection.STATUS_ANNOTATION] = injection.SKIPPED
-
-
-def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
-    """kopf bodies are live views; decisions and indices keep plain snapshots."""
-    return {key: body[key] for key in body}
 
 
 def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
@@ -454,7 +314,7 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
     # the initial listing of hundreds of objects.
     @kopf.index(GROUP, VERSION, PLURAL, id=POLICIES, registry=registry)
     async def index_policies(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, PolicySummary]:
-        return {namespace or "": summarize(_plain(body))}
+        return {namespace or "": summarize(plain(body))}
 
     @kopf.index("", "v1", "services", id=SERVICES, registry=registry)
     async def index_services(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, dict[str, Any]]:
@@ -497,12 +357,12 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
         @kopf.on.mutate("", "v1", "pods", operations=["CREATE"], id=webhook.HANDLER_ID, side_effects=False,
                         ignore_failures=True, registry=registry)
         async def inject_pod(body: kopf.Body, patch: kopf.Patch, warnings: list[str], **kwargs: Any) -> None:
-            await operator.admit_pod(body, patch, warnings, indices_of(kwargs))
+            await operator.admission.admit_pod(body, patch, warnings, indices_of(kwargs))
 
         @kopf.on.mutate("apps", "v1", "deployments", operations=["CREATE", "UPDATE"], id=webhook.LABEL_HANDLER_ID,
                         side_effects=False, ignore_failures=True, registry=registry)
         async def label_deployment(body: kopf.Body, patch: kopf.Patch, warnings: list[str], **kwargs: Any) -> None:
-            await operator.label_deployment(body, kwargs.get("old"), patch, warnings)
+            await operator.admission.label_deployment(body, kwargs.get("old"), patch, warnings)
 
     return registry
 

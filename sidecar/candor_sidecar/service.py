@@ -27,10 +27,9 @@ from candor_sidecar.checks import Evaluation, evaluate
 from candor_sidecar.config import SidecarConfig
 from candor_sidecar.control import ControlServer
 from candor_sidecar.descriptors import ConnectionBudget, Exhaustion, is_exhaustion, probe_directory
-from candor_sidecar.drain import START_WAIT, Drain, DrainTimes
-from candor_sidecar.drain_metrics import DrainHistory
-from candor_sidecar.health import CONTENT_TYPE, health_document, iso_time, select
-from candor_sidecar.held_waits import HeldWaits
+from candor_sidecar.drain import DrainTimes
+from candor_sidecar.drain_handshake import DrainHandshake
+from candor_sidecar.health import CONTENT_TYPE, health_document, select
 from candor_sidecar.http_server import HttpServer, Limits, Request, Response
 from candor_sidecar.load import LoadMeter
 from candor_sidecar.load_weight import LoadWeight
@@ -83,14 +82,10 @@ class Sidecar:
         self.agent_server = AgentServer(self.agent, budget=self.agent_budget)
         # Who checks /health, by source address: a draining peer that stopped that too has removed the server.
         self.checkers = AgentPeers()
-        self.drain = Drain(self.agent_server.peers, DrainTimes(config.drain.agent_interval, config.drain.max_wait,
-                                                               config.grace_period), checkers=self.checkers)
-        self.agent_server.peers.on_heard(self._drain_news)
-        self._drain_changed: asyncio.Future[None] | None = None
-        self.held_waits = HeldWaits()
-        self.drains = DrainHistory()
-        self._drain_watch: asyncio.Task[None] | None = None
-        self._lift_timer: asyncio.TimerHandle | None = None
+        self.handshake = DrainHandshake(
+            self.agent, self.agent_server.peers, self.checkers,
+            DrainTimes(config.drain.agent_interval, config.drain.max_wait, config.grace_period),
+            terminating=lambda: self.terminating)
         self.control: ControlServer | None = None
         self.evaluation: Evaluation | None = None
         self.evaluations = 0  # sequence number of self.evaluation: never goes back
@@ -223,7 +218,7 @@ class Sidecar:
         if path == "/metrics":
             return self._metrics(request)
         if path == "/drain/wait":
-            return self._drain_wait(request)
+            return self.handshake.wait(request)
         if path == "/":
             return Response(200, b"candor sidecar: /health /health/<check> /livez /readyz /metrics /drain/wait\n")
         return Response(404, b"not found; try /health, /livez, /readyz or /metrics\n")
@@ -235,7 +230,8 @@ class Sidecar:
         cached = self._health_cache.get(key)
         if cached is None:
             cached = self._health_document(name, key[1])
-            if len(self._health_cache) < 64 and not (key[1] and self.drain.active):  # /health/<any> must not grow it
+            # /health/<any> must not grow it; a verbose one during a drain is never kept
+            if len(self._health_cache) < 64 and not (key[1] and self.handshake.drain.active):
                 self._health_cache[key] = cached
         return cached
 
@@ -254,28 +250,11 @@ class Sidecar:
             notes.append("pod terminating (preStop): the agent answers drain")
         if evaluation.maintenance:
             notes.append("maintenance annotation set: the agent answers maint")
-        if verbose and self.drain.active:
-            notes.append(self._drain_note())
+        if verbose and self.handshake.drain.active:
+            notes.append(self.handshake.note())
         status, body = health_document(evaluation, checks, verbose, notes)
         # A client comparing answers can tell a newer evaluation from an older one by this number.
         return Response(status, body, CONTENT_TYPE, headers=[("Candor-Evaluation", str(self.evaluations))])
-
-    def _drain_note(self) -> str:
-        """Where the drain under way stands, for a human reading /health?verbose."""
-        began = self.drain.began_at
-        assert began is not None
-        now = time.monotonic()
-        tally = self.drain.tally(now)
-        since = iso_time(time.time() - (now - began))
-
-        def listed(addresses: tuple[str, ...]) -> str:
-            return f"{len(addresses)}" + (f" ({', '.join(addresses[:8])}{', …' if len(addresses) > 8 else ''})"
-                                          if addresses else "")
-
-        return (f"drain under way since {since} ({now - began:.1f}s, begun by {self.drain.source}): "
-                f"heard by {listed(tally.heard)}, waiting for {listed(tally.pending)}, "
-                f"removed by {listed(tally.removed)}, stopped polling {listed(tally.silent)}; "
-                f"{self.held_waits.held} /drain/wait held")
 
     def _livez(self) -> Response:
         evaluation = self.evaluation
@@ -322,8 +301,7 @@ class Sidecar:
                                  self.agent_server.answers, self.exhaustion.count,
                                  self.http_budget.refused + self.agent_budget.refused,
                                  self.http_budget.evicted + self.agent_budget.evicted, self.agent.weight_reason())
-            drains = self.drains.families(self.held_waits.held, self.held_waits.refused)
-            rendered = render_metrics(snapshot, facts, accept, list(drains))
+            rendered = render_metrics(snapshot, facts, accept, list(self.handshake.families()))
             if len(flight.rendered) < 8:  # Accept headers are the client's: a handful of forms is plenty
                 flight.rendered[accept] = rendered
         body, content_type = rendered
@@ -335,136 +313,6 @@ class Sidecar:
         """The agent answers `drain`: begun by the preStop hook, or by SIGTERM."""
         return self.agent.draining
 
-    def _drain_news(self) -> None:
-        """Wake every /drain/wait: the drain began or lifted, or a load balancer heard it."""
-        changed, self._drain_changed = self._drain_changed, None
-        if changed is not None and not changed.done():
-            changed.set_result(None)
-
-    async def _drain_change(self, timeout: float, departed: asyncio.Future[None] | None = None) -> None:
-        """Until the drain changes (or `departed` is done, or `timeout`)."""
-        if self._drain_changed is None:
-            self._drain_changed = asyncio.get_running_loop().create_future()
-        await asyncio.wait([self._drain_changed] if departed is None else [self._drain_changed, departed],
-                           timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-
-    def _begin_drain(self, source: str) -> bool:
-        began = self.drain.begin(source)
-        if not self.agent.draining:
-            self.agent.drain()
-        self._drain_news()
-        if began:
-            self._drain_watch = asyncio.get_running_loop().create_task(self._watch_drain())
-        return began
-
-    async def _watch_drain(self) -> None:
-        """Follow a drain until every polling peer heard it or was given up on; count and time it."""
-        began = self.drain.began_at
-        assert began is not None
-        end = began + self.drain.times.wait_bound
-        while self.drain.began_at == began:
-            now = time.monotonic()
-            state = self.drain.state(now)
-            if state.done or now >= end:
-                break
-            next_change = state.next_change()
-            await self._drain_change(max(0.0, min(end, next_change or end) - now) + 0.001)
-        else:
-            return  # lifted before it ended: nothing to count
-        now = time.monotonic()
-        tally = self.drain.tally(now)
-        self.drains.record(now - began, tally)
-        log.info("drain ended (%s) after %.2fs: heard by %d, removed by %d, stopped polling %d, not heard in time %d",
-                 tally.outcome, now - began, len(tally.heard), len(tally.removed), len(tally.silent),
-                 len(tally.pending))
-
-    def _control_drain(self) -> str:
-        """`candor sidecar drain`: only a process in the sidecar container reaches it (see control)."""
-        if self.terminating:
-            return "draining: the sidecar is terminating"
-        if not self._begin_drain("preStop"):
-            assert self.drain.began_at is not None
-            return f"draining already, for {time.monotonic() - self.drain.began_at:.1f}s"
-        lift_after = self.drain.times.lift_after
-        self._lift_timer = asyncio.get_running_loop().call_later(lift_after, self._lift_drain)
-        log.info("drain begun by the preStop hook: the agent answers drain (lifts itself in %.0fs unless SIGTERM "
-                 "follows)", lift_after)
-        return f"draining: the agent answers drain; lifts itself in {lift_after:.0f}s unless the sidecar is stopped"
-
-    def _lift_drain(self) -> None:
-        self._lift_timer = None
-        if self.terminating:
-            return
-        log.warning("drain lifted: no termination followed within %.0fs; the agent answers ready again",
-                    self.drain.times.lift_after)
-        self.drain.lift()
-        self.agent.undrain()
-        self._drain_news()
-
-    async def _drain_wait(self, request: Request) -> Response:
-        """An app container's preStop hook: wait until every polling HAProxy heard `drain`. Changes nothing.
-
-        Waits START_WAIT for the drain to begin (all preStop hooks start together), then until no load
-        balancer that is still polling has yet to hear it, at most drain.maxWait; and at least `?atLeast=N`
-        seconds (a preStop sleep the app container had, composed into this hook).
-        """
-        started = time.monotonic()
-        times = self.drain.times
-        try:
-            at_least = _seconds(request.query.get("atLeast"), "atLeast", maximum=times.grace_period)
-        except ValueError as error:
-            return Response(400, f"{error}\n".encode())
-        client = request.client
-        address = client.address if client is not None else ""
-        refusal = self.held_waits.take(address)
-        if refusal is not None:
-            log.debug("/drain/wait refused: %s", refusal)
-            return Response(429 if "from" in refusal else 503, f"not waiting: {refusal}\n".encode(),
-                            headers=[("Candor-Drain", "refused")])
-        try:
-            departed = client.departed() if client is not None else asyncio.get_running_loop().create_future()
-            outcome, text = await self._wait_for_drain(started, at_least, departed)
-        finally:
-            self.held_waits.give_back(address)
-        if outcome == "gone":
-            log.debug("/drain/wait: the client left after %.2fs", time.monotonic() - started)
-        else:
-            log.info("/drain/wait: %s", text)
-        return Response(200, f"{text}\n".encode(), headers=[("Candor-Drain", outcome)])
-
-    async def _wait_for_drain(self, started: float, at_least: float,
-                              departed: asyncio.Future[None]) -> tuple[str, str]:
-        """(outcome, text) of one wait. `atLeast` counts only once a drain has begun: with none under way
-        nothing waits longer than START_WAIT; a client that left ends its wait at once."""
-        times = self.drain.times
-        end = started + times.wait_bound
-        start_by = started + min(START_WAIT, times.wait_bound)
-        while True:
-            now = time.monotonic()
-            state = self.drain.state(now)
-            if departed.done():
-                return "gone", "the client left"
-            if state.done or now >= end or (not state.began and now >= start_by):
-                break
-            until = end if state.began else start_by
-            next_change = state.next_change()
-            if next_change is not None:
-                until = min(until, next_change)
-            await self._drain_change(max(0.0, until - now) + 0.001, departed)
-        if state.began:
-            remaining = started + at_least - time.monotonic()
-            if remaining > 0:
-                await asyncio.wait([departed], timeout=remaining)
-                if departed.done():
-                    return "gone", "the client left"
-        outcome = "heard" if state.done else ("timeout" if state.began else "no-drain")
-        text = self.drain.describe(state, now)
-        if outcome == "timeout":
-            text += f" (gave up after drain.maxWait {times.wait_bound:g}s)"
-        elif outcome == "no-drain":
-            text += f" within {min(START_WAIT, times.wait_bound):g}s: not waiting"
-        return outcome, text
-
     # lifecycle ----------------------------------------------------------------------------------------
     def _on_signal(self) -> None:
         if self.terminating:
@@ -473,10 +321,7 @@ class Sidecar:
             return
         log.info("termination signal: agent answers drain, folding journals")
         self.terminating = True
-        if self._lift_timer is not None:
-            self._lift_timer.cancel()
-            self._lift_timer = None
-        self._begin_drain("SIGTERM")
+        self.handshake.on_sigterm()
         self.terminate.set()
 
     async def start(self) -> None:
@@ -541,7 +386,7 @@ class Sidecar:
         path = self.config.control_socket
         if path is None:
             return
-        control = ControlServer(path, {"drain": self._control_drain})
+        control = ControlServer(path, {"drain": self.handshake.control})
         try:
             await control.start()
         except OSError as error:  # the sidecar still serves; only the preStop drain is missing, so say it loudly
@@ -581,16 +426,6 @@ class Sidecar:
             log.info("final scrape served; exiting")
         except TimeoutError:
             log.info("no scrape within finalScrapeTimeout; exiting")
-
-
-def _seconds(values: list[str] | None, name: str, maximum: float) -> float:
-    """A whole number of seconds from a query parameter (0 when absent), cut to `maximum` (the kubelet would)."""
-    if not values:
-        return 0.0
-    value = values[-1]
-    if not value.isdigit() or len(value) > 9:
-        raise ValueError(f"{name}: expected whole seconds (0 or more), got {value[:32]!r}")
-    return min(float(value), maximum)
 
 
 async def run_sidecar(config: SidecarConfig) -> int:
