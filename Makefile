@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-quick test lint bench venv system-deps clean k8s-bin cluster crd
+.PHONY: demo demo-quick test lint bench venv system-deps clean k8s-bin cluster crd reference docs
 
 $(STAMP): pyproject.toml sidecar/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,10 +44,22 @@ NODES ?= 1
 cluster: venv system-deps k8s-bin
 	$(PY) -m tests.support.k8s_cluster --nodes $(NODES)
 
-# The HealthPolicy CRD and the chart's copy, generated from operator/candor_operator/policy_model.py.
+# The HealthPolicy CRD and the chart's copy, generated from operator/candor_operator/policy_model.py,
+# then the reference pages, which the same declarations describe.
 crd: venv
 	$(PY) -m candor_operator.crd > crds/healthpolicy.yaml
 	cp crds/healthpolicy.yaml helm/candor/files/healthpolicy.yaml
+	$(MAKE) reference
+
+# The generated pages of the docs site (tests fail when a committed one is stale): never edit them by hand.
+reference: venv
+	$(PY) -m candor_operator.policy_reference > docs/reference/healthpolicy.md
+
+# The docs site (MkDocs + Material, mkdocs.yml) into site/, warnings as errors; `.venv/bin/mkdocs serve`
+# serves it with live reload on 127.0.0.1:8000.
+SITE ?= site
+docs: venv
+	$(VENV)/bin/mkdocs build --strict -d $(SITE)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -243,10 +243,13 @@ def _status_schema() -> dict[str, Any]:
             "podsWithoutSidecar": pods("Governed pods without the sidecar (created before the operator, not opted "
                                        "in, or the webhook was unreachable)."),
             "podsOtherSidecarVersion": pods("Governed pods whose sidecar another Candor release injected."),
-            "serviceNames": {"type": "array", "items": {"type": "string"}},
+            "serviceNames": {"type": "array", "items": {"type": "string"},
+                             "description": "The names of the Services carrying this policy's annotations."},
             "configMap": {"type": "string", "description": "The ConfigMap holding the rendered sidecar config."},
             "conditions": {
                 "type": "array",
+                "description": "Ready (applied), Invalid (a field and the reason; nothing written) or Conflict "
+                               "(two policies on one Service: the newer loses).",
                 "x-kubernetes-list-type": "map",
                 "x-kubernetes-list-map-keys": ["type"],
                 "items": _condition_schema(),

@@ -3,9 +3,9 @@ returns, each field declared with its kind, bounds, default and description (can
 
 This module is the source of the spec's rules. parse_policy validates with it, and the CRD's
 openAPIV3Schema is generated from it (`make crd`, candor_operator.crd). A new field is one line
-here, in the CRD's camelCase spelled as snake_case, plus tests, `make crd`, and the README's
-reference table. Nothing here validates; a value of these types came out of parse_policy (or a
-test built it on purpose).
+here, in the CRD's camelCase spelled as snake_case, plus tests and `make crd` (which also writes the
+reference page, docs/reference/healthpolicy.md, from these descriptions). Nothing here validates;
+a value of these types came out of parse_policy (or a test built it on purpose).
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ class Selector:
 @dataclass(frozen=True)
 class Ingress:
     controller: str = choice("haproxytech", ("haproxytech", "haproxy-ingress"),
-                             "Which HAProxy ingress controller's annotations to write.")
+                             "Which HAProxy ingress controller's annotations to write: haproxytech "
+                             "(`haproxy.org/…`) or haproxy-ingress (`haproxy-ingress.github.io/…`).")
     services: tuple[str, ...] = text_list(
         SERVICE_NAME, 64,
         "Services to annotate; default every Service in the namespace whose selector matches the governed pods.")
@@ -81,13 +82,14 @@ class Ingress:
 
 @dataclass(frozen=True)
 class HttpCheck:
-    path: str = text("/health", HTTP_PATH)
-    port: int = integer(9898, 1, 65535)
-    interval: float = duration("2s", "100ms", "1h")
+    path: str = text("/health", HTTP_PATH, "HAProxy's active check (`option httpchk GET <path>`) against the sidecar.")
+    port: int = integer(9898, 1, 65535, "The sidecar's HTTP port (checks go there, not to the app).")
+    interval: float = duration("2s", "100ms", "1h", "HAProxy's `inter`: the time between checks.")
     timeout: float | None = duration(None, "10ms", "1h", "HAProxy's `timeout check`; default the interval.")
-    rise: int = integer(2, 1, 100)
-    fall: int = integer(3, 1, 100)
-    expect_status: int = integer(200, 100, 599)
+    rise: int = integer(2, 1, 100, "Successful checks before a server is UP.")
+    fall: int = integer(3, 1, 100, "Failed checks before a server is DOWN.")
+    expect_status: int = integer(200, 100, 599, "`http-check expect status`. The sidecar answers 200 for pass and "
+                                                "warn, 503 for fail.")
 
     @property
     def effective_timeout(self) -> float:
@@ -113,8 +115,9 @@ class LoadWeight:
 
 @dataclass(frozen=True)
 class AgentCheck:
-    port: int = integer(9999, 1, 65535)
-    interval: float = duration("2s", "100ms", "1h")
+    port: int = integer(9999, 1, 65535, "The sidecar's agent port (`agent-check agent-port`); HAProxy gets "
+                                        "`weight 100` so the agent's percentages work.")
+    interval: float = duration("2s", "100ms", "1h", "HAProxy's `agent-inter`: the time between agent polls.")
     weight: LoadWeight | None = section(
         LoadWeight, "Weigh each pod by its load (off when absent): a starved or saturated pod gets less traffic.",
         optional=True)
@@ -127,27 +130,29 @@ class Memory:
 
 @dataclass(frozen=True)
 class Cpu:
-    warn_percent: int = integer(90, 1, 100, "The CPU check warns (never fails: busy is not sick) from this load of "
-                                            "the app container's CPU.")
+    warn_percent: int = integer(90, 1, 100, "The `cpu:utilization` check warns (never fails: busy is not "
+                                            "sick) when the app container's CPU load (10 s average) reaches this.")
 
 
 @dataclass(frozen=True)
 class Disk:
     paths: tuple[str, ...] = text_list(DISK_PATH, 16, "Absolute paths (in the sidecar) whose filesystems are checked.")
-    max_percent: int = integer(90, 1, 100)
+    max_percent: int = integer(90, 1, 100, "Fail when a path's filesystem is fuller than this.")
 
 
 @dataclass(frozen=True)
 class Deadlock:
-    heartbeat_timeout: float = duration("30s", "1s", "1h")
-    max_job_duration: float = duration("10m", "1s", "168h")
+    heartbeat_timeout: float = duration("30s", "1s", "1h",
+                                        "Fail when the app's tracer has not heartbeated for this long.")
+    max_job_duration: float = duration("10m", "1s", "168h", "Fail when one traced job has run longer than this.")
 
 
 @dataclass(frozen=True)
 class Passive:
-    observe: str = choice(None, ("layer4", "layer7"))
-    error_limit: int = integer(10, 1, 1000)
-    on_error: str = choice("fail-check", ("fastinter", "fail-check", "sudden-death", "mark-down"))
+    observe: str = choice(None, ("layer4", "layer7"), "Watch live traffic for errors (HAProxy's `observe`).")
+    error_limit: int = integer(10, 1, 1000, "Consecutive errors before onError (`error-limit`).")
+    on_error: str = choice("fail-check", ("fastinter", "fail-check", "sudden-death", "mark-down"),
+                           "What HAProxy does at the limit (`on-error`).")
 
 
 @dataclass(frozen=True)
@@ -162,7 +167,8 @@ class Drain:
     """The drain before termination: app containers' preStop hooks wait until every HAProxy heard `drain`."""
 
     enabled: bool = boolean(
-        True, "Inject the preStop hooks (the sidecar still drains on its own SIGTERM without them).")
+        True, "Inject the preStop hooks. false: none, and the agent says drain only once the app has exited (the "
+              "sidecar still drains on its own SIGTERM).")
     max_wait: float | None = duration(
         None, "1s", "10m",
         "The longest an app container's preStop hook waits; default three agentCheck intervals and a second. "
@@ -181,25 +187,31 @@ class HealthPolicy:
 
     selector: Selector = label_selector(
         "The pods this policy governs (a label selector in the policy's namespace); must not be empty.")
-    ingress: Ingress = section(Ingress)
+    ingress: Ingress = section(Ingress, "Which ingress controller's annotations to write, and on which Services.")
     http_check: HttpCheck = section(HttpCheck, "HAProxy's active HTTP check against the sidecar's /health.")
     agent_check: AgentCheck = section(
         AgentCheck, "HAProxy's agent-check against the sidecar's agent port (weight, drain, maint, down).")
-    memory: Memory = section(Memory)
-    cpu: Cpu = section(Cpu)
-    disk: Disk = section(Disk)
-    deadlock: Deadlock = section(Deadlock)
+    memory: Memory = section(Memory, "The memory check (`memory:utilization`): fails the pod's health.")
+    cpu: Cpu = section(Cpu, "The CPU check (`cpu:utilization`): warns only.")
+    disk: Disk = section(Disk, "The disk check (`disk:utilization`): off while no path is given.")
+    deadlock: Deadlock = section(Deadlock, "The deadlock check (`deadlock:heartbeat`): a silent or stuck app fails.")
     slow_start: float = duration(
         "30s", "0s", "1h",
-        "Weight ramps from 0 to 100% over this long after a recovery and for new pods; 0s disables.")
+        "The agent ramps the weight from 0 to 100% over this long after a recovery and for new pods (HAProxy's own "
+        "`slowstart` is not used); 0s disables.")
     max_conn: int | None = integer(
         None, 1, 100_000,
-        "Per-pod concurrent connection limit in HAProxy; excess requests wait in HAProxy's queue.")
+        "Per-pod concurrent connection limit in HAProxy (`pod-maxconn` / `maxconn-server`, and `maxconn:N` from the "
+        "agent); default none (unlimited). Excess requests wait in HAProxy's queue. haproxytech divides it among its "
+        "controller's pods; haproxy-ingress does not, so a pod can get maxConn × replicas.")
     queue_timeout: float | None = duration(
-        None, "10ms", "5m", "How long a request may wait in HAProxy's queue before a 503 (needs maxConn).")
+        None, "10ms", "5m",
+        "`timeout queue`: how long a request may wait in HAProxy's queue for a slot before a 503 (needs maxConn); "
+        "default HAProxy's own.")
     passive: Passive | None = section(
-        Passive, "HAProxy's passive checks on live traffic (observe, error-limit, on-error).", optional=True)
-    metrics: Metrics = section(Metrics)
+        Passive, "HAProxy's passive checks on live traffic (observe, error-limit, on-error); omit it to turn passive "
+                 "checks off.", optional=True)
+    metrics: Metrics = section(Metrics, "The sidecar's /metrics at termination.")
     rollout: str = choice(
         "Automatic", ("Automatic", "Manual"),
         "Automatic restarts governed Deployments so the sidecar arrives; Manual leaves that to you.")
