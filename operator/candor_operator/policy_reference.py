@@ -137,6 +137,9 @@ def render() -> str:
         "",
         DURATIONS,
         "",
+        "What each field becomes for either ingress controller: [HAProxy annotations](haproxy.md); "
+        "`candor render -f policy.yaml` prints it for a policy of yours.",
+        "",
         "## Spec",
         "",
         "A field left out takes its default (the API server fills it in). An optional section (default "

@@ -17,8 +17,8 @@ from candor_sidecar.release import VERSION
 from tests.support.k8s_processes import ROOT
 
 # Files whose image tags and tracer pins are written out (Dockerfiles, manifests, docs, a test's manifest).
-TAGGED_FILES = ("README.md", "examples/demo-app.yaml", "helm/candor/values.yaml", "operator/Dockerfile",
-                "sidecar/Dockerfile", "pyproject.toml", "tests/integration/test_node_product.py")
+TAGGED_FILES = ("README.md", "docs/kubernetes.md", "examples/demo-app.yaml", "helm/candor/values.yaml",
+                "operator/Dockerfile", "sidecar/Dockerfile", "pyproject.toml", "tests/integration/test_node_product.py")
 # A written version starts with a digit (an f-string's `{VERSION}` is not a copy).
 IMAGE_TAG = re.compile(r"\bcandor-(?:sidecar|operator):([0-9][^\s\"'`]*)")
 TRACER_PIN = re.compile(r"\bcandor-tracer(?:\[[a-z]+\])?==([0-9][^\s\"']*)")
