@@ -56,10 +56,10 @@ reference: venv
 	$(PY) -m candor_operator.policy_reference > docs/reference/healthpolicy.md
 
 # The docs site (MkDocs + Material, mkdocs.yml) into site/, warnings as errors; `.venv/bin/mkdocs serve`
-# serves it with live reload on 127.0.0.1:8000.
+# serves it with live reload on 127.0.0.1:8000. NO_MKDOCS_2_WARNING silences Material's banner about MkDocs 2.
 SITE ?= site
 docs: venv
-	$(VENV)/bin/mkdocs build --strict -d $(SITE)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d $(SITE)
 
 lint: venv
 	$(VENV)/bin/ruff check .
