@@ -1,6 +1,6 @@
 """The sidecar's YAML config: camelCase keys, the same schema the operator renders, validated strictly.
 
-An unknown key or a bad value raises ConfigError naming the key (dotted path, e.g. `disk.maxPercent`)
+An unknown key or a bad value raises FieldError naming the key (dotted path, e.g. `disk.maxPercent`)
 and what is allowed; the CLI turns that into exit status 2.
 """
 
@@ -13,24 +13,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from candor_sidecar.durations import DurationError, format_duration, parse_duration
+from candor_sidecar.durations import format_duration, parse_duration
+from candor_sidecar.field_error import FieldError
 from candor_sidecar.shown import show
-from candor_sidecar.strict_yaml import YamlError, load_yaml_file
+from candor_sidecar.strict_yaml import load_yaml_file
 
 DEFAULT_HTTP_PORT = 9898
 DEFAULT_AGENT_PORT = 9999
 # Where the tracer's journals live in a pod: the shared volume's mount point in every container.
 STATE_DIR = "/var/run/candor"
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A bad sidecar config; `field` is the dotted key, `problem` says what is allowed."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -115,7 +107,7 @@ class SidecarConfig:
             result = replace(result, state_dir=state_dir)
         if grace_period is not None:
             if not 0 <= grace_period <= 86400 * 365:
-                raise ConfigError("--termination-grace-period", f"expected seconds from 0 on, got {grace_period}")
+                raise FieldError("--termination-grace-period", f"expected seconds from 0 on, got {grace_period}")
             result = replace(result, grace_period=float(grace_period))
         if control_socket is not None:
             result = replace(result, control_socket=_path(control_socket, "--control-socket"))
@@ -124,7 +116,7 @@ class SidecarConfig:
         if agent_port is not None:
             result = replace(result, agent=replace(result.agent, port=_port(agent_port, "--agent-port")))
         if result.http.port == result.agent.port and result.http.address == result.agent.address:
-            raise ConfigError("agent.port", f"must differ from http.port ({result.http.port})")
+            raise FieldError("agent.port", f"must differ from http.port ({result.http.port})")
         return result
 
 
@@ -134,33 +126,33 @@ def _section(value: object, key: str, allowed: tuple[str, ...]) -> Mapping[str, 
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ConfigError(key or "(top level)",
-                          f"expected a mapping with keys {', '.join(allowed)}, got {show(value)}")
+        raise FieldError(key or "(top level)",
+                         f"expected a mapping with keys {', '.join(allowed)}, got {show(value)}")
     for name in value:
         if name not in allowed:
             shown = str(name)[:60]
-            raise ConfigError(f"{key}.{shown}" if key else shown,
-                              f"unknown key; allowed here: {', '.join(allowed)}")
+            raise FieldError(f"{key}.{shown}" if key else shown,
+                             f"unknown key; allowed here: {', '.join(allowed)}")
     return value
 
 
 def _port(value: object, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise ConfigError(key, f"expected a TCP port, an integer from 1 to 65535, got {show(value)}")
+        raise FieldError(key, f"expected a TCP port, an integer from 1 to 65535, got {show(value)}")
     return value
 
 
 def _percent(value: object, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
             or not 0 < value <= 100:
-        raise ConfigError(key, f"expected a percentage, a number above 0 and at most 100, got {show(value)}")
+        raise FieldError(key, f"expected a percentage, a number above 0 and at most 100, got {show(value)}")
     return float(value)
 
 
 def _figures(value: object, key: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or any(item not in LOAD_FIGURES for item in value) \
             or len(set(value)) != len(value):
-        raise ConfigError(key, f"expected a non-empty list of distinct load figures from {', '.join(LOAD_FIGURES)}, "
+        raise FieldError(key, f"expected a non-empty list of distinct load figures from {', '.join(LOAD_FIGURES)}, "
                                f"got {show(value)}")
     return tuple(value)
 
@@ -176,14 +168,14 @@ def _load_weight(value: object, key: str) -> LoadWeightConfig | None:
         min_percent=_get(section, "minPercent", f"{key}.minPercent", _percent, default.min_percent),
         step_percent=_get(section, "stepPercent", f"{key}.stepPercent", _percent, default.step_percent))
     if config.target_percent >= 100:
-        raise ConfigError(f"{key}.targetPercent", f"must be below 100 (the load at saturation), got "
+        raise FieldError(f"{key}.targetPercent", f"must be below 100 (the load at saturation), got "
                                                   f"{config.target_percent:g}")
     return config
 
 
 def _path(value: object, key: str) -> str:
     if not isinstance(value, str) or not value.startswith("/"):
-        raise ConfigError(key, f"expected an absolute path, got {show(value)}")
+        raise FieldError(key, f"expected an absolute path, got {show(value)}")
     return value
 
 
@@ -191,7 +183,7 @@ def _address(value: object, key: str) -> str:
     try:
         ipaddress.ip_address(value if isinstance(value, str) else "")
     except ValueError:
-        raise ConfigError(
+        raise FieldError(
             key, f"expected an IP address to listen on such as 0.0.0.0, 127.0.0.1 or ::, got {show(value)}"
         ) from None
     assert isinstance(value, str)
@@ -200,10 +192,7 @@ def _address(value: object, key: str) -> str:
 
 def _duration(minimum: float, maximum: float | None) -> Callable[[object, str], float]:
     def read(value: object, key: str) -> float:
-        try:
-            return parse_duration(value, key, minimum=minimum, maximum=maximum)
-        except DurationError as error:
-            raise ConfigError(error.field, error.problem) from None
+        return parse_duration(value, key, minimum=minimum, maximum=maximum)
     return read
 
 
@@ -211,7 +200,7 @@ def _max_conn(value: object, key: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
-        raise ConfigError(key, f"expected an integer from 1 to 1000000 (or null for no limit), got {show(value)}")
+        raise FieldError(key, f"expected an integer from 1 to 1000000 (or null for no limit), got {show(value)}")
     return value
 
 
@@ -219,7 +208,7 @@ def _paths(value: object, key: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
-        raise ConfigError(key, f"expected a list of absolute paths, got {show(value)}")
+        raise FieldError(key, f"expected a list of absolute paths, got {show(value)}")
     return tuple(_path(item, f"{key}[{index}]") for index, item in enumerate(value))
 
 
@@ -282,7 +271,7 @@ def _check_cross_field(config: SidecarConfig) -> None:
     """The HealthPolicy's rules that relate two fields, for the fields the sidecar config shares with it."""
     deadlock = config.deadlock
     if deadlock.max_job_duration < deadlock.heartbeat_timeout:
-        raise ConfigError(
+        raise FieldError(
             "deadlock.maxJobDuration",
             f"must be at least deadlock.heartbeatTimeout ({format_duration(deadlock.heartbeat_timeout)}), "
             f"got {format_duration(deadlock.max_job_duration)}",
@@ -290,9 +279,5 @@ def _check_cross_field(config: SidecarConfig) -> None:
 
 
 def load_config(path: str | os.PathLike[str]) -> SidecarConfig:
-    """Read and validate a YAML file; unreadable, oversized or non-YAML files are ConfigErrors too."""
-    try:
-        data = load_yaml_file(path)
-    except YamlError as error:
-        raise ConfigError(error.field, error.problem) from None
-    return parse_config(data)
+    """Read and validate a YAML file; unreadable, oversized or non-YAML files are FieldErrors too."""
+    return parse_config(load_yaml_file(path))
