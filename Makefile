@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-quick test lint bench venv system-deps clean k8s-bin cluster crd
+.PHONY: demo demo-quick test lint bench venv system-deps clean k8s-bin cluster crd reference
 
 $(STAMP): pyproject.toml sidecar/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,13 @@ cluster: venv system-deps k8s-bin
 crd: venv
 	$(PY) -m candor_operator.crd > crds/healthpolicy.yaml
 	cp crds/healthpolicy.yaml helm/candor/files/healthpolicy.yaml
+	$(MAKE) reference
+
+# The generated reference pages (a test fails when a committed one is stale): the sidecar config's, from
+# sidecar/candor_sidecar/config.py.
+reference: venv
+	mkdir -p docs/reference
+	$(PY) -m candor_sidecar.config_reference > docs/reference/sidecar-config.md
 
 lint: venv
 	$(VENV)/bin/ruff check .

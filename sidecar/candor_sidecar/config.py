@@ -128,7 +128,8 @@ class DeadlockConfig:
         "exited fails the check for this long.")
     max_job_duration: float = key(
         Duration(0.1, 30 * 86400.0), 600.0,
-        "`deadlock:jobDuration` fails for an app process whose oldest trace in flight is older than this.")
+        "`deadlock:jobDuration` fails for an app process whose oldest trace in flight is older than this. The "
+        "HealthPolicy's rule relating it to `heartbeatTimeout` holds here too.")
 
     # The HealthPolicy's rule holds here too.
     RULES: ClassVar[tuple[Rule, ...]] = (AtLeast("maxJobDuration", "heartbeatTimeout"),)
@@ -168,7 +169,8 @@ class SidecarConfig:
         "times a load factor, 100 % up to `targetPercent` of load, falling linearly to `minPercent` at "
         "saturation, e.g. `up 52% # cpu 86% > 70%`. The factor is taken from the load the pod would carry at "
         "full weight (its measured load divided by the factor in force), so a lowered pod stays where its load "
-        "puts it.",
+        "puts it. Each figure is smoothed (time constant: half of `drain.agentInterval`, so a change is 95 % "
+        "felt after 1.5 polls).",
         optional=True)
     disk: DiskConfig = section(DiskConfig, "Filesystem checks.")
     deadlock: DeadlockConfig = section(DeadlockConfig, "The app processes' heartbeats and long jobs.")
@@ -176,7 +178,8 @@ class SidecarConfig:
         Duration(0.0, 3600.0), 30.0,
         "The agent's weight ramps linearly from 0 to 100 % over this long after a recovery and after the "
         "sidecar starts. It is the only ramp: Candor renders no HAProxy `slowstart`, which would scale the "
-        "agent's weight a second time. 0s: no ramp.")
+        "agent's weight a second time after a DOWN→UP (the agent says 40 %, HAProxy balances with 40 % of "
+        "that), cut the pod's `maxconn` by the same fraction, and skip new servers anyway. 0s: no ramp.")
     max_conn: int | None = key(
         Limit(1_000_000), None,
         "The pod's concurrent connection limit, said to HAProxy in each agent answer (`maxconn:30`); "
@@ -186,7 +189,9 @@ class SidecarConfig:
         "The checks run this often in the background, never on the request path: the journals are read on a "
         "worker thread and `/health` and the agent answer from the latest evaluation. The operator renders "
         "half the agent interval, at most 1 s. `/livez` fails when no evaluation ended for 3 × this (at "
-        "least 5 s).")
+        "least 5 s). How soon a fault reaches HAProxy is the sum of three periods: the app's heartbeat "
+        "(`CANDOR_HEARTBEAT_INTERVAL`, 0.5 s), this, and HAProxy's agent interval; with a 1 s agent interval "
+        "that is 2 s at worst and about half of it typically.")
     final_scrape_timeout: float = key(
         Duration(0.0, 3600.0), 20.0,
         "On SIGTERM the agent answers `drain`, every journal is folded, and `/metrics` is served until one "
@@ -199,7 +204,7 @@ class SidecarConfig:
         "2 s of it) and the drain's self-lift: a drain that no termination follows (a hand-run "
         "`candor sidecar drain`) lifts itself after the grace period plus a quarter of it (at least 5 s).")
     control_socket: str | None = flag(
-        "--control-socket", AbsolutePath(nullable=True), None,
+        "--control-socket", AbsolutePath(), None,
         "The unix socket `candor sidecar drain` talks to (also `$CANDOR_CONTROL_SOCKET`), in a directory "
         "only the sidecar container mounts; its directory also keeps the admin word. None: a drain starts "
         "with SIGTERM only.")

@@ -249,8 +249,6 @@ class Section(Kind):
     optional: bool = False
     type = "mapping"
 
-    def written(self, value: object) -> str:
-        return "absent (off)" if value is None else "see below"
 
 
 # --- rules relating two keys of one section: checked once the section is read, stated on the reference page
