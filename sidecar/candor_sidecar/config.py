@@ -31,6 +31,7 @@ from candor_sidecar.config_fields import (
     Seconds,
     flag,
     key,
+    read_flag,
     read_section,
     required_key,
     section,
@@ -220,14 +221,13 @@ class SidecarConfig:
         """The CLI flags win over the file."""
         result = self
         if app_ports is not None:
-            result = replace(result, app_ports=PortList().read(app_ports, "--app-port"))
+            result = replace(result, app_ports=read_flag(SidecarConfig, "app_ports", app_ports))
         if state_dir is not None:
             result = replace(result, state_dir=state_dir)
         if grace_period is not None:
-            result = replace(result, grace_period=Seconds(86400 * 365).read(grace_period,
-                                                                            "--termination-grace-period"))
+            result = replace(result, grace_period=read_flag(SidecarConfig, "grace_period", grace_period))
         if control_socket is not None:
-            result = replace(result, control_socket=AbsolutePath().read(control_socket, "--control-socket"))
+            result = replace(result, control_socket=read_flag(SidecarConfig, "control_socket", control_socket))
         if http_port is not None:
             result = replace(result, http=replace(result.http, port=Port().read(http_port, "--http-port")))
         if agent_port is not None:

@@ -381,6 +381,12 @@ def _mapping(value: object, key: str, allowed: tuple[str, ...]) -> Mapping[str, 
     return value
 
 
+def read_flag(model: type[Any], attribute: str, value: object) -> Any:
+    """A flag's value read by its declared kind; an error names the flag (`--control-socket`)."""
+    (item,) = [item for item in declared(model, flags=True) if item.attribute == attribute]
+    return item.spec.kind.read(value, item.name)
+
+
 def read_section(model: type[T], value: object, key: str, default: T) -> T:
     """`value` (a mapping from the file, None for none) read as a `model`: its keys checked, each value read
     by its kind, keys left out taken from `default`, then the model's rules checked. `key` is the section's
