@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -28,7 +29,7 @@ _METADATA_KEY = "candor.io/sidecar-config"
 # --- the kinds: what a key accepts, said the same way by the reader and by the reference page -------------
 
 
-class Kind:
+class Kind(ABC):
     """A key's kind: `read` checks a value from the file (raising FieldError naming `key`) and returns the typed
     value; `type` and `bounds` are its reference page columns; `written` shows a typed value as YAML."""
 
@@ -38,8 +39,9 @@ class Kind:
     def bounds(self) -> str:
         return ""
 
+    @abstractmethod
     def read(self, value: object, key: str) -> Any:
-        raise NotImplementedError
+        """The typed value of `value`, or FieldError naming `key` and what is allowed."""
 
     def written(self, value: object) -> str:
         return "none" if value is None else str(value)
@@ -242,13 +244,12 @@ class ChoiceList(Kind):
 
 
 @dataclass(frozen=True)
-class Section(Kind):
-    """A nested mapping whose own keys are declared on `model`; `optional`: absent (or null) means off (None)."""
+class Section:
+    """A nested mapping whose own keys are declared on `model` (read by read_section, a heading of its own on
+    the reference page); `optional`: absent (or null) means off (None)."""
 
     model: type[Any]
     optional: bool = False
-    type = "mapping"
-
 
 
 # --- rules relating two keys of one section: checked once the section is read, stated on the reference page
@@ -301,7 +302,7 @@ class Spec:
     """One key's declaration. `key`: its name in the file (camelCase of the attribute unless given), or the
     flag's (`--control-socket`) for a flag: flags are per pod, so they are never keys of the file."""
 
-    kind: Kind
+    kind: Kind | Section
     doc: str
     key: str | None = None
     flag: bool = False
@@ -384,6 +385,7 @@ def _mapping(value: object, key: str, allowed: tuple[str, ...]) -> Mapping[str, 
 def read_flag(model: type[Any], attribute: str, value: object) -> Any:
     """A flag's value read by its declared kind; an error names the flag (`--control-socket`)."""
     (item,) = [item for item in declared(model, flags=True) if item.attribute == attribute]
+    assert isinstance(item.spec.kind, Kind)  # flags are never sections
     return item.spec.kind.read(value, item.name)
 
 

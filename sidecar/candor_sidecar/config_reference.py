@@ -48,6 +48,7 @@ def _cell(text: str) -> str:
 
 def _row(name: str, item: Declared, default: object, prefix: str, model: type[Any]) -> str:
     kind = item.spec.kind
+    assert not isinstance(kind, Section)  # a section is a heading of its own
     description = item.spec.doc
     for rule in rules(model):
         if rule.key == item.name:
