@@ -52,8 +52,12 @@ crd: venv
 	$(MAKE) reference
 
 # The generated pages of the docs site (tests fail when a committed one is stale): never edit them by hand.
+# The HealthPolicy's from operator/candor_operator/policy_model.py, the sidecar config's from
+# sidecar/candor_sidecar/config.py.
 reference: venv
+	mkdir -p docs/reference
 	$(PY) -m candor_operator.policy_reference > docs/reference/healthpolicy.md
+	$(PY) -m candor_sidecar.config_reference > docs/reference/sidecar-config.md
 
 # The docs site (MkDocs + Material, mkdocs.yml) into site/, warnings as errors; `.venv/bin/mkdocs serve`
 # serves it with live reload on 127.0.0.1:8000. NO_MKDOCS_2_WARNING silences Material's banner about MkDocs 2.

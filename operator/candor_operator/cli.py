@@ -10,7 +10,7 @@ from typing import Any
 import click
 import yaml
 
-from candor_operator.policy import CONTROLLERS, PolicyError, parse_policy
+from candor_operator.policy import CONTROLLERS, parse_policy
 from candor_operator.render import (
     controller_notes,
     drain_summary,
@@ -19,6 +19,7 @@ from candor_operator.render import (
     render_sidecar_config,
     weight_summary,
 )
+from candor_sidecar.field_error import FieldError
 from candor_sidecar.release import VERSION
 
 API_VERSION = "candor.io/v1alpha1"
@@ -33,7 +34,7 @@ def _policies(documents: list[Any], source: str) -> list[tuple[str, Mapping[str,
             continue
         where = f"{source} (document {index + 1})"
         if document.get("apiVersion") != API_VERSION:
-            raise PolicyError(f"{where}: apiVersion", f"must be {API_VERSION}, got {document.get('apiVersion')!r}")
+            raise FieldError(f"{where}: apiVersion", f"must be {API_VERSION}, got {document.get('apiVersion')!r}")
         metadata = document.get("metadata") or {}
         name = str(metadata.get("name", f"policy-{index + 1}")) if isinstance(metadata, Mapping) else "policy"
         namespace = str(metadata.get("namespace", "default")) if isinstance(metadata, Mapping) else "default"
@@ -81,7 +82,7 @@ def render_command(path: str, controller: str | None, output: str) -> None:
         if not policies:
             _fail(f"{path}: no HealthPolicy ({API_VERSION}) document found")
         rendered = [(name, parse_policy(doc.get("spec"), f"{path}: {name}: spec")) for name, doc in policies]
-    except PolicyError as error:
+    except FieldError as error:
         _fail(str(error))
 
     blocks: list[str] = []

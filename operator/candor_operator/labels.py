@@ -10,16 +10,9 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from candor_sidecar.field_error import FieldError
+
 _SET_OPERATORS = {"In", "NotIn", "Exists", "DoesNotExist"}
-
-
-class SelectorError(ValueError):
-    """A selector the operator cannot evaluate; names the field."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
 
 
 def _as_label_selector(selector: Mapping[str, Any]) -> tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]:
@@ -49,14 +42,14 @@ def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str], fie
         operator = expression.get("operator")
         values = list(expression.get("values") or [])
         if not isinstance(expression_key, str) or not expression_key:
-            raise SelectorError(f"{where}.key", "must be a non-empty label key")
+            raise FieldError(f"{where}.key", "must be a non-empty label key")
         key = expression_key
         if operator not in _SET_OPERATORS:
-            raise SelectorError(f"{where}.operator", f"{operator!r} is not one of {sorted(_SET_OPERATORS)}")
+            raise FieldError(f"{where}.operator", f"{operator!r} is not one of {sorted(_SET_OPERATORS)}")
         if operator in ("In", "NotIn") and not values:
-            raise SelectorError(f"{where}.values", f"must not be empty for operator {operator}")
+            raise FieldError(f"{where}.values", f"must not be empty for operator {operator}")
         if operator in ("Exists", "DoesNotExist") and values:
-            raise SelectorError(f"{where}.values", f"must be empty for operator {operator}")
+            raise FieldError(f"{where}.values", f"must be empty for operator {operator}")
         if not expression_holds(labels, key, operator, values):
             return False
     return True
@@ -118,7 +111,7 @@ def compile_targets(spec: Mapping[str, Any]) -> TargetMatcher:
         return TargetMatcher(None, usable=False)
     try:
         selector_matches(selector, {})  # validates the expressions once
-    except SelectorError:
+    except FieldError:
         return TargetMatcher(None, usable=False)
     match_labels, expressions = _as_label_selector(selector)
     return TargetMatcher(

@@ -67,5 +67,5 @@ def count(pods: Iterable[Mapping[str, Any]], version: str = VERSION) -> PodCensu
 async def census(
     client: KubeClient, namespace: str, selector: Mapping[str, Any], read: PodReader = read_pods
 ) -> PodCensus:
-    """The governed pods of a selector in one namespace (raises SelectorError or ApiError)."""
+    """The governed pods of a selector in one namespace (raises FieldError or ApiError)."""
     return count(await read(client, namespace, selector_to_query(selector)))

@@ -50,15 +50,14 @@ from candor_operator.policy_model import (
     Memory,
     Metrics,
     Passive,
-    PolicyError,
     Selector,
 )
 from candor_sidecar.durations import (
     NANOS_PER_SECOND,
-    DurationError,
     format_duration,
     parse_duration_nanos,
 )
+from candor_sidecar.field_error import FieldError
 from candor_sidecar.shown import show
 
 __all__ = [
@@ -77,7 +76,6 @@ __all__ = [
     "Memory",
     "Metrics",
     "Passive",
-    "PolicyError",
     "Selector",
     "parse_policy",
 ]
@@ -107,7 +105,7 @@ def _matches(pattern: str, value: str) -> bool:
 def _read(kind: Kind, value: object, field: str) -> Any:
     if isinstance(kind, Integer):
         if isinstance(value, bool) or not isinstance(value, int) or not kind.minimum <= value <= kind.maximum:
-            raise PolicyError(field, f"must be an integer from {kind.minimum} to {kind.maximum}, got {show(value)}")
+            raise FieldError(field, f"must be an integer from {kind.minimum} to {kind.maximum}, got {show(value)}")
         return value
     if isinstance(kind, Duration):
         return _duration(kind, value, field)
@@ -115,11 +113,11 @@ def _read(kind: Kind, value: object, field: str) -> Any:
         return _text(kind, value, field)
     if isinstance(kind, Choice):
         if value not in kind.values:
-            raise PolicyError(field, f"must be one of {', '.join(kind.values)}, got {show(value)}")
+            raise FieldError(field, f"must be one of {', '.join(kind.values)}, got {show(value)}")
         return value
     if isinstance(kind, Boolean):
         if not isinstance(value, bool):
-            raise PolicyError(field, f"must be true or false, got {show(value)}")
+            raise FieldError(field, f"must be true or false, got {show(value)}")
         return value
     if isinstance(kind, TextList):
         return _unique_list(value, field, kind.max_items, lambda item, where: _text(kind.item, item, where))
@@ -127,7 +125,7 @@ def _read(kind: Kind, value: object, field: str) -> Any:
         one = Choice(kind.values)
         items = _unique_list(value, field, len(kind.values), lambda item, where: _read(one, item, where))
         if not items:
-            raise PolicyError(field, f"must name at least one of {', '.join(kind.values)}")
+            raise FieldError(field, f"must name at least one of {', '.join(kind.values)}")
         return items
     if isinstance(kind, Section):
         return _section(kind.model, value, field)
@@ -135,31 +133,28 @@ def _read(kind: Kind, value: object, field: str) -> Any:
 
 
 def _duration(kind: Duration, value: object, field: str) -> float:
-    try:
-        nanos = parse_duration_nanos(value, field)
-    except DurationError as error:
-        raise PolicyError(field, error.problem) from None
+    nanos = parse_duration_nanos(value, field)
     if not parse_duration_nanos(kind.minimum, field) <= nanos <= parse_duration_nanos(kind.maximum, field):
-        raise PolicyError(field, f"must be between {kind.minimum} and {kind.maximum}, got {value}")
+        raise FieldError(field, f"must be between {kind.minimum} and {kind.maximum}, got {value}")
     return nanos / NANOS_PER_SECOND
 
 
 def _text(kind: Text, value: object, field: str) -> str:
     if not isinstance(value, str) or not kind.min_length <= len(value) <= kind.max_length \
             or not _matches(kind.pattern, value):
-        raise PolicyError(field, f"must be {kind.shape}, got {show(value)}")
+        raise FieldError(field, f"must be {kind.shape}, got {show(value)}")
     return value
 
 
 def _unique_list(value: object, field: str, max_items: int, item: Callable[[object, str], str]) -> tuple[str, ...]:
     if not isinstance(value, list):
-        raise PolicyError(field, f"must be a list, got {show(value)}")
+        raise FieldError(field, f"must be a list, got {show(value)}")
     if len(value) > max_items:
-        raise PolicyError(field, f"must have at most {max_items} items, got {len(value)}")
+        raise FieldError(field, f"must have at most {max_items} items, got {len(value)}")
     items = tuple(item(entry, f"{field}[{index}]") for index, entry in enumerate(value))
     for index, entry in enumerate(items):
         if entry in items[:index]:
-            raise PolicyError(f"{field}[{index}]", f"duplicate value {entry!r}")
+            raise FieldError(f"{field}[{index}]", f"duplicate value {entry!r}")
     return items
 
 
@@ -176,17 +171,17 @@ def _section(model: type[Any], value: object, field: str) -> Any:
     if value is None:
         value = {}
     if not isinstance(value, Mapping):
-        raise PolicyError(field, f"expected an object with fields {', '.join(allowed)}, got {show(value)}")
+        raise FieldError(field, f"expected an object with fields {', '.join(allowed)}, got {show(value)}")
     for name in value:
         if name not in allowed:
-            raise PolicyError(f"{field}.{name}", f"unknown field; allowed here: {', '.join(allowed)}")
+            raise FieldError(f"{field}.{name}", f"unknown field; allowed here: {', '.join(allowed)}")
     values: dict[str, Any] = {}
     for item in fields:
         where, given = f"{field}.{item.name}", value.get(item.name)
         if given is not None:
             values[item.attribute] = _read(item.spec.kind, given, where)
         elif item.spec.required:
-            raise PolicyError(where, f"required: {_required(item.spec)}")
+            raise FieldError(where, f"required: {_required(item.spec)}")
     return model(**values)
 
 
@@ -196,62 +191,62 @@ def _section(model: type[Any], value: object, field: str) -> Any:
 def _label_key(value: object, field: str) -> str:
     if not isinstance(value, str) or not _matches(LABEL_KEY_PATTERN, value) \
             or not _matches(LABEL_KEY_LENGTHS_PATTERN, value):
-        raise PolicyError(
+        raise FieldError(
             field, f"must be a label key ([prefix/]name, name at most 63 of A-Z a-z 0-9 - _ .), got {show(value)}")
     return value
 
 
 def _label_value(value: object, field: str) -> str:
     if not isinstance(value, str) or len(value) > LABEL_VALUE_MAX_LENGTH or not _matches(LABEL_VALUE_PATTERN, value):
-        raise PolicyError(field, f"must be a label value (at most 63 of A-Z a-z 0-9 - _ .), got {show(value)}")
+        raise FieldError(field, f"must be a label value (at most 63 of A-Z a-z 0-9 - _ .), got {show(value)}")
     return value
 
 
 def _selector(kind: LabelSelector, value: object, field: str) -> Selector:
     if not isinstance(value, Mapping):
-        raise PolicyError(field, f"expected an object with fields matchLabels, matchExpressions, got {show(value)}")
+        raise FieldError(field, f"expected an object with fields matchLabels, matchExpressions, got {show(value)}")
     for name in value:
         if name not in ("matchLabels", "matchExpressions"):
-            raise PolicyError(f"{field}.{name}", "unknown field; allowed here: matchLabels, matchExpressions")
+            raise FieldError(f"{field}.{name}", "unknown field; allowed here: matchLabels, matchExpressions")
     labels_value = value.get("matchLabels") or {}
     if not isinstance(labels_value, Mapping):
-        raise PolicyError(f"{field}.matchLabels", f"must be a map of label keys to values, got {show(labels_value)}")
+        raise FieldError(f"{field}.matchLabels", f"must be a map of label keys to values, got {show(labels_value)}")
     if len(labels_value) > kind.max_labels:
-        raise PolicyError(f"{field}.matchLabels",
-                          f"must have at most {kind.max_labels} labels, got {len(labels_value)}")
+        raise FieldError(f"{field}.matchLabels",
+                         f"must have at most {kind.max_labels} labels, got {len(labels_value)}")
     labels = tuple(
         (_label_key(key, f"{field}.matchLabels"), _label_value(val, f"{field}.matchLabels.{key}"))
         for key, val in labels_value.items()
     )
     expressions_value = value.get("matchExpressions") or []
     if not isinstance(expressions_value, list) or len(expressions_value) > kind.max_expressions:
-        raise PolicyError(f"{field}.matchExpressions", f"must be a list of at most {kind.max_expressions} requirements")
+        raise FieldError(f"{field}.matchExpressions", f"must be a list of at most {kind.max_expressions} requirements")
     expressions = tuple(
         _requirement(kind, item, f"{field}.matchExpressions[{index}]") for index, item in enumerate(expressions_value)
     )
     if not labels and not expressions:
-        raise PolicyError(field, "must not be empty (an empty selector would govern every pod in the namespace)")
+        raise FieldError(field, "must not be empty (an empty selector would govern every pod in the namespace)")
     return Selector(match_labels=labels, match_expressions=expressions)
 
 
 def _requirement(kind: LabelSelector, value: object, field: str) -> LabelRequirement:
     if not isinstance(value, Mapping):
-        raise PolicyError(field, f"expected an object with fields key, operator, values, got {show(value)}")
+        raise FieldError(field, f"expected an object with fields key, operator, values, got {show(value)}")
     for name in value:
         if name not in ("key", "operator", "values"):
-            raise PolicyError(f"{field}.{name}", "unknown field; allowed here: key, operator, values")
+            raise FieldError(f"{field}.{name}", "unknown field; allowed here: key, operator, values")
     if "key" not in value:
-        raise PolicyError(f"{field}.key", "required")
+        raise FieldError(f"{field}.key", "required")
     if "operator" not in value:
-        raise PolicyError(f"{field}.operator", "required")
+        raise FieldError(f"{field}.operator", "required")
     key = _label_key(value["key"], f"{field}.key")
     operator = _read(Choice(kind.operators), value["operator"], f"{field}.operator")
     raw_values = value.get("values")
     values = () if raw_values is None else _unique_list(raw_values, f"{field}.values", kind.max_values, _label_value)
     if operator in ("In", "NotIn") and not values:
-        raise PolicyError(f"{field}.values", f"must be non-empty for operator {operator}")
+        raise FieldError(f"{field}.values", f"must be non-empty for operator {operator}")
     if operator in ("Exists", "DoesNotExist") and values:
-        raise PolicyError(f"{field}.values", f"must be empty for operator {operator}")
+        raise FieldError(f"{field}.values", f"must be empty for operator {operator}")
     return LabelRequirement(key=key, operator=operator, values=values)
 
 
@@ -259,9 +254,9 @@ def _requirement(kind: LabelSelector, value: object, field: str) -> LabelRequire
 
 
 def parse_policy(spec: object, field: str = "spec") -> HealthPolicy:
-    """A validated HealthPolicy from a HealthPolicy's `spec`; raises PolicyError naming the first bad field."""
+    """A validated HealthPolicy from a HealthPolicy's `spec`; raises FieldError naming the first bad field."""
     if spec is None:
-        raise PolicyError(field, "required: a HealthPolicy needs a spec with at least a selector")
+        raise FieldError(field, "required: a HealthPolicy needs a spec with at least a selector")
     policy = _section(HealthPolicy, spec, field)
     assert isinstance(policy, HealthPolicy)
     for rule in HealthPolicy.RULES:
@@ -293,12 +288,12 @@ def _check_rule(rule: Compare | Needs, policy: HealthPolicy, field: str) -> None
     why = f" ({rule.why})" if rule.why else ""
     if isinstance(rule, Needs):
         if value is not None and other is None:
-            raise PolicyError(f"{field}.{rule.field}", rule.requirement + why)
+            raise FieldError(f"{field}.{rule.field}", rule.requirement + why)
         return
     if value is None or other is None or (rule.zero_means and value == 0):
         return
     if not {">=": value >= other, "<=": value <= other, "!=": value != other}[rule.relation]:
-        raise PolicyError(
+        raise FieldError(
             f"{field}.{rule.field}",
             f"{rule.requirement} ({_shown(rule.other, other)}){why}, got {_shown(rule.field, value)}",
         )

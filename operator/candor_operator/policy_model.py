@@ -36,15 +36,6 @@ SERVICE_NAME = Text(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", 63, "a Service name (DNS-10
 DISK_PATH = Text(r"^/[^\s]*$", 1024, "an absolute path without whitespace")
 
 
-class PolicyError(ValueError):
-    """An invalid HealthPolicy; `field` is the path the API server would name (`spec.slowStart`)."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
-
-
 @dataclass(frozen=True)
 class LabelRequirement:
     key: str

@@ -16,13 +16,13 @@ from candor_operator import status as conditions
 from candor_operator.claims import Decision, PolicyView, targets
 from candor_operator.configmap import apply_configmap, delete_configmap
 from candor_operator.kube import ApiError, KubeClient, path_for
-from candor_operator.labels import SelectorError
 from candor_operator.ownership import record_of
 from candor_operator.pod_census import PodCensus, census
 from candor_operator.ready_window import ensure_min_ready
 from candor_operator.rollout import HealPacer, ensure_rolled_out, governing_policy
 from candor_operator.services import reconcile_service, slim_service
 from candor_operator.summary import PolicySummary
+from candor_sidecar.field_error import FieldError
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ async def count_pods(client: KubeClient, summary: PolicySummary) -> PodCensus | 
         return None
     try:
         return await census(client, summary.namespace, selector)
-    except (ApiError, SelectorError) as error:
+    except (ApiError, FieldError) as error:
         logger.warning("cannot count the pods of %s/%s: %s", summary.namespace, summary.name, error)
         return None
 

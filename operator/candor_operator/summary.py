@@ -17,11 +17,12 @@ import yaml
 
 from candor_operator.claims import PolicyView
 from candor_operator.injection import CONFIG_KEY, PolicyTarget
-from candor_operator.labels import SelectorError, selector_is_empty, selector_matches
-from candor_operator.policy import PolicyError, parse_policy
+from candor_operator.labels import selector_is_empty, selector_matches
+from candor_operator.policy import parse_policy
 from candor_operator.ready_window import min_ready_seconds
 from candor_operator.render import render_annotations, render_sidecar_config
-from candor_sidecar.config import ConfigError, parse_config
+from candor_sidecar.config import parse_config
+from candor_sidecar.field_error import FieldError
 
 GROUP, VERSION, PLURAL, KIND = "candor.io", "v1alpha1", "healthpolicies", "HealthPolicy"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -71,7 +72,7 @@ class PolicySummary:
             return False
         try:
             return selector_matches(selector, labels)
-        except SelectorError:
+        except FieldError:
             return False
 
     def config_hash(self, sidecar_image: str) -> str:
@@ -117,11 +118,12 @@ def _summarize(body: Mapping[str, Any]) -> PolicySummary:
         policy = parse_policy(spec)
         annotations = dict(render_annotations(policy))
         sidecar = render_sidecar_config(policy)
-        config = parse_config(sidecar)
-    except PolicyError as error:
+    except FieldError as error:
         return PolicySummary(**base, annotations=None, sidecar_yaml=None, target=None,
                              error_field=error.field, error_problem=error.problem)
-    except ConfigError as error:
+    try:
+        config = parse_config(sidecar)
+    except FieldError as error:  # the policy rendered a config the sidecar would refuse
         return PolicySummary(**base, annotations=None, sidecar_yaml=None, target=None,
                              error_field=f"sidecar config {error.field}", error_problem=error.problem)
     target = PolicyTarget(

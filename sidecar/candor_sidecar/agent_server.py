@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from candor_sidecar.agent import AgentState
-from candor_sidecar.descriptors import AGENT_CEILING, ConnectionBudget
+from candor_sidecar.descriptors import AGENT_CEILING, BudgetedConnection, ConnectionBudget
 
 
 class AgentPeers:
@@ -61,16 +61,15 @@ class AgentPeers:
         return [address for address, when in self._last_poll.items() if when >= since]
 
 
-class _AgentConnection(asyncio.Protocol):
-    __slots__ = ("admitted", "answered_drain", "peer", "server", "timer", "transport")
+class _AgentConnection(BudgetedConnection):
+    __slots__ = ("answered_drain", "peer", "timer")
+    server: AgentServer
 
     def __init__(self, server: AgentServer) -> None:
-        self.server = server
+        super().__init__(server)
         self.timer: asyncio.TimerHandle | None = None
-        self.admitted = False
         self.peer: str | None = None
         self.answered_drain = False
-        self.transport: asyncio.WriteTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.WriteTransport)
@@ -98,17 +97,6 @@ class _AgentConnection(asyncio.Protocol):
         # Answered: from now on it only waits for the peer to close, so it is the first to make room.
         server.budget.evictable(self)
         self.timer = asyncio.get_running_loop().call_later(server.linger, transport.abort)
-
-    def evict(self) -> None:
-        self._release()
-        if self.transport is not None:
-            self.transport.abort()
-
-    def _release(self) -> None:
-        if self.admitted:
-            self.admitted = False
-            self.server.connections -= 1
-            self.server.budget.release(self)
 
     def data_received(self, data: bytes) -> None:
         pass  # agent-send or garbage: nothing here changes the answer

@@ -13,7 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn, cast
 
-from candor_sidecar.config import ConfigError, SidecarConfig, load_config, parse_config
+from candor_sidecar.config import SidecarConfig, load_config, parse_config
+from candor_sidecar.field_error import FieldError
 
 CONFIG_ERROR_EXIT = 2
 DESCRIPTION = ("Run the pod sidecar: /health, HAProxy agent-check, /metrics from the journals, drain and flush on "
@@ -105,7 +106,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "candor sidecar") -> NoR
     try:
         config = build_config(args.config_path, args.state_dir, args.http_port, args.agent_port, args.grace_period,
                               args.control_socket, args.app_ports)
-    except ConfigError as error:
+    except FieldError as error:
         print(f"candor sidecar: invalid config: {error}", file=sys.stderr)
         sys.exit(CONFIG_ERROR_EXIT)
     import asyncio

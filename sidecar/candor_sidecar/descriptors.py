@@ -41,6 +41,38 @@ class Evictable(Protocol):
         """Close at once: the connection made room for a newer one."""
 
 
+class Listener(Protocol):
+    """A server whose connections share one ConnectionBudget, counting those open."""
+
+    budget: ConnectionBudget
+    connections: int
+
+
+class BudgetedConnection(asyncio.Protocol):
+    """A connection that holds a slot of its listener's budget once `admitted`: whether it closes or is evicted
+    to make room, the slot is given back exactly once. The agent's and the HTTP connections are both this."""
+
+    __slots__ = ("admitted", "server", "transport")
+    server: Listener
+    transport: asyncio.WriteTransport | None
+
+    def __init__(self, server: Listener) -> None:
+        self.server = server
+        self.admitted = False
+        self.transport = None
+
+    def evict(self) -> None:
+        self._release()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _release(self) -> None:
+        if self.admitted:
+            self.admitted = False
+            self.server.connections -= 1
+            self.server.budget.release(self)
+
+
 class ConnectionBudget:
     """One port's open client connections; at `limit`, a new one takes the slot of the oldest evictable one.
 

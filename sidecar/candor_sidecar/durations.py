@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from candor_sidecar.field_error import FieldError
 from candor_sidecar.shown import show
 
 # The OpenAPI `pattern` of every duration field in crds/healthpolicy.yaml is this string (candor_operator.crd).
@@ -20,15 +21,6 @@ _WHOLE = re.compile(DURATION_PATTERN)
 _PART = re.compile(r"([0-9]+)(?:\.([0-9]+))?(us|ms|s|m|h)")
 _NANOS = {"us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
 NANOS_PER_SECOND = 1_000_000_000
-
-
-class DurationError(ValueError):
-    """A duration that cannot be parsed or lies outside its allowed range; names the field."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
 
 
 def seconds_to_nanos(seconds: float) -> int:
@@ -43,10 +35,10 @@ def parse_duration_nanos(value: object, field: str) -> int:
     silently do, because the CRD's CEL and this parser must agree on every value.
     """
     if isinstance(value, bool) or not isinstance(value, str):
-        raise DurationError(field, f"expected a duration such as 500ms, 3s or 2m, got {show(value)}")
+        raise FieldError(field, f"expected a duration such as 500ms, 3s or 2m, got {show(value)}")
     # fullmatch: `$` alone also matches before a final newline, which the API server's RE2 refuses.
     if len(value) > MAX_DURATION_LENGTH or not _WHOLE.fullmatch(value):
-        raise DurationError(
+        raise FieldError(
             field, f"must be a duration such as 500ms, 3s, 2m or 1h30m (units us, ms, s, m, h), got {show(value)}"
         )
     total = 0
@@ -57,7 +49,7 @@ def parse_duration_nanos(value: object, field: str) -> int:
             numerator = int(fraction) * size
             denominator = 10 ** len(fraction)
             if numerator % denominator:
-                raise DurationError(field, f"{value} is finer than a nanosecond")
+                raise FieldError(field, f"{value} is finer than a nanosecond")
             total += numerator // denominator
     return total
 
@@ -66,9 +58,9 @@ def parse_duration(value: object, field: str, *, minimum: float = 0.0, maximum: 
     """Seconds from a duration, checked exactly against [minimum, maximum] (given in seconds)."""
     nanos = parse_duration_nanos(value, field)
     if nanos < seconds_to_nanos(minimum):
-        raise DurationError(field, f"{value} is below the minimum of {format_duration(minimum)}")
+        raise FieldError(field, f"{value} is below the minimum of {format_duration(minimum)}")
     if maximum is not None and nanos > seconds_to_nanos(maximum):
-        raise DurationError(field, f"{value} is above the maximum of {format_duration(maximum)}")
+        raise FieldError(field, f"{value} is above the maximum of {format_duration(maximum)}")
     return nanos / NANOS_PER_SECOND
 
 

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import h11
 
-from candor_sidecar.descriptors import ConnectionBudget
+from candor_sidecar.descriptors import BudgetedConnection, ConnectionBudget
 
 log = logging.getLogger("candor.sidecar.http")
 
@@ -103,21 +103,22 @@ def _request(event: h11.Request, client: Client) -> Request:
                    client)
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(BudgetedConnection):
     """One client connection: an h11 state machine, one deadline timer, at most one request in progress.
 
     A protocol rather than streams: an idle or slow client costs one small object and one timer, so
     thousands of them neither eat memory nor delay the event loop that answers /health and the agent.
     """
 
-    __slots__ = ("_departed", "address", "admitted", "advancing", "body_bytes", "busy", "h11", "left", "limits",
-                 "loop", "paused", "request", "requests", "server", "task", "timer", "transport")
+    __slots__ = ("_departed", "address", "advancing", "body_bytes", "busy", "h11", "left", "limits", "loop", "paused",
+                 "request", "requests", "task", "timer")
+    server: HttpServer
+    transport: asyncio.Transport | None
 
     def __init__(self, server: HttpServer) -> None:
-        self.server = server
+        super().__init__(server)
         self.limits = server.limits
         self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=server.limits.max_header_bytes)
         self.request: Request | None = None  # the request whose head and body are arriving
         self.body_bytes = 0
@@ -125,7 +126,6 @@ class _Connection(asyncio.Protocol):
         self.busy = False  # a handler is running or its response is being written
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
-        self.admitted = False
         self.address = ""
         self.left = False  # the client closed its side, or the connection ended
         self._departed: asyncio.Future[None] | None = None  # made only for a handler that asks
@@ -145,18 +145,7 @@ class _Connection(asyncio.Protocol):
         if self._departed is not None and not self._departed.done():
             self._departed.set_result(None)
 
-    # the budget ----------------------------------------------------------------------------------------
-    def evict(self) -> None:
-        self._release()
-        if self.transport is not None:
-            self.transport.abort()
-
-    def _release(self) -> None:
-        if self.admitted:
-            self.admitted = False
-            self.server.connections -= 1
-            self.server.budget.release(self)
-
+    # the budget (admitting, releasing and evicting: BudgetedConnection) ----------------------------------
     def _evictable(self, yes: bool) -> None:
         if self.admitted:
             self.server.budget.evictable(self, yes)

@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, TypeVar
 
 from candor_sidecar.admin_word import ADMIN_WORDS, read_admin_word, remember_admin_word
 from candor_sidecar.agent import AgentState
-from candor_sidecar.agent_server import AgentPeers, AgentServer
+from candor_sidecar.agent_server import AgentServer
 from candor_sidecar.allocator import single_arena
 from candor_sidecar.checks import Evaluation, evaluate
 from candor_sidecar.config import SidecarConfig
 from candor_sidecar.control import ControlServer
 from candor_sidecar.descriptors import ConnectionBudget, Exhaustion, is_exhaustion, probe_directory
-from candor_sidecar.drain import DrainTimes
-from candor_sidecar.drain_handshake import DrainHandshake
+from candor_sidecar.drain.handshake import DrainHandshake
+from candor_sidecar.drain.state import DrainTimes
 from candor_sidecar.health import CONTENT_TYPE, health_document, select
 from candor_sidecar.http_server import HttpServer, Limits, Request, Response
 from candor_sidecar.load import LoadMeter
@@ -80,12 +80,8 @@ class Sidecar:
         self.http_budget, self.agent_budget = ConnectionBudget.split_open_file_limit(1 << 20)
         self.exhaustion = Exhaustion()
         self.agent_server = AgentServer(self.agent, budget=self.agent_budget)
-        # Who checks /health, by source address: a draining peer that stopped that too has removed the server.
-        self.checkers = AgentPeers()
-        self.handshake = DrainHandshake(
-            self.agent, self.agent_server.peers, self.checkers,
-            DrainTimes(config.drain.agent_interval, config.drain.max_wait, config.grace_period),
-            terminating=lambda: self.terminating)
+        times = DrainTimes(config.drain.agent_interval, config.drain.max_wait, config.grace_period)
+        self.handshake = DrainHandshake(self.agent, self.agent_server.peers, times)
         self.control: ControlServer | None = None
         self.evaluation: Evaluation | None = None
         self.evaluations = 0  # sequence number of self.evaluation: never goes back
@@ -95,13 +91,11 @@ class Sidecar:
         self.load_weight = (LoadWeight(config.load_weight, config.drain.agent_interval / 2)
                             if config.load_weight is not None else None)
         self._health_cache: dict[tuple[str | None, bool, bool], Response] = {}
-        self.terminating = False  # SIGTERM received
         self.fold_done = False
         self.final_scrape = asyncio.Event()
         self.stop_now = asyncio.Event()
         self.terminate = asyncio.Event()
-        # /drain/wait may hold a request up to the grace period (a composed preStop sleep), never longer.
-        limits = Limits(handler_timeout=max(Limits.handler_timeout, config.grace_period + 10.0))
+        limits = Limits(handler_timeout=max(Limits.handler_timeout, times.longest_request))
         self.http = HttpServer(self.handle, limits, options_as_get=is_probe_path, budget=self.http_budget)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="candor-journal")
         self.scrapes = SingleFlight(self._read_snapshot, "candor-scrape")
@@ -207,9 +201,7 @@ class Sidecar:
     def handle(self, request: Request) -> Response | Awaitable[Response]:
         path = request.path.rstrip("/") or "/"
         if path == "/health" or path.startswith("/health/"):
-            if request.peer and "user-agent" not in request.headers:
-                # HAProxy's `option httpchk` sends no User-Agent; the kubelet, curl and browsers do.
-                self.checkers.record(request.peer, time.monotonic())
+            self.handshake.saw_health_request(request)
             return self._health(request, path[len("/health/"):] if path != "/health" else None)
         if path == "/livez":
             return self._livez()
@@ -226,12 +218,12 @@ class Sidecar:
     def _health(self, request: Request, name: str | None) -> Response:
         # Documents change only with an evaluation (or a drain): build each once, serve it many times. A
         # verbose one during a drain says how far the drain got, which changes between evaluations.
-        key = (name, request.flag("verbose"), self.draining)
+        key = (name, request.flag("verbose"), self.handshake.draining)
         cached = self._health_cache.get(key)
         if cached is None:
             cached = self._health_document(name, key[1])
             # /health/<any> must not grow it; a verbose one during a drain is never kept
-            if len(self._health_cache) < 64 and not (key[1] and self.handshake.drain.active):
+            if len(self._health_cache) < 64 and not (key[1] and self.handshake.under_way):
                 self._health_cache[key] = cached
         return cached
 
@@ -243,14 +235,11 @@ class Sidecar:
         if name is not None and not checks:
             known = sorted({check.key for check in evaluation.checks})
             return Response(404, f"unknown check {name!r}; known: {', '.join(known)}\n".encode())
-        notes = []
-        if self.terminating:
-            notes.append("sidecar terminating: the agent answers drain")
-        elif self.draining:
-            notes.append("pod terminating (preStop): the agent answers drain")
+        drain_note = self.handshake.state_note()
+        notes = [] if drain_note is None else [drain_note]
         if evaluation.maintenance:
             notes.append("maintenance annotation set: the agent answers maint")
-        if verbose and self.handshake.drain.active:
+        if verbose and self.handshake.under_way:
             notes.append(self.handshake.note())
         status, body = health_document(evaluation, checks, verbose, notes)
         # A client comparing answers can tell a newer evaluation from an older one by this number.
@@ -274,7 +263,7 @@ class Sidecar:
             reasons += [f"{check.key}: {check.reason or check.output}" for check in evaluation.failing()]
             if evaluation.maintenance:
                 reasons.append("maintenance annotation set")
-        if self.draining:
+        if self.handshake.draining:
             reasons.append("terminating")
         if reasons:
             return Response(503, ("not ready: " + "; ".join(reasons) + "\n").encode())
@@ -297,8 +286,8 @@ class Sidecar:
         accept = request.headers.get("accept", "")
         rendered = flight.rendered.get(accept)
         if rendered is None:
-            facts = SidecarFacts(self.evaluation, self.agent.weight_percent(), self.agent.word(), self.draining,
-                                 self.agent_server.answers, self.exhaustion.count,
+            facts = SidecarFacts(self.evaluation, self.agent.weight_percent(), self.agent.word(),
+                                 self.handshake.draining, self.agent_server.answers, self.exhaustion.count,
                                  self.http_budget.refused + self.agent_budget.refused,
                                  self.http_budget.evicted + self.agent_budget.evicted, self.agent.weight_reason())
             rendered = render_metrics(snapshot, facts, accept, list(self.handshake.families()))
@@ -307,20 +296,13 @@ class Sidecar:
         body, content_type = rendered
         return Response(200, body, content_type, after_sent=self.final_scrape.set if after_fold else None)
 
-    # drain --------------------------------------------------------------------------------------------
-    @property
-    def draining(self) -> bool:
-        """The agent answers `drain`: begun by the preStop hook, or by SIGTERM."""
-        return self.agent.draining
-
     # lifecycle ----------------------------------------------------------------------------------------
     def _on_signal(self) -> None:
-        if self.terminating:
+        if self.handshake.terminating:
             log.warning("second termination signal: exiting at once")
             self.stop_now.set()
             return
         log.info("termination signal: agent answers drain, folding journals")
-        self.terminating = True
         self.handshake.on_sigterm()
         self.terminate.set()
 

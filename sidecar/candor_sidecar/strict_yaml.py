@@ -4,7 +4,7 @@ PyYAML's safe loader still expands aliases without limit (a "billion laughs" fil
 bytes becomes gigabytes), composes nesting by recursion (20,000 `[` raise RecursionError), keeps
 the last of two equal keys without a word, and reads whatever bytes it is given. A config needs none
 of that, so this reader refuses aliases, nesting deeper than MAX_DEPTH, duplicate keys, files over
-MAX_BYTES and bytes that are not UTF-8, each as a YamlError naming the key path where it happened.
+MAX_BYTES and bytes that are not UTF-8, each as a FieldError naming the key path where it happened.
 """
 
 from __future__ import annotations
@@ -16,17 +16,10 @@ import yaml
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode
 
+from candor_sidecar.field_error import FieldError
+
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 32
-
-
-class YamlError(ValueError):
-    """Unreadable or refused YAML; `field` is the dotted key path (or the file), `problem` says why."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
 
 
 def _key_text(index: object) -> str | None:
@@ -54,12 +47,12 @@ class _StrictLoader(yaml.SafeLoader):
         """Construct as SafeLoader does; a value it refuses (a tag, a huge integer) names its key."""
         try:
             return super().construct_object(node, deep)
-        except YamlError:
+        except FieldError:
             raise
         except (yaml.YAMLError, ValueError, TypeError) as error:
             problem = getattr(error, "problem", None) or str(error)
             where = self._node_paths.get(id(node), self._source)
-            raise YamlError(where, f"unreadable value: {problem[:120]}") from None
+            raise FieldError(where, f"unreadable value: {problem[:120]}") from None
 
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
         name = _key_text(index)
@@ -67,9 +60,9 @@ class _StrictLoader(yaml.SafeLoader):
             self._path.append(name)
         try:
             if self.check_event(AliasEvent):
-                raise YamlError(self.where(), "YAML aliases (*name) are not allowed in a config")
+                raise FieldError(self.where(), "YAML aliases (*name) are not allowed in a config")
             if len(self._path) > MAX_DEPTH:
-                raise YamlError(self.where(), f"nested deeper than {MAX_DEPTH} levels")
+                raise FieldError(self.where(), f"nested deeper than {MAX_DEPTH} levels")
             node = super().compose_node(parent, index)
             self._node_paths[id(node)] = self.where()
             if isinstance(node, MappingNode):
@@ -88,36 +81,36 @@ class _StrictLoader(yaml.SafeLoader):
                     self._path.append(str(key.value)[:60])
                     where = self.where()
                     self._path.pop()
-                    raise YamlError(where, "duplicate key (each key may appear once)")
+                    raise FieldError(where, "duplicate key (each key may appear once)")
                 seen.add(identity)
 
 
 def parse_yaml(text: str, source: str = "(top level)") -> Any:
-    """One YAML document from text, or YamlError; a syntax error names `source` and the line."""
+    """One YAML document from text, or FieldError; a syntax error names `source` and the line."""
     try:
         loader = _StrictLoader(text, source)
     except yaml.YAMLError as error:  # the reader refuses control characters up front
-        raise YamlError(source, f"not valid YAML: {error}") from None
+        raise FieldError(source, f"not valid YAML: {error}") from None
     try:
         return loader.get_single_data()
     except yaml.YAMLError as error:
-        raise YamlError(source, f"not valid YAML: {error}") from None
+        raise FieldError(source, f"not valid YAML: {error}") from None
     finally:
         loader.dispose()
 
 
 def load_yaml_file(path: str | os.PathLike[str]) -> Any:
-    """Read and parse a YAML file of at most MAX_BYTES of UTF-8, or YamlError naming the file or key."""
+    """Read and parse a YAML file of at most MAX_BYTES of UTF-8, or FieldError naming the file or key."""
     name = os.fspath(path)
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_BYTES + 1)
     except OSError as error:
-        raise YamlError(name, f"cannot read the config file: {error.strerror}") from None
+        raise FieldError(name, f"cannot read the config file: {error.strerror}") from None
     if len(data) > MAX_BYTES:
-        raise YamlError(name, f"the file is larger than {MAX_BYTES // 1024} KiB; a config is a few hundred bytes")
+        raise FieldError(name, f"the file is larger than {MAX_BYTES // 1024} KiB; a config is a few hundred bytes")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise YamlError(name, f"not UTF-8 text (invalid byte at offset {error.start})") from None
+        raise FieldError(name, f"not UTF-8 text (invalid byte at offset {error.start})") from None
     return parse_yaml(text, name)

@@ -27,8 +27,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from candor_demo.haproxy_process import HAProxyProcess
 from candor_sidecar.admin_word import FILE_NAME
-from candor_sidecar.drain import START_WAIT
-from candor_sidecar.held_waits import PER_ADDRESS, TOTAL
+from candor_sidecar.drain.held_waits import PER_ADDRESS, TOTAL
+from candor_sidecar.drain.state import START_WAIT
 from tests.support.ports import free_port
 from tests.support.sidecar_process import ROOT, AppProcess, SidecarProcess
 from tests.support.waiting import wait_until

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from candor_sidecar.durations import DurationError, format_duration, parse_duration, parse_duration_nanos
+from candor_sidecar.durations import format_duration, parse_duration, parse_duration_nanos
+from candor_sidecar.field_error import FieldError
 
 
 @pytest.mark.parametrize(
@@ -15,15 +16,15 @@ def test_kubernetes_and_haproxy_forms_parse(text: str, seconds: float) -> None:
 
 @pytest.mark.parametrize("bad", ["", "10", "3 s", "-1s", "1x", "s", 10, None, True])
 def test_bad_durations_name_the_field(bad: object) -> None:
-    with pytest.raises(DurationError) as error:
+    with pytest.raises(FieldError) as error:
         parse_duration(bad, "deadlock.heartbeatTimeout")
     assert str(error.value).startswith("deadlock.heartbeatTimeout: ")
 
 
 def test_range_is_enforced_with_the_limit_in_the_message() -> None:
-    with pytest.raises(DurationError, match=r"evaluationInterval: 10ms is below the minimum of 100ms"):
+    with pytest.raises(FieldError, match=r"evaluationInterval: 10ms is below the minimum of 100ms"):
         parse_duration("10ms", "evaluationInterval", minimum=0.1)
-    with pytest.raises(DurationError, match="above the maximum of 1h"):
+    with pytest.raises(FieldError, match="above the maximum of 1h"):
         parse_duration("2h", "slowStart", maximum=3600)
 
 
@@ -49,16 +50,16 @@ def test_a_value_at_the_minimum_is_accepted_in_every_unit(text: str) -> None:
 
 @pytest.mark.parametrize("text", ["99999us", "0.0999999s"])
 def test_just_below_the_minimum_is_refused(text: str) -> None:
-    with pytest.raises(DurationError, match="below the minimum of 100ms"):
+    with pytest.raises(FieldError, match="below the minimum of 100ms"):
         parse_duration(text, "httpCheck.interval", minimum=0.1)
 
 
 def test_a_fraction_finer_than_a_nanosecond_is_refused_not_rounded() -> None:
-    with pytest.raises(DurationError, match="finer than a nanosecond"):
+    with pytest.raises(FieldError, match="finer than a nanosecond"):
         parse_duration_nanos("0.0000000001s", "slowStart")
 
 
 def test_a_huge_value_is_refused_with_a_bounded_message() -> None:
-    with pytest.raises(DurationError) as raised:
+    with pytest.raises(FieldError) as raised:
         parse_duration("9" * 100_000 + "s", "slowStart")
     assert len(str(raised.value)) < 200

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from candor_operator.labels import SelectorError, policy_targets_service, selector_matches
+from candor_operator.labels import policy_targets_service, selector_matches
+from candor_sidecar.field_error import FieldError
 
 SELECTOR: dict[str, Any] = {
     "matchLabels": {"app": "resizer"},
@@ -41,7 +42,7 @@ def test_pods_and_services_match_the_same_way(labels: dict[str, str], expected: 
 
 def test_a_bad_expression_names_its_field() -> None:
     bad = {"matchExpressions": [{"key": "tier", "operator": "In", "values": []}]}
-    with pytest.raises(SelectorError, match=r"spec\.selector\.matchExpressions\[0\]\.values"):
+    with pytest.raises(FieldError, match=r"spec\.selector\.matchExpressions\[0\]\.values"):
         selector_matches(bad, {"tier": "web"})
     assert not policy_targets_service({"selector": bad}, {"metadata": {"name": "x"}, "spec": {"selector": {"a": "b"}}})
 

@@ -34,6 +34,7 @@ from candor_operator.policy_fields import (
 )
 from candor_operator.policy_model import HealthPolicy, Selector
 from candor_sidecar.durations import DURATION_PATTERN, parse_duration
+from candor_sidecar.field_error import FieldError
 from tests.support.policy_cases import FULL_SPEC
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,7 +120,7 @@ def test_a_new_field_reaches_the_crd_and_the_parser_from_its_one_declaration() -
         {"rule": "duration(self) >= duration('100ms') && duration(self) <= duration('1m')",
          "message": "probe.pause must be between 100ms and 1m"}]
     assert model._section(_Probe, None, "spec.probe") == _Probe(retries=3, pause=1.0)
-    with pytest.raises(model.PolicyError) as error:
+    with pytest.raises(FieldError) as error:
         model._section(_Probe, {"retries": 11}, "spec.probe")
     assert str(error.value) == "spec.probe.retries: must be an integer from 1 to 10, got int 11"
 

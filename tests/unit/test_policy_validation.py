@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from candor_operator.policy import HealthPolicy, PolicyError, parse_policy
+from candor_operator.policy import HealthPolicy, parse_policy
+from candor_sidecar.field_error import FieldError
 from tests.support.policy_cases import FULL_SPEC, INVALID_POLICIES, valid_spec
 
 
@@ -51,7 +52,7 @@ def test_the_model_is_frozen() -> None:
     ("spec", "field"), [pytest.param(spec, field, id=case) for case, spec, field in INVALID_POLICIES]
 )
 def test_invalid_policy_is_refused_naming_the_field(spec: dict[str, Any], field: str) -> None:
-    with pytest.raises(PolicyError) as error:
+    with pytest.raises(FieldError) as error:
         parse_policy(spec)
     assert error.value.field == field
     assert str(error.value).startswith(f"{field}: ")
@@ -73,22 +74,22 @@ def test_there_are_at_least_twenty_kinds_of_invalid_policy() -> None:
     ],
 )
 def test_errors_state_the_allowed_range(spec: dict[str, Any], fragment: str) -> None:
-    with pytest.raises(PolicyError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(FieldError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         parse_policy(spec)
 
 
 def test_unknown_fields_are_named_with_the_allowed_ones() -> None:
-    with pytest.raises(PolicyError) as error:
+    with pytest.raises(FieldError) as error:
         parse_policy(valid_spec(slowstart="30s"))
     assert error.value.field == "spec.slowstart"
     assert "slowStart" in error.value.problem
-    with pytest.raises(PolicyError) as nested:
+    with pytest.raises(FieldError) as nested:
         parse_policy(valid_spec(httpCheck={"intervall": "2s"}))
     assert nested.value.field == "spec.httpCheck.intervall"
 
 
 def test_a_section_of_the_wrong_type_is_named() -> None:
-    with pytest.raises(PolicyError) as error:
+    with pytest.raises(FieldError) as error:
         parse_policy(valid_spec(httpCheck="fast"))
     assert error.value.field == "spec.httpCheck"
 
@@ -111,6 +112,6 @@ def test_go_duration_forms_are_accepted() -> None:
 
 
 def test_the_prefix_names_where_the_spec_came_from() -> None:
-    with pytest.raises(PolicyError) as error:
+    with pytest.raises(FieldError) as error:
         parse_policy(valid_spec(maxConn=0), field="policy.yaml: shop/demo: spec")
     assert error.value.field == "policy.yaml: shop/demo: spec.maxConn"

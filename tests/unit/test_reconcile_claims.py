@@ -8,7 +8,7 @@ import pytest
 
 from candor_operator import status
 from candor_operator.claims import PolicyView, decide
-from candor_operator.labels import SelectorError, policy_targets_service, selector_matches, selector_to_query
+from candor_operator.labels import policy_targets_service, selector_matches, selector_to_query
 from candor_operator.ownership import annotation_patch
 from candor_operator.rollout import (
     HealPacer,
@@ -20,6 +20,7 @@ from candor_operator.rollout import (
     wanted_hash,
 )
 from candor_operator.summary import configmap_body, summarize
+from candor_sidecar.field_error import FieldError
 from tests.support.policy_cases import FULL_SPEC, valid_spec
 
 ANNOTATIONS = {"haproxy.org/check": "true"}
@@ -86,7 +87,7 @@ def test_selector_expressions_follow_kubernetes_semantics() -> None:
     assert not selector_matches(selector, {"app": "web", "tier": "api", "canary": "1"})
     assert not selector_matches(selector, {"app": "web", "tier": "db"})
     assert selector_to_query(selector) == "app=web,tier in (api,front),!canary,zone notin (b),app"
-    with pytest.raises(SelectorError, match=r"matchExpressions\[0\]\.operator"):
+    with pytest.raises(FieldError, match=r"matchExpressions\[0\]\.operator"):
         selector_matches({"matchExpressions": [{"key": "a", "operator": "Like"}]}, {})
 
 

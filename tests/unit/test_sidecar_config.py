@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from candor_sidecar.config import ConfigError, DrainConfig, SidecarConfig, load_config, parse_config
+from candor_sidecar.config import DrainConfig, SidecarConfig, load_config, parse_config
+from candor_sidecar.field_error import FieldError
 
 EXAMPLE = """
 stateDir: /var/run/candor
@@ -48,9 +49,9 @@ def test_cli_flags_override_the_file() -> None:
     assert (config.state_dir, config.http.port, config.agent.port) == ("/tmp/x", 2000, 3000)
     config = config.with_overrides(grace_period=45, control_socket="/run/x/sidecar.sock")
     assert (config.grace_period, config.control_socket) == (45.0, "/run/x/sidecar.sock")
-    with pytest.raises(ConfigError, match="--termination-grace-period"):
+    with pytest.raises(FieldError, match="--termination-grace-period"):
         config.with_overrides(grace_period=-1)
-    with pytest.raises(ConfigError, match="--control-socket"):
+    with pytest.raises(FieldError, match="--control-socket"):
         config.with_overrides(control_socket="relative.sock")
 
 
@@ -92,18 +93,18 @@ BAD = [
 
 @pytest.mark.parametrize(("data", "field", "problem"), BAD, ids=[case[1] for case in BAD])
 def test_each_bad_value_is_refused_naming_the_key_and_what_is_allowed(data: object, field: str, problem: str) -> None:
-    with pytest.raises(ConfigError) as raised:
+    with pytest.raises(FieldError) as raised:
         parse_config(data)
     assert raised.value.field == field
     assert problem in raised.value.problem
 
 
 def test_unreadable_and_non_yaml_files_are_config_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(FieldError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("http: {port: [\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(FieldError, match="not valid YAML"):
         load_config(bad)
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from candor_sidecar.config import ConfigError, load_config
+from candor_sidecar.config import load_config
+from candor_sidecar.field_error import FieldError
 from candor_sidecar.strict_yaml import MAX_BYTES
 
 
@@ -63,7 +64,7 @@ def test_hostile_file_is_a_config_error_naming_the_key(tmp_path: Path, name: str
                                                        field: str | None) -> None:
     path = tmp_path / "sidecar.yaml"
     path.write_bytes(data)
-    with pytest.raises(ConfigError) as raised:
+    with pytest.raises(FieldError) as raised:
         load_config(path)
     assert raised.value.field.startswith(field if field is not None else str(path)), raised.value
     assert len(str(raised.value)) < 400, "the message must not repr an unbounded value"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from candor_sidecar.agent_server import AgentPeers
-from candor_sidecar.drain import Drain, DrainEnd, DrainTally, DrainTimes
+from candor_sidecar.drain.state import Drain, DrainEnd, DrainTally, DrainTimes
 
 TIMES = DrainTimes(poll_interval=2.0, max_wait=10.0, grace_period=30.0)  # window: 2 x 2 s + 1 s = 5 s
 

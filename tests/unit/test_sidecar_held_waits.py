@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from candor_sidecar.held_waits import HeldWaits
+from candor_sidecar.drain.held_waits import HeldWaits
 
 
 def test_waits_are_capped_per_address_and_in_all() -> None:

@@ -9,7 +9,8 @@ import pytest
 
 from candor_sidecar.agent import AgentState
 from candor_sidecar.checks import PASS, WARN, Evaluation, cpu_check, weight_check
-from candor_sidecar.config import ConfigError, LoadWeightConfig, SidecarConfig, parse_config
+from candor_sidecar.config import LoadWeightConfig, SidecarConfig, parse_config
+from candor_sidecar.field_error import FieldError
 from candor_sidecar.load import Figure, LoadMeter, LoadReading, busy_occupancy, cpu_detail, occupancy
 from candor_sidecar.load_weight import LoadWeight, load_factor
 from candor_sidecar.metrics import SidecarFacts, render_metrics
@@ -293,6 +294,6 @@ def test_the_sidecar_config_reads_load_weights_off_by_default() -> None:
     for bad, key in (({"from": []}, "loadWeight.from"), ({"from": ["disk"]}, "loadWeight.from"),
                      ({"targetPercent": 100}, "loadWeight.targetPercent"), ({"minPercent": 0}, "loadWeight.minPercent"),
                      ({"speed": 1}, "loadWeight.speed")):
-        with pytest.raises(ConfigError) as error:
+        with pytest.raises(FieldError) as error:
             parse_config({"loadWeight": bad})
         assert error.value.field == key

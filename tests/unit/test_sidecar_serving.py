@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from candor_sidecar.cli import build_config
-from candor_sidecar.config import ConfigError
+from candor_sidecar.field_error import FieldError
 from candor_sidecar.serving import KEY, pod_addresses, serving_checks
 
 
@@ -56,6 +56,6 @@ def test_an_app_bound_to_the_pod_address_only_is_found_there(listener: socket.so
 def test_app_ports_come_from_the_command_line_deduplicated_and_checked() -> None:
     assert build_config(None, None, None, None, app_ports=[8080, 8443, 8080]).app_ports == (8080, 8443)
     assert build_config(None, None, None, None).app_ports == ()
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(FieldError) as error:
         build_config(None, None, None, None, app_ports=[0])
     assert error.value.field == "--app-port"

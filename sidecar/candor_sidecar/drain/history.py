@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from candor_sidecar.drain import DrainTally
+from candor_sidecar.drain.state import DrainTally
 from candor_sidecar.exposition import Family
 
 # Seconds: a drain normally takes about one agent poll interval (default 2 s), never more than maxWait.

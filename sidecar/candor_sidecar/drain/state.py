@@ -1,19 +1,5 @@
-"""The drain before termination: the agent says `drain` before the app is told to stop, until HAProxy heard it.
-
-The pod's termination runs every container's preStop hook at once. The sidecar's own hook
-(`candor sidecar drain`, over the control socket) begins the drain; each app container's hook is an HTTP
-GET of `/drain/wait`, which only waits: it returns once the drain has begun and every load balancer that
-was polling this agent has heard `drain` since, and the kubelet sends the app SIGTERM only then.
-
-Who counts as a load balancer still to be told: every source address that polled the agent within
-`window` (two poll intervals and a second). One that stops polling for that long has taken the server out
-of its checks (MAINT, or the server removed): it sends no new requests either, so it is not waited for.
-So a wait normally ends after one poll interval, and never after more than `max_wait`.
-
-A drain begun without a termination behind it (a hand-run `candor sidecar drain`) lifts itself after
-`lift_after`: the agent says `ready` again, as after maintenance.
-
-How each peer's wait ended (DrainEnd), true whatever the ingress controller does:
+"""Where a drain stands: whether it has begun and since when, and how the wait for each load balancer that
+was polling the agent ended (DrainEnd), true whatever the ingress controller does:
 - HEARD: it read `drain` from the agent after the drain began (a controller that keeps the server until
   HAProxy's agent says so; haproxy-ingress, sometimes).
 - REMOVED: it stopped both polling the agent and checking `/health` (its last check came no later than
@@ -23,8 +9,9 @@ How each peer's wait ended (DrainEnd), true whatever the ingress controller does
 - SILENT: it stopped polling the agent but was still seen checking `/health` where a poll was due, or was
   never seen checking it: it may still route here (its agent check disabled?), and it was not told.
 - TIMED_OUT: still polling, not yet told, when the wait gave up (drain.maxWait, or the grace period's end).
-"""
 
+Pure bookkeeping on a clock (no event loop), so every case is tested with a fake one.
+"""
 from __future__ import annotations
 
 import time
@@ -61,6 +48,12 @@ class DrainTimes:
     @property
     def lift_after(self) -> float:
         return self.grace_period + max(LIFT_MARGIN, self.grace_period / 4)
+
+    @property
+    def longest_request(self) -> float:
+        """How long the HTTP server must let a /drain/wait run: a composed preStop sleep (`atLeast`) is cut to
+        the grace period, with a margin for the drain's own wait."""
+        return self.grace_period + 10.0
 
 
 @dataclass(frozen=True)

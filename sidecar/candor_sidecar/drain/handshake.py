@@ -1,6 +1,7 @@
 """The sidecar's side of the drain handshake: it begins a drain (the preStop hook, or SIGTERM), lifts one
 that no termination followed, holds each app container's `/drain/wait` until every load balancer polling the
-agent has heard it or stopped polling, and counts and times each drain for /metrics.
+agent has heard it or stopped polling, tells load balancers' `/health` checks from other requests, says where
+a drain stands in /health, and counts and times each drain for /metrics.
 
 Lives on the sidecar's event loop, like the agent it tells to answer `drain`.
 """
@@ -10,36 +11,55 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from candor_sidecar.agent import AgentState
 from candor_sidecar.agent_server import AgentPeers
-from candor_sidecar.drain import START_WAIT, Drain, DrainTimes
-from candor_sidecar.drain_metrics import DrainHistory
+from candor_sidecar.drain.held_waits import HeldWaits
+from candor_sidecar.drain.history import DrainHistory
+from candor_sidecar.drain.state import START_WAIT, Drain, DrainTimes
 from candor_sidecar.exposition import Family
 from candor_sidecar.health import iso_time
-from candor_sidecar.held_waits import HeldWaits
 from candor_sidecar.http_server import Request, Response
 
 log = logging.getLogger("candor.sidecar")
 
 
 class DrainHandshake:
-    def __init__(self, agent: AgentState, peers: AgentPeers, checkers: AgentPeers, times: DrainTimes,
-                 terminating: Callable[[], bool]) -> None:
+    """`peers`: the agent's pollers, by source address (kept by the agent server)."""
+
+    def __init__(self, agent: AgentState, peers: AgentPeers, times: DrainTimes) -> None:
         self.agent = agent
-        # `checkers`: who checks /health, by address: a draining peer that stopped that too removed the server.
-        self.drain = Drain(peers, times, checkers=checkers)
+        # Who checks /health, by address: a draining peer that stopped that too has removed the server.
+        self.checkers = AgentPeers()
+        self.drain = Drain(peers, times, checkers=self.checkers)
         peers.on_heard(self.news)
-        self._terminating = terminating  # SIGTERM received: a drain then never lifts
+        self.terminating = False  # the sidecar's own SIGTERM received: a drain then never lifts
         self._changed: asyncio.Future[None] | None = None
         self.held_waits = HeldWaits()
         self.history = DrainHistory()
         self._following: asyncio.Task[None] | None = None
         self._lift_timer: asyncio.TimerHandle | None = None
 
+    @property
+    def draining(self) -> bool:
+        """The agent answers `drain`: begun by the preStop hook, or by SIGTERM."""
+        return self.agent.draining
+
+    @property
+    def under_way(self) -> bool:
+        """A drain has begun (and not lifted): /health?verbose then says how far it got."""
+        return self.drain.active
+
+    def saw_health_request(self, request: Request) -> None:
+        """A `/health` request: a load balancer's check counts its source address as still checking."""
+        if request.peer and "user-agent" not in request.headers:
+            # HAProxy's `option httpchk` sends no User-Agent; the kubelet, curl and browsers do.
+            self.checkers.record(request.peer, time.monotonic())
+
     def on_sigterm(self) -> None:
         """The sidecar's own SIGTERM: drain (if the preStop hook has not), and never lift it."""
+        self.terminating = True
         if self._lift_timer is not None:
             self._lift_timer.cancel()
             self._lift_timer = None
@@ -93,7 +113,7 @@ class DrainHandshake:
 
     def control(self) -> str:
         """`candor sidecar drain`: only a process in the sidecar container reaches it (see control)."""
-        if self._terminating():
+        if self.terminating:
             return "draining: the sidecar is terminating"
         if not self.begin("preStop"):
             assert self.drain.began_at is not None
@@ -106,7 +126,7 @@ class DrainHandshake:
 
     def _lift(self) -> None:
         self._lift_timer = None
-        if self._terminating():
+        if self.terminating:
             return
         log.warning("drain lifted: no termination followed within %.0fs; the agent answers ready again",
                     self.drain.times.lift_after)
@@ -177,6 +197,14 @@ class DrainHandshake:
         elif outcome == "no-drain":
             text += f" within {min(START_WAIT, times.wait_bound):g}s: not waiting"
         return outcome, text
+
+    def state_note(self) -> str | None:
+        """Why the agent answers `drain`, for /health (None: it does not)."""
+        if self.terminating:
+            return "sidecar terminating: the agent answers drain"
+        if self.draining:
+            return "pod terminating (preStop): the agent answers drain"
+        return None
 
     def note(self) -> str:
         """Where the drain under way stands, for a human reading /health?verbose."""
