@@ -25,7 +25,7 @@ TRACER_PIN = re.compile(r"\bcandor-tracer(?:\[[a-z]+\])?==([0-9][^\s\"']*)")
 
 
 def test_the_tracer_wheel_has_candors_version() -> None:
-    with (ROOT / "sidecar" / "pyproject.toml").open("rb") as file:
+    with (ROOT / "tracer" / "pyproject.toml").open("rb") as file:
         assert tomllib.load(file)["project"]["version"] == VERSION
 
 
