@@ -1,5 +1,6 @@
 """The sidecar's run-time imports stay light: prometheus_client (with the http.server, urllib and ssl
-it loads) and OpenSSL are never imported by the modules a running sidecar uses."""
+it loads), OpenSSL and importlib.metadata (with email and zipfile) are never imported by the modules a
+running sidecar uses."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import candor_sidecar.service, candor_sidecar.metrics, candor_sidecar.logs
 from candor_tracer.journal.reader import read_totals, read_writers
 hashlib.sha256(b"still works, from the built-in implementation")
 print(json.dumps(sorted(name for name in ("prometheus_client", "http.server", "urllib.request", "wsgiref", "click",
-                                          "ssl", "_hashlib", "_ssl") if sys.modules.get(name) is not None)))
+                                          "ssl", "_hashlib", "_ssl", "importlib.metadata", "email", "zipfile")
+                        if sys.modules.get(name) is not None)))
 """
 
 
