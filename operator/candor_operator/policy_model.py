@@ -28,6 +28,7 @@ from candor_operator.policy_fields import (
     text,
     text_list,
 )
+from candor_tracer.pod_contract import DEFAULT_AGENT_PORT, DEFAULT_HTTP_PORT
 
 # No spaces, quotes, `#` or `$`: the path lands verbatim in an HAProxy `option httpchk` line.
 HTTP_PATH = Text(r"^/[A-Za-z0-9._~!&()*+,;=:@%/?-]*$", 1024,
@@ -82,7 +83,7 @@ class Ingress:
 @dataclass(frozen=True)
 class HttpCheck:
     path: str = text("/health", HTTP_PATH)
-    port: int = integer(9898, 1, 65535)
+    port: int = integer(DEFAULT_HTTP_PORT, 1, 65535)
     interval: float = duration("2s", "100ms", "1h")
     timeout: float | None = duration(None, "10ms", "1h", "HAProxy's `timeout check`; default the interval.")
     rise: int = integer(2, 1, 100)
@@ -113,7 +114,7 @@ class LoadWeight:
 
 @dataclass(frozen=True)
 class AgentCheck:
-    port: int = integer(9999, 1, 65535)
+    port: int = integer(DEFAULT_AGENT_PORT, 1, 65535)
     interval: float = duration("2s", "100ms", "1h")
     weight: LoadWeight | None = section(
         LoadWeight, "Weigh each pod by its load (off when absent): a starved or saturated pod gets less traffic.",

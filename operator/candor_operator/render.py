@@ -22,10 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from candor_operator.injection import PODINFO_DIR as POD_INFO_DIR
 from candor_operator.policy_model import HealthPolicy
-from candor_sidecar.config import STATE_DIR
 from candor_sidecar.durations import format_duration
+from candor_tracer.pod_contract import PODINFO_DIR, STATE_DIR
 
 HAPROXYTECH = "haproxytech"
 HAPROXY_INGRESS = "haproxy-ingress"
@@ -213,7 +212,7 @@ def render_sidecar_config(policy: HealthPolicy) -> dict[str, Any]:
     """The sidecar's YAML config, validated by the sidecar's own parser (candor_sidecar.config.parse_config)."""
     config: dict[str, Any] = {
         "stateDir": STATE_DIR,
-        "podInfoDir": POD_INFO_DIR,
+        "podInfoDir": PODINFO_DIR,
         "http": {"port": policy.http_check.port},
         "agent": {"port": policy.agent_check.port},
         "memory": {"maxPercent": policy.memory.max_percent},

@@ -16,11 +16,8 @@ from typing import Any, TypeVar
 from candor_sidecar.durations import DurationError, format_duration, parse_duration
 from candor_sidecar.shown import show
 from candor_sidecar.strict_yaml import YamlError, load_yaml_file
+from candor_tracer.pod_contract import DEFAULT_AGENT_PORT, DEFAULT_HTTP_PORT, PODINFO_DIR, STATE_DIR
 
-DEFAULT_HTTP_PORT = 9898
-DEFAULT_AGENT_PORT = 9999
-# Where the tracer's journals live in a pod: the shared volume's mount point in every container.
-STATE_DIR = "/var/run/candor"
 T = TypeVar("T")
 
 
@@ -83,7 +80,7 @@ class DeadlockConfig:
 @dataclass(frozen=True)
 class SidecarConfig:
     state_dir: str = STATE_DIR
-    pod_info_dir: str | None = "/etc/podinfo"
+    pod_info_dir: str | None = PODINFO_DIR
     http: ListenConfig = field(default_factory=lambda: ListenConfig(DEFAULT_HTTP_PORT))
     agent: ListenConfig = field(default_factory=lambda: ListenConfig(DEFAULT_AGENT_PORT))
     memory: MemoryConfig = field(default_factory=MemoryConfig)

@@ -10,9 +10,10 @@ import sys
 
 SCRIPT = """
 import json, sys
-from candor_sidecar.cli import _without_openssl
-_without_openssl()
+from candor_sidecar.no_openssl import keep_openssl_out
+keep_openssl_out()
 import asyncio, hashlib
+import candor_sidecar.cli
 import candor_sidecar.service, candor_sidecar.metrics, candor_sidecar.logs
 from candor_tracer.journal.reader import read_totals, read_writers
 hashlib.sha256(b"still works, from the built-in implementation")
@@ -32,9 +33,3 @@ def test_the_tracer_for_apps_still_brings_prometheus_client() -> None:
     script = "import sys\nfrom candor_tracer import trace\nprint('prometheus_client' in sys.modules, callable(trace))"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert result.stdout.split() == ["True", "True"], result.stderr
-
-
-def test_the_command_line_names_the_control_socket_as_the_control_module_does() -> None:
-    from candor_sidecar import cli, control
-
-    assert (cli.SOCKET_ENV, cli.DEFAULT_SOCKET) == (control.SOCKET_ENV, control.DEFAULT_SOCKET)
