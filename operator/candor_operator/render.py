@@ -46,7 +46,7 @@ def controller_notes(policy: HealthPolicy, controller: str | None = None) -> lis
 
 
 # Every key Candor may write, per controller: reconcile removes the ones a new render no longer has.
-MANAGED_ANNOTATIONS: dict[str, tuple[str, ...]] = {
+CONTROLLER_ANNOTATIONS: dict[str, tuple[str, ...]] = {
     HAPROXYTECH: tuple(
         _TECH + key
         for key in ("check", "check-http", "check-interval", "timeout-check", "pod-maxconn", "backend-config-snippet")
@@ -95,8 +95,8 @@ RETRIES = (
 
 def _controller(policy: HealthPolicy, controller: str | None) -> str:
     chosen = controller or policy.ingress.controller
-    if chosen not in MANAGED_ANNOTATIONS:
-        raise ValueError(f"controller: must be one of {', '.join(MANAGED_ANNOTATIONS)}, got {chosen!r}")
+    if chosen not in CONTROLLER_ANNOTATIONS:
+        raise ValueError(f"controller: must be one of {', '.join(CONTROLLER_ANNOTATIONS)}, got {chosen!r}")
     return chosen
 
 
