@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from candor_operator.api_names import INJECT_ANNOTATION, POLICY_ANNOTATION, STATUS_ANNOTATION
 from candor_operator.policy_model import AgentCheck, Drain, Metrics
 from candor_sidecar.release import VERSION
 from candor_tracer.pod_contract import (
@@ -38,9 +39,6 @@ from candor_tracer.pod_contract import (
     STATE_DIR_ENV,
 )
 
-INJECT_ANNOTATION = "candor.io/inject"
-STATUS_ANNOTATION = "candor.io/status"
-POLICY_ANNOTATION = "candor.io/policy"
 INJECTED = "injected"
 SKIPPED = "skipped"  # a governed pod the webhook saw and left without a sidecar (it says why in a warning)
 
