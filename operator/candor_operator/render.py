@@ -17,12 +17,12 @@ Times are written in HAProxy's form (`500ms`, `2s`, `1m`).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from candor_operator.policy_model import HealthPolicy
+from candor_sidecar.config import parse_config
 from candor_sidecar.durations import format_duration
 from candor_tracer.pod_contract import PODINFO_DIR, STATE_DIR
 
@@ -264,5 +264,4 @@ def weight_summary(policy: HealthPolicy) -> str:
 
 def _validate_with_sidecar(config: dict[str, Any]) -> None:
     """The sidecar's own parser must accept what the operator writes (a mismatch is a Candor bug)."""
-    module = importlib.import_module("candor_sidecar.config")
-    module.parse_config(config)
+    parse_config(config)
