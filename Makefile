@@ -6,12 +6,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo demo-quick test lint bench venv system-deps clean k8s-bin cluster crd reference docs
 
-$(STAMP): pyproject.toml sidecar/pyproject.toml
+$(STAMP): pyproject.toml tracer/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# Two distributions of this repository: candor-tracer (sidecar/pyproject.toml, what apps add) and candor,
+	# Two distributions of this repository: candor-tracer (tracer/pyproject.toml, what apps add) and candor,
 	# which depends on it. Installed in one step, so pip takes the tracer from here, never from an index.
-	$(PY) -m pip install -q -e ./sidecar -e '.[dev]'
+	$(PY) -m pip install -q -e ./tracer -e '.[dev]'
 	# prometheus_client's wheel, for the test that installs candor-tracer alone into a clean venv without an
 	# index (tests/integration/test_tracer_wheel.py).
 	$(PY) -m pip download -q --no-deps --only-binary=:all: -d $(VENV)/wheelhouse 'prometheus-client>=0.20'
@@ -67,7 +67,7 @@ docs: venv
 
 lint: venv
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy --strict sidecar/candor_tracer sidecar/candor_sidecar operator/candor_operator demo/candor_demo cli/candor_cli
+	$(VENV)/bin/mypy --strict tracer/candor_tracer sidecar/candor_sidecar operator/candor_operator demo/candor_demo cli/candor_cli
 
 bench: venv system-deps
 	@status=0; for b in bench/*.py; do echo "== $$b"; $(PY) $$b || status=1; done; exit $$status

@@ -24,7 +24,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Summary, generate_latest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "sidecar"))
+sys.path.insert(0, str(ROOT / "tracer"))
 
 from candor_tracer import Tracer  # noqa: E402
 from candor_tracer.journal.reader import read_totals  # noqa: E402
@@ -136,7 +136,7 @@ WRITER = textwrap.dedent("""
 
 def read_cost(state_dir: str, writers: int, inflight: int) -> tuple[float, int]:
     """Median seconds of read_totals() over `writers` live processes with `inflight` traces each."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "sidecar"))
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "tracer"))
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, state_dir, str(inflight)], env=env,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(writers)]
     try:

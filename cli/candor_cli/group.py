@@ -55,6 +55,9 @@ def group() -> None:
 @click.pass_context
 def sidecar_command(ctx: click.Context) -> None:
     """The sidecar reads its own flags (`candor sidecar --help`); candor_cli.main calls it without click."""
+    from candor_sidecar.no_openssl import keep_openssl_out
+
+    keep_openssl_out()  # before any other module of Candor's loads asyncio or hashlib
     from candor_sidecar.cli import main
 
     main(ctx.args)

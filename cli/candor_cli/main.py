@@ -11,6 +11,9 @@ import sys
 
 def main() -> None:
     if sys.argv[1:2] == ["sidecar"]:
+        from candor_sidecar.no_openssl import keep_openssl_out
+
+        keep_openssl_out()  # before any other module of Candor's loads asyncio or hashlib
         from candor_sidecar.cli import main as sidecar
 
         sidecar(sys.argv[2:])

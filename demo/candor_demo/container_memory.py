@@ -13,8 +13,7 @@ import os
 
 from candor_demo.ballast import rss_bytes
 from candor_tracer import MemoryFigures, set_memory_source
-
-MEMORY_LIMIT_ENV = "CANDOR_APP_MEMORY_LIMIT"
+from candor_tracer.pod_contract import APP_MEMORY_LIMIT_ENV
 
 
 def process_memory_source(limit: int) -> MemoryFigures:
@@ -24,14 +23,14 @@ def process_memory_source(limit: int) -> MemoryFigures:
 
 def report_process_memory() -> int | None:
     """Make this process's heartbeats carry its RSS and the env limit; returns the limit (None: unset)."""
-    raw = os.environ.get(MEMORY_LIMIT_ENV)
+    raw = os.environ.get(APP_MEMORY_LIMIT_ENV)
     if not raw:
         return None
     try:
         limit = int(raw)
     except ValueError:
-        raise ValueError(f"{MEMORY_LIMIT_ENV}={raw!r} is not a number of bytes") from None
+        raise ValueError(f"{APP_MEMORY_LIMIT_ENV}={raw!r} is not a number of bytes") from None
     if limit <= 0:
-        raise ValueError(f"{MEMORY_LIMIT_ENV}={raw!r} must be a positive number of bytes")
+        raise ValueError(f"{APP_MEMORY_LIMIT_ENV}={raw!r} must be a positive number of bytes")
     set_memory_source(lambda: process_memory_source(limit))
     return limit

@@ -27,8 +27,8 @@ import yaml
 from candor_demo.cpu_cgroup import CpuCgroup
 from candor_demo.ports import listen_port
 from candor_demo.settings import MEMORY_LIMIT_BYTES, WORKERS_PER_INSTANCE, DemoSettings
-
-MEMORY_LIMIT_ENV = "CANDOR_APP_MEMORY_LIMIT"
+from candor_tracer.modes import HEARTBEAT_ENV
+from candor_tracer.pod_contract import APP_MEMORY_LIMIT_ENV, STATE_DIR_ENV
 
 
 class InstanceError(RuntimeError):
@@ -79,7 +79,7 @@ class Instance:
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         # No CANDOR_APP_MEMORY_LIMIT here: the app's heartbeats carry its limit. With it, a sidecar whose app
         # has not started (or has exited) would sum every process on this host against it.
-        env = {key: value for key, value in os.environ.items() if key != MEMORY_LIMIT_ENV}
+        env = {key: value for key, value in os.environ.items() if key != APP_MEMORY_LIMIT_ENV}
         with self.sidecar_log.open("wb") as log:
             self.sidecar = subprocess.Popen(
                 [sys.executable, "-m", "candor_cli.main", "sidecar", "--config", str(config_path),
@@ -89,9 +89,9 @@ class Instance:
 
     def start_app(self, settings: DemoSettings) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "CANDOR_STATE_DIR": str(self.state_dir),
-               "CANDOR_HEARTBEAT_INTERVAL": str(settings.heartbeat_interval),
-               MEMORY_LIMIT_ENV: str(MEMORY_LIMIT_BYTES)}
+        env = {**os.environ, STATE_DIR_ENV: str(self.state_dir),
+               HEARTBEAT_ENV: str(settings.heartbeat_interval),
+               APP_MEMORY_LIMIT_ENV: str(MEMORY_LIMIT_BYTES)}
         with self.app_log.open("wb") as log:
             args = [sys.executable, "-m", "candor_demo.resizer_app", "--name", self.name,
                     "--workers", str(WORKERS_PER_INSTANCE), "--max-job", str(self.job_max),

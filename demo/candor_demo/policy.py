@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from candor_demo.settings import MEMORY_MAX_PERCENT, DemoSettings
+from candor_operator.api_names import API_VERSION, KIND
 
 BACKEND = "resizer"
 
@@ -41,8 +42,8 @@ def policy_document(settings: DemoSettings, load_weights: bool = True) -> dict[s
     if load_weights:
         agent_check["weight"] = dict(LOAD_WEIGHT)
     return {
-        "apiVersion": "candor.io/v1alpha1",
-        "kind": "HealthPolicy",
+        "apiVersion": API_VERSION,
+        "kind": KIND,
         "metadata": {"name": "resizer", "namespace": "demo"},
         "spec": {
             "selector": {"matchLabels": {"app": "resizer"}},

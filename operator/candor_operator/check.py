@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from candor_operator.api_names import API_VERSION, CRD_NAME, GROUP, INJECT_ANNOTATION, PLURAL
 from candor_operator.check_cluster import Cluster, ClusterError
 from candor_operator.check_pods import agent_answer, why_not_injected
 from candor_operator.claims import targets
 from candor_operator.crd import build_crd
-from candor_operator.injection import INJECT_ANNOTATION
 from candor_operator.labels import selector_to_query
 from candor_operator.ownership import record_of
 from candor_operator.peering import peer_alive, replica_is_active
@@ -35,7 +35,6 @@ from candor_operator.webhook import WEBHOOK_NAME
 from candor_sidecar.release import VERSION
 
 OK, WARN, FAIL = "ok", "warn", "fail"
-CRD_NAME = "healthpolicies.candor.io"
 CRD_PATH = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRD_NAME}"
 OPERATOR_SELECTOR = "app.kubernetes.io/name=candor,app.kubernetes.io/component=operator"
 
@@ -44,7 +43,7 @@ CHECK_RBAC_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "verbs": ["get"]},
     {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
      "verbs": ["list"]},
-    {"apiGroups": ["candor.io"], "resources": ["healthpolicies"], "verbs": ["list"]},
+    {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["list"]},
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["list"]},
     {"apiGroups": [""], "resources": ["services", "pods"], "verbs": ["list"]},
     {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]},
@@ -370,7 +369,7 @@ def run_checks(cluster: Cluster, namespace: str | None = None, peering: str = "c
     raws: list[dict[str, Any]] = []
     if any(f.area == "crd" and "not installed" not in f.message for f in findings):
         try:
-            raws = cluster.items(f"/apis/candor.io/v1alpha1{where}/healthpolicies")
+            raws = cluster.items(f"/apis/{API_VERSION}{where}/{PLURAL}")
         except ClusterError as error:
             findings.append(Finding("policy", namespace or "(all namespaces)", FAIL, f"cannot list: {error}"))
     webhook_created: list[str | None] = [None]

@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from candor_operator.api_names import INJECT_ANNOTATION
 from candor_operator.injection import conflicts, deployment_name_of, inject_requested
 
 
@@ -38,7 +39,7 @@ def why_not_injected(
                else "; then recreate the pod")
     if not asked:
         where = f"Deployment {deployment}" if deployment else "the pod"
-        return f"not opted in: annotate {where} with candor.io/inject: \"true\"" + restart
+        return f"not opted in: annotate {where} with {INJECT_ANNOTATION}: \"true\"" + restart
     if webhook_created is None:
         return "no injection webhook is configured (install the chart with webhook.enabled=true)"
     if created and created < webhook_created:

@@ -10,6 +10,7 @@ from typing import Any
 import click
 import yaml
 
+from candor_operator.api_names import API_VERSION, KIND
 from candor_operator.policy import CONTROLLERS, parse_policy
 from candor_operator.render import (
     controller_notes,
@@ -22,7 +23,6 @@ from candor_operator.render import (
 from candor_sidecar.field_error import FieldError
 from candor_sidecar.release import VERSION
 
-API_VERSION = "candor.io/v1alpha1"
 _OUTPUTS = ("text", "annotations", "backend", "sidecar")
 
 
@@ -30,7 +30,7 @@ def _policies(documents: list[Any], source: str) -> list[tuple[str, Mapping[str,
     """(namespace/name, document) of every HealthPolicy in the file; other kinds are skipped."""
     found: list[tuple[str, Mapping[str, Any]]] = []
     for index, document in enumerate(documents):
-        if not isinstance(document, Mapping) or document.get("kind") != "HealthPolicy":
+        if not isinstance(document, Mapping) or document.get("kind") != KIND:
             continue
         where = f"{source} (document {index + 1})"
         if document.get("apiVersion") != API_VERSION:

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from candor_operator.api_names import CRD_NAME, CRD_VERSION, GROUP, KIND, PLURAL, SINGULAR
 from candor_operator.policy_fields import (
     LABEL_KEY_LENGTHS_PATTERN,
     LABEL_KEY_MAX_LENGTH,
@@ -269,18 +270,18 @@ def build_crd() -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": "healthpolicies.candor.io",
+        "metadata": {"name": CRD_NAME,
                      "labels": {"app.kubernetes.io/name": "candor", "app.kubernetes.io/component": "crd"},
                      # Every team's HealthPolicies go with the CRD: `helm uninstall` (or a reinstall under
                      # another release name) leaves it, `helm upgrade` still applies a changed schema.
                      "annotations": {"helm.sh/resource-policy": "keep"}},
         "spec": {
-            "group": "candor.io",
+            "group": GROUP,
             "scope": "Namespaced",
-            "names": {"kind": "HealthPolicy", "listKind": "HealthPolicyList", "plural": "healthpolicies",
-                      "singular": "healthpolicy", "shortNames": ["hpol"], "categories": ["candor"]},
+            "names": {"kind": KIND, "listKind": f"{KIND}List", "plural": PLURAL,
+                      "singular": SINGULAR, "shortNames": ["hpol"], "categories": ["candor"]},
             "versions": [{
-                "name": "v1alpha1",
+                "name": CRD_VERSION,
                 "served": True,
                 "storage": True,
                 "subresources": {"status": {}},

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import time
 
+from candor_operator.api_names import API_VERSION, PLURAL
 from candor_operator.credentials import connection_info
-from candor_operator.kube import KubeClient
+from candor_operator.kube import KubeClient, path_for
 
-POLICIES = "/apis/candor.io/v1alpha1/healthpolicies"
+POLICIES = path_for(API_VERSION, PLURAL)
 
 
 async def finalize_all(kubeconfig: str | None, timeout: float) -> list[str]:
@@ -22,8 +23,7 @@ async def finalize_all(kubeconfig: str | None, timeout: float) -> list[str]:
     async with KubeClient(lambda: connection_info(kubeconfig)) as client:
         for policy in await client.list_items(POLICIES):
             meta = policy["metadata"]
-            await client.delete(f"/apis/candor.io/v1alpha1/namespaces/{meta['namespace']}/healthpolicies/"
-                                f"{meta['name']}")
+            await client.delete(path_for(API_VERSION, PLURAL, meta["namespace"], meta["name"]))
         deadline = time.monotonic() + timeout
         while True:
             left = [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in await client.list_items(POLICIES)]

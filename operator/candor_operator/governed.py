@@ -22,9 +22,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from candor_operator.injection import INJECT_ANNOTATION, inject_requested
-
-INJECT_LABEL = INJECT_ANNOTATION  # the same key, as a label: what the pod webhook's matchConditions select on
+from candor_operator.api_names import INJECT_ANNOTATION, INJECT_LABEL
+from candor_operator.injection import inject_requested
 
 
 def _says_true(field: str) -> str:

@@ -22,6 +22,7 @@ import aiohttp
 import kopf
 
 from candor_operator import metrics, readiness, rollout, webhook
+from candor_operator.api_names import CRD_VERSION, FINALIZER, GROUP, PLURAL
 from candor_operator.claims import Decision
 from candor_operator.credentials import LoginPacer, connection_info
 from candor_operator.kube import ApiError, KubeClient, path_for
@@ -34,11 +35,10 @@ from candor_operator.ready_window import ensure_min_ready
 from candor_operator.reconcile import reconcile_policy, release_policy
 from candor_operator.services import reconcile_service, slim_service
 from candor_operator.settings import OperatorSettings
-from candor_operator.summary import GROUP, PLURAL, VERSION, PolicySummary, summarize
+from candor_operator.summary import PolicySummary, summarize
 
 logger = logging.getLogger("candor.operator")
 
-FINALIZER = "candor.io/finalizer"
 # kopf's own client opens connections without limit: 500 new policies at once meant hundreds of TLS
 # connections and ~200 MB in one burst. Its long-lived watch streams hold connections too, hence the base.
 # (settings.queueing.worker_limit is no alternative: with indices it deadlocks the initial indexing.)
@@ -77,7 +77,7 @@ class CandorOperator:
             return "not logged in to the API server yet"
         namespace = self.settings.namespaces[0] if self.settings.namespaces else None
         try:
-            await self.client.request("GET", path_for(f"{GROUP}/{VERSION}", PLURAL, namespace),
+            await self.client.request("GET", path_for(f"{GROUP}/{CRD_VERSION}", PLURAL, namespace),
                                       params={"limit": "1"}, timeout=readiness.CHECK_TIMEOUT)
         except ApiError as error:
             return f"listing HealthPolicies: HTTP {error.status}"
@@ -147,9 +147,9 @@ class CandorOperator:
 
     def configure(self, settings: kopf.OperatorSettings) -> None:
         settings.persistence.finalizer = FINALIZER
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="candor.io")
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix="candor.io", key="last-handled-configuration"
+            prefix=GROUP, key="last-handled-configuration"
         )
         settings.posting.level = logging.WARNING  # our own Events say what happened; no "handler succeeded" noise
         settings.posting.reporting_component = "candor-operator"
@@ -312,7 +312,7 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
 
     # Indexers are coroutines: kopf runs plain functions in a thread pool, a hop per event that dominated
     # the initial listing of hundreds of objects.
-    @kopf.index(GROUP, VERSION, PLURAL, id=POLICIES, registry=registry)
+    @kopf.index(GROUP, CRD_VERSION, PLURAL, id=POLICIES, registry=registry)
     async def index_policies(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, PolicySummary]:
         return {namespace or "": summarize(plain(body))}
 
@@ -325,13 +325,13 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
         deployment = rollout.slim_deployment(body)
         return {namespace or "": deployment} if deployment is not None else None
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, id="reconcile", backoff=RETRY_BACKOFF)
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="reconcile", backoff=RETRY_BACKOFF)
-    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, id="reconcile", backoff=RETRY_BACKOFF)
+    @kopf.on.resume(GROUP, CRD_VERSION, PLURAL, registry=registry, id="reconcile", backoff=RETRY_BACKOFF)
+    @kopf.on.create(GROUP, CRD_VERSION, PLURAL, registry=registry, id="reconcile", backoff=RETRY_BACKOFF)
+    @kopf.on.update(GROUP, CRD_VERSION, PLURAL, registry=registry, id="reconcile", backoff=RETRY_BACKOFF)
     async def reconcile(body: kopf.Body, status: Any, patch: kopf.Patch, **kwargs: Any) -> None:
         await operator.reconcile(body, status, patch, indices_of(kwargs))
 
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=resync, initial_delay=resync, registry=registry, id="resync",
+    @kopf.timer(GROUP, CRD_VERSION, PLURAL, interval=resync, initial_delay=resync, registry=registry, id="resync",
                 backoff=RETRY_BACKOFF)
     async def resync_policy(body: kopf.Body, status: Any, patch: kopf.Patch, **kwargs: Any) -> None:
         # A timer runs beside the object's handlers and may see its body from before their status write: a
@@ -341,7 +341,7 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
             return
         await operator.reconcile(body, status, patch, indices_of(kwargs))
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, id="release", backoff=RETRY_BACKOFF)
+    @kopf.on.delete(GROUP, CRD_VERSION, PLURAL, registry=registry, id="release", backoff=RETRY_BACKOFF)
     async def release(body: kopf.Body, **kwargs: Any) -> None:
         await operator.delete(body, indices_of(kwargs))
 

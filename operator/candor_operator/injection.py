@@ -20,14 +20,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from candor_operator.api_names import INJECT_ANNOTATION, POLICY_ANNOTATION, STATUS_ANNOTATION
 from candor_operator.policy_model import AgentCheck, Drain, Metrics
-from candor_sidecar.config import DEFAULT_AGENT_PORT, DEFAULT_HTTP_PORT, STATE_DIR
-from candor_sidecar.control import DEFAULT_SOCKET
 from candor_sidecar.release import VERSION
+from candor_tracer.pod_contract import (
+    APP_MEMORY_LIMIT_ENV,
+    CONTROL_DIR,
+    CONTROL_SOCKET,
+    DEFAULT_AGENT_PORT,
+    DEFAULT_HTTP_PORT,
+    DRAIN_WAIT_PATH,
+    LIVENESS_PATH,
+    POD_IP_ENV,
+    PODINFO_ANNOTATIONS,
+    PODINFO_DIR,
+    SERVING_PATH,
+    STATE_DIR,
+    STATE_DIR_ENV,
+)
 
-INJECT_ANNOTATION = "candor.io/inject"
-STATUS_ANNOTATION = "candor.io/status"
-POLICY_ANNOTATION = "candor.io/policy"
 INJECTED = "injected"
 SKIPPED = "skipped"  # a governed pod the webhook saw and left without a sidecar (it says why in a warning)
 
@@ -36,11 +47,7 @@ STATE_VOLUME = "candor-state"
 PODINFO_VOLUME = "candor-podinfo"
 CONFIG_VOLUME = "candor-config"
 CONTROL_VOLUME = "candor-control"
-CONTROL_DIR = DEFAULT_SOCKET.rsplit("/", 1)[0]  # mounted in the sidecar container only
 DRAIN_COMMAND = ["candor", "sidecar", "drain"]
-DRAIN_WAIT_PATH = "/drain/wait"
-SERVING_PATH = "/health/app"  # the sidecar's readiness path: the app accepts connections on its serving ports
-PODINFO_DIR = "/etc/podinfo"
 CONFIG_DIR = "/etc/candor"
 CONFIG_KEY = "sidecar.yaml"
 
@@ -171,7 +178,7 @@ def _sidecar_container(app_container: str, target: PolicyTarget, settings: Sidec
             "--http-port", str(target.http_port),
             "--agent-port", str(target.agent_port),
             "--termination-grace-period", str(grace),
-            "--control-socket", DEFAULT_SOCKET,
+            "--control-socket", CONTROL_SOCKET,
             *(word for port in app_ports for word in ("--app-port", str(port))),
         ],
         "ports": [
@@ -179,15 +186,15 @@ def _sidecar_container(app_container: str, target: PolicyTarget, settings: Sidec
             {"name": "candor-agent", "containerPort": target.agent_port, "protocol": "TCP"},
         ],
         "env": [
-            {"name": "CANDOR_STATE_DIR", "value": STATE_DIR},
+            {"name": STATE_DIR_ENV, "value": STATE_DIR},
             {
-                "name": "CANDOR_APP_MEMORY_LIMIT",
+                "name": APP_MEMORY_LIMIT_ENV,
                 "valueFrom": {"resourceFieldRef": {"containerName": app_container, "resource": "limits.memory"}},
             },
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
             # Where an app bound to the pod's address only (not 127.0.0.1) is checked (candor_sidecar.serving).
-            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         ],
         "resources": resources,
         "securityContext": {
@@ -205,7 +212,7 @@ def _sidecar_container(app_container: str, target: PolicyTarget, settings: Sidec
             {"name": CONTROL_VOLUME, "mountPath": CONTROL_DIR},
         ],
         "livenessProbe": {
-            "httpGet": {"path": "/livez", "port": target.http_port},
+            "httpGet": {"path": LIVENESS_PATH, "port": target.http_port},
             "periodSeconds": 10,
             "failureThreshold": 3,
         },
@@ -222,7 +229,7 @@ def _volumes(target: PolicyTarget) -> list[dict[str, Any]]:
             "downwardAPI": {
                 "items": [
                     {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
-                    {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}},
+                    {"path": PODINFO_ANNOTATIONS, "fieldRef": {"fieldPath": "metadata.annotations"}},
                 ]
             },
         },
@@ -238,8 +245,8 @@ def _volumes(target: PolicyTarget) -> list[dict[str, Any]]:
 def _with_app_wiring(container: dict[str, Any]) -> dict[str, Any]:
     """An app container sees the shared journal folder and knows where it is (unless it chose already)."""
     env = list(container.get("env") or [])
-    if not any(e.get("name") == "CANDOR_STATE_DIR" for e in env):
-        env.append({"name": "CANDOR_STATE_DIR", "value": STATE_DIR})
+    if not any(e.get("name") == STATE_DIR_ENV for e in env):
+        env.append({"name": STATE_DIR_ENV, "value": STATE_DIR})
     mounts = list(container.get("volumeMounts") or [])
     if not any(m.get("name") == STATE_VOLUME or m.get("mountPath") == STATE_DIR for m in mounts):
         mounts.append({"name": STATE_VOLUME, "mountPath": STATE_DIR})

@@ -27,7 +27,6 @@ from candor_operator.credentials import Loader, fingerprint
 logger = logging.getLogger("candor.operator")
 
 MERGE_PATCH = "application/merge-patch+json"
-JSON_PATCH = "application/json-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 
 
@@ -235,9 +234,6 @@ class KubeClient:
 
     async def merge_patch(self, path: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         return await self.request("PATCH", path, patch, MERGE_PATCH)
-
-    async def json_patch(self, path: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
-        return await self.request("PATCH", path, ops, JSON_PATCH)
 
     async def delete(self, path: str) -> dict[str, Any] | None:
         try:

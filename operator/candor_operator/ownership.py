@@ -16,7 +16,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-MANAGED_ANNOTATIONS = "candor.io/managed-annotations"
+from candor_operator.api_names import MANAGED_ANNOTATIONS
 
 
 @dataclass(frozen=True)

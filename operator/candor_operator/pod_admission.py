@@ -12,14 +12,23 @@ from typing import Any
 
 import kopf
 
-from candor_operator import governed, injection, metrics, pod_census, rollout
+from candor_operator import governed, injection, metrics, rollout
+from candor_operator.api_names import (
+    API_VERSION,
+    CONFIG_HASH_ANNOTATION,
+    INJECT_LABEL,
+    PLURAL,
+    POLICY_ANNOTATION,
+    STATUS_ANNOTATION,
+    VERSION_ANNOTATION,
+)
 from candor_operator.app_ports import serving_ports
 from candor_operator.kube import ApiError, KubeClient, path_for
 from candor_operator.operator_indices import DEPLOYMENTS, POLICIES, SERVICES, namespace_slice, plain
 from candor_operator.services import slim_service
 from candor_operator.settings import OperatorSettings
-from candor_operator.summary import GROUP, PLURAL, VERSION, PolicySummary, summarize
-from candor_sidecar.release import VERSION as RELEASE
+from candor_operator.summary import PolicySummary, summarize
+from candor_sidecar.release import VERSION
 
 logger = logging.getLogger("candor.operator")
 
@@ -57,7 +66,7 @@ class PodAdmission:
             return policies
         try:
             items = await asyncio.wait_for(
-                self.client.list_items(path_for(f"{GROUP}/{VERSION}", PLURAL, namespace)), self.settings.lookup_timeout
+                self.client.list_items(path_for(API_VERSION, PLURAL, namespace)), self.settings.lookup_timeout
             )
         except (ApiError, TimeoutError, OSError) as error:
             logger.warning("cannot list HealthPolicies in %s for injection: %s", namespace, error)
@@ -125,10 +134,10 @@ class PodAdmission:
         warnings.extend(f"candor: {warning}" for warning in injection.admission_warnings(pod, policy.target, ports))
         for key in ("initContainers", "containers", "volumes", "terminationGracePeriodSeconds"):
             patch.spec[key] = mutated["spec"][key]
-        for key in (injection.STATUS_ANNOTATION, injection.POLICY_ANNOTATION):
+        for key in (STATUS_ANNOTATION, POLICY_ANNOTATION):
             patch.metadata.annotations[key] = mutated["metadata"]["annotations"][key]
-        patch.metadata.annotations[rollout.CONFIG_HASH_ANNOTATION] = config_hash
-        patch.metadata.annotations[pod_census.VERSION_ANNOTATION] = RELEASE
+        patch.metadata.annotations[CONFIG_HASH_ANNOTATION] = config_hash
+        patch.metadata.annotations[VERSION_ANNOTATION] = VERSION
         metrics.admission("injected")
 
     async def label_deployment(self, body: kopf.Body, old: kopf.Body | None, patch: kopf.Patch,
@@ -137,7 +146,7 @@ class PodAdmission:
         template is new or changing anyway (governed.py); never fails the Deployment's admission."""
         try:
             if governed.label_template(plain(body), plain(old) if old else None):
-                patch.spec["template"] = {"metadata": {"labels": {governed.INJECT_LABEL: "true"}}}
+                patch.spec["template"] = {"metadata": {"labels": {INJECT_LABEL: "true"}}}
         except Exception as error:
             logger.exception("labelling the pod template of a Deployment failed")
             patch.clear()
@@ -160,4 +169,4 @@ class PodAdmission:
 
 def _mark_skipped(patch: kopf.Patch) -> None:
     """Seen and left alone on purpose: the heal (rollout.missed_pods) tells it from a pod the webhook missed."""
-    patch.metadata.annotations[injection.STATUS_ANNOTATION] = injection.SKIPPED
+    patch.metadata.annotations[STATUS_ANNOTATION] = injection.SKIPPED

@@ -12,12 +12,11 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from candor_operator.injection import INJECTED, STATUS_ANNOTATION
+from candor_operator.api_names import STATUS_ANNOTATION, VERSION_ANNOTATION
+from candor_operator.injection import INJECTED
 from candor_operator.kube import KubeClient, path_for
 from candor_operator.labels import selector_to_query
 from candor_sidecar.release import VERSION
-
-VERSION_ANNOTATION = "candor.io/version"
 
 # (client, namespace, label selector query) -> the pods' metadata (each item needs only "metadata").
 PodReader = Callable[[KubeClient, str, str], Awaitable[list[dict[str, Any]]]]

@@ -28,6 +28,7 @@ from candor_operator.policy_fields import (
     text,
     text_list,
 )
+from candor_tracer.pod_contract import DEFAULT_AGENT_PORT, DEFAULT_HTTP_PORT
 
 # No spaces, quotes, `#` or `$`: the path lands verbatim in an HAProxy `option httpchk` line.
 HTTP_PATH = Text(r"^/[A-Za-z0-9._~!&()*+,;=:@%/?-]*$", 1024,
@@ -74,7 +75,7 @@ class Ingress:
 @dataclass(frozen=True)
 class HttpCheck:
     path: str = text("/health", HTTP_PATH, "HAProxy's active check (`option httpchk GET <path>`) against the sidecar.")
-    port: int = integer(9898, 1, 65535, "The sidecar's HTTP port (checks go there, not to the app).")
+    port: int = integer(DEFAULT_HTTP_PORT, 1, 65535, "The sidecar's HTTP port (checks go there, not to the app).")
     interval: float = duration("2s", "100ms", "1h", "HAProxy's `inter`: the time between checks.")
     timeout: float | None = duration(None, "10ms", "1h", "HAProxy's `timeout check`; default the interval.")
     rise: int = integer(2, 1, 100, "Successful checks before a server is UP.")
@@ -106,7 +107,7 @@ class LoadWeight:
 
 @dataclass(frozen=True)
 class AgentCheck:
-    port: int = integer(9999, 1, 65535, "The sidecar's agent port (`agent-check agent-port`); HAProxy gets "
+    port: int = integer(DEFAULT_AGENT_PORT, 1, 65535, "The sidecar's agent port (`agent-check agent-port`); HAProxy gets "
                                         "`weight 100` so the agent's percentages work.")
     interval: float = duration("2s", "100ms", "1h", "HAProxy's `agent-inter`: the time between agent polls.")
     weight: LoadWeight | None = section(

@@ -22,12 +22,12 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from candor_operator.api_names import MIN_READY_ANNOTATION
 from candor_operator.kube import ApiError, KubeClient, path_for
 from candor_operator.policy_model import HealthPolicy
 
 logger = logging.getLogger("candor.operator")
 
-MIN_READY_ANNOTATION = "candor.io/min-ready-seconds"
 # The EndpointSlice controller, the controller's watch and its batching (haproxy-ingress waits 200 ms before
 # a dynamic update) and one runtime-API update: about a second on an idle cluster; two leave room.
 PROPAGATION = 2.0

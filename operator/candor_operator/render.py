@@ -17,15 +17,14 @@ Times are written in HAProxy's form (`500ms`, `2s`, `1m`).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from candor_operator.injection import PODINFO_DIR as POD_INFO_DIR
 from candor_operator.policy_model import HealthPolicy
-from candor_sidecar.config import STATE_DIR
+from candor_sidecar.config import parse_config
 from candor_sidecar.durations import format_duration
+from candor_tracer.pod_contract import PODINFO_DIR, STATE_DIR
 
 HAPROXYTECH = "haproxytech"
 HAPROXY_INGRESS = "haproxy-ingress"
@@ -47,7 +46,7 @@ def controller_notes(policy: HealthPolicy, controller: str | None = None) -> lis
 
 
 # Every key Candor may write, per controller: reconcile removes the ones a new render no longer has.
-MANAGED_ANNOTATIONS: dict[str, tuple[str, ...]] = {
+CONTROLLER_ANNOTATIONS: dict[str, tuple[str, ...]] = {
     HAPROXYTECH: tuple(
         _TECH + key
         for key in ("check", "check-http", "check-interval", "timeout-check", "pod-maxconn", "backend-config-snippet")
@@ -96,8 +95,8 @@ RETRIES = (
 
 def _controller(policy: HealthPolicy, controller: str | None) -> str:
     chosen = controller or policy.ingress.controller
-    if chosen not in MANAGED_ANNOTATIONS:
-        raise ValueError(f"controller: must be one of {', '.join(MANAGED_ANNOTATIONS)}, got {chosen!r}")
+    if chosen not in CONTROLLER_ANNOTATIONS:
+        raise ValueError(f"controller: must be one of {', '.join(CONTROLLER_ANNOTATIONS)}, got {chosen!r}")
     return chosen
 
 
@@ -213,7 +212,7 @@ def render_sidecar_config(policy: HealthPolicy) -> dict[str, Any]:
     """The sidecar's YAML config, validated by the sidecar's own parser (candor_sidecar.config.parse_config)."""
     config: dict[str, Any] = {
         "stateDir": STATE_DIR,
-        "podInfoDir": POD_INFO_DIR,
+        "podInfoDir": PODINFO_DIR,
         "http": {"port": policy.http_check.port},
         "agent": {"port": policy.agent_check.port},
         "memory": {"maxPercent": policy.memory.max_percent},
@@ -265,5 +264,4 @@ def weight_summary(policy: HealthPolicy) -> str:
 
 def _validate_with_sidecar(config: dict[str, Any]) -> None:
     """The sidecar's own parser must accept what the operator writes (a mismatch is a Candor bug)."""
-    module = importlib.import_module("candor_sidecar.config")
-    module.parse_config(config)
+    parse_config(config)

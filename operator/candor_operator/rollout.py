@@ -24,15 +24,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from candor_operator.injection import INJECT_ANNOTATION, STATUS_ANNOTATION, inject_requested
+from candor_operator.api_names import CONFIG_HASH_ANNOTATION, HEAL_ANNOTATION, INJECT_LABEL, STATUS_ANNOTATION
+from candor_operator.injection import inject_requested
 from candor_operator.kube import KubeClient, path_for
 from candor_operator.labels import selector_to_query
 from candor_operator.summary import PolicySummary
 
 logger = logging.getLogger("candor.operator")
 
-CONFIG_HASH_ANNOTATION = "candor.io/config-hash"
-HEAL_ANNOTATION = "candor.io/heal"
 
 
 def governing_policy(labels: Mapping[str, str], policies: Iterable[PolicySummary]) -> PolicySummary | None:
@@ -179,5 +178,5 @@ async def restart(client: KubeClient, namespace: str, name: str, annotations: Ma
     # one rollout, not two.
     # The label that lets the new pods through the webhook's matchConditions (governed.py) rides along.
     patch = {"spec": {"template": {"metadata": {"annotations": dict(annotations),
-                                                "labels": {INJECT_ANNOTATION: "true"}}}}}
+                                                "labels": {INJECT_LABEL: "true"}}}}}
     await client.merge_patch(path_for("apps/v1", "deployments", namespace, name), patch)

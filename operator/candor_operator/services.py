@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from candor_operator.api_names import GROUP
 from candor_operator.claims import Decision, PolicyView, decide
 from candor_operator.kube import ApiError, KubeClient, path_for
 from candor_operator.ownership import annotation_patch
@@ -26,7 +27,7 @@ def service_path(namespace: str, name: str) -> str:
 
 # Every key Candor may write lives under one of these (candor_operator.render); other annotations, such as
 # kubectl's last-applied-configuration, are never read and would only bloat an index of every Service.
-RELEVANT_PREFIXES = ("candor.io/", "haproxy.org/", "haproxy-ingress.github.io/")
+RELEVANT_PREFIXES = (f"{GROUP}/", "haproxy.org/", "haproxy-ingress.github.io/")
 
 
 def slim_service(body: Mapping[str, Any]) -> dict[str, Any]:

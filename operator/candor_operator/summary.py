@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from candor_operator.api_names import API_VERSION, KIND, POLICY_LABEL
 from candor_operator.claims import PolicyView
 from candor_operator.injection import CONFIG_KEY, PolicyTarget
 from candor_operator.labels import selector_is_empty, selector_matches
@@ -24,8 +25,6 @@ from candor_operator.render import render_annotations, render_sidecar_config
 from candor_sidecar.config import parse_config
 from candor_sidecar.field_error import FieldError
 
-GROUP, VERSION, PLURAL, KIND = "candor.io", "v1alpha1", "healthpolicies", "HealthPolicy"
-API_VERSION = f"{GROUP}/{VERSION}"
 _MAX_NAME = 253
 
 
@@ -148,7 +147,7 @@ def configmap_body(summary: PolicySummary) -> dict[str, Any]:
         "metadata": {
             "name": summary.configmap,
             "namespace": summary.namespace,
-            "labels": {"app.kubernetes.io/managed-by": "candor", "candor.io/policy": summary.name[:63].rstrip("-._")},
+            "labels": {"app.kubernetes.io/managed-by": "candor", POLICY_LABEL: summary.name[:63].rstrip("-._")},
             "ownerReferences": [
                 {"apiVersion": API_VERSION, "kind": KIND, "name": summary.name, "uid": summary.uid, "controller": True}
             ],

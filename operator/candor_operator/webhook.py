@@ -49,6 +49,7 @@ from typing import Any
 import kopf
 
 from candor_operator.admission_server import AdmissionServer
+from candor_operator.api_names import GROUP, PLURAL
 from candor_operator.governed import DEPLOYMENT_MATCH_CONDITIONS, POD_MATCH_CONDITIONS
 from candor_operator.injection import SYSTEM_NAMESPACES
 from candor_operator.settings import WebhookSettings
@@ -69,9 +70,9 @@ TIMEOUT_SECONDS = 3
 # writes further: only Candor's annotations and labels, only candor-sidecar-* ConfigMaps.)
 NAMESPACED_RULES: list[dict[str, Any]] = [
     # HealthPolicies: watch, the finalizer and kopf's bookkeeping annotations, status.
-    {"apiGroups": ["candor.io"], "resources": ["healthpolicies"],
+    {"apiGroups": [GROUP], "resources": [PLURAL],
      "verbs": ["get", "list", "watch", "patch", "update", "delete"]},
-    {"apiGroups": ["candor.io"], "resources": ["healthpolicies/status"], "verbs": ["get", "patch", "update"]},
+    {"apiGroups": [GROUP], "resources": [f"{PLURAL}/status"], "verbs": ["get", "patch", "update"]},
     # Services: read selectors, write only the annotations Candor owns.
     {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "patch"]},
     # The sidecar-config ConfigMap of each policy.

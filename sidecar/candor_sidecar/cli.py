@@ -2,7 +2,8 @@
 
 The sidecar runs in every pod, so its start costs as little memory as it can: flags are read with the
 stdlib's argparse (the `candor` command hands `sidecar` straight to `main` here, before importing
-click), and OpenSSL is never loaded (see `_without_openssl`).
+click), and OpenSSL is never loaded: its entry points call candor_sidecar.no_openssl before importing
+this module.
 """
 
 from __future__ import annotations
@@ -11,17 +12,15 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn, cast
+from typing import NoReturn
 
 from candor_sidecar.config import SidecarConfig, load_config, parse_config
 from candor_sidecar.field_error import FieldError
+from candor_tracer.pod_contract import CONTROL_SOCKET, CONTROL_SOCKET_ENV
 
 CONFIG_ERROR_EXIT = 2
 DESCRIPTION = ("Run the pod sidecar: /health, HAProxy agent-check, /metrics from the journals, drain and flush on "
                "termination. `drain` (a subcommand) makes the running sidecar answer drain.")
-# The same names as candor_sidecar.control, which imports asyncio: read before OpenSSL is kept out.
-SOCKET_ENV = "CANDOR_CONTROL_SOCKET"
-DEFAULT_SOCKET = "/run/candor-control/sidecar.sock"
 
 
 def build_config(config_path: str | None, state_dir: str | None, http_port: int | None,
@@ -47,9 +46,9 @@ def parser(prog: str) -> argparse.ArgumentParser:
     flags.add_argument("--termination-grace-period", dest="grace_period", type=float, metavar="SECONDS",
                        help="The pod's terminationGracePeriodSeconds (default 30): bounds the drain wait and its "
                             "self-lift.")
-    flags.add_argument("--control-socket", default=os.environ.get(SOCKET_ENV), metavar="PATH",
+    flags.add_argument("--control-socket", default=os.environ.get(CONTROL_SOCKET_ENV), metavar="PATH",
                        help=f"Unix socket for `candor sidecar drain`, in a directory only the sidecar container "
-                            f"mounts (${SOCKET_ENV}; default none: a drain starts with SIGTERM only).")
+                            f"mounts (${CONTROL_SOCKET_ENV}; default none: a drain starts with SIGTERM only).")
     flags.add_argument("--app-port", dest="app_ports", type=int, action="append", metavar="PORT",
                        help="A port the pod's Services send traffic to (repeatable): /health/app fails, and the "
                             "pod is not Ready, until each accepts a TCP connection on 127.0.0.1 (or $POD_IP).")
@@ -65,23 +64,9 @@ def drain_parser(prog: str) -> argparse.ArgumentParser:
         description="Make the running sidecar answer `drain` (its container's preStop hook); returns at once. "
                     "The app containers' preStop hooks (GET /drain/wait) hold each app's SIGTERM until every "
                     "HAProxy has heard it. Only a process in the sidecar container can reach the socket.")
-    flags.add_argument("--control-socket", default=os.environ.get(SOCKET_ENV, DEFAULT_SOCKET), metavar="PATH",
-                       help=f"The running sidecar's control socket (${SOCKET_ENV}; default {DEFAULT_SOCKET}).")
+    flags.add_argument("--control-socket", default=os.environ.get(CONTROL_SOCKET_ENV, CONTROL_SOCKET), metavar="PATH",
+                       help=f"The running sidecar's control socket (${CONTROL_SOCKET_ENV}; default {CONTROL_SOCKET}).")
     return flags
-
-
-def _without_openssl() -> None:
-    """Keep OpenSSL out of the sidecar: about 9 MiB of every pod's memory that buys it nothing.
-
-    asyncio imports ssl in case a caller wants TLS, and hmac (which `secrets` imports) loads hashlib's
-    OpenSSL backend; the sidecar serves plain HTTP and the agent protocol and hashes nothing. A None
-    entry in sys.modules makes those optional imports fail (the import system's documented way): asyncio
-    then runs without TLS support, and hashlib falls back to its built-in implementations.
-    """
-    modules = cast("dict[str, object]", sys.modules)  # typeshed allows modules only; None is the blocker
-    if "asyncio" not in modules and "hashlib" not in modules:
-        modules.setdefault("ssl", None)
-        modules.setdefault("_hashlib", None)
 
 
 def drain(argv: Sequence[str], prog: str) -> NoReturn:
@@ -98,7 +83,6 @@ def drain(argv: Sequence[str], prog: str) -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "candor sidecar") -> NoReturn:
-    _without_openssl()  # before anything imports asyncio
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["drain"]:
         drain(argv[1:], prog)

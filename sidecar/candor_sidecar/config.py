@@ -38,11 +38,7 @@ from candor_sidecar.config_fields import (
 )
 from candor_sidecar.field_error import FieldError
 from candor_sidecar.strict_yaml import load_yaml_file
-
-DEFAULT_HTTP_PORT = 9898
-DEFAULT_AGENT_PORT = 9999
-# Where the tracer's journals live in a pod: the shared volume's mount point in every container.
-STATE_DIR = "/var/run/candor"
+from candor_tracer.pod_contract import DEFAULT_AGENT_PORT, DEFAULT_HTTP_PORT, PODINFO_DIR, STATE_DIR
 
 
 @dataclass(frozen=True)
@@ -145,7 +141,7 @@ class SidecarConfig:
         "in it. Without a control socket, the sidecar also keeps its admin word (`agent-admin-word`) here. "
         "`--state-dir` overrides it.")
     pod_info_dir: str | None = key(
-        AbsolutePath(nullable=True), "/etc/podinfo",
+        AbsolutePath(nullable=True), PODINFO_DIR,
         "The downwardAPI volume holding the pod's labels and annotations, read live at each evaluation: the "
         "annotation `candor.io/maintenance: \"true\"` makes the agent answer `maint`, and removing it answers "
         "`ready` for 30 s. null: no pod information (no maintenance annotation).")

@@ -22,9 +22,6 @@ from pathlib import Path
 
 log = logging.getLogger("candor.sidecar.control")
 
-# The directory is an emptyDir mounted into the sidecar container alone (see the operator's injection).
-DEFAULT_SOCKET = "/run/candor-control/sidecar.sock"
-SOCKET_ENV = "CANDOR_CONTROL_SOCKET"
 MAX_LINE = 64  # bytes of one command
 DEADLINE = 2.0  # seconds a client has to send its command
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from candor_tracer.cgroup import read_int_file
+from candor_tracer.pod_contract import APP_MEMORY_LIMIT_ENV
 
-APP_MEMORY_LIMIT_ENV = "CANDOR_APP_MEMORY_LIMIT"
 _UNLIMITED_V1 = 1 << 60  # cgroup v1 reports "no limit" as a huge page-aligned number
 _QUANTITY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|k|K|M|G|T)?\s*$")
 _SUFFIX = {None: 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40,

@@ -11,6 +11,8 @@ import ast
 import json
 from pathlib import Path
 
+from candor_tracer.pod_contract import PODINFO_ANNOTATIONS
+
 MAINTENANCE_ANNOTATION = "candor.io/maintenance"
 
 
@@ -42,7 +44,7 @@ def read_annotations(pod_info_dir: str | None) -> dict[str, str]:
     if not pod_info_dir:
         return {}
     try:
-        text = (Path(pod_info_dir) / "annotations").read_text(encoding="utf-8", errors="replace")
+        text = (Path(pod_info_dir) / PODINFO_ANNOTATIONS).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return {}
     return parse_annotations(text)

@@ -38,6 +38,7 @@ from candor_sidecar.podinfo import maintenance_requested, read_annotations
 from candor_sidecar.presence import AppPresence
 from candor_sidecar.scrapes import SingleFlight
 from candor_sidecar.serving import serving_checks
+from candor_tracer.pod_contract import DRAIN_WAIT_PATH, LIVENESS_PATH
 
 if TYPE_CHECKING:
     from candor_tracer.journal.reader import JournalSnapshot
@@ -62,7 +63,7 @@ def raise_open_file_limit() -> int:
 def is_probe_path(path: str) -> bool:
     """Paths a health checker may probe with OPTIONS (HAProxy's `option httpchk <uri>`): answered as GET."""
     path = path.rstrip("/")
-    return path in ("/health", "/livez", "/readyz") or path.startswith("/health/")
+    return path in ("/health", LIVENESS_PATH, "/readyz") or path.startswith("/health/")
 
 
 class Sidecar:
@@ -203,13 +204,13 @@ class Sidecar:
         if path == "/health" or path.startswith("/health/"):
             self.handshake.saw_health_request(request)
             return self._health(request, path[len("/health/"):] if path != "/health" else None)
-        if path == "/livez":
+        if path == LIVENESS_PATH:
             return self._livez()
         if path == "/readyz":
             return self._readyz()
         if path == "/metrics":
             return self._metrics(request)
-        if path == "/drain/wait":
+        if path == DRAIN_WAIT_PATH:
             return self.handshake.wait(request)
         if path == "/":
             return Response(200, b"candor sidecar: /health /health/<check> /livez /readyz /metrics /drain/wait\n")

@@ -19,6 +19,7 @@ import socket
 from collections.abc import Sequence
 
 from candor_sidecar.checks import FAIL, PASS, WARN, CheckResult
+from candor_tracer.pod_contract import POD_IP_ENV
 
 KEY = "app:serving"
 CONNECT_TIMEOUT = 0.5  # seconds; a connect on the pod's own addresses is answered in microseconds
@@ -26,7 +27,7 @@ CONNECT_TIMEOUT = 0.5  # seconds; a connect on the pod's own addresses is answer
 
 def pod_addresses() -> tuple[str, ...]:
     """Where the app may listen: loopback, and the pod's IP (downward API `POD_IP`) when the injection gave it."""
-    pod_ip = os.environ.get("POD_IP", "").strip()
+    pod_ip = os.environ.get(POD_IP_ENV, "").strip()
     return ("127.0.0.1", pod_ip) if pod_ip and pod_ip != "127.0.0.1" else ("127.0.0.1",)
 
 

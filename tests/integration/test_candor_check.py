@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import yaml
 
+from candor_operator.api_names import VERSION_ANNOTATION
 from candor_operator.check import CHECK_RBAC_RULES
 from candor_operator.crd import build_crd
 from candor_operator.peering import CLUSTER_PEERING_CRD, cluster_peering
-from candor_operator.pod_census import VERSION_ANNOTATION
 from candor_sidecar.release import VERSION
 from tests.integration.test_operator_reconcile import make_policy, make_service
 from tests.support.k8s_cluster import K8sCluster

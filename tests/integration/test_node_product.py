@@ -28,9 +28,9 @@ import yaml
 from candor_demo.haproxy_process import HAProxyProcess
 from candor_demo.prometheus_process import PrometheusProcess
 from candor_demo.truth import read_intervals
+from candor_operator.api_names import CONFIG_HASH_ANNOTATION
 from candor_operator.policy import parse_policy
 from candor_operator.render import Server, render_backend
-from candor_operator.rollout import CONFIG_HASH_ANNOTATION
 from candor_sidecar.release import VERSION
 from candor_tracer.modes import DEFAULT_HEARTBEAT_INTERVAL
 from tests.support.helm import helm, install_chart, uninstall_chart

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from candor_operator.ownership import MANAGED_ANNOTATIONS
+from candor_operator.api_names import MANAGED_ANNOTATIONS
 from tests.support.k8s_cluster import K8sCluster
 from tests.support.operator_process import OperatorProcess
 from tests.support.policy_cases import valid_spec

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from candor_operator.ownership import MANAGED_ANNOTATIONS
+from candor_operator.api_names import MANAGED_ANNOTATIONS
 from candor_operator.peering import CLUSTER_PEERING_CRD, cluster_peering
 from tests.support.k8s_cluster import K8sCluster
 from tests.support.operator_process import OperatorProcess

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from candor_operator.api_names import VERSION_ANNOTATION
 from candor_operator.crd import CONDITION_REASON_PATTERN
-from candor_operator.pod_census import VERSION_ANNOTATION
 from candor_sidecar.release import VERSION
 from tests.integration.test_operator_reconcile import (
     POLICIES,

@@ -1,6 +1,6 @@
 """Both distributions build from this repository, and candor-tracer works alone.
 
-The tracer's wheel (sidecar/pyproject.toml) goes into a fresh venv with nothing but prometheus_client, from
+The tracer's wheel (tracer/pyproject.toml) goes into a fresh venv with nothing but prometheus_client, from
 a local wheel directory (--no-index: no index is reached; `make venv` fetched prometheus_client's wheel).
 There a traced job runs in journal mode and its journal reads back; the sidecar's and operator's
 dependencies (click, PyYAML, kopf, aiohttp, h11) are absent and never needed. The `candor` wheel holds
@@ -81,8 +81,7 @@ def metadata(wheel: Path) -> tuple[list[str], list[str]]:
 def test_the_tracer_wheel_alone_runs_a_traced_job_in_a_clean_venv(tmp_path: Path) -> None:
     assert list(WHEELHOUSE.glob("prometheus_client-*.whl")), f"no prometheus_client wheel in {WHEELHOUSE}: make venv"
     source = tmp_path / "src"
-    shutil.copytree(ROOT / "sidecar" / "candor_tracer", source / "candor_tracer", ignore=IGNORE)
-    shutil.copy(ROOT / "sidecar" / "pyproject.toml", source)
+    shutil.copytree(ROOT / "tracer", source, ignore=IGNORE)
     wheel = build_wheel(source, tmp_path / "wheels")
     assert wheel.name == f"candor_tracer-{VERSION}-py3-none-any.whl"
     names, requires = metadata(wheel)
@@ -128,5 +127,5 @@ def test_the_candor_wheel_depends_on_the_tracer_wheel_and_does_not_carry_it(tmp_
     names, requires = metadata(build_wheel(source, tmp_path / "wheels"))
     assert not [n for n in names if n.startswith("candor_tracer/")]
     assert {"candor_sidecar", "candor_operator", "candor_cli"} <= {n.split("/")[0] for n in names}
-    tracer_version = tomllib.loads((ROOT / "sidecar" / "pyproject.toml").read_text())["project"]["version"]
+    tracer_version = tomllib.loads((ROOT / "tracer" / "pyproject.toml").read_text())["project"]["version"]
     assert f"candor-tracer=={tracer_version}" in requires

@@ -35,7 +35,7 @@ PRELUDE = textwrap.dedent("""
 
 def app_env(state_dir: Path | str | None, heartbeat_interval: float = 0.5) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "sidecar"), str(ROOT)])
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tracer"), str(ROOT)])
     env["CANDOR_HEARTBEAT_INTERVAL"] = str(heartbeat_interval)
     env.pop("CANDOR_STATE_DIR", None)
     if state_dir is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = [
-    "sidecar/candor_tracer",
+    "tracer/candor_tracer",
     "sidecar/candor_sidecar",
     "operator/candor_operator",
     "demo/candor_demo",

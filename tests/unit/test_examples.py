@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +79,15 @@ def test_dockerfiles_run_the_distribution_as_non_root_on_python_311() -> None:
         assert user and not user[-1].startswith(("0", "root")), path
         assert re.search(r"pip install .*candor", text), path
         assert f'CMD ["{command}"' in text and 'ENTRYPOINT ["candor"]' in text
+
+
+def test_dockerfiles_build_both_distributions_from_their_folders() -> None:
+    """The build context holds tracer/ (candor-tracer) and every folder of the candor distribution; the
+    image cache of the tests keys on the same COPY lines (tests/support/images.py)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    folders = {"tracer", *project["tool"]["setuptools"]["packages"]["find"]["where"]}
+    for path in (ROOT / "operator" / "Dockerfile", ROOT / "sidecar" / "Dockerfile"):
+        text = path.read_text()
+        copied = {line.split()[1] for line in text.splitlines() if line.startswith("COPY ")}
+        assert folders <= copied, (path, sorted(folders - copied))
+        assert re.search(r"^RUN pip wheel .* \./tracer ", text, re.MULTILINE), path

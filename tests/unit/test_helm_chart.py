@@ -19,8 +19,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from candor_operator import webhook
 from candor_operator.injection import SYSTEM_NAMESPACES
-from candor_sidecar.config import DEFAULT_AGENT_PORT, DEFAULT_HTTP_PORT
 from candor_sidecar.release import VERSION
+from candor_tracer.pod_contract import DEFAULT_AGENT_PORT, DEFAULT_HTTP_PORT
 from tests.support.helm import helm_binary
 
 ROOT = Path(__file__).resolve().parents[2]

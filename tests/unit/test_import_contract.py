@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
-SOURCE_DIRS = ("sidecar", "operator", "demo", "cli")  # the folders holding the candor_* packages
+SOURCE_DIRS = ("tracer", "sidecar", "operator", "demo", "cli")  # the folders holding the candor_* packages
 
 
 def _lint(python_path: list[Path]) -> subprocess.CompletedProcess[str]:

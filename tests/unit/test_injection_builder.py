@@ -117,6 +117,18 @@ def test_the_sidecar_begins_the_drain_in_its_own_prestop_hook_over_a_socket_only
         assert all(m["name"] != "candor-control" for m in container["volumeMounts"])
 
 
+def test_the_prestop_drain_without_flags_reaches_the_socket_the_injected_sidecar_opens(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from candor_sidecar.cli import drain_parser, parser
+
+    monkeypatch.delenv("CANDOR_CONTROL_SOCKET", raising=False)  # as in the pod: the injection sets no such env
+    sidecar = inject(pod(), TARGET, SETTINGS)["spec"]["initContainers"][0]
+    hook = sidecar["lifecycle"]["preStop"]["exec"]["command"]
+    assert hook[:3] == ["candor", "sidecar", "drain"]
+    drain_socket = drain_parser("candor sidecar").parse_args(hook[3:]).control_socket
+    assert parser("candor sidecar").parse_args(sidecar["command"][2:]).control_socket == drain_socket
+
+
 def test_every_app_container_waits_for_the_drain_in_an_http_prestop_hook() -> None:
     mutated = inject(pod(), TARGET, SETTINGS)
     for container in mutated["spec"]["containers"]:

@@ -360,7 +360,7 @@ def test_files_the_reader_may_not_write_or_open_cost_themselves() -> None:
                 "s = read_totals(sys.argv[1], now=time.monotonic());"
                 "print(len(s.writers), list(s.skipped), sorted(x.labels[0][1] for x in s.series))")
         result = subprocess.run([sys.executable, "-c", code, str(state)], capture_output=True, text=True, timeout=30,
-                                env={"PYTHONPATH": str(Path(__file__).resolve().parents[2] / "sidecar")})
+                                env={"PYTHONPATH": str(Path(__file__).resolve().parents[2] / "tracer")})
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == f"1 {sorted([str(victim.path), str(fifo)])!r} ['good']"
         good.close()

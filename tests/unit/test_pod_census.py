@@ -6,8 +6,9 @@ import re
 from typing import Any
 
 from candor_operator import status
+from candor_operator.api_names import VERSION_ANNOTATION
 from candor_operator.crd import CONDITION_REASON_PATTERN
-from candor_operator.pod_census import VERSION_ANNOTATION, PodCensus, count
+from candor_operator.pod_census import PodCensus, count
 
 
 def meta(annotations: dict[str, str] | None = None, deleting: bool = False) -> dict[str, Any]:

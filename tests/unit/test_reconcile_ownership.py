@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from candor_operator.ownership import MANAGED_ANNOTATIONS, annotation_patch, parse_record, record_of
+from candor_operator.api_names import MANAGED_ANNOTATIONS
+from candor_operator.ownership import annotation_patch, parse_record, record_of
 
 POLICY_V1 = {"haproxy.org/check": "true", "haproxy.org/check-interval": "2s", "haproxy.org/pod-maxconn": "30"}
 POLICY_V2 = {"haproxy.org/check": "true", "haproxy.org/check-interval": "5s"}  # maxConn removed

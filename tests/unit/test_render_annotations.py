@@ -6,7 +6,7 @@ import pytest
 
 from candor_operator.policy import parse_policy
 from candor_operator.render import (
-    MANAGED_ANNOTATIONS,
+    CONTROLLER_ANNOTATIONS,
     POD_MAXCONN_NOTE,
     Server,
     controller_notes,
@@ -96,7 +96,7 @@ def test_haproxy_ingress_full_policy() -> None:
 @pytest.mark.parametrize("spec", [valid_spec(), FULL_SPEC, valid_spec(slowStart="0s", maxConn=5)])
 def test_only_managed_keys_and_string_values(controller: str, spec: dict[str, object]) -> None:
     annotations = render_annotations(parse_policy(spec), controller)
-    assert set(annotations) <= set(MANAGED_ANNOTATIONS[controller])
+    assert set(annotations) <= set(CONTROLLER_ANNOTATIONS[controller])
     assert all(isinstance(value, str) and value for value in annotations.values())
 
 

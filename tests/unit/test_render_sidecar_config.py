@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import pytest
 
+from candor_operator.injection import PolicyTarget, SidecarSettings, inject
 from candor_operator.policy import parse_policy
-from candor_operator.render import POD_INFO_DIR, STATE_DIR, render_sidecar_config
+from candor_operator.render import render_sidecar_config
 from candor_sidecar.config import parse_config
+from candor_tracer.pod_contract import PODINFO_DIR, STATE_DIR
 from tests.support.policy_cases import FULL_SPEC, valid_spec
 
 
 def test_full_policy_round_trips_through_the_sidecar_parser() -> None:
     rendered = render_sidecar_config(parse_policy(FULL_SPEC))
     config = parse_config(rendered)
-    assert (config.state_dir, config.pod_info_dir) == (STATE_DIR, POD_INFO_DIR)
+    assert (config.state_dir, config.pod_info_dir) == (STATE_DIR, PODINFO_DIR)
     assert (config.http.port, config.agent.port) == (9898, 9999)
     assert config.memory.max_percent == 75
     assert (config.disk.paths, config.disk.max_percent) == (("/data", "/tmp"), 85)
@@ -41,10 +43,12 @@ def test_ports_follow_the_policy() -> None:
     assert (config.http.port, config.agent.port) == (8081, 8082)
 
 
-def test_paths_match_what_the_webhook_mounts() -> None:
-    from candor_operator import injection
-
-    assert (STATE_DIR, POD_INFO_DIR) == (injection.STATE_DIR, injection.PODINFO_DIR)
+def test_the_folders_the_config_names_are_mounted_into_the_injected_sidecar() -> None:
+    rendered = render_sidecar_config(parse_policy(valid_spec()))
+    pod = {"metadata": {"namespace": "shop", "name": "web-0"}, "spec": {"containers": [{"name": "app"}]}}
+    sidecar = inject(pod, PolicyTarget(policy="web", configmap="candor-sidecar-web"), SidecarSettings())
+    mounts = {m["mountPath"] for m in sidecar["spec"]["initContainers"][0]["volumeMounts"]}
+    assert {rendered["stateDir"], rendered["podInfoDir"]} <= mounts
 
 
 def test_the_drain_follows_the_agent_interval_unless_the_policy_bounds_it() -> None:

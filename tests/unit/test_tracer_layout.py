@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2] / "sidecar"
+ROOT = Path(__file__).resolve().parents[2] / "tracer"
 
 
 def _imports() -> dict[str, set[str]]:

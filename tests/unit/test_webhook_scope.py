@@ -6,7 +6,8 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from candor_operator.governed import INJECT_LABEL, label_template
+from candor_operator.api_names import INJECT_LABEL
+from candor_operator.governed import label_template
 from candor_operator.readiness import outranked
 
 

@@ -1,6 +1,6 @@
 """What several tracer modules share, kept in a leaf so no module needs another just for a name.
 
-The environment settings that pick a tracer's mode, the mode tokens, and the counter that numbers traces
+The heartbeat's environment setting, the mode tokens, and the counter that numbers traces
 without a journal slot. Imports nothing of Candor's.
 """
 
@@ -13,7 +13,6 @@ import os
 
 log = logging.getLogger("candor_tracer")
 
-STATE_DIR_ENV = "CANDOR_STATE_DIR"
 HEARTBEAT_ENV = "CANDOR_HEARTBEAT_INTERVAL"
 # Half a second: what a killed process can lose, and the largest share of how late the sidecar sees the
 # app's memory (each beat carries the container's memory figures). Two wake-ups a second per process.
@@ -21,7 +20,7 @@ DEFAULT_HEARTBEAT_INTERVAL = 0.5
 
 # A tracer starts UNRESOLVED; its first trace picks JOURNAL (a usable state directory) or IN_PROCESS.
 UNRESOLVED, JOURNAL, IN_PROCESS = 0, 1, 2
-FROM_ENV = object()  # the state_dir default: read $CANDOR_STATE_DIR at the first trace
+FROM_ENV = object()  # the state_dir default: read $CANDOR_STATE_DIR (pod_contract) at the first trace
 
 # Tokens of traces without a journal slot are positive; next() is atomic under the GIL, so no lock.
 trace_tokens = itertools.count(1)

@@ -23,12 +23,12 @@ from candor_tracer.modes import (
     FROM_ENV,
     IN_PROCESS,
     JOURNAL,
-    STATE_DIR_ENV,
     UNRESOLVED,
     heartbeat_interval_from_env,
     log,
     trace_tokens,
 )
+from candor_tracer.pod_contract import STATE_DIR_ENV
 
 
 class JournalSeries(Protocol):

@@ -25,7 +25,8 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from candor_tracer.guard import Guard
 from candor_tracer.journaling import Journaling
-from candor_tracer.modes import DEFAULT_HEARTBEAT_INTERVAL, FROM_ENV, HEARTBEAT_ENV, STATE_DIR_ENV, UNRESOLVED
+from candor_tracer.modes import DEFAULT_HEARTBEAT_INTERVAL, FROM_ENV, HEARTBEAT_ENV, UNRESOLVED
+from candor_tracer.pod_contract import STATE_DIR_ENV
 from candor_tracer.series import Series, install_flush_hook
 
 __all__ = ["DEFAULT_HEARTBEAT_INTERVAL", "HEARTBEAT_ENV", "STATE_DIR_ENV", "Trace", "Tracer"]
