@@ -107,8 +107,9 @@ class LoadWeight:
 
 @dataclass(frozen=True)
 class AgentCheck:
-    port: int = integer(DEFAULT_AGENT_PORT, 1, 65535, "The sidecar's agent port (`agent-check agent-port`); HAProxy gets "
-                                        "`weight 100` so the agent's percentages work.")
+    port: int = integer(DEFAULT_AGENT_PORT, 1, 65535,
+                        "The sidecar's agent port (`agent-check agent-port`); HAProxy gets `weight 100` so the "
+                        "agent's percentages work.")
     interval: float = duration("2s", "100ms", "1h", "HAProxy's `agent-inter`: the time between agent polls.")
     weight: LoadWeight | None = section(
         LoadWeight, "Weigh each pod by its load (off when absent): a starved or saturated pod gets less traffic.",
