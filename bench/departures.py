@@ -4,12 +4,12 @@ without it, and with the usual `preStop: sleep` workaround, side by side in one 
     sudo .venv/bin/python bench/departures.py [--rate 50] [--controllers haproxytech,haproxy-ingress]
                                               [--ways rollout,scale,delete,node-drain,single-rollout]
 
-A control plane and two nodes (tests/support/node.py), the chart installed, and per controller one
-namespace holding 3-replica Deployments of the demo app (tests/support/drain_rig.py CELLS): `candor` (the
+A control plane and two nodes (harness/cluster/node.py), the chart installed, and per controller one
+namespace holding 3-replica Deployments of the demo app (harness/processes/drain_rig.py CELLS): `candor` (the
 sidecar, the rendered backend, the app's readiness probe), `candor-bare` (the same without the app's own
 probe), `plain` (no Candor), `plain-sleep` (no Candor, `preStop: sleep: 15` and a grace period to match),
 each with a PodDisruptionBudget of one unavailable pod. One HAProxy follows every Service's EndpointSlices as
-the controller does (tests/support/endpoint_follower.py). A steady stream of requests, one new connection
+the controller does (harness/processes/endpoint_follower.py). A steady stream of requests, one new connection
 each, goes to every cell while its pods leave, one way after another:
 
 * rollout: `kubectl rollout restart`;  scale: 3 -> 1, then back to 3;  delete: `kubectl delete pod` of one;
@@ -47,15 +47,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.scratch import remove_scratch, scratch_dir
 from candor_sidecar.durations import parse_duration
-from tests.support.drain_rig import CELLS, POLICY, Load, answered_after_sigterm, names_of, objects, rig, sigterms
-from tests.support.endpoint_follower import CONTROLLERS
-from tests.support.helm import install_chart
-from tests.support.k8s_cluster import K8sCluster
-from tests.support.k8s_processes import ensure_binaries
-from tests.support.node import Node, another_node
-from tests.support.ports import free_port
-from tests.support.scratch import remove_scratch, scratch_dir
+from harness.cluster.components import ensure_binaries
+from harness.cluster.control_plane import K8sCluster
+from harness.cluster.helm import install_chart
+from harness.cluster.node import Node, another_node
+from harness.processes.drain_rig import CELLS, POLICY, Load, answered_after_sigterm, names_of, objects, rig, sigterms
+from harness.processes.endpoint_follower import CONTROLLERS
+from harness.processes.ports import free_port
 
 REPLICAS = 3
 COMPARED = ("candor", "candor-bare", "plain", "plain-sleep")

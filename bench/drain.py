@@ -3,12 +3,12 @@
     sudo .venv/bin/python bench/drain.py [--restarts 5] [--rate 100] [--controllers haproxytech,haproxy-ingress]
                                          [--cells candor,candor-bare,plain] [--lag 0]
 
-On the test node (tests/support/node.py, needs root): 3-replica Deployments of the demo app side by side
-(tests/support/drain_rig.py CELLS), equal but for what their name says: `candor` (the sidecar injected by
+On the test node (harness/cluster/node.py, needs root): 3-replica Deployments of the demo app side by side
+(harness/processes/drain_rig.py CELLS), equal but for what their name says: `candor` (the sidecar injected by
 the chart's webhook, HAProxy's backend from `candor render`, the app's own readiness probe), `candor-bare`
 (the same without a readiness probe of its own), `plain` (no Candor, the readiness probe, HAProxy's
 defaults), `plain-bare` (neither). HAProxy's servers follow each Service's EndpointSlices as the chosen
-controller does (tests/support/endpoint_follower.py, from haproxytech's and haproxy-ingress's sources:
+controller does (harness/processes/endpoint_follower.py, from haproxytech's and haproxy-ingress's sources:
 haproxytech re-addresses a leaving pod's slot at once, haproxy-ingress keeps it at weight 0), `--lag`
 seconds behind them. A steady stream of requests goes to each cell while all are restarted with
 `kubectl rollout restart` again and again, once per controller. Counted: failed requests (by kind), and
@@ -27,14 +27,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.drain_rig import CELLS, Load, answered_after_sigterm, names_of, objects, rig
-from tests.support.endpoint_follower import CONTROLLERS
-from tests.support.helm import install_chart
-from tests.support.k8s_cluster import K8sCluster
-from tests.support.k8s_processes import ensure_binaries
-from tests.support.node import Node
-from tests.support.ports import free_port
-from tests.support.scratch import remove_scratch, scratch_dir
+from bench.scratch import remove_scratch, scratch_dir
+from harness.cluster.components import ensure_binaries
+from harness.cluster.control_plane import K8sCluster
+from harness.cluster.helm import install_chart
+from harness.cluster.node import Node
+from harness.processes.drain_rig import CELLS, Load, answered_after_sigterm, names_of, objects, rig
+from harness.processes.endpoint_follower import CONTROLLERS
+from harness.processes.ports import free_port
 
 REPLICAS = 3
 

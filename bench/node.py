@@ -1,4 +1,4 @@
-"""Node benchmark: Candor in real pods on the test node (needs root; builds what tests/support/node.py needs).
+"""Node benchmark: Candor in real pods on the test node (needs root; builds what harness/cluster/node.py needs).
 
     sudo .venv/bin/python bench/node.py [--trials 5]
 
@@ -9,7 +9,7 @@ Measures, in one run:
   (configured from `candor render`) hears it from the agent (target: the median of `--faults` trials,
   each started at a random phase, <= agent-inter + 1 s). Beside it, the same fault signal (the sidecar's
   /health) as a plain readiness probe with Kubernetes' default settings, HAProxy's servers following the
-  Service's EndpointSlices as an ingress controller does (tests/support/endpoint_follower.py) — the floor
+  Service's EndpointSlices as an ingress controller does (harness/processes/endpoint_follower.py) — the floor
   a probe-only setup gets;
 * the sidecar's memory in the pod, from its container's cgroup on the node.
 Prints a table; exits non-zero when a target is missed.
@@ -32,19 +32,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.scratch import remove_scratch, scratch_dir
 from candor_demo.haproxy_process import HAProxyProcess
 from candor_operator.policy import parse_policy
 from candor_operator.render import render_backend
 from candor_sidecar.release import VERSION
-from tests.support.endpoint_follower import EndpointSliceFollower, declare_slots
-from tests.support.helm import helm_binary
-from tests.support.k8s_cluster import K8sCluster
-from tests.support.k8s_processes import ROOT, ensure_binaries
-from tests.support.node import Node
-from tests.support.node_machine import cgroup_hierarchies
-from tests.support.ports import free_port
-from tests.support.scratch import remove_scratch, scratch_dir
-from tests.support.waiting import wait_until
+from harness.cluster.components import ROOT, ensure_binaries
+from harness.cluster.control_plane import K8sCluster
+from harness.cluster.helm import helm_binary
+from harness.cluster.node import Node
+from harness.cluster.node_machine import cgroup_hierarchies
+from harness.processes.endpoint_follower import EndpointSliceFollower, declare_slots
+from harness.processes.ports import free_port
+from harness.processes.waiting import wait_until
 
 NS = "bench"
 AGENT_INTER = 1.0

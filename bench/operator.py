@@ -20,10 +20,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.scratch import remove_scratch, scratch_dir  # noqa: E402
 from candor_operator.ownership import MANAGED_ANNOTATIONS  # noqa: E402
-from tests.support.k8s_cluster import K8sCluster, ensure_binaries  # noqa: E402
-from tests.support.operator_process import OperatorProcess  # noqa: E402
-from tests.support.scratch import remove_scratch, scratch_dir  # noqa: E402
+from harness.cluster.components import ensure_binaries  # noqa: E402
+from harness.cluster.control_plane import K8sCluster  # noqa: E402
+from harness.processes.operator_process import OperatorProcess  # noqa: E402
 
 POLICIES = "/apis/candor.io/v1alpha1/namespaces/{ns}/healthpolicies"
 

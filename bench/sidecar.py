@@ -31,8 +31,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.ports import free_port
-from tests.support.scratch import remove_scratch, scratch_dir
+from bench.scratch import remove_scratch, scratch_dir
+from harness.processes.ports import free_port
 
 JOURNALS = 16
 SERIES_PER_JOURNAL = 64

@@ -2,7 +2,7 @@
 
     sudo .venv/bin/python bench/weights.py [--seconds 30] [--rate 100]
 
-Three replicas of an app whose requests cost CPU (tests/support/cpu_app.py: 4 workers, declared), each in a
+Three replicas of an app whose requests cost CPU (harness/apps/cpu_app.py: 4 workers, declared), each in a
 CPU cgroup of its own with a CFS quota like a container's CPU limit: two get `--cores`, the starved one a
 fraction of that (needs root for the cgroups; v1 or v2). Each replica has two real sidecars reading its
 journals, one configured from a policy without load weights and one from the same policy with
@@ -42,10 +42,10 @@ from candor_demo.haproxy_process import HAProxyProcess, check_config
 from candor_demo.loadgen import LoadGenerator, RequestResult
 from candor_operator.policy import HealthPolicy, parse_policy
 from candor_operator.render import Server, render_backend, render_sidecar_config
-from tests.support.cpu_groups import CgroupUnavailable, CpuGroup
-from tests.support.ports import free_port
-from tests.support.sidecar_process import SidecarProcess
-from tests.support.waiting import wait_until
+from harness.processes.cpu_groups import CgroupUnavailable, CpuGroup
+from harness.processes.ports import free_port
+from harness.processes.sidecar_process import SidecarProcess
+from harness.processes.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 AGENT_INTERVAL = 1.0
@@ -76,7 +76,7 @@ class Replica:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "CANDOR_STATE_DIR": str(self.state),
                "CANDOR_HEARTBEAT_INTERVAL": "0.25"}
         self.app = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.cpu_app", "--port", str(self.port), "--name", self.name,
+            [sys.executable, "-m", "harness.apps.cpu_app", "--port", str(self.port), "--name", self.name,
              "--workers", str(workers), "--cost-ms", f"{cost_ms:g}"],
             env=env, cwd=ROOT, stdin=subprocess.DEVNULL, preexec_fn=self.group.join)
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from candor_operator.policy import HealthPolicy, PolicyError, parse_policy
-from tests.support.policy_cases import FULL_SPEC, INVALID_POLICIES, valid_spec
+from tests.cases.policy_cases import FULL_SPEC, INVALID_POLICIES, valid_spec
 
 
 def test_minimal_policy_gets_the_documented_defaults() -> None:

@@ -20,7 +20,7 @@ from candor_operator.rollout import (
     wanted_hash,
 )
 from candor_operator.summary import configmap_body, summarize
-from tests.support.policy_cases import FULL_SPEC, valid_spec
+from tests.cases.policy_cases import FULL_SPEC, valid_spec
 
 ANNOTATIONS = {"haproxy.org/check": "true"}
 

@@ -7,7 +7,7 @@ import pytest
 from candor_operator.policy import parse_policy
 from candor_operator.render import POD_INFO_DIR, STATE_DIR, render_sidecar_config
 from candor_sidecar.config import parse_config
-from tests.support.policy_cases import FULL_SPEC, valid_spec
+from tests.cases.policy_cases import FULL_SPEC, valid_spec
 
 
 def test_full_policy_round_trips_through_the_sidecar_parser() -> None:
