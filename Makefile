@@ -53,8 +53,10 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy --strict sidecar/candor_tracer sidecar/candor_sidecar operator/candor_operator demo/candor_demo cli/candor_cli
 
-bench: venv system-deps
-	@status=0; for b in bench/*.py; do echo "== $$b"; $(PY) $$b || status=1; done; exit $$status
+# Every benchmark (each writes bench/results/<name>.json), then docs/benchmarks.md rendered from the results
+# (python -m bench.report). weights, node, drain and departures need root (CPU cgroups, a real node).
+bench: venv system-deps k8s-bin
+	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) demo-report .mypy_cache .ruff_cache .pytest_cache
