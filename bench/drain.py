@@ -113,9 +113,9 @@ def main() -> int:
     setup = (f"{args.restarts} rollout restarts of {len(cells)} x {REPLICAS} replicas per controller, "
              f"{args.rate:.0f} requests/s to each, controller lag {args.lag:g} s")
     print(setup)
-    results = Results("drain")
-    results.note(setup)
-    table = results.table("controller", "cell", "requests", "failed", "after SIGTERM", "seconds", "failures")
+    recorded = Results("drain")
+    recorded.note(setup)
+    table = recorded.table("controller", "cell", "requests", "failed", "after SIGTERM", "seconds", "failures")
     failed_with_candor = 0
     print(f"{'controller':<16} {'cell':<12} {'requests':>9} {'failed':>7} {'after SIGTERM':>14} {'seconds':>8}"
           "  failures")
@@ -134,8 +134,8 @@ def main() -> int:
         missed = missed or (CELLS[cell].inject and failed > 0)
         failed_with_candor += failed if CELLS[cell].inject else 0
     print("target (0 failed in every Candor cell): " + ("MISSED" if missed else "met"))
-    results.target("failed requests in every Candor cell", "0", str(failed_with_candor), not missed)
-    results.write()
+    recorded.target("failed requests in every Candor cell", "0", str(failed_with_candor), not missed)
+    recorded.write()
     remove_scratch(workdir)  # only now: the events counted above are files in it
     return 1 if missed else 0
 
