@@ -3,6 +3,7 @@ and a bench's results file becomes its section of the page."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 from pathlib import Path
@@ -45,3 +46,11 @@ def test_a_run_s_results_are_rendered_and_a_bench_without_results_says_so(tmp_pa
     assert f"{written['machine']['cpus']} CPUs" in page and written["date"] in page
     assert "Not measured on this tree yet: run `python -m bench.drain`." in page
     assert page.index("## Tracer") < page.index("## Drain")
+
+
+def test_the_benchmarks_and_the_harness_import_without_path_edits() -> None:
+    # Run from the repository root as modules, they find candor_*, harness and bench as installed or at the root.
+    sources = [*BENCH_DIR.glob("*.py"), *(BENCH_DIR.parent / "harness").rglob("*.py")]
+    assert [str(path) for path in sources if "sys.path" in path.read_text()] == []
+    for name in benches():
+        importlib.import_module(f"bench.{name}")
