@@ -187,12 +187,12 @@ def main() -> int:
     for name, measured, target, passed in rows:
         table.add(name, measured, target, "ok" if passed else "MISSED")
         results.target(name, target, measured, passed)
-    results.write()
     width = max(len(r[0]) for r in rows)
     mwidth = max(len(r[1]) for r in rows)
     print(f"{'benchmark':<{width}}  {'measured':<{mwidth}}  target")
     for name, measured, target, passed in rows:
         print(f"{name:<{width}}  {measured:<{mwidth}}  {target}  {'ok' if passed else 'MISSED'}")
+    results.write()
     missed = [r[0] for r in rows if not r[3]]
     if missed:
         print("missed: " + "; ".join(missed))
