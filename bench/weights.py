@@ -284,7 +284,8 @@ def report(phases: list[Phase], replicas: list[Replica], args: argparse.Namespac
          f"{1000 * candor.latency(0.99):.1f} ms", candor.latency(0.99) <= 0.7 * rr.latency(0.99)),
         ("p99 with load weights", f"<= leastconn's ({1000 * lc.latency(0.99):.1f} ms)",
          f"{1000 * candor.latency(0.99):.1f} ms", candor.latency(0.99) <= lc.latency(0.99)),
-        (f"{starved}'s weight settles", "within 3 agent intervals of the load", f"{settle} s",
+        (f"{starved}'s weight settles", "within 3 agent intervals of the load",
+         f"{settle:.1f} s" if settle is not None else "never",
          settle is not None and settle <= 3 * AGENT_INTERVAL),
         (f"{starved}'s share", f"<= {share_bound:.1f} % + 5 (capacity share {capacity_share:.1f} %, share at the "
          f"target load {target_share:.1f} %)", f"{starved_share:.1f} %", starved_share <= share_bound + 5),
