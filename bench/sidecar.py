@@ -1,6 +1,6 @@
 """Sidecar benchmark: agent-check and /health latency while the journals are evaluated, RSS, idle CPU.
 
-    python bench/sidecar.py [--seconds 20]
+    python -m bench.sidecar [--seconds 20]
 
 Targets, measured on `candor sidecar` as a pod runs it, with 16 live journals of 64 series each
 evaluated every second:
@@ -10,7 +10,7 @@ evaluated every second:
 - idle CPU < 1 % of a core.
 The floor is a bare asyncio + h11 server answering fixed bytes on both ports: the same loads in rounds
 alternating with the sidecar's, so the table shows what this machine adds to any server at that moment.
-Prints a table and exits non-zero when a target is missed.
+Prints a table, writes bench/results/sidecar.json and exits non-zero when a target is missed.
 """
 
 from __future__ import annotations
@@ -29,11 +29,19 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.results import Results
+from bench.scratch import remove_scratch, scratch_dir
+from harness.processes.ports import free_port
 
-from tests.support.ports import free_port
-from tests.support.scratch import remove_scratch, scratch_dir
+TITLE = "Sidecar: answers under load, memory, idle CPU"
+ABOUT = """\
+`candor sidecar` as a pod runs it, with 16 live journals of 64 series each evaluated every second: HAProxy's
+agent-check at 100 connections/s and `/health` at 50 requests/s at the same time (latency from connect to the
+complete answer, open loop), its RSS after start and its idle CPU. The floor is a bare asyncio + h11 server
+answering fixed bytes on both ports, loaded in rounds alternating with the sidecar's, so the table shows what
+this machine adds to any server at that moment."""
 
+ROOT = Path(__file__).resolve().parents[1]
 JOURNALS = 16
 SERIES_PER_JOURNAL = 64
 ROUNDS = 4  # load rounds, alternating between the sidecar and the floor
@@ -247,8 +255,8 @@ def _wait_answering(port: int, process: subprocess.Popen[str], what: str) -> Non
 
 
 def _load_round(agent_port: int, http_port: int, seconds: float) -> dict[str, dict[str, Any]]:
-    process = subprocess.Popen([sys.executable, __file__, "--load", f"{agent_port},{http_port}",
-                                "--seconds", str(seconds)], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "bench.sidecar", "--load", f"{agent_port},{http_port}",
+                                "--seconds", str(seconds)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         results: dict[str, dict[str, Any]] = json.loads(process.communicate(timeout=seconds + 60)[0])
     finally:
@@ -364,11 +372,18 @@ def main() -> int:
          f"{floor_cpu_per_answer_us:.0f} us", True),
     ]
     width = max(len(row[0]) for row in rows)
+    results = Results("sidecar")
+    table = results.table("sidecar benchmark", "target", "sidecar", "floor", "result")
     print(f"{'sidecar benchmark':<{width}}  {'target':<16} {'sidecar':<18} {'floor':<18} result")
     for name, target, measured, floor_figure, ok, *floor_ok in rows:
         result = "ok" if ok else "MISS (the floor misses too: a busy machine)" if floor_ok == [False] else "MISS"
         print(f"{name:<{width}}  {target:<16} {measured:<18} {floor_figure:<18} {result}")
+        table.add(name, target, measured, floor_figure, result if target else "")
+        if target:
+            results.target(name, target, measured, ok)
     print("floor: a bare asyncio + h11 server answering fixed bytes, the same loads in alternating rounds")
+    results.note("floor: a bare asyncio + h11 server answering fixed bytes, the same loads in alternating rounds")
+    results.write()
     return 0 if all(row[4] for row in rows) else 1
 
 

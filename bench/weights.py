@@ -1,8 +1,8 @@
 """Load-weights benchmark: a CPU-starved replica behind HAProxy, with and without Candor's load weights.
 
-    sudo .venv/bin/python bench/weights.py [--seconds 30] [--rate 100]
+    sudo .venv/bin/python -m bench.weights [--seconds 30] [--rate 100]
 
-Three replicas of an app whose requests cost CPU (tests/support/cpu_app.py: 4 workers, declared), each in a
+Three replicas of an app whose requests cost CPU (harness/apps/cpu_app.py: 4 workers, declared), each in a
 CPU cgroup of its own with a CFS quota like a container's CPU limit: two get `--cores`, the starved one a
 fraction of that (needs root for the cgroups; v1 or v2). Each replica has two real sidecars reading its
 journals, one configured from a policy without load weights and one from the same policy with
@@ -16,8 +16,8 @@ each replica's share of requests, and how often HAProxy's weights changed.
 Targets: p99 with load weights <= 0.7 x roundrobin's and <= leastconn's; the starved replica's weight
 settles (stays within one step of its final value) within three agent intervals of the load starting, at a
 share no larger than what keeps it at the policy's target load (or its share of the capacity, if larger);
-at steady load the weights change at most 6 times a minute. Exits 1 when one is missed, 2 when it cannot
-run here.
+at steady load the weights change at most 6 times a minute. Writes bench/results/weights.json; exits 1 when
+one is missed, 2 when it cannot run here.
 """
 
 from __future__ import annotations
@@ -36,16 +36,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench.results import Results
 from candor_demo.haproxy_process import HAProxyProcess, check_config
 from candor_demo.loadgen import LoadGenerator, RequestResult
 from candor_operator.policy import HealthPolicy, parse_policy
 from candor_operator.render import Server, render_backend, render_sidecar_config
-from tests.support.cpu_groups import CgroupUnavailable, CpuGroup
-from tests.support.ports import free_port
-from tests.support.sidecar_process import SidecarProcess
-from tests.support.waiting import wait_until
+from harness.processes.cpu_groups import CgroupUnavailable, CpuGroup
+from harness.processes.ports import free_port
+from harness.processes.sidecar_process import SidecarProcess
+from harness.processes.waiting import wait_until
+
+TITLE = "Load weights: a CPU-starved replica behind HAProxy"
+ABOUT = """\
+Three replicas of an app whose requests cost CPU, each in a CPU cgroup with a CFS quota like a container's
+CPU limit, one of them starved; one real HAProxy with a backend per balancing choice (`roundrobin`,
+`leastconn`, and Candor's load weights with each), the weights coming from real sidecars reading the
+replicas' journals. The same steady load goes through each backend in turn; the table gives each backend's
+latency, each replica's share of the requests and how often HAProxy's weights changed. Needs root (the
+cgroups)."""
 
 ROOT = Path(__file__).resolve().parents[1]
 AGENT_INTERVAL = 1.0
@@ -76,7 +84,7 @@ class Replica:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "CANDOR_STATE_DIR": str(self.state),
                "CANDOR_HEARTBEAT_INTERVAL": "0.25"}
         self.app = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.cpu_app", "--port", str(self.port), "--name", self.name,
+            [sys.executable, "-m", "harness.apps.cpu_app", "--port", str(self.port), "--name", self.name,
              "--workers", str(workers), "--cost-ms", f"{cost_ms:g}"],
             env=env, cwd=ROOT, stdin=subprocess.DEVNULL, preexec_fn=self.group.join)
 
@@ -245,9 +253,14 @@ def report(phases: list[Phase], replicas: list[Replica], args: argparse.Namespac
     # The share that keeps the starved replica at the target load (CPU only; request overhead left out).
     target_share = 100.0 * WEIGHT["targetPercent"] / 100 * args.starved / (args.rate * args.cost_ms / 1000)
     share_bound = max(capacity_share, min(target_share, 100.0 / 3))
-    print(f"{len(replicas)} replicas ({', '.join(f'{r.name} {r.cores:g} cores' for r in replicas)}), "
-          f"{args.rate:g} requests/s of {args.cost_ms:g} ms CPU, {args.seconds:g} s measured per backend "
-          f"after {args.warmup:g} s; agent-inter {AGENT_INTERVAL:g}s")
+    setup = (f"{len(replicas)} replicas ({', '.join(f'{r.name} {r.cores:g} cores' for r in replicas)}), "
+             f"{args.rate:g} requests/s of {args.cost_ms:g} ms CPU, {args.seconds:g} s measured per backend "
+             f"after {args.warmup:g} s; agent-inter {AGENT_INTERVAL:g}s")
+    print(setup)
+    results = Results("weights")
+    results.note(setup)
+    table = results.table("backend", "p50 ms", "p99 ms", "errors", *(f"{r.name} share" for r in replicas),
+                          "weight changes/min")
     print(f"| backend | p50 ms | p99 ms | errors | {' | '.join(f'{r.name} share' for r in replicas)} "
           f"| weight changes/min |")
     print("|---|---|---|---|" + "---|" * len(replicas) + "---|")
@@ -256,29 +269,36 @@ def report(phases: list[Phase], replicas: list[Replica], args: argparse.Namespac
         print(f"| {phase.backend} | {1000 * phase.latency(0.5):.1f} | {1000 * phase.latency(0.99):.1f} | "
               f"{phase.errors()} | " + " | ".join(f"{shares.get(r.name, 0.0):.1f} %" for r in replicas) +
               f" | {phase.changes_per_minute():.1f} |")
+        table.add(phase.backend, f"{1000 * phase.latency(0.5):.1f}", f"{1000 * phase.latency(0.99):.1f}",
+                  phase.errors(), *(f"{shares.get(r.name, 0.0):.1f} %" for r in replicas),
+                  f"{phase.changes_per_minute():.1f}")
     candor, rr, lc = by["candor"], by["roundrobin"], by["leastconn"]
     if args.trace:
         for t, weights in candor.weights:
             print(f"  {t:6.2f} s  " + "  ".join(f"{name} {weight:3d}" for name, weight in sorted(weights.items())))
     settle = candor.settle_seconds(starved, WEIGHT["stepPercent"])
     starved_share = candor.shares().get(starved, 0.0)
+    # (what, target, measured, met): printed as one line each, recorded as the run's targets.
     checks = [
-        (f"p99 with load weights <= 0.7 x roundrobin's ({1000 * 0.7 * rr.latency(0.99):.1f} ms)",
-         candor.latency(0.99) <= 0.7 * rr.latency(0.99)),
-        (f"p99 with load weights <= leastconn's ({1000 * lc.latency(0.99):.1f} ms)",
-         candor.latency(0.99) <= lc.latency(0.99)),
-        (f"{starved}'s weight settles within 3 agent intervals of the load ({settle} s)",
+        ("p99 with load weights", f"<= 0.7 x roundrobin's ({1000 * 0.7 * rr.latency(0.99):.1f} ms)",
+         f"{1000 * candor.latency(0.99):.1f} ms", candor.latency(0.99) <= 0.7 * rr.latency(0.99)),
+        ("p99 with load weights", f"<= leastconn's ({1000 * lc.latency(0.99):.1f} ms)",
+         f"{1000 * candor.latency(0.99):.1f} ms", candor.latency(0.99) <= lc.latency(0.99)),
+        (f"{starved}'s weight settles", "within 3 agent intervals of the load",
+         f"{settle:.1f} s" if settle is not None else "never",
          settle is not None and settle <= 3 * AGENT_INTERVAL),
-        (f"{starved}'s share {starved_share:.1f} % <= {share_bound:.1f} % + 5 (capacity share {capacity_share:.1f} %, "
-         f"share at the target load {target_share:.1f} %)", starved_share <= share_bound + 5),
-        (f"weights change at most {MAX_CHANGES_PER_MINUTE} times a minute at steady load "
-         f"({candor.changes_per_minute():.1f})", candor.changes_per_minute() <= MAX_CHANGES_PER_MINUTE),
+        (f"{starved}'s share", f"<= {share_bound:.1f} % + 5 (capacity share {capacity_share:.1f} %, share at the "
+         f"target load {target_share:.1f} %)", f"{starved_share:.1f} %", starved_share <= share_bound + 5),
+        ("weight changes at steady load", f"at most {MAX_CHANGES_PER_MINUTE} a minute",
+         f"{candor.changes_per_minute():.1f}", candor.changes_per_minute() <= MAX_CHANGES_PER_MINUTE),
     ]
-    failed = 0
-    for what, ok in checks:
-        print(f"{'ok  ' if ok else 'MISS'} {what}")
-        failed += not ok
-    return 1 if failed else 0
+    held = results.table("held to", "target", "measured", "result")
+    for what, target, measured, ok in checks:
+        print(f"{'ok  ' if ok else 'MISS'} {what} {target}: {measured}")
+        held.add(what, target, measured, "ok" if ok else "MISSED")
+        results.target(what, target, measured, ok)
+    results.write()
+    return 0 if all(ok for *_, ok in checks) else 1
 
 
 if __name__ == "__main__":

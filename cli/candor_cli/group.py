@@ -20,7 +20,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "check": ("candor_operator.cli:check_command",
               "Tell what is wrong with Candor in a cluster (CRD, operator, webhook, policies, pods)."),
     "demo": ("candor_demo.cli:demo_command", "Replay a job-seconds and health incident locally and measure Candor."),
-    "bench": ("candor_cli.bench:bench_command", "Run the benchmarks under bench/."),
 }
 
 

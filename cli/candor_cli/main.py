@@ -1,4 +1,4 @@
-"""`candor`: one command, a subcommand per part (sidecar, operator, render, demo, bench).
+"""`candor`: one command, a subcommand per part (sidecar, operator, render, demo, check).
 
 `candor sidecar` runs in every pod, so it goes straight to the sidecar's own small argument parser;
 every other subcommand goes through the click group in candor_cli.group.

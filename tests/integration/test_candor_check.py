@@ -26,11 +26,11 @@ from candor_operator.check import CHECK_RBAC_RULES
 from candor_operator.crd import build_crd
 from candor_operator.peering import CLUSTER_PEERING_CRD, cluster_peering
 from candor_sidecar.release import VERSION
+from harness.cluster.components import ensure_binaries
+from harness.cluster.control_plane import K8sCluster
+from harness.processes.operator_process import CANDOR, OperatorProcess
+from tests.cases.policy_cases import valid_spec
 from tests.integration.test_operator_reconcile import make_policy, make_service
-from tests.support.k8s_cluster import K8sCluster
-from tests.support.k8s_processes import ensure_binaries
-from tests.support.operator_process import CANDOR, OperatorProcess
-from tests.support.policy_cases import valid_spec
 
 pytestmark = pytest.mark.integration
 

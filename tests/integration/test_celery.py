@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.framework_runs import (
+from harness.apps.framework_runs import (
     Run,
     assert_counted,
     children_of,
@@ -23,7 +23,7 @@ from tests.support.framework_runs import (
     journal_pids,
     total,
 )
-from tests.support.waiting import wait_until
+from harness.processes.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ HEARTBEAT = 0.5
 
 
 def _worker(run: Run, broker: str, tmp_path: Path, *options: str) -> object:
-    argv = ["celery", "-A", "tests.support.celery_app", "worker", "--loglevel", "WARNING",
+    argv = ["celery", "-A", "harness.apps.celery_app", "worker", "--loglevel", "WARNING",
             "--without-gossip", "--without-mingle", "--without-heartbeat", *options]
     return framework_process(argv, run.state_dir, tmp_path / "worker.log", HEARTBEAT, {"CANDOR_TEST_REDIS": broker})
 
@@ -144,7 +144,7 @@ def test_side_by_side_with_prometheus_client_multiprocess_mode(tmp_path: Path, b
     def candor(task: str) -> float:
         return total(run.state_dir, "job_worked_seconds", task=task, queue="celery")
 
-    argv = ["celery", "-A", "tests.support.celery_app", "worker", "--loglevel", "WARNING", "--without-gossip",
+    argv = ["celery", "-A", "harness.apps.celery_app", "worker", "--loglevel", "WARNING", "--without-gossip",
             "--without-mingle", "--without-heartbeat", "-P", "prefork", "-c", "2", "--max-tasks-per-child", "2"]
     env = {"CANDOR_TEST_REDIS": broker, "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
     with framework_process(argv, run.state_dir, tmp_path / "worker.log", HEARTBEAT, env):

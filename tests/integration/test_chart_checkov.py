@@ -1,6 +1,6 @@
 """An external judge: checkov scans the rendered chart and the injected example pod.
 
-checkov runs from its own cached venv (tests/support/checkov.py). Every check it runs either passes
+checkov runs from its own cached venv (harness/cluster/checkov.py). Every check it runs either passes
 or is skipped in the manifest itself with a one-line reason (`checkov.io/skipN: CKV_K8S_x=reason`),
 for the default values and each documented combination; and Candor's injection adds no finding to
 the pod it injects (the example's own skips are the demo's, not the sidecar's).
@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from candor_operator.injection import PolicyTarget, SidecarSettings, inject
-from tests.support.checkov import scan
-from tests.support.helm import helm_binary
+from harness.cluster.checkov import scan
+from harness.cluster.helm import helm_binary
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from candor_operator.policy import DEFAULTS, parse_policy
-from tests.support.k8s_cluster import K8sCluster
-from tests.support.policy_cases import FULL_SPEC, INVALID_POLICIES, valid_spec
+from harness.cluster.control_plane import K8sCluster
+from tests.cases.policy_cases import FULL_SPEC, INVALID_POLICIES, valid_spec
 
 pytestmark = pytest.mark.integration
 

@@ -12,14 +12,14 @@ import pytest
 from candor_demo.haproxy_process import HAProxyProcess
 from candor_operator.policy import parse_policy
 from candor_operator.render import render_backend
-from tests.support.endpoint_follower import (
+from harness.processes.endpoint_follower import (
     HAPROXY_INGRESS,
     HAPROXYTECH,
     EndpointSliceFollower,
     declare_slots,
     wanted_endpoints,
 )
-from tests.support.policy_cases import valid_spec
+from tests.cases.policy_cases import valid_spec
 
 pytestmark = pytest.mark.integration
 
@@ -116,7 +116,7 @@ def test_the_drain_rig_config_and_objects_hold_for_every_cell(controller: str, t
     config, and its HealthPolicy governs exactly the injected cells."""
     from candor_demo.haproxy_process import check_config
     from candor_operator.labels import selector_matches
-    from tests.support.drain_rig import CELLS, haproxy_config, objects
+    from harness.processes.drain_rig import CELLS, haproxy_config, objects
 
     result = check_config(haproxy_config({name: 20000 + i for i, name in enumerate(CELLS)}, controller))
     assert result.returncode == 0, result.stdout + result.stderr

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.framework_fixtures import request_later
-from tests.support.framework_runs import (
+from harness.apps.framework_runs import (
     Run,
     assert_counted,
     children_of,
@@ -21,9 +20,10 @@ from tests.support.framework_runs import (
     framework_process,
     journal_pids,
 )
-from tests.support.ports import free_port
-from tests.support.sidecar_process import SidecarProcess
-from tests.support.waiting import wait_until
+from harness.apps.pending_requests import request_later
+from harness.processes.ports import free_port
+from harness.processes.sidecar_process import SidecarProcess
+from harness.processes.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -42,8 +42,8 @@ def _sidecar_totals(sidecar: SidecarProcess) -> dict[str, float]:
 
 def test_max_requests_recycling_and_timeout_kills_seen_by_a_real_sidecar(tmp_path: Path, run: Run) -> None:
     port = free_port()
-    argv = ["gunicorn", "-c", "tests/support/gunicorn_conf.py", "--bind", f"127.0.0.1:{port}",
-            "tests.support.wsgi_app:application"]
+    argv = ["gunicorn", "-c", "harness/apps/gunicorn_conf.py", "--bind", f"127.0.0.1:{port}",
+            "harness.apps.wsgi_app:application"]
     sidecar_readings: list[dict[str, float]] = []
     with SidecarProcess(run.state_dir) as sidecar, \
             framework_process(argv, run.state_dir, tmp_path / "gunicorn.log", HEARTBEAT, {}) as arbiter:

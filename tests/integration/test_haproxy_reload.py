@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.support.haproxy_reload import ReloadableHAProxy
-from tests.support.ports import free_port
+from harness.processes.haproxy_reload import ReloadableHAProxy
+from harness.processes.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,7 @@ def test_a_reload_keeps_the_servers_state_and_closes_idle_client_connections() -
 
 
 def test_the_state_file_lines_are_in_the_config() -> None:
-    from tests.support.haproxy_reload import with_server_state
+    from harness.processes.haproxy_reload import with_server_state
 
     text = with_server_state("global\n    maxconn 1\ndefaults\n    mode http\n", "/tmp/s")
     assert "global\n    server-state-file /tmp/s\n" in text

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.helm import helm, helm_binary
-from tests.support.k8s_cluster import K8sCluster
-from tests.support.k8s_processes import ensure_binaries
-from tests.support.policy_cases import valid_spec
+from harness.cluster.components import ensure_binaries
+from harness.cluster.control_plane import K8sCluster
+from harness.cluster.helm import helm, helm_binary
+from tests.cases.policy_cases import valid_spec
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.k8s_cluster import ROOT, K8sCluster, KubectlError
+from harness.cluster.control_plane import ROOT, K8sCluster, KubectlError
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.k8s_cluster import ROOT, K8sCluster, ensure_binaries
+from harness.cluster.components import ensure_binaries
+from harness.cluster.control_plane import ROOT, K8sCluster
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +51,8 @@ def test_control_plane_dies_with_a_killed_test_run(tmp_path: Path) -> None:
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from tests.support.k8s_cluster import K8sCluster, ensure_binaries\n"
+        "from harness.cluster.components import ensure_binaries\n"
+        "from harness.cluster.control_plane import K8sCluster\n"
         "c = K8sCluster(Path(sys.argv[1]), ensure_binaries()).start()\n"
         "print(*[p.popen.pid for p in c._processes], flush=True)\n"
         "time.sleep(300)\n"

@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.images import CACHE, SIDECAR_IMAGE
-from tests.support.k8s_processes import ROOT
-from tests.support.node import running_containers
-from tests.support.waiting import wait_until
+from harness.cluster.components import ROOT
+from harness.cluster.images import CACHE, SIDECAR_IMAGE
+from harness.cluster.node import running_containers
+from harness.processes.waiting import wait_until
 
 pytestmark = [
     pytest.mark.integration, pytest.mark.node,
@@ -47,7 +47,7 @@ def scratch_etc(tmp_path: Path) -> Iterator[Path]:
     if os.path.lexists("/etc/cni"):
         os.mknod(upper / "cni", 0o600 | 0o020000, os.makedev(0, 0))  # an overlay whiteout: /etc/cni is absent
     yield upper
-    subprocess.run([sys.executable, "-m", "tests.support.node", "restore", NAME], cwd=ROOT, check=False)
+    subprocess.run([sys.executable, "-m", "harness.cluster.node", "restore", NAME], cwd=ROOT, check=False)
     for archive in CACHE.glob("cni-probe-*.tar"):
         archive.unlink()
 
@@ -84,9 +84,10 @@ def test_the_image_build_and_the_node_write_no_cni_state_under_etc(tmp_path: Pat
             "command": ["python3", "-c", "import time\nwhile True: time.sleep(60)"],
         }]},
     }))
-    build = shlex.join([sys.executable, "-c", "import sys, pathlib; from tests.support.images import build_dockerfile; "
+    build = shlex.join([sys.executable, "-c",
+                        "import sys, pathlib; from harness.cluster.images import build_dockerfile; "
                         "build_dockerfile(sys.argv[1], pathlib.Path(sys.argv[2]))", PROBE_IMAGE, str(dockerfile)])
-    serve = shlex.join([sys.executable, "-m", "tests.support.node", "serve", "--name", NAME, "--bridge", BRIDGE,
+    serve = shlex.join([sys.executable, "-m", "harness.cluster.node", "serve", "--name", NAME, "--bridge", BRIDGE,
                         "--subnet", SUBNET, "--static-pods", str(static_pods)])
     node = subprocess.Popen(_in_fresh_etc(scratch_etc, f"{build}\nexec {serve}"), cwd=ROOT,
                             stdout=subprocess.PIPE, text=True)

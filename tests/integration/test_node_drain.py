@@ -4,7 +4,7 @@ app, none fails), the sidecar gets SIGTERM after the app, and a last scrape of
 /metrics after that has every job second the app worked.
 
 The chart's webhook injects the pod; HAProxy's servers follow the Service's EndpointSlices as each real
-controller's do (tests/support/endpoint_follower.py, haproxytech and haproxy-ingress) and ask the sidecar's
+controller's do (harness/processes/endpoint_follower.py, haproxytech and haproxy-ingress) and ask the sidecar's
 agent. Observed from outside: HAProxy's stats
 (every 10 ms), the app's SIGTERM time (written by the app to a file on the node, in the monotonic clock
 every container shares), the sidecar's /health (which says when the sidecar itself is terminating) and
@@ -27,12 +27,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from candor_demo.truth import read_intervals
-from tests.support.drain_rig import Load, answered_after_sigterm, objects, rig, sigterms
-from tests.support.endpoint_follower import HAPROXY_INGRESS, HAPROXYTECH
-from tests.support.helm import install_chart, uninstall_chart
-from tests.support.k8s_cluster import K8sCluster
-from tests.support.node import Node
-from tests.support.ports import free_port
+from harness.cluster.control_plane import K8sCluster
+from harness.cluster.helm import install_chart, uninstall_chart
+from harness.cluster.node import Node
+from harness.processes.drain_rig import Load, answered_after_sigterm, objects, rig, sigterms
+from harness.processes.endpoint_follower import HAPROXY_INGRESS, HAPROXYTECH
+from harness.processes.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(os.geteuid() != 0, reason="the test node needs root")]
 

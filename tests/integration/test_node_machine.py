@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.images import SIDECAR_IMAGE
-from tests.support.k8s_processes import ROOT
-from tests.support.node import running_containers
-from tests.support.node_machine import machine_snapshot
-from tests.support.waiting import wait_until
+from harness.cluster.components import ROOT
+from harness.cluster.images import SIDECAR_IMAGE
+from harness.cluster.node import running_containers
+from harness.cluster.node_machine import machine_snapshot
+from harness.processes.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.node, pytest.mark.node_exclusive]
 
@@ -63,12 +63,12 @@ def serve(tmp_path: Path) -> Iterator[list[subprocess.Popen[str]]]:
         if process.poll() is None:
             process.kill()
             process.wait()
-    subprocess.run([sys.executable, "-m", "tests.support.node", "restore", NAME], cwd=ROOT, check=False)
+    subprocess.run([sys.executable, "-m", "harness.cluster.node", "restore", NAME], cwd=ROOT, check=False)
 
 
 def _start(serve: list[subprocess.Popen[str]], static_pods: Path) -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.node", "serve", "--name", NAME, "--bridge", BRIDGE,
+        [sys.executable, "-m", "harness.cluster.node", "serve", "--name", NAME, "--bridge", BRIDGE,
          "--subnet", SUBNET, "--static-pods", str(static_pods)],
         cwd=ROOT, stdout=subprocess.PIPE, text=True,
     )

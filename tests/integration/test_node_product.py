@@ -33,12 +33,12 @@ from candor_operator.policy import parse_policy
 from candor_operator.render import Server, render_backend
 from candor_sidecar.release import VERSION
 from candor_tracer.modes import DEFAULT_HEARTBEAT_INTERVAL
-from tests.support.helm import helm, install_chart, uninstall_chart
-from tests.support.k8s_cluster import K8sCluster
-from tests.support.k8s_processes import ROOT
-from tests.support.node import Node
-from tests.support.ports import free_port
-from tests.support.waiting import wait_until
+from harness.cluster.components import ROOT
+from harness.cluster.control_plane import K8sCluster
+from harness.cluster.helm import helm, install_chart, uninstall_chart
+from harness.cluster.node import Node
+from harness.processes.ports import free_port
+from harness.processes.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(os.geteuid() != 0, reason="the test node needs root")]
 

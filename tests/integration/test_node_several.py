@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.k8s_cluster import K8sCluster
-from tests.support.node import Node
+from harness.cluster.control_plane import K8sCluster
+from harness.cluster.node import Node
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(os.geteuid() != 0, reason="the test node needs root")]
 

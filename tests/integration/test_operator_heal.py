@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from candor_operator.api_names import MANAGED_ANNOTATIONS
-from tests.support.k8s_cluster import K8sCluster
-from tests.support.operator_process import OperatorProcess
-from tests.support.policy_cases import valid_spec
+from harness.cluster.control_plane import K8sCluster
+from harness.processes.operator_process import OperatorProcess
+from tests.cases.policy_cases import valid_spec
 
 pytestmark = pytest.mark.integration
 

@@ -18,11 +18,11 @@ import yaml
 from candor_demo.prometheus_process import PrometheusProcess
 from candor_operator.peering import CLUSTER_PEERING_CRD, cluster_peering
 from candor_sidecar.release import VERSION
+from harness.cluster.control_plane import K8sCluster
+from harness.cluster.helm import helm_binary
+from harness.processes.operator_process import OperatorProcess
+from tests.cases.policy_cases import valid_spec
 from tests.integration.test_operator_reconcile import make_policy, make_service
-from tests.support.helm import helm_binary
-from tests.support.k8s_cluster import K8sCluster
-from tests.support.operator_process import OperatorProcess
-from tests.support.policy_cases import valid_spec
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 """The real `candor operator` against the real API server: Services, ConfigMaps, status, conflicts.
 
 Every test runs the operator as a subprocess (`candor operator --kubeconfig ... -n <ns>`) on the
-session's kube-apiserver + controller-manager (tests/support/k8s_cluster.py).
+session's kube-apiserver + controller-manager (harness/cluster/control_plane.py).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import pytest
 from candor_operator.api_names import MANAGED_ANNOTATIONS
 from candor_operator.peering import CLUSTER_PEERING_CRD, cluster_peering
 from candor_operator.webhook import RBAC_RULES
-from tests.support.k8s_cluster import K8sCluster
-from tests.support.operator_process import OperatorProcess
-from tests.support.policy_cases import valid_spec
+from harness.cluster.control_plane import K8sCluster
+from harness.processes.operator_process import OperatorProcess
+from tests.cases.policy_cases import valid_spec
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ import pytest
 
 from candor_operator.api_names import MANAGED_ANNOTATIONS
 from candor_operator.peering import CLUSTER_PEERING_CRD, cluster_peering
-from tests.support.k8s_cluster import K8sCluster
-from tests.support.operator_process import OperatorProcess
-from tests.support.policy_cases import valid_spec
+from harness.cluster.control_plane import K8sCluster
+from harness.processes.operator_process import OperatorProcess
+from tests.cases.policy_cases import valid_spec
 
 pytestmark = pytest.mark.integration
 

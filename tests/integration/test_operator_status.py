@@ -19,6 +19,9 @@ import pytest
 from candor_operator.api_names import VERSION_ANNOTATION
 from candor_operator.crd import CONDITION_REASON_PATTERN
 from candor_sidecar.release import VERSION
+from harness.cluster.control_plane import K8sCluster
+from harness.processes.operator_process import OperatorProcess
+from tests.cases.policy_cases import valid_spec
 from tests.integration.test_operator_reconcile import (
     POLICIES,
     annotations,
@@ -27,9 +30,6 @@ from tests.integration.test_operator_reconcile import (
     make_service,
     policy_status,
 )
-from tests.support.k8s_cluster import K8sCluster
-from tests.support.operator_process import OperatorProcess
-from tests.support.policy_cases import valid_spec
 
 pytestmark = pytest.mark.integration
 

@@ -21,8 +21,8 @@ import pytest
 from candor_operator.handlers import DEPLOYMENTS, POLICIES, SERVICES, CandorOperator
 from candor_operator.kube import ApiError
 from candor_operator.settings import OperatorSettings
-from tests.support.k8s_cluster import K8sCluster
-from tests.support.policy_cases import valid_spec
+from harness.cluster.control_plane import K8sCluster
+from tests.cases.policy_cases import valid_spec
 
 pytestmark = pytest.mark.integration
 

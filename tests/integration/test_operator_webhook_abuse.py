@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 
 from candor_operator.admission_server import MAX_BODY_BYTES, MAX_CONTAINERS
-from tests.support.k8s_cluster import K8sCluster
-from tests.support.operator_process import OperatorProcess
-from tests.support.policy_cases import valid_spec
-from tests.support.waiting import wait_until
+from harness.cluster.control_plane import K8sCluster
+from harness.processes.operator_process import OperatorProcess
+from harness.processes.waiting import wait_until
+from tests.cases.policy_cases import valid_spec
 
 pytestmark = pytest.mark.integration
 

@@ -24,9 +24,9 @@ import yaml
 
 from candor_operator.peering import CLUSTER_PEERING_CRD, cluster_peering
 from candor_operator.webhook import RBAC_RULES, TIMEOUT_SECONDS
-from tests.support.k8s_cluster import K8sCluster
-from tests.support.operator_process import OperatorProcess
-from tests.support.policy_cases import valid_spec
+from harness.cluster.control_plane import K8sCluster
+from harness.processes.operator_process import OperatorProcess
+from tests.cases.policy_cases import valid_spec
 
 pytestmark = pytest.mark.integration
 

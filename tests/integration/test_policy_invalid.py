@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.k8s_cluster import ROOT, K8sCluster
-from tests.support.operator_process import OperatorProcess
-from tests.support.policy_cases import INVALID_POLICIES, valid_spec
+from harness.cluster.control_plane import ROOT, K8sCluster
+from harness.processes.operator_process import OperatorProcess
+from tests.cases.policy_cases import INVALID_POLICIES, valid_spec
 
 pytestmark = pytest.mark.integration
 

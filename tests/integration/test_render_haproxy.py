@@ -26,8 +26,8 @@ import yaml
 from candor_demo.haproxy_process import HAProxyProcess, check_config
 from candor_operator.policy import parse_policy
 from candor_operator.render import Server, render_annotations, render_backend, render_sidecar_config
-from tests.support.policy_cases import FULL_SPEC, valid_spec
-from tests.support.ports import free_port
+from harness.processes.ports import free_port
+from tests.cases.policy_cases import FULL_SPEC, valid_spec
 
 pytestmark = pytest.mark.integration
 
@@ -338,7 +338,7 @@ def _start_traced_pod(home: Path, controller: str, app_port: int) -> subprocess.
     """The app: traced, heartbeating into the pod's state directory as an app with the tracer does."""
     (home / "state").mkdir(parents=True)
     env = {**os.environ, "CANDOR_STATE_DIR": str(home / "state")}
-    app = subprocess.Popen([sys.executable, "-m", "tests.support.traced_app", "--port", str(app_port)], env=env,
+    app = subprocess.Popen([sys.executable, "-m", "harness.apps.traced_app", "--port", str(app_port)], env=env,
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_http(f"http://127.0.0.1:{app_port}/", 10, app)
     config = render_sidecar_config(parse_policy({**RAMP_SPEC, "ingress": {"controller": controller}}))

@@ -18,8 +18,8 @@ import pytest
 from candor_demo.haproxy_process import HAProxyProcess
 from candor_operator.policy import parse_policy
 from candor_operator.render import Server, render_backend
-from tests.support.policy_cases import valid_spec
-from tests.support.ports import free_port
+from harness.processes.ports import free_port
+from tests.cases.policy_cases import valid_spec
 
 pytestmark = pytest.mark.integration
 

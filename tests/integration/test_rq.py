@@ -17,7 +17,7 @@ import redis
 from rq import Queue
 from rq.command import send_stop_job_command
 
-from tests.support.framework_runs import (
+from harness.apps.framework_runs import (
     Run,
     assert_counted,
     declared_capacities,
@@ -25,8 +25,8 @@ from tests.support.framework_runs import (
     journal_pids,
     total,
 )
-from tests.support.pid_namespace import PREFIX, needs_pid_namespace
-from tests.support.waiting import wait_until
+from harness.processes.pid_namespace import PREFIX, needs_pid_namespace
+from harness.processes.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ HEARTBEAT = 0.5
 
 
 def _worker(run: Run, broker: str, tmp_path: Path, worker_class: str, prefix: list[str] | None = None) -> object:
-    argv = ["rq.cli", "worker", "--url", broker, "--worker-class", f"tests.support.rq_app.{worker_class}",
+    argv = ["rq.cli", "worker", "--url", broker, "--worker-class", f"harness.apps.rq_app.{worker_class}",
             "--logging_level", "WARNING", "--disable-job-desc-logging", "default"]
     return framework_process(argv, run.state_dir, tmp_path / f"{worker_class}.log", HEARTBEAT,
                              {"CANDOR_TEST_REDIS": broker}, prefix=prefix)
@@ -42,11 +42,11 @@ def _worker(run: Run, broker: str, tmp_path: Path, worker_class: str, prefix: li
 
 def _enqueue(broker: str, seconds: float, timeout: int | None = None) -> str:
     with redis.Redis.from_url(broker) as connection:
-        job = Queue("default", connection=connection).enqueue("tests.support.rq_app.work", seconds, job_timeout=timeout)
+        job = Queue("default", connection=connection).enqueue("harness.apps.rq_app.work", seconds, job_timeout=timeout)
         return str(job.id)
 
 
-WORK = "tests.support.rq_app.work"
+WORK = "harness.apps.rq_app.work"
 
 
 def _counted(run: Run) -> float:

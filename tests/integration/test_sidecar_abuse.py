@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from candor_sidecar.http_server import Limits
-from tests.support.sidecar_process import SidecarProcess
+from harness.processes.sidecar_process import SidecarProcess
 
 pytestmark = pytest.mark.integration
 

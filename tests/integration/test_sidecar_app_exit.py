@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.sidecar_process import AppProcess, SidecarProcess
+from harness.processes.sidecar_process import AppProcess, SidecarProcess
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.sidecar_process import ROOT, SidecarProcess
+from harness.processes.sidecar_process import ROOT, SidecarProcess
 
 pytestmark = pytest.mark.integration
 

@@ -26,9 +26,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from candor_demo.haproxy_process import HAProxyProcess
-from tests.support.ports import free_port
-from tests.support.sidecar_process import ROOT, AppProcess, SidecarProcess
-from tests.support.waiting import wait_until
+from harness.processes.ports import free_port
+from harness.processes.sidecar_process import ROOT, AppProcess, SidecarProcess
+from harness.processes.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

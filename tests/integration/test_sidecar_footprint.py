@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.sidecar_process import SidecarProcess
+from harness.processes.sidecar_process import SidecarProcess
 
 pytestmark = pytest.mark.integration
 

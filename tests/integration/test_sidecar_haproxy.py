@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from candor_demo.haproxy_process import HAProxyProcess
-from tests.support.ports import free_port
-from tests.support.sidecar_process import AppProcess, SidecarProcess
+from harness.processes.ports import free_port
+from harness.processes.sidecar_process import AppProcess, SidecarProcess
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.sidecar_process import SidecarProcess
-from tests.support.waiting import wait_until
+from harness.processes.sidecar_process import SidecarProcess
+from harness.processes.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,8 @@ import pytest
 
 from candor_tracer.cgroup import NO_FIGURES
 from candor_tracer.journal.writer import JournalWriter
-from tests.support.journal_forge import forge_every_copy, forge_file
-from tests.support.sidecar_process import AppProcess, SidecarProcess
+from harness.processes.sidecar_process import AppProcess, SidecarProcess
+from tests.cases.journal_forge import forge_every_copy, forge_file
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.sidecar_process import AppProcess, SidecarProcess
-from tests.support.waiting import wait_until
+from harness.processes.sidecar_process import AppProcess, SidecarProcess
+from harness.processes.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -29,9 +29,9 @@ from candor_demo.haproxy_process import HAProxyProcess
 from candor_sidecar.admin_word import FILE_NAME
 from candor_sidecar.drain.held_waits import PER_ADDRESS, TOTAL
 from candor_sidecar.drain.state import START_WAIT
-from tests.support.ports import free_port
-from tests.support.sidecar_process import ROOT, AppProcess, SidecarProcess
-from tests.support.waiting import wait_until
+from harness.processes.ports import free_port
+from harness.processes.sidecar_process import ROOT, AppProcess, SidecarProcess
+from harness.processes.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ import pytest
 
 from candor_demo.prometheus_process import PrometheusProcess
 from candor_tracer.journal.reader import read_totals
-from tests.support.sidecar_process import AppProcess, SidecarProcess
-from tests.support.waiting import wait_until
+from harness.processes.sidecar_process import AppProcess, SidecarProcess
+from harness.processes.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.sidecar_process import AppProcess, SidecarProcess
-from tests.support.waiting import wait_until
+from harness.processes.sidecar_process import AppProcess, SidecarProcess
+from harness.processes.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

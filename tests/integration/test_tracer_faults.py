@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from candor_tracer.journal.reader import read_totals
-from tests.support.tracer_apps import next_message, start_app
+from harness.apps.tracer_apps import next_message, start_app
 
 pytestmark = pytest.mark.integration
 

@@ -12,15 +12,15 @@ import pytest
 
 from candor_tracer.journal.decode import read_journal
 from candor_tracer.journal.reader import JournalSnapshot, read_totals
-from tests.support.pid_namespace import PREFIX, needs_pid_namespace
-from tests.support.tracer_apps import (
+from harness.apps.tracer_apps import (
     next_message,
     read_in_new_process,
     series_value,
     start_app,
     stop_app,
 )
-from tests.support.waiting import wait_until
+from harness.processes.pid_namespace import PREFIX, needs_pid_namespace
+from harness.processes.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from candor_tracer.journal.reader import JournalSnapshot, read_totals
-from tests.support.tracer_apps import next_message, start_app, stop_app
-from tests.support.waiting import wait_until
+from harness.apps.tracer_apps import next_message, start_app, stop_app
+from harness.processes.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest, start
 from prometheus_client.parser import text_string_to_metric_families
 
 from candor_tracer import Tracer
-from tests.support.ports import free_port
+from harness.processes.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from candor_tracer.journal.reader import read_totals
-from tests.support.framework_fixtures import request_later
-from tests.support.framework_runs import Run, assert_counted, framework_process, journal_pids, total
-from tests.support.ports import free_port, listening
-from tests.support.waiting import wait_until
+from harness.apps.framework_runs import Run, assert_counted, framework_process, journal_pids, total
+from harness.apps.pending_requests import request_later
+from harness.processes.ports import free_port, listening
+from harness.processes.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ HEARTBEAT = 0.5
 
 def test_concurrent_requests_a_blocked_loop_and_a_killed_server(tmp_path: Path, run: Run) -> None:
     port = free_port()
-    argv = ["uvicorn", "tests.support.asgi_app:app", "--host", "127.0.0.1", "--port", str(port),
+    argv = ["uvicorn", "harness.apps.asgi_app:app", "--host", "127.0.0.1", "--port", str(port),
             "--lifespan", "on", "--log-level", "warning"]
     with framework_process(argv, run.state_dir, tmp_path / "uvicorn.log", HEARTBEAT, {}) as server:
         wait_until(lambda: server.pid in journal_pids(run.state_dir), timeout=60,

@@ -83,7 +83,7 @@ def test_dockerfiles_run_the_distribution_as_non_root_on_python_311() -> None:
 
 def test_dockerfiles_build_both_distributions_from_their_folders() -> None:
     """The build context holds tracer/ (candor-tracer) and every folder of the candor distribution; the
-    image cache of the tests keys on the same COPY lines (tests/support/images.py)."""
+    image cache of the tests keys on the same COPY lines (harness/cluster/images.py)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     folders = {"tracer", *project["tool"]["setuptools"]["packages"]["find"]["where"]}
     for path in (ROOT / "operator" / "Dockerfile", ROOT / "sidecar" / "Dockerfile"):

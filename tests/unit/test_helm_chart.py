@@ -1,6 +1,6 @@
 """The Helm chart: `helm lint --strict`, `helm template | kubernetes-validate --strict -`, and what it renders.
 
-Real helm (tests/support/helm.py) and the real kubernetes-validate CLI; the chart's ClusterRole is
+Real helm (harness/cluster/helm.py) and the real kubernetes-validate CLI; the chart's ClusterRole is
 compared with the operator's own statement of what it touches (candor_operator.webhook.RBAC_RULES).
 """
 
@@ -21,7 +21,7 @@ from candor_operator import webhook
 from candor_operator.injection import SYSTEM_NAMESPACES
 from candor_sidecar.release import VERSION
 from candor_tracer.pod_contract import DEFAULT_AGENT_PORT, DEFAULT_HTTP_PORT
-from tests.support.helm import helm_binary
+from harness.cluster.helm import helm_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "candor"

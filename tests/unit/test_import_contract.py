@@ -24,7 +24,7 @@ def _lint(python_path: list[Path]) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_tree_keeps_its_import_contracts() -> None:
-    result = _lint([ROOT])  # ROOT: the contract type in tests/support
+    result = _lint([ROOT])  # ROOT: the contract type in harness/lint
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Contracts: 2 kept, 0 broken." in result.stdout, result.stdout
 

@@ -1,7 +1,7 @@
 """Property-based fuzzing of the journal reader: any bytes in one journal, any entries in the directory.
 
 Beside a healthy live writer whose totals are known exactly, hypothesis plants a journal with fields
-rewritten behind valid checksums (see tests/support/journal_forge.py), raw byte damage, truncation, or
+rewritten behind valid checksums (see tests/cases/journal_forge.py), raw byte damage, truncation, or
 a directory full of links, FIFOs, aliases, unreadable and garbage files. Whatever it plants, read_totals
 must return (never raise, never block), the healthy writer's total and liveness must read exactly as
 without the planted files, the planted files may only appear in `skipped`, each at most once, and no
@@ -37,7 +37,7 @@ from candor_tracer.journal.format import (
     journal_name,
 )
 from candor_tracer.journal.reader import JournalSnapshot, read_totals
-from tests.support.journal_forge import FIELDS, forge
+from tests.cases.journal_forge import FIELDS, forge
 
 from candor_tracer.journal.writer import JournalWriter  # isort: skip
 

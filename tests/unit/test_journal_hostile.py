@@ -23,7 +23,7 @@ from candor_tracer.cgroup import NO_FIGURES
 from candor_tracer.journal.format import ARCHIVE_LOCK_NAME, ARCHIVE_NAME, DESC_HEAD, DESC_OFFSET, FILE_SIZE, crc
 from candor_tracer.journal.reader import JournalSnapshot, fold_dead_writers, read_totals
 from candor_tracer.journal.writer import JournalWriter
-from tests.support.journal_forge import forge_every_copy, forge_file
+from tests.cases.journal_forge import forge_every_copy, forge_file
 
 logging.getLogger("candor_tracer").setLevel(logging.WARNING)
 

@@ -15,8 +15,8 @@ from candor_tracer import MemoryFigures, declare_capacity
 from candor_tracer.journal import format as journal_format
 from candor_tracer.journal.reader import read_writers
 from candor_tracer.journal.writer import JournalWriter
-from tests.support import journal_before_load as old
-from tests.support.journal_forge import forge
+from tests.cases import journal_before_load as old
+from tests.cases.journal_forge import forge
 
 MEMORY = MemoryFigures(current=300 << 20, limit=512 << 20, inactive_file=10 << 20)
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.crd_schema import validate_spec
-from tests.support.policy_cases import FULL_SPEC, INVALID_POLICIES, valid_spec
+from harness.cluster.crd_schema import validate_spec
+from tests.cases.policy_cases import FULL_SPEC, INVALID_POLICIES, valid_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -35,7 +35,7 @@ from candor_operator.policy_fields import (
 from candor_operator.policy_model import HealthPolicy, Selector
 from candor_sidecar.durations import DURATION_PATTERN, parse_duration
 from candor_sidecar.field_error import FieldError
-from tests.support.policy_cases import FULL_SPEC
+from tests.cases.policy_cases import FULL_SPEC
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds" / "healthpolicy.yaml"

@@ -8,7 +8,7 @@ import pytest
 
 from candor_operator.policy import HealthPolicy, parse_policy
 from candor_sidecar.field_error import FieldError
-from tests.support.policy_cases import FULL_SPEC, INVALID_POLICIES, valid_spec
+from tests.cases.policy_cases import FULL_SPEC, INVALID_POLICIES, valid_spec
 
 
 def test_minimal_policy_gets_the_documented_defaults() -> None:

@@ -6,7 +6,7 @@ from candor_operator.policy import parse_policy
 from candor_operator.ready_window import PROPAGATION, min_ready_seconds, needs_raise
 from candor_operator.rollout import slim_deployment
 from candor_operator.summary import summarize
-from tests.support.policy_cases import valid_spec
+from tests.cases.policy_cases import valid_spec
 
 
 def test_the_window_is_rise_checks_one_agent_poll_and_the_propagation_rounded_up() -> None:

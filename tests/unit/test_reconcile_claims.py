@@ -21,7 +21,7 @@ from candor_operator.rollout import (
 )
 from candor_operator.summary import configmap_body, summarize
 from candor_sidecar.field_error import FieldError
-from tests.support.policy_cases import FULL_SPEC, valid_spec
+from tests.cases.policy_cases import FULL_SPEC, valid_spec
 
 ANNOTATIONS = {"haproxy.org/check": "true"}
 

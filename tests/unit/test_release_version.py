@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from candor_sidecar.release import VERSION, NotInstalledError, installed_version
-from tests.support.k8s_processes import ROOT
+from harness.cluster.components import ROOT
 
 # Files whose image tags and tracer pins are written out (Dockerfiles, manifests, docs, a test's manifest).
 TAGGED_FILES = ("README.md", "docs/kubernetes.md", "examples/demo-app.yaml", "helm/candor/values.yaml",

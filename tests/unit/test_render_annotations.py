@@ -13,7 +13,7 @@ from candor_operator.render import (
     render_annotations,
     render_backend,
 )
-from tests.support.policy_cases import FULL_SPEC, valid_spec
+from tests.cases.policy_cases import FULL_SPEC, valid_spec
 
 TECH = "haproxy.org/"
 HI = "haproxy-ingress.github.io/"

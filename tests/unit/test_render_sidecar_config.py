@@ -9,7 +9,7 @@ from candor_operator.policy import parse_policy
 from candor_operator.render import render_sidecar_config
 from candor_sidecar.config import parse_config
 from candor_tracer.pod_contract import PODINFO_DIR, STATE_DIR
-from tests.support.policy_cases import FULL_SPEC, valid_spec
+from tests.cases.policy_cases import FULL_SPEC, valid_spec
 
 
 def test_full_policy_round_trips_through_the_sidecar_parser() -> None:

@@ -21,7 +21,7 @@ from candor_tracer.cpu import (
 from candor_tracer.heartbeat import HeartbeatThread
 from candor_tracer.journal.reader import read_writers
 from candor_tracer.journal.writer import JournalWriter
-from tests.support.waiting import wait_until
+from harness.processes.waiting import wait_until
 
 V2_STAT = ("usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\nnr_periods 400\nnr_throttled 120\n"
            "throttled_usec 900000\nnr_bursts 0\nburst_usec 0\n")

@@ -24,7 +24,7 @@ from prometheus_client import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from candor_tracer import Tracer
-from tests.support.ports import free_port
+from harness.processes.ports import free_port
 
 
 class FakeClock:

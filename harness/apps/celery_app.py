@@ -1,4 +1,4 @@
-"""The Celery app the integration tests run with `celery -A tests.support.celery_app worker`.
+"""The Celery app the integration tests run with `celery -A harness.apps.celery_app worker`.
 
 Broker: the test's redis-server ($CANDOR_TEST_REDIS). The worker reports each task's start and end around
 Candor's trace (framework_runs.report), so the test knows each task's measured busy time. With PROMETHEUS_MULTIPROC_DIR
@@ -15,7 +15,7 @@ from celery import Celery, signals
 from prometheus_client import Counter
 
 from candor_tracer.celery import instrument
-from tests.support.framework_runs import busy, report
+from harness.apps.framework_runs import busy, report
 
 BROKER = os.environ["CANDOR_TEST_REDIS"]
 

@@ -23,7 +23,7 @@ have_all() {
 
 if have_all; then echo "$bin"; exit 0; fi
 
-command -v go >/dev/null || { echo "build.sh: 'go' is not on PATH; install Go >= 1.24 to build $version" >&2; exit 2; }
+command -v go >/dev/null || { echo "build.sh: 'go' is not on PATH; install Go >= 1.26 (go.mod's go line) to build $version" >&2; exit 2; }
 mkdir -p "$cache/$version"
 exec 9>"$cache/$version/.build.lock"
 flock 9

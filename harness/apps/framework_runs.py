@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from candor_tracer.journal.reader import read_totals
-from tests.support.tracer_apps import app_env
+from harness.apps.tracer_apps import app_env
 
 EVENTS_ENV = "CANDOR_TEST_EVENTS"
 _events_fd: dict[int, int] = {}  # pid -> descriptor: a forked child opens its own

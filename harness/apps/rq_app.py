@@ -14,7 +14,7 @@ from rq.job import Job
 from rq.queue import Queue
 
 from candor_tracer.rq import traced_worker_class
-from tests.support.framework_runs import busy, report
+from harness.apps.framework_runs import busy, report
 
 JOB_SECONDS = Counter("job_worked_seconds_total", "Seconds spent in RQ jobs", ["job", "queue"])
 TracedWorker = traced_worker_class(JOB_SECONDS, Worker, queue_label="queue")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from candor_sidecar.release import VERSION
-from tests.support.k8s_processes import ROOT
+from harness.cluster.components import ROOT
 
 CACHE = Path(os.environ.get("CANDOR_IMAGE_CACHE", Path.home() / ".cache" / "candor" / "images"))
 BASE_TAG = "docker.io/library/python:3.11-slim"

@@ -1,5 +1,5 @@
 """Pods leaving under load, on the test node: the demo app's Deployments, an HAProxy fed by the controller
-emulation (tests/support/endpoint_follower.py, haproxytech's or haproxy-ingress's behaviour), a steady
+emulation (harness/processes/endpoint_follower.py, haproxytech's or haproxy-ingress's behaviour), a steady
 request stream per Deployment, and what each pod's app saw (its SIGTERM time, in an events file on the
 node, which is this machine).
 
@@ -31,8 +31,8 @@ from candor_demo.haproxy_process import HAProxyProcess
 from candor_operator.policy import parse_policy
 from candor_operator.render import BALANCE, render_backend
 from candor_sidecar.release import VERSION
-from tests.support.endpoint_follower import HAPROXYTECH, EndpointSliceFollower, declare_slots
-from tests.support.haproxy_reload import ReloadableHAProxy
+from harness.processes.endpoint_follower import HAPROXYTECH, EndpointSliceFollower, declare_slots
+from harness.processes.haproxy_reload import ReloadableHAProxy
 
 POLICY: dict[str, Any] = {
     "httpCheck": {"path": "/health", "interval": "2s", "rise": 2, "fall": 3},
@@ -223,7 +223,7 @@ def rig(cluster: Any, namespace: str, fronts: dict[str, int], controller: str = 
         reloadable: bool = False) -> Iterator[tuple[HAProxyProcess, dict[str, EndpointSliceFollower]]]:
     """HAProxy with a frontend per cell (`fronts`: cell -> port), each backend's slots kept by the emulation
     of `controller`, `lag` seconds behind the EndpointSlices. `reloadable`: a ReloadableHAProxy, whose
-    `reload()` does what a controller's reload does (tests/support/haproxy_reload.py)."""
+    `reload()` does what a controller's reload does (harness/processes/haproxy_reload.py)."""
     config = haproxy_config(fronts, controller)
     with (ReloadableHAProxy(config) if reloadable else HAProxyProcess(config)) as haproxy, \
             contextlib.ExitStack() as stack:

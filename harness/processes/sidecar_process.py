@@ -20,7 +20,7 @@ from typing import Any, Self
 
 import yaml
 
-from tests.support.ports import free_port
+from harness.processes.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -193,7 +193,7 @@ class SidecarProcess(_ChildProcess):
 
 
 class AppProcess(_ChildProcess):
-    """`python -m tests.support.traced_app` with CANDOR_STATE_DIR: a real traced app writing a journal."""
+    """`python -m harness.apps.traced_app` with CANDOR_STATE_DIR: a real traced app writing a journal."""
 
     def __init__(self, state_dir: str | os.PathLike[str], name: str = "app", capacity: int | None = None) -> None:
         self.state_dir = Path(state_dir)
@@ -206,7 +206,7 @@ class AppProcess(_ChildProcess):
         self.state_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONPATH": str(ROOT), "CANDOR_STATE_DIR": str(self.state_dir)}
         capacity = [] if self.capacity is None else ["--capacity", str(self.capacity)]
-        self.process = subprocess.Popen([sys.executable, "-m", "tests.support.traced_app", "--port", str(self.port),
+        self.process = subprocess.Popen([sys.executable, "-m", "harness.apps.traced_app", "--port", str(self.port),
                                          "--name", self.name, *capacity], env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
         self._wait_until_answering(lambda: self.get("/")[0] == 200, timeout, f"app {self.name}")
         return self

@@ -1,6 +1,6 @@
 """What the test node changes on the machine, written down before it changes it, and undone from that record.
 
-The node (tests/support/node.py) touches things outside its work directory: sysctls the kubelet and the
+The node (harness/cluster/node.py) touches things outside its work directory: sysctls the kubelet and the
 bridge plugin set, an interface, a cgroup subtree in every hierarchy, iptables chains (its own DNAT, and the
 kubelet's KUBE-FIREWALL and canaries in IPv4 and IPv6), and files in fixed paths
 (shim sockets in /run/containerd, the CNI result cache in /var/lib/cni, /var/log/containers,

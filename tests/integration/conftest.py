@@ -1,9 +1,12 @@
-"""pytest wiring of the test control plane: the session-wide ``k8s_cluster`` and ``k8s_node``, and a
-``k8s_namespace`` per test.
+"""pytest wiring of the integration tests: the test control plane and node, and the job-framework tests.
 
-Registered in tests/conftest.py (``pytest_plugins``); the cluster itself is tests/support/k8s_cluster.py, the
-node tests/support/node.py. Every test that uses ``k8s_node`` is marked ``node``: ``pytest -m 'not node'``
-runs the rest without containerd, a kubelet or images.
+Control plane: the session-wide ``k8s_cluster`` and ``k8s_node``, and a ``k8s_namespace`` per test; the cluster
+itself is harness/cluster/control_plane.py, the node harness/cluster/node.py. Every test that uses ``k8s_node``
+is marked ``node``: ``pytest -m 'not node'`` runs the rest without containerd, a kubelet or images.
+
+Job frameworks (Celery, RQ, gunicorn, uvicorn): a Redis ``broker`` and the ``run`` that records what the
+framework's jobs did, a test each; what a run measures is harness/apps/framework_runs.py. A test that needs
+the broker lists it before ``run``, so the broker outlives the run's teardown.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.k8s_cluster import K8sCluster
-from tests.support.k8s_processes import ensure_binaries
-from tests.support.node import Node, another_node
+from harness.apps.framework_runs import DeathWatch, Run
+from harness.cluster.components import ensure_binaries
+from harness.cluster.control_plane import K8sCluster
+from harness.cluster.node import Node, another_node
+from harness.processes.redis_server import redis_server
 
 _BIN_DIR = pytest.StashKey[Path]()
 
@@ -82,3 +87,22 @@ def _control_plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[str]:
+    """A redis-server of the test's own; its URL."""
+    with redis_server(tmp_path / "redis") as url:
+        yield url
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Iterator[Run]:
+    """The test's state directory (tmp_path/state) and its record of jobs, the deaths of their processes watched."""
+    state = tmp_path / "state"
+    state.mkdir()
+    deaths = DeathWatch()
+    try:
+        yield Run(state, deaths)
+    finally:
+        deaths.close()

@@ -1,6 +1,6 @@
 """An HTTP app whose requests cost CPU, traced with candor_tracer, with a fixed pool of workers it declares.
 
-    python -m tests.support.cpu_app --port 8080 --name s1 --workers 4 --cost-ms 3
+    python -m harness.apps.cpu_app --port 8080 --name s1 --workers 4 --cost-ms 3
 
 GET /work -> burns `cost-ms` of CPU time (thread time, so a throttled or starved process takes longer in wall
 time) inside a trace, then answers the app's name. At most `workers` requests are worked on at once; the rest

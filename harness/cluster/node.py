@@ -1,7 +1,7 @@
 """A real one-machine Kubernetes node for the tests: containerd, runc, a bridge CNI, kubelet and kube-scheduler.
 
-It joins the test control plane (tests/support/k8s_cluster.py), so pods really run: images built from the
-project's Dockerfiles (tests/support/images.py) are imported into containerd, nothing is pulled.
+It joins the test control plane (harness/cluster/control_plane.py), so pods really run: images built from the
+project's Dockerfiles (harness/cluster/images.py) are imported into containerd, nothing is pulled.
 
 Layout, for a node named ``candor``:
 
@@ -18,11 +18,11 @@ Layout, for a node named ``candor``:
   authentication (the cluster CA), no read-only port, no DNS server for pods (nothing may leave the machine).
 
 Everything it changes outside its directories is recorded first and undone by
-:func:`tests.support.node_machine.restore`, at stop and at the next start after a crash. One node of a name
+:func:`harness.cluster.node_machine.restore`, at stop and at the next start after a crash. One node of a name
 at a time: a lock file guards it across test runs.
 
-Run ``python -m tests.support.node serve --standalone --static-pod FILE`` for a kubelet without a control
-plane (static pods only); ``python -m tests.support.node restore NAME`` undoes a crashed node.
+Run ``python -m harness.cluster.node serve --standalone --static-pod FILE`` for a kubelet without a control
+plane (static pods only); ``python -m harness.cluster.node restore NAME`` undoes a crashed node.
 """
 
 from __future__ import annotations
@@ -45,11 +45,11 @@ from typing import IO, Any
 
 import yaml
 
-from tests.support.images import PAUSE_IMAGE, BuiltImage, build_images
-from tests.support.k8s_certs import CertificateAuthority
-from tests.support.k8s_processes import ControlPlaneProcess, ensure_binaries, free_port
-from tests.support.node_machine import STATE, MachineRecord, cgroup_hierarchies, restore
-from tests.support.waiting import wait_until
+from harness.cluster.certs import CertificateAuthority
+from harness.cluster.components import ControlPlaneProcess, ensure_binaries, free_port
+from harness.cluster.images import PAUSE_IMAGE, BuiltImage, build_images
+from harness.cluster.node_machine import STATE, MachineRecord, cgroup_hierarchies, restore
+from harness.processes.waiting import wait_until
 
 CNI_BIN = Path("/usr/lib/cni")
 SERVICE_IP = "10.0.0.1"  # the `kubernetes` Service's ClusterIP in the test control plane (SERVICE_CIDR .1)
@@ -413,7 +413,7 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.support.node")
+    parser = argparse.ArgumentParser(prog="python -m harness.cluster.node")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="a standalone kubelet (static pods only) until SIGTERM")
     serve.add_argument("--name", default="candor-standalone")

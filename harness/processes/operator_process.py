@@ -26,8 +26,8 @@ from typing import Any
 
 from candor_operator.webhook import url as webhook_url
 from candor_operator.webhook import webhook_configuration
-from tests.support.k8s_cluster import K8sCluster
-from tests.support.ports import free_port, listening
+from harness.cluster.control_plane import K8sCluster
+from harness.processes.ports import free_port, listening
 
 ROOT = Path(__file__).resolve().parents[2]
 CANDOR = str(Path(sys.executable).with_name("candor"))

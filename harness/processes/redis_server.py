@@ -10,8 +10,8 @@ from pathlib import Path
 
 import redis
 
-from tests.support.ports import free_port
-from tests.support.waiting import wait_until
+from harness.processes.ports import free_port
+from harness.processes.waiting import wait_until
 
 
 def redis_binary() -> str:

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 from prometheus_client import Counter
 
 from candor_tracer.wsgi import traced_wsgi
-from tests.support.framework_runs import busy, report
+from harness.apps.framework_runs import busy, report
 
 REQUEST_SECONDS = Counter("request_worked_seconds_total", "Seconds spent serving requests", ["route"])
 

@@ -26,7 +26,7 @@ jcmoraisjr/haproxy-ingress v0.16 (``HAPROXY_INGRESS``)
       kept at weight 0 (``state drain``) instead of being disabled: no new requests unless sticky.
 
 Both also reload HAProxy for some changes (more slots, other config), a new process that loads the servers'
-state from a file: see tests/support/haproxy_reload.py.
+state from a file: see harness/processes/haproxy_reload.py.
 
 The controllers watch the API; this follower polls the EndpointSlices every ``interval``, close enough to a
 watch's latency for a comparison measured in seconds. Every change is logged with its time.
@@ -96,7 +96,7 @@ class FollowerEvent:
 
 @dataclass
 class EndpointSliceFollower:
-    cluster: Any  # tests.support.k8s_cluster.K8sCluster, or anything with the same `api()`
+    cluster: Any  # harness.cluster.control_plane.K8sCluster, or anything with the same `api()`
     haproxy: HAProxyProcess
     namespace: str
     service: str

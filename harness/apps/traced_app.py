@@ -1,6 +1,6 @@
 """A small HTTP app that traces its jobs with candor_tracer in journal mode (set CANDOR_STATE_DIR).
 
-    python -m tests.support.traced_app --port 8080 --name s1 [--capacity 4]
+    python -m harness.apps.traced_app --port 8080 --name s1 [--capacity 4]
 
 GET /          -> "hello from <name>" (counts as progress: heartbeat())
 GET /job?seconds=20 -> starts a traced background job (202)

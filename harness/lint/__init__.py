@@ -1,0 +1,1 @@
+"""import-linter plug-ins for the layering contract in pyproject.toml."""
