@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+# The spec's camelCase names follow the sidecar config's rule (expect_status -> expectStatus), so one function.
+from candor_sidecar.config_fields import json_name
 from candor_sidecar.durations import NANOS_PER_SECOND, parse_duration_nanos
 
 # Kubernetes' label grammar (apimachinery's validation): a value, a name, and a key ([prefix/]name, the
@@ -213,12 +215,6 @@ class Declared:
     name: str
     attribute: str
     spec: Spec
-
-
-def json_name(attribute: str) -> str:
-    """The spec's camelCase name of a dataclass attribute: expect_status -> expectStatus."""
-    first, *rest = attribute.split("_")
-    return first + "".join(part.capitalize() for part in rest)
 
 
 def declared(model: type[Any]) -> tuple[Declared, ...]:
