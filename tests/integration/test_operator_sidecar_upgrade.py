@@ -171,15 +171,9 @@ def test_a_new_sidecar_rolls_one_deployment_at_a_time_and_never_a_manual_one(
         operator.start()
 
         # Reported: every pod runs another release's sidecar, Manual or not.
-        try:
-            cluster.wait_until(lambda: policy_status(cluster, ns, "manual").get("podsOtherSidecarVersion") == 1
-                               and policy_status(cluster, ns, "auto").get("podsOtherSidecarVersion") == 3, 60,
-                               "the old sidecars in both policies' status")
-        except TimeoutError:
-            print(policy_status(cluster, ns, "manual"), policy_status(cluster, ns, "auto"))
-            for pod in cluster.api("GET", f"/api/v1/namespaces/{ns}/pods").ok()["items"]:
-                print(pod["metadata"]["name"], pod["metadata"].get("annotations"))
-            raise
+        cluster.wait_until(lambda: policy_status(cluster, ns, "manual").get("podsOtherSidecarVersion") == 1
+                           and policy_status(cluster, ns, "auto").get("podsOtherSidecarVersion") == 3, 60,
+                           "the old sidecars in both policies' status")
         assert gauges(operator, "candor_operator_governed_pods_other_sidecar_version")["manual"] == 1
 
         # The first one restarts; the other two wait, through resyncs and an operator restart.
@@ -198,8 +192,8 @@ def test_a_new_sidecar_rolls_one_deployment_at_a_time_and_never_a_manual_one(
         new_pods = [p for p in cluster.api("GET", f"/api/v1/namespaces/{ns}/pods",
                                            params={"labelSelector": f"app={first[0]}"}).ok()["items"]
                     if (p["metadata"].get("annotations") or {}).get(VERSION_ANNOTATION) == VERSION]
-        assert new_pods and any(c["name"] == "candor-sidecar" and c["image"] == IMAGE
-                                for p in new_pods for c in p["spec"].get("initContainers", []) + p["spec"]["containers"])
+        containers = [c for p in new_pods for c in p["spec"].get("initContainers", []) + p["spec"]["containers"]]
+        assert any(c["name"] == "candor-sidecar" and c["image"] == IMAGE for c in containers), new_pods
 
         # The first finishes (its new pod Ready for minReadySeconds, the old one gone): the second starts.
         kubelet.let_through.add(first[0])
