@@ -13,6 +13,9 @@ finish. The operator is restarted mid-queue to show that the queue is found agai
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -26,7 +29,7 @@ from candor_operator.api_names import CONFIG_HASH_ANNOTATION, STATUS_ANNOTATION,
 from candor_operator.rollout import UPGRADE_REASON
 from candor_sidecar.release import VERSION
 from harness.cluster.control_plane import K8sCluster
-from harness.processes.operator_process import OperatorProcess
+from harness.processes.operator_process import CANDOR, OperatorProcess
 from tests.cases.policy_cases import valid_spec
 from tests.integration.test_operator_reconcile import POLICIES, events_for, policy_status
 
@@ -140,6 +143,19 @@ def gauges(operator: OperatorProcess, name: str) -> dict[str, float]:
     raise AssertionError(f"{name} not exported")
 
 
+def candor_check_hints(cluster: K8sCluster, ns: str) -> dict[str, list[str]]:
+    """What `candor check` says of each policy's pods on another release (pod names cut after the Deployment's)."""
+    result = subprocess.run([CANDOR, "check", f"--kubeconfig={cluster.kubeconfig}", "-n", ns, "-o", "json"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1, result.stderr  # it warns of them (and finds no peered operator: a failure)
+    found: dict[str, list[str]] = {}
+    for finding in json.loads(result.stdout)["findings"]:
+        if finding["area"] == "policy" and "another candor release" in finding["message"]:
+            found[finding["subject"].split("/")[1]] = sorted(
+                re.sub(r"^pod (\w+-)\S+: (.*); this is \S+", r"pod \1: \2", detail) for detail in finding["details"])
+    return found
+
+
 def test_a_new_sidecar_rolls_one_deployment_at_a_time_and_never_a_manual_one(
     k8s_cluster: K8sCluster, k8s_namespace: str, kubelet: Kubelet, tmp_path: Path
 ) -> None:
@@ -175,6 +191,11 @@ def test_a_new_sidecar_rolls_one_deployment_at_a_time_and_never_a_manual_one(
                            and policy_status(cluster, ns, "auto").get("podsOtherSidecarVersion") == 3, 60,
                            "the old sidecars in both policies' status")
         assert gauges(operator, "candor_operator_governed_pods_other_sidecar_version")["manual"] == 1
+        hints = candor_check_hints(cluster, ns)
+        assert hints["manual"] == ["pod m-: sidecar of candor 0.0.1 (rollout: Manual: restart its Deployment to "
+                                   "update it)"], hints
+        assert len(hints["auto"]) == 3 and all(h.endswith("(the operator restarts its Deployment, one Deployment at "
+                                                          "a time)") for h in hints["auto"]), hints
 
         # The first one restarts; the other two wait, through resyncs and an operator restart.
         first = cluster.wait_until(watcher.restarted, 60, "a first Deployment restarted")
