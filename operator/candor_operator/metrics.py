@@ -107,6 +107,7 @@ class GovernedPods(Collector):
     def set_active(self, active: bool) -> None:
         if self.active and not active:
             self._census.clear()  # a standby's figures would go stale; the next active replica counts afresh
+            UPGRADES_WAITING.set(0)  # a standby restarts nothing; the active replica counts its own queue
         self.active = active
         ACTIVE.set(1 if active else 0)
 
