@@ -25,6 +25,7 @@ STATUS_ANNOTATION = "candor.io/status"  # on a pod the webhook saw: injected or 
 POLICY_ANNOTATION = "candor.io/policy"  # on an injected pod: the HealthPolicy that governs it
 POLICY_LABEL = POLICY_ANNOTATION  # the same key, as a label: on the sidecar ConfigMap of that policy
 VERSION_ANNOTATION = "candor.io/version"  # on an injected pod: the Candor release whose sidecar it runs
+SIDECAR_IMAGE_ANNOTATION = "candor.io/sidecar-image"  # on an injected pod: the sidecar image it was given
 CONFIG_HASH_ANNOTATION = "candor.io/config-hash"  # on a pod and its template: the sidecar config it runs
 HEAL_ANNOTATION = "candor.io/heal"  # on a template: restarted once more for pods the webhook never saw
 

@@ -319,6 +319,8 @@ def check_policy(
                          {"labelSelector": selector_to_query(selector)})
     pods = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
     missing, other, agents = [], [], []
+    upgrade_hint = (" (the operator restarts its Deployment, one Deployment at a time)" if policy.rollout == "Automatic"
+                    else " (rollout: Manual: restart its Deployment to update it)")
     for pod in pods:
         name = str(pod["metadata"]["name"])
         version = sidecar_version(pod)
@@ -327,7 +329,7 @@ def check_policy(
             continue
         if version != VERSION:
             other.append(f"pod {name}: sidecar of candor {version or '(before 0.1.0: unrecorded)'}; this is {VERSION}"
-                         " (restart its Deployment to update it)")
+                         + upgrade_hint)
         if (pod.get("status") or {}).get("phase") != "Running" or policy.target is None:
             continue
         http_status, body = health(policy.namespace, name, policy.target.http_port)

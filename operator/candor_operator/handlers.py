@@ -35,7 +35,9 @@ from candor_operator.ready_window import ensure_min_ready
 from candor_operator.reconcile import reconcile_policy, release_policy
 from candor_operator.services import reconcile_service, slim_service
 from candor_operator.settings import OperatorSettings
+from candor_operator.sidecar_upgrade import UpgradeQueue
 from candor_operator.summary import PolicySummary, summarize
+from candor_sidecar.release import VERSION
 
 logger = logging.getLogger("candor.operator")
 
@@ -55,6 +57,7 @@ class CandorOperator:
         self._client: KubeClient | None = None
         self.login_pacer = LoginPacer()
         self.heals = rollout.HealPacer()
+        self.upgrades = UpgradeQueue()
         self.admission = PodAdmission(settings, lambda: self.client)
         self.metrics_server: MetricsServer | None = None
         self.logged_in = False
@@ -196,6 +199,7 @@ class CandorOperator:
                 deployments=namespace_slice(indices[DEPLOYMENTS], summary.namespace),
                 sidecar_image=self.settings.sidecar.image,
                 heals=self.heals,
+                upgrades=self.upgrades,
             )
         except ApiError as error:
             if not error.namespace_terminating:
@@ -211,6 +215,7 @@ class CandorOperator:
         for event_type, reason, message in outcome.events:
             kopf.event(body, type=event_type, reason=reason, message=message)
         metrics.GOVERNED.record(summary.namespace, summary.name, outcome.pods)
+        await self.advance_upgrades(indices)
         return outcome.result
 
     async def delete(self, body: kopf.Body, indices: Any) -> None:
@@ -243,20 +248,53 @@ class CandorOperator:
                                 on_write=lambda decision: _service_event(body, decision))
 
     async def deployment_event(self, event_type: str | None, body: kopf.Body, indices: Any) -> None:
+        # Every Deployment event may be the end of the rollout the upgrade queue waits for (or the deletion of
+        # a waiting or rolling Deployment), so each one ends with a look at that queue.
+        try:
+            await self._deployment_event(event_type, body, indices)
+        finally:
+            await self.advance_upgrades(indices)
+
+    async def _deployment_event(self, event_type: str | None, body: kopf.Body, indices: Any) -> None:
+        metadata = body.get("metadata") or {}
         if event_type == "DELETED":
+            self.upgrades.forget((str(metadata.get("namespace")), str(metadata.get("name"))))
             return
         deployment = rollout.slim_deployment(plain(body))
         if deployment is None:
+            self.upgrades.forget((str(metadata.get("namespace")), str(metadata.get("name"))))
             return
         policies = namespace_slice(indices[POLICIES], str(deployment["namespace"]))
         policy = rollout.governing_policy(deployment["labels"], policies)
         if policy is not None:
             await ensure_min_ready(self.client, deployment, policy.min_ready_seconds)
-        why = await rollout.ensure_rolled_out(self.client, deployment, policy, self.settings.sidecar.image, self.heals)
+        why = await rollout.ensure_rolled_out(self.client, deployment, policy, self.settings.sidecar.image, self.heals,
+                                              self.upgrades)
         if why:
             logger.info("restarted Deployment %s/%s %s", deployment["namespace"], deployment["name"], why)
             kopf.event(body, type="Normal", reason="Restarted",
                        message=f"Candor restarted the Deployment (HealthPolicy {policy.name if policy else '?'}) {why}")
+
+    async def advance_upgrades(self, indices: Any) -> None:
+        """Restart the next Deployment waiting for the current sidecar when no rollout is under way."""
+        try:
+            restarted = await rollout.advance_upgrades(self.client, self.upgrades, indices[DEPLOYMENTS],
+                                                       indices[POLICIES], self.settings.sidecar.image)
+        finally:
+            metrics.UPGRADES_WAITING.set(self.upgrades.waiting)
+        if restarted is None:
+            return
+        deployment, policy = restarted
+        namespace, name = deployment["namespace"], deployment["name"]
+        logger.info("restarted Deployment %s/%s onto sidecar %s (%d more waiting)", namespace, name,
+                    self.settings.sidecar.image, self.upgrades.waiting)
+        uid = str(deployment.get("uid") or "")
+        reference = kopf.Body({"apiVersion": "apps/v1", "kind": "Deployment",  # what an Event needs to name it
+                               "metadata": {"namespace": namespace, "name": name, "uid": uid}})
+        kopf.event(reference, type="Normal", reason=rollout.UPGRADE_REASON,
+                   message=f"Candor restarted the Deployment (HealthPolicy {policy.name}) onto sidecar "
+                           f"{self.settings.sidecar.image} of candor {VERSION}: its pods ran another; "
+                           f"{self.upgrades.waiting} more Deployments wait, one at a time")
 
 def _service_event(body: kopf.Body, decision: Decision) -> None:
     """The Event on a Service whose annotations Candor just changed (outside a policy's own reconcile)."""

@@ -47,6 +47,10 @@ ADMISSION_SECONDS = Histogram(
 
 ACTIVE = Gauge("candor_operator_active_replica",
                "1 when this replica is the active one (kopf peering), 0 while it stands by.", registry=REGISTRY)
+UPGRADES_WAITING = Gauge(
+    "candor_operator_sidecar_upgrades_waiting",
+    "Governed Deployments (rollout: Automatic) whose pods run another sidecar release or image, waiting to be "
+    "restarted one at a time.", registry=REGISTRY)
 BUILD_INFO = Gauge("candor_operator_build_info", "Always 1; the labels say what runs.",
                    ["version", "kopf_version", "python_version", "sidecar_image"], registry=REGISTRY)
 
@@ -103,6 +107,7 @@ class GovernedPods(Collector):
     def set_active(self, active: bool) -> None:
         if self.active and not active:
             self._census.clear()  # a standby's figures would go stale; the next active replica counts afresh
+            UPGRADES_WAITING.set(0)  # a standby restarts nothing; the active replica counts its own queue
         self.active = active
         ACTIVE.set(1 if active else 0)
 

@@ -19,6 +19,7 @@ from candor_operator.api_names import (
     INJECT_LABEL,
     PLURAL,
     POLICY_ANNOTATION,
+    SIDECAR_IMAGE_ANNOTATION,
     STATUS_ANNOTATION,
     VERSION_ANNOTATION,
 )
@@ -138,6 +139,7 @@ class PodAdmission:
             patch.metadata.annotations[key] = mutated["metadata"]["annotations"][key]
         patch.metadata.annotations[CONFIG_HASH_ANNOTATION] = config_hash
         patch.metadata.annotations[VERSION_ANNOTATION] = VERSION
+        patch.metadata.annotations[SIDECAR_IMAGE_ANNOTATION] = self.settings.sidecar.image
         metrics.admission("injected")
 
     async def label_deployment(self, body: kopf.Body, old: kopf.Body | None, patch: kopf.Patch,

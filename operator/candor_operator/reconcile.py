@@ -21,6 +21,7 @@ from candor_operator.pod_census import PodCensus, census
 from candor_operator.ready_window import ensure_min_ready
 from candor_operator.rollout import HealPacer, ensure_rolled_out, governing_policy
 from candor_operator.services import reconcile_service, slim_service
+from candor_operator.sidecar_upgrade import UpgradeQueue
 from candor_operator.summary import PolicySummary
 from candor_sidecar.field_error import FieldError
 
@@ -53,12 +54,12 @@ def _owned_by(service: Mapping[str, Any], name: str) -> bool:
     return record_of((service.get("metadata") or {}).get("annotations")).policy == name
 
 
-async def count_pods(client: KubeClient, summary: PolicySummary) -> PodCensus | None:
+async def count_pods(client: KubeClient, summary: PolicySummary, sidecar_image: str | None = None) -> PodCensus | None:
     selector = summary.spec.get("selector")
     if not isinstance(selector, Mapping):
         return None
     try:
-        return await census(client, summary.namespace, selector)
+        return await census(client, summary.namespace, selector, image=sidecar_image or None)
     except (ApiError, FieldError) as error:
         logger.warning("cannot count the pods of %s/%s: %s", summary.namespace, summary.name, error)
         return None
@@ -74,6 +75,7 @@ async def reconcile_policy(
     sidecar_image: str = "",
     *,
     heals: HealPacer,
+    upgrades: UpgradeQueue,
 ) -> Outcome:
     previous_conditions = previous_status.get("conditions")
     if not summary.valid:
@@ -119,7 +121,7 @@ async def reconcile_policy(
             continue
         if await ensure_min_ready(client, deployment, summary.min_ready_seconds):
             changes.append(f"Deployment {deployment['name']} minReadySeconds raised to {summary.min_ready_seconds}")
-        why = await ensure_rolled_out(client, deployment, summary, sidecar_image, heals)
+        why = await ensure_rolled_out(client, deployment, summary, sidecar_image, heals, upgrades)
         if why:
             changes.append(f"Deployment {deployment['name']} restarted {why}")
 
@@ -140,7 +142,7 @@ async def reconcile_policy(
         "configMap": summary.configmap,
         "conditions": conditions.merge_conditions(previous_conditions, new_conditions, summary.generation),
     }
-    pods = await count_pods(client, summary)
+    pods = await count_pods(client, summary, sidecar_image)
     if pods is not None:
         status.update(pods.as_status())
     return Outcome(status, events, pods)

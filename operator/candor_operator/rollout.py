@@ -14,6 +14,9 @@ the webhook never saw is restarted once more with `candor.io/heal` set to a dige
 same pods give the same patch, so a replayed event or a second replica adds no rollout. If the
 webhook stays unreachable the new pods miss it too; `HealPacer` then spaces the next restarts of
 that Deployment out (one minute, doubling up to an hour) instead of rolling it continuously.
+
+A Deployment whose pods run a sidecar of another release or image (a `helm upgrade` changed it) is not
+restarted at once but queued: `advance_upgrades` restarts those one at a time (sidecar_upgrade.py).
 """
 
 from __future__ import annotations
@@ -26,11 +29,15 @@ from typing import Any
 
 from candor_operator.api_names import CONFIG_HASH_ANNOTATION, HEAL_ANNOTATION, INJECT_LABEL, STATUS_ANNOTATION
 from candor_operator.injection import inject_requested
-from candor_operator.kube import KubeClient, path_for
+from candor_operator.kube import ApiError, KubeClient, path_for
 from candor_operator.labels import selector_to_query
+from candor_operator.operator_indices import namespace_slice
+from candor_operator.pod_census import on_old_sidecar
+from candor_operator.sidecar_upgrade import UpgradeQueue, rollout_fields
 from candor_operator.summary import PolicySummary
 
 logger = logging.getLogger("candor.operator")
+UPGRADE_REASON = "SidecarUpgraded"  # the Event on a Deployment restarted onto a new sidecar
 
 
 
@@ -50,12 +57,14 @@ def slim_deployment(body: Mapping[str, Any]) -> dict[str, Any] | None:
     return {
         "name": metadata.get("name"),
         "namespace": metadata.get("namespace"),
+        "uid": metadata.get("uid"),
         "labels": dict(template.get("labels") or {}),
         "selector": dict((body.get("spec") or {}).get("selector") or {}),
         "hash": template_annotations.get(CONFIG_HASH_ANNOTATION),
         "heal": template_annotations.get(HEAL_ANNOTATION),
         "min_ready": (body.get("spec") or {}).get("minReadySeconds") or 0,
         "resource_version": metadata.get("resourceVersion"),
+        "rollout": rollout_fields(body),
     }
 
 
@@ -131,28 +140,36 @@ class HealPacer:
 
 async def ensure_rolled_out(
     client: KubeClient, deployment: Mapping[str, Any], policy: PolicySummary | None, sidecar_image: str,
-    heals: HealPacer,
+    heals: HealPacer, upgrades: UpgradeQueue,
 ) -> str | None:
-    """Restart the Deployment when its pods do not run the policy's current sidecar; says why when it did."""
-    if policy is None or policy.rollout != "Automatic":
-        return None
+    """Restart the Deployment when its pods do not run the policy's current sidecar; says why when it did.
+
+    Pods on a sidecar of another release or image put it in `upgrades` instead, restarted in turn.
+    """
     namespace, name = str(deployment["namespace"]), str(deployment["name"])
+    key = (namespace, name)
+    if policy is None or policy.rollout != "Automatic":
+        upgrades.forget(key)
+        return None
     selector = deployment.get("selector") or {}
     wanted = wanted_hash(deployment, policy, sidecar_image)
     if wanted is not None:
-        if deployment.get("hash") is None:
-            # Never restarted by Candor: only restart if some pod lacks the sidecar or runs an older config.
-            if not selector:
-                return None
-            if pods_current(await _pods(client, namespace, selector), wanted):
-                return None
+        pods = await _pods(client, namespace, selector) if selector else []
+        # Never restarted by Candor: only restart if some pod lacks the sidecar or runs an older config.
+        if deployment.get("hash") is None and (not selector or pods_current(pods, wanted)):
+            return None
+        if any(on_old_sidecar(pod, image=sidecar_image) for pod in pods
+               if not (pod.get("metadata") or {}).get("deletionTimestamp")):
+            upgrades.wait(key)
+            return None
+        upgrades.forget(key)
         await restart(client, namespace, name, {CONFIG_HASH_ANNOTATION: wanted})
         return "to get the current sidecar config"
+    upgrades.forget(key)
     if not selector:
         return None
     pods = await _pods(client, namespace, selector)
     missed = missed_pods(pods, deployment)
-    key = (namespace, name)
     if not missed:
         if any(from_current_template(pod, deployment) for pod in pods):
             heals.settled(key)
@@ -180,3 +197,38 @@ async def restart(client: KubeClient, namespace: str, name: str, annotations: Ma
     patch = {"spec": {"template": {"metadata": {"annotations": dict(annotations),
                                                 "labels": {INJECT_LABEL: "true"}}}}}
     await client.merge_patch(path_for("apps/v1", "deployments", namespace, name), patch)
+
+
+async def advance_upgrades(
+    client: KubeClient, upgrades: UpgradeQueue, deployments: Any, policies: Any, sidecar_image: str
+) -> tuple[Mapping[str, Any], PolicySummary] | None:
+    """Restart the next Deployment waiting for the current sidecar, unless a rollout is still under way.
+
+    `deployments` and `policies`: kopf's whole indices (every namespace). Returns what it restarted.
+    """
+    if not upgrades.waiting:
+        return None  # the common case, on every Deployment event: nothing to look at
+    async with upgrades.lock:
+        governed: list[tuple[Mapping[str, Any], str | None, PolicySummary | None]] = []
+        for namespace in list(deployments) if deployments is not None else []:
+            in_namespace = namespace_slice(policies, namespace)
+            for deployment in namespace_slice(deployments, namespace):
+                policy = governing_policy(deployment.get("labels") or {}, in_namespace)
+                automatic = policy is not None and policy.rollout == "Automatic"
+                wanted = policy.config_hash(sidecar_image) if automatic and policy is not None else None
+                governed.append((deployment, wanted, policy))
+        chosen = upgrades.choose((deployment, wanted) for deployment, wanted, _ in governed)
+        if chosen is None:
+            return None
+        _, wanted, policy = next(entry for entry in governed if entry[0] is chosen)
+        assert wanted is not None and policy is not None  # choose() only picks Deployments an Automatic policy governs
+        namespace, name = str(chosen["namespace"]), str(chosen["name"])
+        try:
+            await restart(client, namespace, name, {CONFIG_HASH_ANNOTATION: wanted})
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            upgrades.forget((namespace, name))  # deleted meanwhile
+            return None
+        upgrades.restarted((namespace, name), wanted)
+        return chosen, policy
