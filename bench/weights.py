@@ -17,7 +17,8 @@ Targets: p99 with load weights <= 0.7 x roundrobin's and <= leastconn's; the sta
 settles (stays within one step of its final value) within three agent intervals of the load starting, at a
 share no larger than what keeps it at the policy's target load (or its share of the capacity, if larger);
 at steady load the weights change at most 6 times a minute. Writes bench/results/weights.json; exits 1 when
-one is missed, 2 when it cannot run here.
+one is missed, 2 when it cannot run here. bench/weights_node.py measures the same with pods on the test node,
+with this module's load, backends, table and targets.
 """
 
 from __future__ import annotations
