@@ -70,7 +70,7 @@ lint: venv
 	$(VENV)/bin/mypy --strict tracer/candor_tracer sidecar/candor_sidecar operator/candor_operator demo/candor_demo cli/candor_cli
 
 # Every benchmark (each writes bench/results/<name>.json), then docs/benchmarks.md rendered from the results
-# (python -m bench.report). weights, node, drain and departures need root (CPU cgroups, a real node).
+# (python -m bench.report). weights, node, weights_node, drain and departures need root (CPU cgroups, a real node).
 bench: venv system-deps k8s-bin
 	$(PY) -m bench
 

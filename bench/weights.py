@@ -17,7 +17,8 @@ Targets: p99 with load weights <= 0.7 x roundrobin's and <= leastconn's; the sta
 settles (stays within one step of its final value) within three agent intervals of the load starting, at a
 share no larger than what keeps it at the policy's target load (or its share of the capacity, if larger);
 at steady load the weights change at most 6 times a minute. Writes bench/results/weights.json; exits 1 when
-one is missed, 2 when it cannot run here.
+one is missed, 2 when it cannot run here. bench/weights_node.py measures the same with pods on the test node,
+with this module's load, backends, table and targets.
 """
 
 from __future__ import annotations
@@ -63,8 +64,11 @@ SPEC: dict[str, Any] = {
     "agentCheck": {"interval": f"{AGENT_INTERVAL:g}s"},
     "slowStart": "0s",  # the weight is the load factor alone: what this measures
 }
-WEIGHT = {"from": ["cpu", "occupancy"], "targetPercent": 70, "minPercent": 10, "stepPercent": 10}
+TARGET_PERCENT, STEP_PERCENT = 70, 10
+WEIGHT: dict[str, Any] = {"from": ["cpu", "occupancy"], "targetPercent": TARGET_PERCENT, "minPercent": 10,
+                          "stepPercent": STEP_PERCENT}
 MAX_CHANGES_PER_MINUTE = 6
+BACKENDS = ("roundrobin", "leastconn", "candor", "candor_leastconn")  # measured in this order
 
 
 @dataclass
@@ -102,24 +106,32 @@ def sidecar_config(policy: HealthPolicy) -> dict[str, Any]:
     return config
 
 
-def haproxy_config(plain: HealthPolicy, weighted: HealthPolicy, replicas: list[Replica],
-                   fronts: dict[str, int]) -> str:
-    def servers(which: str) -> list[Server]:
-        chosen = [(r, r.plain if which == "plain" else r.weighted) for r in replicas]
-        return [Server(r.name, f"127.0.0.1:{r.port}", s.http_port, s.agent_port) for r, s in chosen if s]
+def haproxy_config(plain: HealthPolicy, weighted: HealthPolicy, plain_servers: list[Server],
+                   weighted_servers: list[Server], fronts: dict[str, int]) -> str:
+    """A frontend per backend (`fronts`: backend -> port) and the backends `candor render`'s code gives:
+    `roundrobin` and `leastconn` from the policy without load weights on `plain_servers`, `candor` and
+    `candor_leastconn` from the policy with them on `weighted_servers`."""
+    def leastconn(backend: str) -> str:
+        return backend.replace("balance roundrobin", "balance leastconn")
 
     backends = [
-        render_backend(plain, servers("plain"), name="roundrobin"),
-        render_backend(plain, servers("plain"), name="leastconn").replace("balance roundrobin", "balance leastconn"),
-        render_backend(weighted, servers("weighted"), name="candor"),
-        render_backend(weighted, servers("weighted"), name="candor_leastconn").replace(
-            "balance roundrobin", "balance leastconn"),
+        render_backend(plain, plain_servers, name="roundrobin"),
+        leastconn(render_backend(plain, plain_servers, name="leastconn")),
+        render_backend(weighted, weighted_servers, name="candor"),
+        leastconn(render_backend(weighted, weighted_servers, name="candor_leastconn")),
     ]
     lines = ["global", "    maxconn 4000", "", "defaults", "    mode http", "    timeout connect 2s",
              "    timeout client 30s", "    timeout server 30s", ""]
     for name, port in fronts.items():
         lines += [f"frontend fe_{name}", f"    bind 127.0.0.1:{port}", f"    default_backend {name}", ""]
     return "\n".join(lines) + "\n" + "\n".join(backends)
+
+
+def local_servers(replicas: list[Replica], which: str) -> list[Server]:
+    """The replicas as HAProxy servers, each with the check and agent ports of its `plain` or `weighted`
+    sidecar (all of them on this host)."""
+    chosen = [(r, r.plain if which == "plain" else r.weighted) for r in replicas]
+    return [Server(r.name, f"127.0.0.1:{r.port}", s.http_port, s.agent_port) for r, s in chosen if s]
 
 
 @dataclass
@@ -179,11 +191,10 @@ def run_phase(haproxy: HAProxyProcess, backend: str, port: int, rate: float, sec
     return Phase(backend, load.snapshot(), weights, warmup)
 
 
-def wait_full_weights(haproxy: HAProxyProcess, backend: str, replicas: list[Replica]) -> None:
+def wait_full_weights(haproxy: HAProxyProcess, backend: str, servers: list[str]) -> None:
     def full() -> bool:
         states = haproxy.server_states()
-        return all(states[(backend, r.name)].weight == 100 and states[(backend, r.name)].base_status == "UP"
-                   for r in replicas)
+        return all(states[(backend, s)].weight == 100 and states[(backend, s)].base_status == "UP" for s in servers)
 
     try:
         wait_until(full, 90, f"every server of {backend} UP at weight 100", interval=0.25)
@@ -193,8 +204,20 @@ def wait_full_weights(haproxy: HAProxyProcess, backend: str, replicas: list[Repl
                                        f"{st.agent_status}" for (b, s), st in states.items() if b == backend)) from None
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def measure(haproxy: HAProxyProcess, fronts: dict[str, int], servers: list[str],
+            args: argparse.Namespace) -> list[Phase]:
+    """The steady load through each backend in turn, every weight back at 100 % before each."""
+    phases = []
+    for backend, port in fronts.items():
+        wait_full_weights(haproxy, backend, servers)
+        for weighted_backend in ("candor", "candor_leastconn"):  # the last load left the weighted sidecars
+            wait_full_weights(haproxy, weighted_backend, servers)
+        phases.append(run_phase(haproxy, backend, port, args.rate, args.seconds, args.warmup))
+    return phases
+
+
+def load_arguments(parser: argparse.ArgumentParser) -> None:
+    """The load and the CPU limits, the same options for every rig of this benchmark."""
     parser.add_argument("--seconds", type=float, default=30.0, help="measured seconds per backend")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds of load before measuring")
     parser.add_argument("--rate", type=float, default=100.0, help="requests per second")
@@ -202,6 +225,17 @@ def main() -> int:
     parser.add_argument("--cores", type=float, default=0.4, help="CPU limit of the two healthy replicas")
     parser.add_argument("--starved", type=float, default=0.05, help="CPU limit of the starved replica")
     parser.add_argument("--trace", action="store_true", help="print HAProxy's weights of the candor backend")
+
+
+def policy_specs(selector: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The HealthPolicy spec without load weights and the same one with them (`selector` replacing SPEC's)."""
+    spec = {**SPEC, "selector": selector} if selector else SPEC
+    return spec, {**spec, "agentCheck": {**spec["agentCheck"], "weight": WEIGHT}}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    load_arguments(parser)
     args = parser.parse_args()
     if shutil.which("haproxy") is None:
         print("weights.py: needs haproxy (make system-deps)")
@@ -213,13 +247,11 @@ def main() -> int:
     except CgroupUnavailable as error:
         print(f"weights.py: {error}; run it as root")
         return 2
-    plain = parse_policy(SPEC)
-    weighted = parse_policy({**SPEC, "agentCheck": {**SPEC["agentCheck"], "weight": WEIGHT}})
+    plain, weighted = (parse_policy(spec) for spec in policy_specs())
     workdir = Path(tempfile.mkdtemp(prefix="candor-bench-weights-"))
     replicas = [Replica(g.relative.rsplit("/", 1)[1], g.cores, g, workdir / g.relative.rsplit("/", 1)[1])
                 for g in groups]
-    fronts = {name: free_port() for name in ("roundrobin", "leastconn", "candor", "candor_leastconn")}
-    phases: list[Phase] = []
+    fronts = {name: free_port() for name in BACKENDS}
     try:
         with ExitStack() as stack:
             for replica in replicas:
@@ -230,53 +262,54 @@ def main() -> int:
                 replica.plain = stack.enter_context(SidecarProcess(replica.state, config=sidecar_config(plain)))
                 replica.weighted = stack.enter_context(
                     SidecarProcess(replica.state, config=sidecar_config(weighted)))
-            config = haproxy_config(plain, weighted, replicas, fronts)
+            config = haproxy_config(plain, weighted, local_servers(replicas, "plain"),
+                                    local_servers(replicas, "weighted"), fronts)
             checked = check_config(config)
             if checked.returncode != 0:
                 print(f"weights.py: haproxy -c refused the rendered config:\n{checked.stdout}{checked.stderr}")
                 return 1
             haproxy = stack.enter_context(HAProxyProcess(config))
-            for backend, port in fronts.items():
-                wait_full_weights(haproxy, backend, replicas)
-                for weighted_backend in ("candor", "candor_leastconn"):  # the last load left the weighted sidecars
-                    wait_full_weights(haproxy, weighted_backend, replicas)
-                phases.append(run_phase(haproxy, backend, port, args.rate, args.seconds, args.warmup))
+            phases = measure(haproxy, fronts, [r.name for r in replicas], args)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return report(phases, replicas, args)
+    return report("weights", "replicas", phases, [(r.name, r.cores) for r in replicas], args)
 
 
-def report(phases: list[Phase], replicas: list[Replica], args: argparse.Namespace) -> int:
+def report(bench: str, kind: str, phases: list[Phase], replicas: list[tuple[str, float]],
+           args: argparse.Namespace) -> int:
+    """Prints the side-by-side table and the targets, writes bench/results/<bench>.json; 0 when every target
+    is met. `replicas`: (name, CPU limit in cores) of each, the starved one last; `kind`: what they are."""
     by = {phase.backend: phase for phase in phases}
-    starved = replicas[-1].name
-    capacity_share = 100.0 * args.starved / sum(r.cores for r in replicas)
+    starved = replicas[-1][0]
+    capacity_share = 100.0 * args.starved / sum(cores for _, cores in replicas)
     # The share that keeps the starved replica at the target load (CPU only; request overhead left out).
-    target_share = 100.0 * WEIGHT["targetPercent"] / 100 * args.starved / (args.rate * args.cost_ms / 1000)
+    target_share = 100.0 * TARGET_PERCENT / 100 * args.starved / (args.rate * args.cost_ms / 1000)
     share_bound = max(capacity_share, min(target_share, 100.0 / 3))
-    setup = (f"{len(replicas)} replicas ({', '.join(f'{r.name} {r.cores:g} cores' for r in replicas)}), "
+    setup = (f"{len(replicas)} {kind} ({', '.join(f'{name} {cores:g} cores' for name, cores in replicas)}), "
              f"{args.rate:g} requests/s of {args.cost_ms:g} ms CPU, {args.seconds:g} s measured per backend "
              f"after {args.warmup:g} s; agent-inter {AGENT_INTERVAL:g}s")
     print(setup)
-    results = Results("weights")
+    results = Results(bench)
     results.note(setup)
-    table = results.table("backend", "p50 ms", "p99 ms", "errors", *(f"{r.name} share" for r in replicas),
+    names = [name for name, _ in replicas]
+    table = results.table("backend", "p50 ms", "p99 ms", "errors", *(f"{name} share" for name in names),
                           "weight changes/min")
-    print(f"| backend | p50 ms | p99 ms | errors | {' | '.join(f'{r.name} share' for r in replicas)} "
+    print(f"| backend | p50 ms | p99 ms | errors | {' | '.join(f'{name} share' for name in names)} "
           f"| weight changes/min |")
     print("|---|---|---|---|" + "---|" * len(replicas) + "---|")
     for phase in phases:
         shares = phase.shares()
         print(f"| {phase.backend} | {1000 * phase.latency(0.5):.1f} | {1000 * phase.latency(0.99):.1f} | "
-              f"{phase.errors()} | " + " | ".join(f"{shares.get(r.name, 0.0):.1f} %" for r in replicas) +
+              f"{phase.errors()} | " + " | ".join(f"{shares.get(name, 0.0):.1f} %" for name in names) +
               f" | {phase.changes_per_minute():.1f} |")
         table.add(phase.backend, f"{1000 * phase.latency(0.5):.1f}", f"{1000 * phase.latency(0.99):.1f}",
-                  phase.errors(), *(f"{shares.get(r.name, 0.0):.1f} %" for r in replicas),
+                  phase.errors(), *(f"{shares.get(name, 0.0):.1f} %" for name in names),
                   f"{phase.changes_per_minute():.1f}")
     candor, rr, lc = by["candor"], by["roundrobin"], by["leastconn"]
     if args.trace:
         for t, weights in candor.weights:
             print(f"  {t:6.2f} s  " + "  ".join(f"{name} {weight:3d}" for name, weight in sorted(weights.items())))
-    settle = candor.settle_seconds(starved, WEIGHT["stepPercent"])
+    settle = candor.settle_seconds(starved, STEP_PERCENT)
     starved_share = candor.shares().get(starved, 0.0)
     # (what, target, measured, met): printed as one line each, recorded as the run's targets.
     checks = [

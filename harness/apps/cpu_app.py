@@ -1,10 +1,12 @@
 """An HTTP app whose requests cost CPU, traced with candor_tracer, with a fixed pool of workers it declares.
 
-    python -m harness.apps.cpu_app --port 8080 --name s1 --workers 4 --cost-ms 3
+    python -m harness.apps.cpu_app --port 8080 --name s1 --workers 4 --cost-ms 3 [--bind 0.0.0.0]
 
 GET /work -> burns `cost-ms` of CPU time (thread time, so a throttled or starved process takes longer in wall
 time) inside a trace, then answers the app's name. At most `workers` requests are worked on at once; the rest
 wait for a worker, as in a gthread pool. The capacity is declared for the sidecar's occupancy figure.
+It imports only candor_tracer and prometheus_client, so it also runs as a file in the candor-sidecar image
+(bench/weights_node.py mounts it into pods from a ConfigMap).
 """
 
 from __future__ import annotations
@@ -59,16 +61,17 @@ def make_handler(name: str, workers: threading.BoundedSemaphore, cost: float) ->
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--bind", default="127.0.0.1", help="address to listen on (0.0.0.0 in a pod)")
     parser.add_argument("--name", default="app")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--cost-ms", type=float, default=3.0)
     args = parser.parse_args()
     declare_capacity(args.workers)
     default_tracer.open_journal()  # at once: the sidecar sees the process before its first request
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(
+    server = ThreadingHTTPServer((args.bind, args.port), make_handler(
         args.name, threading.BoundedSemaphore(args.workers), args.cost_ms / 1000))
     server.daemon_threads = True
-    server.handle_error = lambda request, address: None  # type: ignore[method-assign]  # a client gone: nothing to say
+    server.handle_error = lambda request, address: None  # type: ignore[method-assign,assignment]  # a client gone: nothing to say
     server.serve_forever()
 
 
