@@ -21,7 +21,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 PAGE = BENCH_DIR.parent / "docs" / "benchmarks.md"
 # The page's reading order: the product's parts from the app outwards, then the node, then the departures;
 # a benchmark not listed comes after these, by name.
-ORDER = ("tracer", "sidecar", "operator", "weights", "node", "drain", "departures")
+ORDER = ("tracer", "sidecar", "operator", "operator_scale", "weights", "node", "drain", "departures")
 
 INTRO = """\
 # Benchmarks
