@@ -42,6 +42,7 @@ class Informer:
     def __init__(self, kind: str, client: Callable[[], KubeClient], path_of: Callable[[str | None], str],
                  namespaces: Sequence[str], slim: Slim, handler: Handler | None = None,
                  on_watching: Callable[[str], None] | None = None) -> None:
+        # on_watching(kind): called when a watch is accepted after the first listing (for the readiness check)
         self.kind = kind
         self._client = client
         self._path_of = path_of
@@ -123,6 +124,11 @@ class Informer:
             self.synced.set()
         return str(metadata.get("resourceVersion") or "")
 
+    def _opened(self) -> None:
+        """A watch was accepted: once listed too, the readiness check counts this kind as followed."""
+        if self.synced.is_set() and self._on_watching is not None:
+            self._on_watching(self.kind)
+
     def _slimmed(self, item: Mapping[str, Any]) -> Any:
         try:
             return self._slim(item)
@@ -141,9 +147,8 @@ class Informer:
         """Follows one watch stream; the version to watch on from, or None when a new list is needed."""
         params = {"resourceVersion": version, "allowWatchBookmarks": "true",
                   "timeoutSeconds": str(int(WATCH_SECONDS * (1 + random.random())))}
-        async for event in self._client().watch(self._path_of(scope), params, timeout=2 * WATCH_SECONDS + 30):
-            if self._on_watching is not None:
-                self._on_watching(self.kind)
+        async for event in self._client().watch(self._path_of(scope), params, timeout=2 * WATCH_SECONDS + 30,
+                                                opened=self._opened):
             kind, item = event.get("type"), event.get("object") or {}
             if kind == "ERROR":
                 if item.get("code") == 410:  # the version is gone from the server's window: list afresh

@@ -39,5 +39,7 @@ async def post(client: KubeClient, obj: Mapping[str, Any], type: str, reason: st
     try:
         await client.create(path_for("v1", "events", namespace), body)
     except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as error:
+        if isinstance(error, ApiError) and error.namespace_terminating:
+            return  # the Service and its Events are going with the namespace: nothing to tell anyone
         logger.warning("Event %s on %s %s/%s not posted: %s", reason, obj.get("kind"), namespace,
                        metadata.get("name"), error)
