@@ -43,8 +43,10 @@ TITLE = "Operator at cluster scale: 10,000 Services, 5,000 Deployments, 1,000 go
 ABOUT = """\
 The real `candor operator`, serving the whole cluster as the chart installs it, against a real control plane
 (kube-apiserver, controller-manager and etcd on 127.0.0.1) holding 10,000 Services, 5,000 Deployments and 200
-HealthPolicies governing 1,000 pods, over 10 namespaces: what every Service and Deployment event costs it, since
-it watches them all. The Deployments have `replicas: 0` (the controller-manager gives each its ReplicaSet and
+HealthPolicies governing 1,000 pods, over 10 namespaces: what every Service and Deployment costs it, since it
+follows them all (kopf watches the HealthPolicies only; Services and Deployments go through the operator's own
+paged list-and-watch caches, `candor_operator/informer.py`, because kopf's indices made a start at this scale
+take minutes and pass 250 MiB). The Deployments have `replicas: 0` (the controller-manager gives each its ReplicaSet and
 status, as in a cluster, but no pods); 200 of them ask for injection and are governed by a policy. The 1,000
 governed pods are created directly through the API at 50 a second, so each goes through the injection webhook,
 with a fake `nodeName` (a Node object without a kubelet, the pods tolerate it being unreachable) because no

@@ -26,7 +26,7 @@ from candor_operator.kube import ApiError, KubeClient
 
 logger = logging.getLogger("candor.operator")
 
-PAGE = "500"
+PAGE = 500  # objects per list request
 WATCH_SECONDS = 300  # the server ends a watch after this (and a random part of it), like client-go's reflectors
 CONCURRENCY = 16  # handlers running at once (each may write through the API)
 RETRY_SECONDS = (1.0, 30.0)  # backoff between failed lists or watches: first, ceiling
@@ -41,13 +41,14 @@ class Informer:
 
     def __init__(self, kind: str, client: Callable[[], KubeClient], path_of: Callable[[str | None], str],
                  namespaces: Sequence[str], slim: Slim, handler: Handler | None = None,
-                 on_watching: Callable[[str], None] | None = None) -> None:
+                 on_watching: Callable[[str], None] | None = None, page: int = PAGE) -> None:
         # on_watching(kind): called when a watch is accepted after the first listing (for the readiness check)
         self.kind = kind
         self._client = client
         self._path_of = path_of
         self._scopes: list[str | None] = list(namespaces) or [None]
         self._slim = slim
+        self._page = str(page)
         self._handler = handler
         self._on_watching = on_watching
         self._store: dict[str, dict[str, Any]] = {}  # namespace -> name -> slim object
@@ -101,7 +102,7 @@ class Informer:
     async def _list(self, scope: str | None) -> str:
         """Replaces the scope's objects with a fresh listing (in pages); the list's resourceVersion."""
         fresh: dict[str, dict[str, Any]] = {}
-        params = {"limit": PAGE}
+        params = {"limit": self._page}
         while True:
             page = await self._client().request("GET", self._path_of(scope), params=params)
             for item in page.get("items") or []:
