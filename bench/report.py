@@ -19,9 +19,10 @@ from bench.results import RESULTS_DIR
 
 BENCH_DIR = Path(__file__).resolve().parent
 PAGE = BENCH_DIR.parent / "docs" / "benchmarks.md"
-# The page's reading order: the product's parts from the app outwards, then the node (and the load weights
-# on it), then the departures; a benchmark not listed comes after these, by name.
-ORDER = ("tracer", "sidecar", "operator", "weights", "node", "weights_node", "drain", "departures")
+# The page's reading order: the product's parts from the app outwards (the operator alone, then at cluster
+# scale), then the node (and the load weights on it), then the departures; a benchmark not listed comes after
+# these, by name.
+ORDER = ("tracer", "sidecar", "operator", "operator_scale", "weights", "node", "weights_node", "drain", "departures")
 
 INTRO = """\
 # Benchmarks

@@ -1,12 +1,14 @@
-"""kopf registrations: indices, HealthPolicy reconcile/delete, Service and Deployment events, the pod webhook.
+"""kopf registrations: the policy index, HealthPolicy reconcile/delete, the pod webhook; and the Service and
+Deployment caches with their event handlers.
 
 The handlers are thin: they pick the namespace's slice of each index and call the pure decision
 modules and the idempotent writers. Indices keep small summaries, not whole objects, so holding
 thousands of policies and Services stays cheap.
 
 Policy handlers store kopf's bookkeeping in `candor.io/...` annotations on the policy (not in
-status, which the CRD schema prunes); Services and Deployments get `on.event` handlers, which keep
-no state on those objects, so Candor writes nothing to them but the annotations it owns.
+status, which the CRD schema prunes). kopf watches HealthPolicies only: Services and Deployments, of which a
+cluster holds thousands more than Candor governs, are followed by candor_operator.informer (why: there), whose
+handlers keep no state on those objects, so Candor writes nothing to them but the annotations it owns.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from typing import Any
 import aiohttp
 import kopf
 
-from candor_operator import metrics, readiness, rollout, webhook
+from candor_operator import metrics, object_events, readiness, rollout, webhook
 from candor_operator.api_names import CRD_VERSION, FINALIZER, GROUP, PLURAL
 from candor_operator.claims import Decision
 from candor_operator.credentials import LoginPacer, connection_info
+from candor_operator.informer import Informer
 from candor_operator.kube import ApiError, KubeClient, path_for
 from candor_operator.metrics_server import MetricsServer, ReplicaWatch
 from candor_operator.operator_indices import DEPLOYMENTS, POLICIES, SERVICES, namespace_slice, plain
@@ -46,6 +49,7 @@ logger = logging.getLogger("candor.operator")
 # (settings.queueing.worker_limit is no alternative: with indices it deadlocks the initial indexing.)
 KOPF_CONNECTIONS = 48
 RETRY_BACKOFF = 5.0  # seconds before kopf retries a failed reconcile (its default of 60 s is long for a 409 storm)
+STANDBY_CACHE_SECONDS = 5.0  # how long the Service and Deployment handlers trust one look at kopf's peering
 
 
 class CandorOperator:
@@ -63,6 +67,17 @@ class CandorOperator:
         self.logged_in = False
         self.watches = readiness.WatchAnswers()
         self.kopf_priority: int | None = None
+        self._standby: tuple[float, bool] | None = None  # (when looked, standing by)
+        self.services = Informer("services", lambda: self.client, lambda ns: path_for("v1", "services", ns),
+                                 settings.namespaces, slim_service, self.service_event, self.watches.answered.add)
+        self.deployments = Informer("deployments", lambda: self.client,
+                                    lambda ns: path_for("apps/v1", "deployments", ns), settings.namespaces,
+                                    rollout.slim_deployment, self.deployment_event, self.watches.answered.add)
+        # What the Service and Deployment handlers decide from: complete once listed, unlike kopf's policy index,
+        # which the policy handlers read (kopf fills it at its own pace and tells no one outside its handlers).
+        self.policies = Informer("healthpolicies", lambda: self.client,
+                                 lambda ns: path_for(f"{GROUP}/{CRD_VERSION}", PLURAL, ns), settings.namespaces,
+                                 lambda body: summarize(plain(body)))
         checks: dict[str, readiness.Check] = {"watches": self.watches_problem}
         if settings.webhook.enabled:
             checks["webhook"] = self.webhook_problem
@@ -141,7 +156,28 @@ class CandorOperator:
         self.metrics_server = MetricsServer(self.settings.metrics, watch)
         await self.metrics_server.start()
 
+    def start_informers(self) -> None:
+        self.policies.start()
+        self.services.start()
+        self.deployments.start()
+
+    async def informers_synced(self) -> None:
+        """Until the Service and Deployment caches hold their first listing (kopf made policy handlers wait
+        for its indices the same way)."""
+        await self.services.wait_synced()
+        await self.deployments.wait_synced()
+
+    async def _standing_by_lately(self) -> bool:
+        """`_standing_by`, looked up at most every STANDBY_CACHE_SECONDS: kopf pauses its own watches on a
+        standby replica, and the Service and Deployment handlers stand by with it."""
+        now = time.monotonic()
+        if self._standby is None or now - self._standby[0] > STANDBY_CACHE_SECONDS:
+            self._standby = (now, await self._standing_by())
+        return self._standby[1]
+
     async def close(self) -> None:
+        for informer in (self.services, self.deployments, self.policies):
+            await informer.stop()
         if self.metrics_server is not None:
             await self.metrics_server.stop()
         await self.readiness.stop()
@@ -215,7 +251,7 @@ class CandorOperator:
         for event_type, reason, message in outcome.events:
             kopf.event(body, type=event_type, reason=reason, message=message)
         metrics.GOVERNED.record(summary.namespace, summary.name, outcome.pods)
-        await self.advance_upgrades(indices)
+        await self.advance_upgrades(indices[DEPLOYMENTS], indices[POLICIES])
         return outcome.result
 
     async def delete(self, body: kopf.Body, indices: Any) -> None:
@@ -230,12 +266,13 @@ class CandorOperator:
 
     # ---- Services and Deployments ----------------------------------------------------------------
 
-    async def service_event(self, event_type: str | None, body: kopf.Body, indices: Any) -> None:
-        if event_type == "DELETED":
+    async def service_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        if event_type == "DELETED" or await self._standing_by_lately():
             return
-        service = slim_service(plain(body))
+        service = slim_service(body)
         namespace = str(service["metadata"]["namespace"])
-        policies = namespace_slice(indices[POLICIES], namespace)
+        await self.policies.wait_synced()
+        policies: list[PolicySummary] = namespace_slice(self.policies, namespace)
         owner = record_of(service["metadata"]["annotations"]).policy
         if event_type is None:
             # The initial listing (a start): every policy's create/resume handler reconciles the Services it
@@ -244,27 +281,32 @@ class CandorOperator:
                 return
         elif not policies and owner is None:
             return
-        await reconcile_service(self.client, service, [p.view for p in policies],
-                                on_write=lambda decision: _service_event(body, decision))
+        written: list[Decision] = []
+        await reconcile_service(self.client, service, [p.view for p in policies], on_write=written.append)
+        for decision in written:
+            await _service_event(self.client, body, decision)
 
-    async def deployment_event(self, event_type: str | None, body: kopf.Body, indices: Any) -> None:
+    async def deployment_event(self, event_type: str | None, body: dict[str, Any]) -> None:
         # Every Deployment event may be the end of the rollout the upgrade queue waits for (or the deletion of
         # a waiting or rolling Deployment), so each one ends with a look at that queue.
         try:
-            await self._deployment_event(event_type, body, indices)
+            await self._deployment_event(event_type, body)
         finally:
-            await self.advance_upgrades(indices)
+            await self.advance_upgrades(self.deployments, self.policies)
 
-    async def _deployment_event(self, event_type: str | None, body: kopf.Body, indices: Any) -> None:
+    async def _deployment_event(self, event_type: str | None, body: dict[str, Any]) -> None:
         metadata = body.get("metadata") or {}
         if event_type == "DELETED":
             self.upgrades.forget((str(metadata.get("namespace")), str(metadata.get("name"))))
             return
-        deployment = rollout.slim_deployment(plain(body))
+        deployment = rollout.slim_deployment(body)
         if deployment is None:
             self.upgrades.forget((str(metadata.get("namespace")), str(metadata.get("name"))))
             return
-        policies = namespace_slice(indices[POLICIES], str(deployment["namespace"]))
+        if await self._standing_by_lately():
+            return
+        await self.policies.wait_synced()
+        policies = namespace_slice(self.policies, str(deployment["namespace"]))
         policy = rollout.governing_policy(deployment["labels"], policies)
         if policy is not None:
             await ensure_min_ready(self.client, deployment, policy.min_ready_seconds)
@@ -272,14 +314,20 @@ class CandorOperator:
                                               self.upgrades)
         if why:
             logger.info("restarted Deployment %s/%s %s", deployment["namespace"], deployment["name"], why)
-            kopf.event(body, type="Normal", reason="Restarted",
-                       message=f"Candor restarted the Deployment (HealthPolicy {policy.name if policy else '?'}) {why}")
+            await object_events.post(
+                self.client, body, "Normal", "Restarted",
+                f"Candor restarted the Deployment (HealthPolicy {policy.name if policy else '?'}) {why}")
 
-    async def advance_upgrades(self, indices: Any) -> None:
-        """Restart the next Deployment waiting for the current sidecar when no rollout is under way."""
+    async def advance_upgrades(self, deployments: Any, policies: Any) -> None:
+        """Restart the next Deployment waiting for the current sidecar when no rollout is under way.
+
+        `deployments`, `policies`: every namespace's (the Deployment cache; the policy cache or kopf's index).
+        A standby replica restarts nothing: its Deployment handler queued nothing, and the check says so."""
+        if self.upgrades.waiting and await self._standing_by_lately():
+            return
         try:
-            restarted = await rollout.advance_upgrades(self.client, self.upgrades, indices[DEPLOYMENTS],
-                                                       indices[POLICIES], self.settings.sidecar.image)
+            restarted = await rollout.advance_upgrades(self.client, self.upgrades, deployments, policies,
+                                                       self.settings.sidecar.image)
         finally:
             metrics.UPGRADES_WAITING.set(self.upgrades.waiting)
         if restarted is None:
@@ -289,21 +337,23 @@ class CandorOperator:
         logger.info("restarted Deployment %s/%s onto sidecar %s (%d more waiting)", namespace, name,
                     self.settings.sidecar.image, self.upgrades.waiting)
         uid = str(deployment.get("uid") or "")
-        reference = kopf.Body({"apiVersion": "apps/v1", "kind": "Deployment",  # what an Event needs to name it
-                               "metadata": {"namespace": namespace, "name": name, "uid": uid}})
-        kopf.event(reference, type="Normal", reason=rollout.UPGRADE_REASON,
-                   message=f"Candor restarted the Deployment (HealthPolicy {policy.name}) onto sidecar "
-                           f"{self.settings.sidecar.image} of candor {VERSION}: its pods ran another; "
-                           f"{self.upgrades.waiting} more Deployments wait, one at a time")
+        reference = {"apiVersion": "apps/v1", "kind": "Deployment",  # what an Event needs to name it
+                     "metadata": {"namespace": namespace, "name": name, "uid": uid}}
+        await object_events.post(
+            self.client, reference, "Normal", rollout.UPGRADE_REASON,
+            f"Candor restarted the Deployment (HealthPolicy {policy.name}) onto sidecar "
+            f"{self.settings.sidecar.image} of candor {VERSION}: its pods ran another; "
+            f"{self.upgrades.waiting} more Deployments wait, one at a time")
 
-def _service_event(body: kopf.Body, decision: Decision) -> None:
+
+async def _service_event(client: KubeClient, body: dict[str, Any], decision: Decision) -> None:
     """The Event on a Service whose annotations Candor just changed (outside a policy's own reconcile)."""
     if decision.owner is None:
-        kopf.event(body, type="Normal", reason="Released", message="Candor's annotations removed: no HealthPolicy "
-                   "targets this Service any more")
+        await object_events.post(client, body, "Normal", "Released",
+                                 "Candor's annotations removed: no HealthPolicy targets this Service any more")
     else:
-        kopf.event(body, type="Normal", reason="Annotated",
-                   message=f"Candor's annotations written for HealthPolicy {decision.owner}")
+        await object_events.post(client, body, "Normal", "Annotated",
+                                 f"Candor's annotations written for HealthPolicy {decision.owner}")
 
 
 def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
@@ -311,7 +361,7 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
     resync = operator.settings.resync_seconds
 
     def indices_of(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-        return {name: kwargs.get(name) for name in (POLICIES, SERVICES, DEPLOYMENTS)}
+        return {POLICIES: kwargs.get(POLICIES), SERVICES: operator.services, DEPLOYMENTS: operator.deployments}
 
     @kopf.on.login(registry=registry, id="login")
     async def login(**_: Any) -> kopf.AiohttpSession:
@@ -341,6 +391,7 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
     @kopf.on.startup(registry=registry, id="configure")
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         operator.configure(settings)
+        operator.start_informers()
         await operator.start_metrics(settings)
         await operator.start_readiness()
 
@@ -354,19 +405,11 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
     async def index_policies(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, PolicySummary]:
         return {namespace or "": summarize(plain(body))}
 
-    @kopf.index("", "v1", "services", id=SERVICES, registry=registry)
-    async def index_services(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, dict[str, Any]]:
-        return {namespace or "": slim_service(body)}
-
-    @kopf.index("apps", "v1", "deployments", id=DEPLOYMENTS, registry=registry)
-    async def index_deployments(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, dict[str, Any]] | None:
-        deployment = rollout.slim_deployment(body)
-        return {namespace or "": deployment} if deployment is not None else None
-
     @kopf.on.resume(GROUP, CRD_VERSION, PLURAL, registry=registry, id="reconcile", backoff=RETRY_BACKOFF)
     @kopf.on.create(GROUP, CRD_VERSION, PLURAL, registry=registry, id="reconcile", backoff=RETRY_BACKOFF)
     @kopf.on.update(GROUP, CRD_VERSION, PLURAL, registry=registry, id="reconcile", backoff=RETRY_BACKOFF)
     async def reconcile(body: kopf.Body, status: Any, patch: kopf.Patch, **kwargs: Any) -> None:
+        await operator.informers_synced()
         await operator.reconcile(body, status, patch, indices_of(kwargs))
 
     @kopf.timer(GROUP, CRD_VERSION, PLURAL, interval=resync, initial_delay=resync, registry=registry, id="resync",
@@ -377,19 +420,13 @@ def build_registry(operator: CandorOperator) -> kopf.OperatorRegistry:
         # from that older view would write the conditions again with new transition times.
         if (status or {}).get("observedGeneration") != (body.get("metadata") or {}).get("generation"):
             return
+        await operator.informers_synced()
         await operator.reconcile(body, status, patch, indices_of(kwargs))
 
     @kopf.on.delete(GROUP, CRD_VERSION, PLURAL, registry=registry, id="release", backoff=RETRY_BACKOFF)
     async def release(body: kopf.Body, **kwargs: Any) -> None:
+        await operator.informers_synced()
         await operator.delete(body, indices_of(kwargs))
-
-    @kopf.on.event("", "v1", "services", registry=registry, id="service")
-    async def service_event(event: Mapping[str, Any], body: kopf.Body, **kwargs: Any) -> None:
-        await operator.service_event(event.get("type"), body, indices_of(kwargs))
-
-    @kopf.on.event("apps", "v1", "deployments", registry=registry, id="deployment")
-    async def deployment_event(event: Mapping[str, Any], body: kopf.Body, **kwargs: Any) -> None:
-        await operator.deployment_event(event.get("type"), body, indices_of(kwargs))
 
     if operator.settings.webhook.enabled:
         @kopf.on.mutate("", "v1", "pods", operations=["CREATE"], id=webhook.HANDLER_ID, side_effects=False,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -225,6 +225,30 @@ class KubeClient:
             if not token:
                 return items
             params["continue"] = token
+
+    async def watch(self, path: str, params: Mapping[str, str], timeout: float,
+                    opened: Callable[[], None] | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The watch events of `path` (`params` carry resourceVersion, timeoutSeconds...), one dict each, until
+        the server ends the stream; `opened()` once the server accepted it. A refusal raises ApiError (after a
+        401, with the credentials read again for the next call)."""
+        login = self._current()
+        url = login.server + path + f"?{urlencode({**params, 'watch': 'true'})}"
+        async with login.session.get(url, timeout=aiohttp.ClientTimeout(total=None, sock_read=timeout)) as response:
+            if response.status >= 400:
+                if response.status == 401 and not await self._relogin(login):
+                    self._refused()
+                raise _api_error(response.status, "GET", path, await response.text())
+            self.unauthorized_since = None
+            if opened is not None:
+                opened()
+            pending = b""
+            # Split by hand: aiohttp's readline refuses lines above 64 KiB, and one object can be larger.
+            async for chunk in response.content.iter_any():
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
 
     async def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return await self.request("POST", path, body)

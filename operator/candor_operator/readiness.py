@@ -8,9 +8,9 @@ turns into a pod admitted without its sidecar (`failurePolicy: Ignore`).
 Checks, each bounded in time and run at most every `CACHE_SECONDS`:
 - `webhook`: a request to the operator's own admission port over TLS gets an HTTP answer (the
   listener is bound and its handler runs: an empty body gets its 400);
-- `watches`: kopf's watch streams of HealthPolicies, Services and Deployments have each been answered
-  (seen on the HTTP session kopf logs in with), and the API server still lets Candor's account list
-  HealthPolicies where it serves them.
+- `watches`: kopf's watch stream of HealthPolicies has been answered (seen on the HTTP session kopf logs
+  in with), the operator's caches of Services and Deployments (informer.py) have listed them and are watching,
+  and the API server still lets Candor's account list HealthPolicies where it serves them.
 
 A standby replica (paused by kopf's peering in favour of a live replica of higher priority) does not
 watch, yet is ready: its webhook answers from API lookups, and a rolling update of the operator would
