@@ -168,16 +168,9 @@ def main() -> int:
          True),
     ]
     results = Results("operator")
-    table = results.table("measure", "value", "target", "result")
-    print(f"{'measure':<48} {'value':>20} {'target':>12}  result")
-    for name, value, target, ok in rows:
-        result = "ok" if ok else "MISSED" if target else ""
-        print(f"{name:<48} {value:>20} {target:>12}  {result}")
-        table.add(name.strip(), value, target, result if target else "")
-        if target:
-            results.target(name, target, value, ok)
+    met = results.measures(rows, (48, 20, 12))
     results.write()
-    return 0 if all(ok for *_, ok in rows) else 1
+    return 0 if met else 1
 
 
 if __name__ == "__main__":

@@ -434,16 +434,9 @@ def report(args: argparse.Namespace, figures: dict[str, Any]) -> int:
          pods == args.pods and injected == pods),
     ]
     results = Results("operator_scale")
-    table = results.table("measure", "value", "target", "result", title=scale)
-    print(f"{'measure':<72} {'value':>22} {'target':>10}  result")
-    for name, value, target, ok in rows:
-        result = ("ok" if ok else "MISSED") if target else ""
-        print(f"{name:<72} {value:>22} {target:>10}  {result}")
-        table.add(name, value, target, result if target else "")
-        if target:
-            results.target(name, target, value, ok)
+    met = results.measures(rows, (72, 22, 10), title=scale)
     results.write()
-    return 0 if all(ok for *_, ok in rows) else 1
+    return 0 if met else 1
 
 
 if __name__ == "__main__":

@@ -74,6 +74,21 @@ class Results:
     def note(self, text: str) -> None:
         self.notes.append(text)
 
+    def measures(self, rows: list[tuple[str, str, str, bool]], widths: tuple[int, int, int],
+                 title: str = "") -> bool:
+        """Print and record a table of (measure, value, target, met) rows, a target for each row that has one
+        (a row without a target is context); True when every target was met."""
+        name_width, value_width, target_width = widths
+        table = self.table("measure", "value", "target", "result", title=title)
+        print(f"{'measure':<{name_width}} {'value':>{value_width}} {'target':>{target_width}}  result")
+        for name, value, target, ok in rows:
+            result = ("ok" if ok else "MISSED") if target else ""
+            print(f"{name:<{name_width}} {value:>{value_width}} {target:>{target_width}}  {result}")
+            table.add(name.strip(), value, target, result)
+            if target:
+                self.target(name.strip(), target, value, ok)
+        return all(ok for *_, ok in rows)
+
     def write(self, directory: Path = RESULTS_DIR) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"{self.name}.json"
