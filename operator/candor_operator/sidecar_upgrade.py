@@ -11,9 +11,10 @@ is the same template annotation patch as any other, so each Deployment's strateg
 maxUnavailable, minReadySeconds) paces its own pods.
 
 Nothing here needs to survive the process: which Deployments wait is found again from their pods as
-kopf lists them at start, and which one is rolling out from the Deployments' template hash and status.
+the operator's Deployment cache lists them at start, and which one is rolling out from the Deployments'
+template hash and status.
 Only the moment between a restart's patch and its watch event is held in memory (`_restarted`), so a
-second Deployment is not started on an index entry that does not show the first one's patch yet.
+second Deployment is not started on a cache entry that does not show the first one's patch yet.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ PATCH_SEEN_WITHIN = 30.0
 
 
 def rollout_fields(body: Mapping[str, Any]) -> dict[str, Any]:
-    """What the index keeps of a Deployment to tell whether its rollout has finished."""
+    """What the Deployment cache keeps of a Deployment to tell whether its rollout has finished."""
     metadata, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
     progressing = next((c for c in status.get("conditions") or []
                         if isinstance(c, Mapping) and c.get("type") == "Progressing"), {})
@@ -88,7 +89,7 @@ class UpgradeQueue:
     def choose(self, deployments: Iterable[tuple[Mapping[str, Any], str | None]]) -> Mapping[str, Any] | None:
         """The Deployment to restart now, or None while a rollout is under way (or none waits).
 
-        `deployments`: every indexed Deployment with the config hash its `rollout: Automatic` policy
+        `deployments`: every cached Deployment with the config hash its `rollout: Automatic` policy
         wants (None for a Deployment no such policy governs). A waiting Deployment that no longer needs a
         restart (gone, made Manual, restarted by something else) leaves the queue here.
         """
@@ -99,7 +100,7 @@ class UpgradeQueue:
         now = self._clock()
         for key, (patched, until) in list(self._restarted.items()):
             if key in current and current[key][0].get("hash") != patched and now < until:
-                return None  # the index has not seen our patch yet: that rollout is under way
+                return None  # the cache has not seen our patch yet: that rollout is under way
             del self._restarted[key]  # seen (its own status speaks for it now), gone, or changed by someone else
         for deployment, wanted in current.values():
             if wanted is not None and deployment.get("hash") == wanted and not rollout_finished(deployment["rollout"]):
