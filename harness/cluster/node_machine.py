@@ -274,6 +274,11 @@ def restore(name: str) -> bool:
     for directory in (record.work_dir, record.run_dir):
         shutil.rmtree(directory, ignore_errors=True)
     record.path.unlink()
+    # Their parents (/run/candor-node, the state folder) go too once no other node uses them: a machine
+    # that had neither before the first node must have neither after the last.
+    for parent in {Path(record.work_dir).parent, Path(record.run_dir).parent}:
+        with contextlib.suppress(OSError):  # another node's folders (or its lock) are still there
+            parent.rmdir()
     return True
 
 
