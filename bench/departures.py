@@ -2,26 +2,36 @@
 without it, and with the usual `preStop: sleep` workaround, side by side in one run.
 
     sudo .venv/bin/python -m bench.departures [--rate 50] [--controllers haproxytech,haproxy-ingress]
-                                              [--ways rollout,scale,delete,node-drain,single-rollout]
+                                              [--ways rollout,scale,delete,node-drain,...]
 
 A control plane and two nodes (harness/cluster/node.py), the chart installed, and per controller one
 namespace holding 3-replica Deployments of the demo app (harness/processes/drain_rig.py CELLS): `candor` (the
 sidecar, the rendered backend, the app's readiness probe), `candor-bare` (the same without the app's own
 probe), `plain` (no Candor), `plain-sleep` (no Candor, `preStop: sleep: 15` and a grace period to match),
-each with a PodDisruptionBudget of one unavailable pod. One HAProxy follows every Service's EndpointSlices as
-the controller does (harness/processes/endpoint_follower.py). A steady stream of requests, one new connection
-each, goes to every cell while its pods leave, one way after another:
+each with a PodDisruptionBudget of one unavailable pod. HAProxy follows every Service's EndpointSlices as
+the controller does (harness/processes/endpoint_follower.py). A steady stream of requests (one in
+KEPT_ALIVE over a reused kept-alive connection, the others a new connection each) goes to every cell while
+its pods leave, one way after another:
 
 * rollout: `kubectl rollout restart`;  scale: 3 -> 1, then back to 3;  delete: `kubectl delete pod` of one;
 * node-drain: `kubectl drain` of the first node (evictions within the budget; the pods move to the other);
 * single-rollout: a one-replica Deployment rolled (the defaults: maxSurge 1, maxUnavailable 0);
 * recreate: the Deployment's strategy set to `Recreate`, then rolled: every pod leaves before any new one
   starts. No handshake can keep requests from failing then (nothing is left to take them); it is measured
-  to say so, and exempt from the 0-failed target.
+  to say so, and exempt from the 0-failed target;
+* reload: `delete` with every HAProxy reloaded as the controllers reload it (a new worker loading the
+  servers' state from a file) once the drains are under way;
+* long-requests: `delete` of the pod holding a 20 s request and a 20 s streamed response of each cell
+  (sent through HAProxy until one of each lands there); they must complete;
+* rollout-3lb, delete-3lb: the same with three HAProxys, all taking traffic, polling the agents from three
+  distinct source addresses (added on the first node's bridge, so they go with it);
+* rollout-lag, delete-lag: the same with a controller acting LAG seconds behind the EndpointSlices.
 
-Per cell and way: requests sent, failed (by kind), answered by a pod after its app's SIGTERM, the time from
-a pod's deletion (as first seen, polling every 0.2 s) to its app's SIGTERM (median and slowest), and the
-seconds until the last leaving pod was gone. With Candor those seconds include what protects the
+Per cell and way: requests sent, failed (by kind), kept-alive connections closed unanswered (counted apart,
+with how many a client retrying on a new connection got answered), answered by a pod after its app's
+SIGTERM, how each drain ended (from the operator's `Drained` Events), the time from a pod's deletion (as
+first seen, polling every 0.2 s) to its app's SIGTERM (median and slowest), and the seconds until the last
+leaving pod was gone. With Candor those seconds include what protects the
 requests beyond the app's departure: each new pod's `minReadySeconds` (the operator's ready window) and
 each leaving sidecar's hold for a final scrape (up to `finalScrapeTimeout`, here nothing scrapes the
 sidecars). Targets: 0 failed in every Candor cell; every Candor pod's SIGTERM at most 2 x agent-inter +
@@ -34,13 +44,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import itertools
 import json
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +66,8 @@ from harness.cluster.helm import install_chart
 from harness.cluster.node import Node, another_node
 from harness.processes.drain_rig import CELLS, POLICY, Load, answered_after_sigterm, names_of, objects, rig, sigterms
 from harness.processes.endpoint_follower import CONTROLLERS
+from harness.processes.haproxy_reload import ReloadableHAProxy
+from harness.processes.long_requests import LongRequests
 from harness.processes.ports import free_port
 
 TITLE = "Departures: every way a pod leaves, on two nodes, under both controllers"
@@ -63,13 +77,42 @@ A control plane and two real nodes with the chart installed, and per ingress con
 rendered backend, the app's readiness probe), `candor-bare` (the same without the app's own probe), `plain`
 (no Candor) and `plain-sleep` (no Candor, the usual `preStop: sleep 15`). A steady stream of requests goes to
 every Deployment while its pods leave in each way: rollout restart, scale 3 -> 1 -> 3, `kubectl delete pod`,
-`kubectl drain` onto the other node, a one-replica rollout and `Recreate` (which no drain can make lossless:
-measured, not held to 0 failed). With Candor the seconds include each new pod's `minReadySeconds` and each
-leaving sidecar's hold for a final scrape. Needs root."""
+`kubectl drain` onto the other node, a one-replica rollout, `Recreate` (which no drain can make lossless:
+measured, not held to 0 failed), a deletion with HAProxy reloaded mid-drain, a deletion of the pods holding
+a 20 s request and a 20 s stream, and rollouts and deletions behind three HAProxys polling from three
+addresses and behind a controller 3 s late. `kept-alive closed` counts requests whose reused client
+connection was closed unanswered (an HAProxy reload closes idle ones), and how many a client retrying on a
+new connection got answered; they are not in `failed` unless that retry failed too. Needs root."""
 
 REPLICAS = 3
 COMPARED = ("candor", "candor-bare", "plain", "plain-sleep")
-WAYS = ("rollout", "scale", "delete", "node-drain", "single-rollout", "recreate")
+KEPT_ALIVE = 4  # every 4th request reuses a kept-alive client connection
+LAG = 3.0  # seconds the lagging controller acts behind the EndpointSlices
+LONG_SECONDS = 20.0
+# Three load balancers' source addresses: outside every node's pod subnet, added on the first node's bridge
+# (the pods' replies route back through it), and gone with the bridge when the node stops or is restored.
+SOURCES = ("10.244.76.1", "10.244.76.2", "10.244.76.3")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """The load balancers in front of the cells while a way runs."""
+
+    label: str
+    haproxys: int = 1
+    lag: float = 0.0
+
+
+SETUPS = {"one": Setup("1 HAProxy"), "three": Setup("3 HAProxys", haproxys=3),
+          "lagging": Setup(f"1 HAProxy, {LAG:g} s late", lag=LAG)}
+# way -> (what happens to the pods, the setup it runs behind)
+WAYS: dict[str, tuple[str, str]] = {
+    "rollout": ("rollout", "one"), "scale": ("scale", "one"), "delete": ("delete", "one"),
+    "node-drain": ("node-drain", "one"), "single-rollout": ("single-rollout", "one"),
+    "recreate": ("recreate", "one"), "reload": ("reload", "one"), "long-requests": ("long-requests", "one"),
+    "rollout-3lb": ("rollout", "three"), "delete-3lb": ("delete", "three"),
+    "rollout-lag": ("rollout", "lagging"), "delete-lag": ("delete", "lagging"),
+}
 UNPROTECTED = {"recreate"}  # ways no drain can make lossless: measured, not held to 0 failed
 SIGTERM_TARGET = 2 * parse_duration(POLICY["agentCheck"]["interval"], "agentCheck.interval") + 1.0
 
@@ -107,6 +150,9 @@ class PodWatch:
     def all_gone(self, pods: list[str]) -> bool:
         return all(pod in self.gone for pod in pods)
 
+    def all_deleted(self, pods: list[str]) -> bool:
+        return all(pod in self.deleted for pod in pods)
+
     def __enter__(self) -> PodWatch:
         self._thread.start()
         return self
@@ -117,13 +163,24 @@ class PodWatch:
 
 
 @dataclass
+class Front:
+    """One HAProxy in front of the cells: its frontend port per cell, and the process (for a reload)."""
+
+    ports: dict[str, int]
+    haproxy: ReloadableHAProxy
+
+
+@dataclass
 class Row:
     controller: str
     way: str
+    setup: str
     cell: str
     load: Load
     to_sigterm: list[float]
     seconds: float
+    drains: dict[str, int] = field(default_factory=dict)  # how the cell's drains ended -> how many
+    long: LongRequests | None = None
 
 
 def _ready_replicas(cluster: K8sCluster, namespace: str, cells: list[str], replicas: int) -> None:
@@ -146,50 +203,125 @@ def _scale(cluster: K8sCluster, namespace: str, cells: list[str], replicas: int)
     _ready_replicas(cluster, namespace, cells, replicas)
 
 
-def _way(name: str, cluster: K8sCluster, namespace: str, cells: list[str], first: Node) -> Callable[[], None]:
-    deployments = [f"deployment/{cell}" for cell in cells]
+@dataclass
+class Departure:
+    """One way pods leave, run against every cell of a namespace while the load runs."""
 
-    def rollout() -> None:
-        cluster.kubectl("rollout", "restart", "-n", namespace, *deployments)
-        _ready_replicas(cluster, namespace, cells, REPLICAS)
+    cluster: K8sCluster
+    namespace: str
+    cells: list[str]
+    first: Node
+    fronts: list[Front]
+    watch: PodWatch
+    long: dict[str, LongRequests] = field(default_factory=dict)
 
-    def scale() -> None:
-        _scale(cluster, namespace, cells, 1)
-        _scale(cluster, namespace, cells, REPLICAS)
+    @property
+    def deployments(self) -> list[str]:
+        return [f"deployment/{cell}" for cell in self.cells]
 
-    def delete() -> None:
-        pods = cluster.api("GET", f"/api/v1/namespaces/{namespace}/pods").ok()["items"]
-        one = {pod["metadata"]["labels"]["app"]: pod["metadata"]["name"] for pod in pods}
-        cluster.kubectl("delete", "pod", "-n", namespace, "--wait=false", *one.values())
-        _ready_replicas(cluster, namespace, cells, REPLICAS)
+    def _pods(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.cluster.api("GET", f"/api/v1/namespaces/{self.namespace}/pods").ok()["items"]
+        return sorted(items, key=lambda pod: pod["metadata"]["name"])
 
-    def node_drain() -> None:
+    def _delete(self, pods: list[str]) -> None:
+        self.cluster.kubectl("delete", "pod", "-n", self.namespace, "--wait=false", *pods)
+
+    def rollout(self) -> None:
+        self.cluster.kubectl("rollout", "restart", "-n", self.namespace, *self.deployments)
+        _ready_replicas(self.cluster, self.namespace, self.cells, REPLICAS)
+
+    def scale(self) -> None:
+        _scale(self.cluster, self.namespace, self.cells, 1)
+        _scale(self.cluster, self.namespace, self.cells, REPLICAS)
+
+    def delete(self) -> None:
+        one = {pod["metadata"]["labels"]["app"]: pod["metadata"]["name"] for pod in self._pods()}
+        self._delete(list(one.values()))
+        _ready_replicas(self.cluster, self.namespace, self.cells, REPLICAS)
+
+    def reload(self) -> None:
+        """`delete`, and every HAProxy reloaded once the deleted pods' drains are under way."""
+        one = {pod["metadata"]["labels"]["app"]: pod["metadata"]["name"] for pod in self._pods()}
+        self._delete(list(one.values()))
+        self.cluster.wait_until(lambda: self.watch.all_deleted(list(one.values())), 30, "the deletions seen")
+        time.sleep(1.0)  # the drains have begun (the preStop hooks run within this) and have not ended
+        for front in self.fronts:
+            front.haproxy.reload()
+        _ready_replicas(self.cluster, self.namespace, self.cells, REPLICAS)
+
+    def long_requests(self) -> None:
+        """`delete` of the pod holding a 20 s request and a 20 s stream of each cell; they must complete."""
+        held = {}
+        for cell in self.cells:
+            pod = next(p for p in self._pods() if p["metadata"]["labels"]["app"] == cell)
+            long = LongRequests(self.fronts[0].ports[cell], pod["status"]["podIP"], LONG_SECONDS)
+            long.land_on_the_pod()
+            self.long[cell], held[cell] = long, pod["metadata"]["name"]
+        self._delete(list(held.values()))
+        _ready_replicas(self.cluster, self.namespace, self.cells, REPLICAS)
+        for long in self.long.values():
+            long.wait(LONG_SECONDS + 30)
+
+    def node_drain(self) -> None:
         # --delete-emptydir-data: an injected pod has the sidecar's state volume (an emptyDir; its journals are
         # folded into the final scrape at termination), which kubectl drain refuses to evict without it.
-        cluster.kubectl("drain", first.name, f"--pod-selector=app in ({','.join(cells)})", "--timeout=600s",
-                        "--delete-emptydir-data", timeout=620)
-        _ready_replicas(cluster, namespace, cells, REPLICAS)
-        cluster.kubectl("uncordon", first.name)
+        self.cluster.kubectl("drain", self.first.name, f"--pod-selector=app in ({','.join(self.cells)})",
+                             "--timeout=600s", "--delete-emptydir-data", timeout=620)
+        _ready_replicas(self.cluster, self.namespace, self.cells, REPLICAS)
+        self.cluster.kubectl("uncordon", self.first.name)
 
-    def single_rollout() -> None:
-        cluster.kubectl("rollout", "restart", "-n", namespace, *deployments)
-        _ready_replicas(cluster, namespace, cells, 1)
+    def single_rollout(self) -> None:
+        """A one-replica Deployment rolled (scaled to one before, and back to three after, by `_run_way`)."""
+        self.cluster.kubectl("rollout", "restart", "-n", self.namespace, *self.deployments)
+        _ready_replicas(self.cluster, self.namespace, self.cells, 1)
 
-    def recreate() -> None:
+    def recreate(self) -> None:
         def strategy(kind: dict[str, Any]) -> None:
-            for deployment in deployments:  # the strategy is not in the pod template: patching it rolls nothing
-                cluster.kubectl("patch", "-n", namespace, deployment, "--type=merge",
-                                "-p", json.dumps({"spec": {"strategy": kind}}))
+            for deployment in self.deployments:  # the strategy is not in the pod template: patching it rolls nothing
+                self.cluster.kubectl("patch", "-n", self.namespace, deployment, "--type=merge",
+                                     "-p", json.dumps({"spec": {"strategy": kind}}))
 
         strategy({"type": "Recreate", "rollingUpdate": None})
-        cluster.kubectl("rollout", "restart", "-n", namespace, *deployments)
-        _ready_replicas(cluster, namespace, cells, REPLICAS)
+        self.cluster.kubectl("rollout", "restart", "-n", self.namespace, *self.deployments)
+        _ready_replicas(self.cluster, self.namespace, self.cells, REPLICAS)
         strategy({"type": "RollingUpdate"})
 
-    ways: dict[str, Callable[[], None]] = {"rollout": rollout, "scale": scale, "delete": delete,
-                                           "node-drain": node_drain, "single-rollout": single_rollout,
-                                           "recreate": recreate}
-    return ways[name]
+    def run(self, kind: str) -> None:
+        getattr(self, kind.replace("-", "_"))()
+
+
+def _drain_endings(cluster: K8sCluster, namespace: str, pods: list[str]) -> dict[str, dict[str, int]]:
+    """pod -> how its drain ended -> 1, from the operator's `Drained` Events (empty when none came)."""
+    listed = cluster.api("GET", f"/api/v1/namespaces/{namespace}/events",
+                         params={"fieldSelector": "reason=Drained"}).ok()["items"]
+    endings: dict[str, dict[str, int]] = {}
+    for event in listed:
+        pod = event["involvedObject"]["name"]
+        outcome = drained_outcome(event.get("message", ""))
+        if pod in pods and outcome:
+            endings.setdefault(pod, {})[outcome] = 1
+    return endings
+
+
+@contextlib.contextmanager
+def _fronts(cluster: K8sCluster, namespace: str, controller: str, setup: Setup,
+            first: Node) -> Iterator[list[Front]]:
+    with contextlib.ExitStack() as stack:
+        fronts = []
+        sources: tuple[str | None, ...] = SOURCES[:setup.haproxys] if setup.haproxys > 1 else (None,)
+        for source in sources:
+            if source is not None:
+                subprocess.run(["ip", "addr", "replace", f"{source}/32", "dev", first.bridge], check=True)
+                stack.callback(subprocess.run, ["ip", "addr", "del", f"{source}/32", "dev", first.bridge],
+                               check=False, capture_output=True)
+            ports = {cell: free_port() for cell in COMPARED}
+            haproxy, followers = stack.enter_context(
+                rig(cluster, namespace, ports, controller, setup.lag, reloadable=True, source=source))
+            assert isinstance(haproxy, ReloadableHAProxy)
+            cluster.wait_until(lambda f=followers: all(len(x.events) >= REPLICAS for x in f.values()), 120,
+                               "every backend filled")
+            fronts.append(Front(ports, haproxy))
+        yield fronts
 
 
 def run_controller(cluster: K8sCluster, controller: str, ways: list[str], events: Path, rate: float,
@@ -202,55 +334,93 @@ def run_controller(cluster: K8sCluster, controller: str, ways: list[str], events
                 "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": cell}}}} for cell in COMPARED]
     cluster.apply(*made, *budgets)
     _ready_replicas(cluster, namespace, list(COMPARED), REPLICAS)
-    fronts = {cell: free_port() for cell in COMPARED}
     rows: list[Row] = []
-    with rig(cluster, namespace, fronts, controller) as (_haproxy, followers), \
-            PodWatch(cluster, namespace) as watch:
-        cluster.wait_until(lambda: all(len(f.events) >= REPLICAS for f in followers.values()), 120,
-                           "every backend filled")
-        for way in ways:
-            if way == "single-rollout":
-                _scale(cluster, namespace, list(COMPARED), 1)
-            began = time.monotonic()
-            with contextlib.ExitStack() as running:
-                loads = {cell: running.enter_context(Load(port, rate)) for cell, port in fronts.items()}
-                _way(way, cluster, namespace, list(COMPARED), first)()
-            terms = sigterms(events)
-            # The way ended when the API server said so; the watch may see the last pods gone a poll later.
-            leaving = [pod for pod, when in watch.deleted.items() if when >= began]
-            cluster.wait_until(functools.partial(watch.all_gone, leaving), 10, "every leaving pod seen gone")
-            for cell in COMPARED:
-                left = [pod for pod, when in watch.deleted.items() if watch.cell_of.get(pod) == cell and when >= began]
-                to_sigterm = [terms[pod] - watch.deleted[pod] for pod in left if pod in terms]
-                gone = [watch.gone[pod] for pod in left if pod in watch.gone]
-                rows.append(Row(controller, way, cell, loads[cell], to_sigterm, max(gone, default=began) - began))
-            if way == "single-rollout":
-                _scale(cluster, namespace, list(COMPARED), REPLICAS)
+    with PodWatch(cluster, namespace) as watch:
+        for setup_name, group in itertools.groupby(ways, key=lambda way: WAYS[way][1]):
+            setup = SETUPS[setup_name]
+            with _fronts(cluster, namespace, controller, setup, first) as fronts:
+                for way in group:
+                    rows += _run_way(cluster, namespace, controller, way, setup, fronts, watch, first, events,
+                                     rate)
     cluster.api("DELETE", f"/api/v1/namespaces/{namespace}")
     return rows
 
 
+def _run_way(cluster: K8sCluster, namespace: str, controller: str, way: str, setup: Setup, fronts: list[Front],
+             watch: PodWatch, first: Node, events: Path, rate: float) -> list[Row]:
+    departure = Departure(cluster, namespace, list(COMPARED), first, fronts, watch)
+    single = WAYS[way][0] == "single-rollout"
+    if single:
+        _scale(cluster, namespace, list(COMPARED), 1)
+    began = time.monotonic()
+    with contextlib.ExitStack() as running:
+        loads = {cell: running.enter_context(Load(tuple(front.ports[cell] for front in fronts), rate,
+                                                  kept_alive=KEPT_ALIVE)) for cell in COMPARED}
+        departure.run(WAYS[way][0])
+    terms = sigterms(events)
+    # The way ended when the API server said so; the watch may see the last pods gone a poll later.
+    leaving = [pod for pod, when in watch.deleted.items() if when >= began]
+    cluster.wait_until(functools.partial(watch.all_gone, leaving), 60, "every leaving pod seen gone")
+    # The operator posts each Drained Event once it sees the pod's sidecar terminated: a moment after.
+    expected = [pod for pod in leaving if CELLS[watch.cell_of.get(pod, "plain")].inject]
+    with contextlib.suppress(TimeoutError):
+        cluster.wait_until(lambda: len(_drain_endings(cluster, namespace, expected)) >= len(expected), 15,
+                           "a Drained Event for every leaving Candor pod")
+    endings = _drain_endings(cluster, namespace, expected)
+    rows = []
+    for cell in COMPARED:
+        left = [pod for pod, when in watch.deleted.items() if watch.cell_of.get(pod) == cell and when >= began]
+        to_sigterm = [terms[pod] - watch.deleted[pod] for pod in left if pod in terms]
+        gone = [watch.gone[pod] for pod in left if pod in watch.gone]
+        drains: dict[str, int] = {}
+        for pod in left:
+            for outcome, count in endings.get(pod, {}).items():
+                drains[outcome] = drains.get(outcome, 0) + count
+        if CELLS[cell].inject:
+            unreported = len(left) - sum(drains.values())
+            if unreported:
+                drains["no Event"] = unreported
+        rows.append(Row(controller, way, setup.label, cell, loads[cell], to_sigterm,
+                        max(gone, default=began) - began, drains, departure.long.get(cell)))
+    if single:
+        _scale(cluster, namespace, list(COMPARED), REPLICAS)
+    return rows
+
+
+def _failures(row: Row) -> tuple[int, str]:
+    kinds: dict[str, int] = {}
+    for answer in row.load.failed():
+        kind = answer.error or f"HTTP {answer.status}"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    failed = len(row.load.failed())
+    if row.long is not None:
+        for kind in row.long.failures():
+            kinds[kind] = kinds.get(kind, 0) + 1
+            failed += 1
+    return failed, ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())) or "none"
+
+
 def report(rows: list[Row], events: Path, results: Results) -> bool:
     """Prints the table and records it in `results`; True when a target was missed."""
-    table = results.table("controller", "way", "cell", "sent", "failed", "after SIGTERM", "to SIGTERM med/max s",
-                          "seconds", "failures")
-    print(f"{'controller':<16} {'way':<15} {'cell':<12} {'sent':>6} {'failed':>6} {'after SIGTERM':>13} "
-          f"{'to SIGTERM med/max':>19} {'seconds':>8}  failures")
+    columns = ("controller", "way", "HAProxys", "cell", "sent", "failed", "kept-alive closed (retry ok)",
+               "after SIGTERM", "drains ended", "to SIGTERM med/max s", "seconds", "long requests ok",
+               "failures")
+    table = results.table(*columns)
+    print(" | ".join(columns))
     missed: list[str] = []
     done: dict[tuple[str, str, str], float] = {}
     for row in rows:
-        kinds: dict[str, int] = {}
-        for answer in row.load.failed():
-            kind = answer.error or f"HTTP {answer.status}"
-            kinds[kind] = kinds.get(kind, 0) + 1
-        failed = len(row.load.failed())
+        failed, failures = _failures(row)
+        closed = row.load.closed_idle()
+        closed_text = f"{len(closed)} ({sum(a.status == 200 for a in closed)})"
         late = len(answered_after_sigterm(row.load, events))
         terms = (f"{statistics.median(row.to_sigterm):.1f}/{max(row.to_sigterm):.1f}" if row.to_sigterm else "-")
-        failures = ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())) or "none"
-        print(f"{row.controller:<16} {row.way:<15} {row.cell:<12} {len(row.load.answers):>6} {failed:>6} "
-              f"{late:>13} {terms:>19} {row.seconds:>8.1f}  {failures}")
-        table.add(row.controller, row.way, row.cell, len(row.load.answers), failed, late, terms,
-                  f"{row.seconds:.1f}", failures)
+        drains = ", ".join(f"{k} {n}" for k, n in sorted(row.drains.items())) or "-"
+        long = f"{row.long.completed()}/{len(row.long.requests)}" if row.long is not None else "-"
+        cells = (row.controller, row.way, row.setup, row.cell, len(row.load.answers), failed, closed_text, late,
+                 drains, terms, f"{row.seconds:.1f}", long, failures)
+        print(" | ".join(str(cell) for cell in cells))
+        table.add(*cells)
         done[(row.controller, row.way, row.cell)] = row.seconds
         if CELLS[row.cell].inject:
             if failed and row.way not in UNPROTECTED:
@@ -268,7 +438,7 @@ def report(rows: list[Row], events: Path, results: Results) -> bool:
     print("targets (0 failed with Candor; SIGTERM within 2 x agent-inter + 1 s; sooner than the sleep): "
           + ("MISSED\n  " + "\n  ".join(missed) if missed else "met"))
     candor = [row for row in rows if CELLS[row.cell].inject]
-    failed_with_candor = sum(len(row.load.failed()) for row in candor if row.way not in UNPROTECTED)
+    failed_with_candor = sum(_failures(row)[0] for row in candor if row.way not in UNPROTECTED)
     slowest = max((max(row.to_sigterm) for row in candor if row.to_sigterm), default=0.0)
     results.target("failed requests with Candor, every way but Recreate", "0", str(failed_with_candor),
                    failed_with_candor == 0)
@@ -309,8 +479,9 @@ def main() -> int:
         for node in reversed(nodes):
             node.stop()
         cluster.stop()
-    setup = (f"{len(nodes)} nodes, {REPLICAS} replicas per cell, {args.rate:.0f} requests/s to each cell; "
-             f"the sleep cell: preStop sleep {CELLS['plain-sleep'].sleep} s")
+    setup = (f"{len(nodes)} nodes, {REPLICAS} replicas per cell, {args.rate:.0f} requests/s to each cell "
+             f"(1 in {KEPT_ALIVE} on a kept-alive connection); the sleep cell: preStop sleep "
+             f"{CELLS['plain-sleep'].sleep} s; agent-inter {POLICY['agentCheck']['interval']}")
     print(setup)
     results = Results("departures")
     results.note(setup)

@@ -64,7 +64,7 @@ def run_controller(cluster: K8sCluster, controller: str, cells: list[str], event
                            "every backend filled")
         began = time.monotonic()
         with contextlib.ExitStack() as running:
-            loads = {name: running.enter_context(Load(port, rate)) for name, port in fronts.items()}
+            loads = {name: running.enter_context(Load((port,), rate)) for name, port in fronts.items()}
             for _ in range(restarts):
                 cluster.kubectl("rollout", "restart", "-n", namespace, *deployments)
                 for deployment in deployments:

@@ -4,9 +4,12 @@
   (CANDOR_STATE_DIR), counted by a naive end-of-job counter (served on `--metrics-port` for Prometheus) and
   written to the truth file;
 - workers are threads, or with `--worker-model process` child processes (one can be SIGKILLed mid-job);
-- an HTTP port serves the load generator's requests (`GET /resize`) and the fault script
-  (`GET /workers`, `POST /memory/fill?percent=N`, `POST /memory/free`, `GET /memory`);
-- SIGTERM stops the workers at once (interrupted jobs end at the stop) and exits 0.
+- an HTTP port serves the load generator's requests (`GET /resize`), long ones (`GET /slow?seconds=N`
+  answers after N seconds, `GET /stream?seconds=N` streams a line every half second for N seconds;
+  `GET /inflight` counts them) and the fault script (`GET /workers`, `POST /memory/fill?percent=N`,
+  `POST /memory/free`, `GET /memory`);
+- SIGTERM stops the workers at once (interrupted jobs end at the stop), closes the listening socket, lets
+  the requests in flight finish (at most `--finish-seconds`) as web servers do, and exits 0.
 """
 
 from __future__ import annotations
@@ -34,6 +37,34 @@ from candor_demo.truth import TruthWriter
 from candor_tracer.cgroup import MemoryReader
 
 REQUEST_SECONDS = 0.01
+LONGEST_REQUEST = 120.0  # seconds a /slow or /stream may ask for
+STREAM_EVERY = 0.5  # seconds between the lines of a /stream
+
+
+class InFlight:
+    """The requests being answered, by kind: SIGTERM waits for them (idle kept-alive connections are not
+    requests: they close when the process exits)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._count: dict[str, int] = {}
+
+    def enter(self, kind: str) -> None:
+        with self._lock:
+            self._count[kind] = self._count.get(kind, 0) + 1
+
+    def leave(self, kind: str) -> None:
+        with self._lock:
+            self._count[kind] -= 1
+            self._lock.notify_all()
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {kind: n for kind, n in self._count.items() if n}
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._lock:
+            return self._lock.wait_for(lambda: not any(self._count.values()), timeout)
 
 
 class WorkerBoard:
@@ -154,8 +185,14 @@ class ProcessWorkers:
             reader.join(1.0)
 
 
+def _seconds(query: str) -> float:
+    """`?seconds=N` of a long request, within 0..LONGEST_REQUEST."""
+    value = float(parse_qs(query).get("seconds", ["20"])[0])
+    return min(max(value, 0.0), LONGEST_REQUEST)
+
+
 def make_handler(name: str, board: WorkerBoard, ballast: Ballast, memory_limit: int,
-                 requests: Counter) -> type[BaseHTTPRequestHandler]:
+                 requests: Counter, in_flight: InFlight) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -173,12 +210,43 @@ def make_handler(name: str, board: WorkerBoard, ballast: Ballast, memory_limit: 
         def _json(self, payload: object) -> None:
             self._reply(200, json.dumps(payload), "application/json")
 
+        def _stream(self, seconds: float) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            end = time.monotonic() + seconds
+            while True:
+                line = f"{name} {max(0.0, end - time.monotonic()):.1f}\n".encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                self.wfile.flush()
+                if time.monotonic() >= end:
+                    break
+                time.sleep(min(STREAM_EVERY, max(0.0, end - time.monotonic())))
+            self.wfile.write(b"0\r\n\r\n")
+
         def do_GET(self) -> None:
-            path = urlparse(self.path).path
+            url = urlparse(self.path)
+            path = url.path
+            kind = path.strip("/") if path in ("/resize", "/slow", "/stream") else "other"
+            in_flight.enter(kind)
+            try:
+                self._get(path, url.query)
+            finally:
+                in_flight.leave(kind)
+
+        def _get(self, path: str, query: str) -> None:
             if path == "/resize":
                 time.sleep(REQUEST_SECONDS)  # a small, real request; the heavy lifting is in the background jobs
                 requests.inc()
                 self._reply(200, f"{name}\n")
+            elif path == "/slow":
+                time.sleep(_seconds(query))
+                self._reply(200, f"{name}\n")
+            elif path == "/stream":
+                self._stream(_seconds(query))
+            elif path == "/inflight":
+                self._json(in_flight.counts())
             elif path == "/workers":
                 self._json(board.snapshot())
             elif path == "/memory":
@@ -214,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--truth-file", required=True)
     parser.add_argument("--worker-model", choices=("thread", "process"), default="thread")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--finish-seconds", type=float, default=25.0,
+                        help="after SIGTERM, how long the requests in flight may take to finish")
     parser.add_argument("--events-file", default=None,
                         help="append `sigterm <name> <monotonic>` here when SIGTERM arrives (for tests on a node)")
     args = parser.parse_args(argv)
@@ -253,19 +323,24 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_term)
 
     metrics_server, _ = start_http_server(args.metrics_port, addr="127.0.0.1", registry=registry)
+    in_flight = InFlight()
     server = RequestServer((args.bind, args.http_port),
-                           make_handler(args.name, board, Ballast(), memory_limit, requests))
+                           make_handler(args.name, board, Ballast(), memory_limit, requests, in_flight))
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
     workers.start()
     while not stopping.wait(0.25):
         heartbeat()  # the app is alive and its main loop turns
-    # Interrupt the jobs and exit at once; the servers' daemon threads end with the process. The naive counter's
-    # last increments (the interrupted jobs' seconds, counted at their end) die with it unless a
-    # scrape happens to land in these few milliseconds.
+    # Interrupt the jobs at once. The naive counter's last increments (the interrupted jobs' seconds, counted
+    # at their end) die with the process unless a scrape happens to land before it exits.
     workers.terminate()
+    # No new connections (a load balancer still sending some gets a refusal it can retry elsewhere); the
+    # requests already being answered finish, as gunicorn's or nginx's graceful stop lets them.
+    server.shutdown()
+    server.server_close()
+    in_flight.wait_idle(args.finish_seconds)
     workers.wait(10.0)
     truth.close()
-    del server, metrics_server
+    del metrics_server
     return 0
 
 

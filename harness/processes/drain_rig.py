@@ -122,17 +122,21 @@ def objects(namespace: str, events_dir: Path, replicas: int = 3, cells: Iterable
     return result
 
 
-def haproxy_config(fronts: dict[str, int], controller: str = HAPROXYTECH) -> str:
+def haproxy_config(fronts: dict[str, int], controller: str = HAPROXYTECH, source: str | None = None) -> str:
     """A frontend and a backend of SLOTS empty slots per cell: Candor's rendered backend for the injected
-    cells, the controller's default balance alone for the others."""
+    cells, the controller's default balance alone for the others. `source`: the address HAProxy connects
+    from (checks and agent polls included), so that several HAProxys look like several load balancers.
+    The timeouts are both controllers' defaults (50 s), so a 20 s request is not cut by HAProxy."""
     policy = parse_policy(_policy_spec(fronts, controller)) if any(CELLS[name].inject for name in fronts) else None
     text = ("global\n    maxconn 500\ndefaults\n    mode http\n    timeout connect 1s\n"
-            "    timeout client 10s\n    timeout server 10s\n")
+            "    timeout client 50s\n    timeout server 50s\n")
     for name, port in fronts.items():
         text += f"frontend fe_{name}\n    bind 127.0.0.1:{port}\n    default_backend {name}\n"
     for name in fronts:
         backend = (render_backend(policy, name=name, controller=controller) if policy and CELLS[name].inject
                    else f"backend {name}\n    mode http\n    balance {BALANCE[controller]}\n")
+        if source is not None:
+            backend = backend.replace(f"backend {name}\n", f"backend {name}\n    source {source}\n", 1)
         text += declare_slots(backend, SLOTS)
     return text
 
@@ -144,33 +148,81 @@ class Answer:
     status: int  # 0: no HTTP answer (refused, reset, timeout)
     pod: str
     error: str = ""  # why there was no answer
+    # A kept-alive connection closed before any answer to this request (an HAProxy reload closes idle ones):
+    # counted apart from the failures, with the status a client retrying at once on a new connection got.
+    closed_idle: bool = False
+
+
+# What a client sees when the server closed the kept-alive connection it reused: no byte of an answer.
+_CLOSED_UNANSWERED = (http.client.RemoteDisconnected, http.client.BadStatusLine, ConnectionResetError,
+                      BrokenPipeError)
 
 
 @dataclass
 class Load:
-    """A steady stream of GET /resize through one frontend, one new connection per request (as browsers
-    behind many clients look to HAProxy), at ``rate`` requests per second."""
+    """A steady stream of GET /resize at ``rate`` requests per second, spread over ``ports`` (one frontend
+    each, e.g. one per HAProxy). Every ``kept_alive``-th request goes over a kept-alive connection from a
+    small pool, as browsers and API clients reuse theirs; the others open a new connection each (as many
+    clients look to HAProxy). A request whose reused connection was closed unanswered is retried once on
+    a new connection, as HTTP clients do for idempotent requests; it is counted apart (`closed_idle`)."""
 
-    port: int
+    ports: tuple[int, ...]
     rate: float
+    kept_alive: int = 0  # 0: none; N: every Nth request
     answers: list[Answer] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if not self.ports:
+            raise ValueError("Load: no ports")
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._pool: dict[int, list[http.client.HTTPConnection]] = {port: [] for port in self.ports}
+        self._pool_lock = threading.Lock()
 
-    def _one(self, sent: float) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+    @staticmethod
+    def _ask(connection: http.client.HTTPConnection) -> tuple[int, str]:
+        connection.request("GET", "/resize")
+        response = connection.getresponse()
+        return response.status, response.read().decode(errors="replace").strip()
+
+    def _fresh(self, port: int, sent: float, closed_idle: bool = False) -> Answer:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         status, pod, error = 0, "", ""
         try:
-            connection.request("GET", "/resize")
-            response = connection.getresponse()
-            status, pod = response.status, response.read().decode(errors="replace").strip()
+            status, pod = self._ask(connection)
         except (OSError, http.client.HTTPException) as failure:
             error = type(failure).__name__
         finally:
             connection.close()
-        self.answers.append(Answer(sent, time.monotonic(), status, pod, error))
+        return Answer(sent, time.monotonic(), status, pod, error, closed_idle)
+
+    def _reusing(self, port: int, sent: float) -> Answer:
+        with self._pool_lock:
+            pool = self._pool[port]
+            connection = pool.pop() if pool else None
+        if connection is None:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            reused = False
+        else:
+            reused = True
+        try:
+            status, pod = self._ask(connection)
+        except _CLOSED_UNANSWERED:
+            connection.close()
+            if reused:
+                return self._fresh(port, sent, closed_idle=True)
+            return Answer(sent, time.monotonic(), 0, "", "RemoteDisconnected")
+        except (OSError, http.client.HTTPException) as failure:
+            connection.close()
+            return Answer(sent, time.monotonic(), 0, "", type(failure).__name__)
+        with self._pool_lock:
+            self._pool[port].append(connection)
+        return Answer(sent, time.monotonic(), status, pod)
+
+    def _one(self, number: int, sent: float) -> None:
+        port = self.ports[number % len(self.ports)]
+        reuse = self.kept_alive > 0 and number % self.kept_alive == 0
+        self.answers.append(self._reusing(port, sent) if reuse else self._fresh(port, sent))
 
     def _run(self) -> None:
         began = time.monotonic()
@@ -181,7 +233,7 @@ class Load:
             if delay > 0:
                 self._stop.wait(delay)
                 continue
-            thread = threading.Thread(target=self._one, args=(time.monotonic(),), daemon=True)
+            thread = threading.Thread(target=self._one, args=(sent, time.monotonic()), daemon=True)
             thread.start()
             self._threads.append(thread)
             sent += 1
@@ -196,9 +248,19 @@ class Load:
         self._runner.join(5)
         for thread in self._threads:
             thread.join(15)
+        with self._pool_lock:
+            for pool in self._pool.values():
+                for connection in pool:
+                    connection.close()
 
     def failed(self) -> list[Answer]:
+        """Requests that got no good answer, the retried ones of a closed kept-alive connection included
+        only when the retry failed too."""
         return [a for a in self.answers if a.status != 200]
+
+    def closed_idle(self) -> list[Answer]:
+        """Requests whose kept-alive connection was closed unanswered (then retried on a new one)."""
+        return [a for a in self.answers if a.closed_idle]
 
 
 def sigterms(events_dir: Path) -> dict[str, float]:
@@ -220,13 +282,18 @@ def answered_after_sigterm(load: Load, events_dir: Path) -> list[Answer]:
 
 @contextlib.contextmanager
 def rig(cluster: Any, namespace: str, fronts: dict[str, int], controller: str = HAPROXYTECH, lag: float = 0.0,
-        reloadable: bool = False) -> Iterator[tuple[HAProxyProcess, dict[str, EndpointSliceFollower]]]:
+        reloadable: bool = False, source: str | None = None,
+        ) -> Iterator[tuple[HAProxyProcess, dict[str, EndpointSliceFollower]]]:
     """HAProxy with a frontend per cell (`fronts`: cell -> port), each backend's slots kept by the emulation
-    of `controller`, `lag` seconds behind the EndpointSlices. `reloadable`: a ReloadableHAProxy, whose
-    `reload()` does what a controller's reload does (harness/processes/haproxy_reload.py)."""
-    config = haproxy_config(fronts, controller)
+    of `controller`, `lag` seconds behind the EndpointSlices, connecting from `source` if given.
+    `reloadable`: a ReloadableHAProxy, whose `reload()` does what a controller's reload does
+    (harness/processes/haproxy_reload.py); the followers then pause while it reloads, as a controller's
+    sync loop does."""
+    config = haproxy_config(fronts, controller, source)
     with (ReloadableHAProxy(config) if reloadable else HAProxyProcess(config)) as haproxy, \
             contextlib.ExitStack() as stack:
+        lock = haproxy.reload_lock if isinstance(haproxy, ReloadableHAProxy) else None
         followers = {name: stack.enter_context(EndpointSliceFollower(
-            cluster, haproxy, namespace, name, name, SLOTS, controller=controller, lag=lag)) for name in fronts}
+            cluster, haproxy, namespace, name, name, SLOTS, controller=controller, lag=lag, sync_lock=lock))
+            for name in fronts}
         yield haproxy, followers

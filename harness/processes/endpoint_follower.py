@@ -34,6 +34,7 @@ watch's latency for a comparison measured in seconds. Every change is logged wit
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -108,6 +109,7 @@ class EndpointSliceFollower:
     weight: int = 100  # haproxy-ingress's `initial-weight` (Candor renders 100)
     interval: float | None = None  # None: the controller's own (BATCH)
     lag: float = 0.0  # seconds the controller acts behind what the EndpointSlices say (a slow controller)
+    sync_lock: threading.Lock | None = None  # held by each sync (a reload holds it too: no change is lost)
     events: list[FollowerEvent] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -194,7 +196,8 @@ class EndpointSliceFollower:
                 self._seen.append((time.monotonic(), self._read()))
                 due = self._due(time.monotonic())
                 if due is not None:
-                    self.apply(due)
+                    with self.sync_lock or contextlib.nullcontext():
+                        self.apply(due)
             except Exception as error:  # a blip of the API or the socket: try again at the next turn
                 self.errors.append(repr(error))
             self._stop.wait(interval)

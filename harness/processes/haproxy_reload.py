@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -38,6 +39,9 @@ class ReloadableHAProxy(HAProxyProcess):
         self.state_path = self.workdir / STATE_FILE
         self.config_text = with_server_state(self.config_text, str(self.state_path))
         self.reloads = 0
+        # Held while the state is saved and the new worker starts: a controller changes no server meanwhile
+        # (one written after the save would be lost to the new worker).
+        self.reload_lock = threading.Lock()
 
     def start(self, timeout: float = 10.0) -> ReloadableHAProxy:
         self.config_path.write_text(self.config_text)
@@ -68,20 +72,21 @@ class ReloadableHAProxy(HAProxyProcess):
 
     def reload(self, timeout: float = 10.0) -> float:
         """Save the servers' state, reload; returns the monotonic time the new worker answered."""
-        old = self.worker_pid()
-        # `show servers state` with no backend: the file format `load-server-state-from-file` reads.
-        self.state_path.write_text(self.command("show servers state"))
-        assert self.process is not None
-        self.process.send_signal(signal.SIGUSR2)
-        deadline = time.monotonic() + timeout
-        while True:
-            self._raise_if_dead()
-            try:
-                if self.worker_pid() != old:
-                    self.reloads += 1
-                    return time.monotonic()
-            except OSError:
-                pass  # the socket is between the two workers
-            if time.monotonic() > deadline:
-                raise self.error(f"no new worker {timeout}s after SIGUSR2:\n{self.output()}")
-            time.sleep(0.02)
+        with self.reload_lock:
+            old = self.worker_pid()
+            # `show servers state` with no backend: the file format `load-server-state-from-file` reads.
+            self.state_path.write_text(self.command("show servers state"))
+            assert self.process is not None
+            self.process.send_signal(signal.SIGUSR2)
+            deadline = time.monotonic() + timeout
+            while True:
+                self._raise_if_dead()
+                try:
+                    if self.worker_pid() != old:
+                        self.reloads += 1
+                        return time.monotonic()
+                except OSError:
+                    pass  # the socket is between the two workers
+                if time.monotonic() > deadline:
+                    raise self.error(f"no new worker {timeout}s after SIGUSR2:\n{self.output()}")
+                time.sleep(0.02)

@@ -69,3 +69,29 @@ def test_the_state_file_lines_are_in_the_config() -> None:
     text = with_server_state("global\n    maxconn 1\ndefaults\n    mode http\n", "/tmp/s")
     assert "global\n    server-state-file /tmp/s\n" in text
     assert "defaults\n    load-server-state-from-file global\n" in text
+
+
+def test_the_load_counts_a_kept_alive_connection_a_reload_closed_apart_and_retries_it() -> None:
+    from harness.processes.drain_rig import Load
+    from harness.processes.waiting import wait_until
+
+    app = ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    threading.Thread(target=app.serve_forever, daemon=True).start()
+    front = free_port()
+    config = (f"global\n    maxconn 100\ndefaults\n    mode http\n    timeout connect 1s\n    timeout client 10s\n"
+              f"    timeout server 10s\n    timeout http-keep-alive 10s\n"
+              f"frontend fe\n    bind 127.0.0.1:{front}\n    default_backend be\n"
+              f"backend be\n    server SRV_1 127.0.0.1:{app.server_address[1]}\n")
+    try:
+        with ReloadableHAProxy(config) as haproxy, Load((front,), 40, kept_alive=1) as load:
+            wait_until(lambda: len(load.answers) >= 20, 10, "kept-alive connections in the pool")
+            for _ in range(3):  # each reload closes the pool's idle connections under the next requests
+                haproxy.reload()
+                wait_until(lambda n=len(load.answers): len(load.answers) >= n + 20, 10, "requests after the reload")
+        closed = load.closed_idle()
+        assert closed, "no request met a kept-alive connection the reload closed"
+        assert all(answer.status == 200 for answer in closed)  # the retry on a new connection was answered
+        assert load.failed() == []
+    finally:
+        app.shutdown()
+        app.server_close()

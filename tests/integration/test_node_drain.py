@@ -133,7 +133,7 @@ def test_the_pod_leaves_haproxy_before_the_app_gets_sigterm_and_no_job_second_is
                                                for s in slots), 60, "HAProxy routes to both pods")
             slot = follower.slot_for(ip)
             assert slot is not None
-            with Observer(haproxy, "candor", slot, ip) as seen, Load(front, 100) as load:
+            with Observer(haproxy, "candor", slot, ip) as seen, Load((front,), 100) as load:
                 node_cluster.wait_until(lambda: len(seen.scrapes) > 2 and len(load.answers) > 50, 30,
                                        "scrapes of the sidecar and requests through HAProxy")
                 deleted = time.monotonic()
