@@ -290,6 +290,14 @@ class Departure:
         getattr(self, kind.replace("-", "_"))()
 
 
+def drained_outcome(message: str) -> str:
+    """How a drain ended, from a `Drained` Event's message ("" when it says none)."""
+    for outcome in ("heard", "removed", "silent", "timeout", "unpolled"):
+        if f"({outcome})" in message:
+            return outcome
+    return ""
+
+
 def _drain_endings(cluster: K8sCluster, namespace: str, pods: list[str]) -> dict[str, dict[str, int]]:
     """pod -> how its drain ended -> 1, from the operator's `Drained` Events (empty when none came)."""
     listed = cluster.api("GET", f"/api/v1/namespaces/{namespace}/events",

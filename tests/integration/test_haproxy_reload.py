@@ -87,7 +87,8 @@ def test_the_load_counts_a_kept_alive_connection_a_reload_closed_apart_and_retri
             wait_until(lambda: len(load.answers) >= 20, 10, "kept-alive connections in the pool")
             for _ in range(3):  # each reload closes the pool's idle connections under the next requests
                 haproxy.reload()
-                wait_until(lambda n=len(load.answers): len(load.answers) >= n + 20, 10, "requests after the reload")
+                answered = len(load.answers)
+                wait_until(lambda n=answered: len(load.answers) >= n + 20, 10, "requests after the reload")
         closed = load.closed_idle()
         assert closed, "no request met a kept-alive connection the reload closed"
         assert all(answer.status == 200 for answer in closed)  # the retry on a new connection was answered
