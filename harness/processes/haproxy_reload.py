@@ -2,11 +2,13 @@
 state from a file, while the old one finishes what it has and closes its idle client connections.
 
 Both controllers run HAProxy in master-worker mode (haproxy-ingress: `-W -S`; haproxytech: the master
-socket) and, before a reload, write the servers' runtime state (addresses, admin state, weights set
-through the runtime API) where the config's `server-state-file` points, loaded by the new worker
-(`load-server-state-from-file global`). The master re-executes on SIGUSR2: the old worker stops accepting,
-finishes the requests it has in flight, and closes the kept-alive client connections that sit idle
-between requests (a client reusing one at that moment sees it closed unanswered).
+socket) and, before a reload, write a new config whose server lines carry the endpoints' current
+addresses (HAProxy does not take an address set through the runtime API from the state file for a server
+configured with an IP), and the servers' runtime state (admin state, weights, check results) where the
+config's `server-state-file` points, loaded by the new worker (`load-server-state-from-file global`).
+The master re-executes on SIGUSR2: the old worker stops accepting, finishes the requests it has in
+flight, and closes the kept-alive client connections that sit idle between requests (a client reusing
+one at that moment sees it closed unanswered).
 """
 
 from __future__ import annotations
@@ -29,6 +31,32 @@ def with_server_state(config_text: str, state_file: str) -> str:
     if text == config_text:
         text = f"global\n    server-state-file {state_file}\n" + config_text
     return re.sub(r"^defaults\n", "defaults\n    load-server-state-from-file global\n", text, flags=re.M)
+
+
+FORCED_MAINT = 0x01  # SRV_ADMF_FMAINT in `show servers state`'s srv_admin_state
+
+
+def with_servers(config_text: str, state_text: str) -> str:
+    """The config with each server line at the address and port `show servers state` gives it, and
+    `disabled` where the server is in (forced) maintenance: the config a controller writes at a reload."""
+    servers: dict[tuple[str, str], tuple[str, str, bool]] = {}
+    for line in state_text.splitlines():
+        fields = line.split()
+        if len(fields) > 18 and not line.startswith("#"):
+            servers[(fields[1], fields[3])] = (fields[4], fields[18], bool(int(fields[6]) & FORCED_MAINT))
+    backend = ""
+    lines = []
+    for line in config_text.splitlines():
+        section = re.match(r"backend\s+(\S+)", line)
+        if section:
+            backend = section.group(1)
+        server = re.match(r"(\s+server\s+(\S+)\s+)\S+(.*)$", line)
+        if server and (backend, server.group(2)) in servers:
+            address, port, maint = servers[(backend, server.group(2))]
+            rest = re.sub(r"\s+disabled\b", "", server.group(3))
+            line = f"{server.group(1)}{address}:{port}{rest}{' disabled' if maint else ''}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 class ReloadableHAProxy(HAProxyProcess):
@@ -75,7 +103,10 @@ class ReloadableHAProxy(HAProxyProcess):
         with self.reload_lock:
             old = self.worker_pid()
             # `show servers state` with no backend: the file format `load-server-state-from-file` reads.
-            self.state_path.write_text(self.command("show servers state"))
+            state = self.command("show servers state")
+            self.state_path.write_text(state)
+            self.config_text = with_servers(self.config_text, state)
+            self.config_path.write_text(self.config_text)
             assert self.process is not None
             self.process.send_signal(signal.SIGUSR2)
             deadline = time.monotonic() + timeout

@@ -29,7 +29,7 @@ class _Hello(BaseHTTPRequestHandler):
 
 
 def test_a_reload_keeps_the_servers_state_and_closes_idle_client_connections() -> None:
-    app = ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    app = ThreadingHTTPServer(("127.0.0.2", 0), _Hello)  # not the slots' placeholder address
     threading.Thread(target=app.serve_forever, daemon=True).start()
     front = free_port()
     config = (f"global\n    maxconn 100\ndefaults\n    mode http\n    timeout connect 1s\n    timeout client 10s\n"
@@ -39,14 +39,16 @@ def test_a_reload_keeps_the_servers_state_and_closes_idle_client_connections() -
     try:
         with ReloadableHAProxy(config) as haproxy:
             # A slot filled through the runtime API, as a controller does between reloads.
-            haproxy.command(f"set server be/SRV_2 addr 127.0.0.1 port {app.server_address[1]}")
+            haproxy.command(f"set server be/SRV_2 addr 127.0.0.2 port {app.server_address[1]}")
             haproxy.command("set server be/SRV_2 state ready")
             client = http.client.HTTPConnection("127.0.0.1", front, timeout=5)
             client.request("GET", "/")
             assert client.getresponse().read() == b"hi\n"  # kept alive, now idle
 
             haproxy.reload()
-            # The new worker loaded SRV_2's address and state from the file: it still answers.
+            # The new worker has SRV_2's address (in the config written at the reload) and its state (from
+            # the file): it still answers. SRV_1, still an empty slot, stays in maintenance.
+            assert "SRV_1 127.0.0.1:1 disabled" in haproxy.config_text
             fresh = http.client.HTTPConnection("127.0.0.1", front, timeout=5)
             fresh.request("GET", "/")
             assert fresh.getresponse().status == 200
@@ -96,3 +98,21 @@ def test_the_load_counts_a_kept_alive_connection_a_reload_closed_apart_and_retri
     finally:
         app.shutdown()
         app.server_close()
+
+
+def test_the_config_written_at_a_reload_has_each_servers_current_address_and_maintenance() -> None:
+    from harness.processes.haproxy_reload import with_servers
+
+    config = ("backend be\n    default-server check agent-check\n"
+              "    server SRV_1 127.0.0.1:1 disabled\n    server SRV_2 127.0.0.1:1 disabled weight 100\n"
+              "backend other\n    server SRV_1 127.0.0.1:1 disabled\n")
+    header = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state ...\n"
+    # SRV_1 filled and ready (admin 4: only the config's maintenance left), SRV_2 put back in MAINT at its
+    # address (admin 5, haproxy-ingress's way); `other` is not in the state: left as it was.
+    state = header + "".join(
+        f"3 be {i} SRV_{i} {address} 2 {admin} 100 100 4 1 0 4 8 0 0 0 - {port} - 0 0 - - 0\n"
+        for i, address, admin, port in ((1, "10.244.77.5", 4, 8080), (2, "10.244.77.6", 5, 8080)))
+    written = with_servers(config, state)
+    assert "    server SRV_1 10.244.77.5:8080\n" in written
+    assert "    server SRV_2 10.244.77.6:8080 weight 100 disabled\n" in written
+    assert written.endswith("backend other\n    server SRV_1 127.0.0.1:1 disabled\n")
