@@ -21,10 +21,10 @@ each, goes to every cell while its pods leave, one way after another:
 
 Per cell and way: requests sent, failed (by kind), answered by a pod after its app's SIGTERM, the time from
 a pod's deletion (as first seen, polling every 0.2 s) to its app's SIGTERM (median and slowest), and the
-seconds until the last leaving pod was gone. With Candor those seconds include what protects the
-requests beyond the app's departure: each new pod's `minReadySeconds` (the operator's ready window) and
-each leaving sidecar's hold for a final scrape (up to `finalScrapeTimeout`, here nothing scrapes the
-sidecars). Targets: 0 failed in every Candor cell; every Candor pod's SIGTERM at most 2 x agent-inter +
+seconds until the last leaving pod was gone. With Candor those seconds include each new pod's
+`minReadySeconds` (the operator's ready window: the endpoint's propagation to every HAProxy); a leaving
+sidecar holds for a final scrape only where something has scraped it (here nothing does, so none holds).
+Targets: 0 failed in every Candor cell; every Candor pod's SIGTERM at most 2 x agent-inter +
 1 s after its deletion; every way done sooner with Candor than with the sleep. Writes
 bench/results/departures.json; exits non-zero when one is missed.
 """
@@ -64,8 +64,8 @@ rendered backend, the app's readiness probe), `candor-bare` (the same without th
 (no Candor) and `plain-sleep` (no Candor, the usual `preStop: sleep 15`). A steady stream of requests goes to
 every Deployment while its pods leave in each way: rollout restart, scale 3 -> 1 -> 3, `kubectl delete pod`,
 `kubectl drain` onto the other node, a one-replica rollout and `Recreate` (which no drain can make lossless:
-measured, not held to 0 failed). With Candor the seconds include each new pod's `minReadySeconds` and each
-leaving sidecar's hold for a final scrape. Needs root."""
+measured, not held to 0 failed). With Candor the seconds include each new pod's `minReadySeconds` (nothing
+scrapes the sidecars here, so none holds for a final scrape). Needs root."""
 
 REPLICAS = 3
 COMPARED = ("candor", "candor-bare", "plain", "plain-sleep")

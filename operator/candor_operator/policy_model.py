@@ -152,7 +152,8 @@ class Passive:
 class Metrics:
     final_scrape_timeout: float = duration(
         "20s", "1s", "10m",
-        "After SIGTERM the sidecar serves /metrics until one scrape after its final fold, or this long.")
+        "After SIGTERM the sidecar serves /metrics until one scrape after its final fold, or this long; a "
+        "sidecar never scraped exits right after the fold.")
 
 
 @dataclass(frozen=True)

@@ -191,8 +191,10 @@ class SidecarConfig:
         "that is 2 s at worst and about half of it typically.")
     final_scrape_timeout: float = key(
         Duration(0.0, 3600.0), 20.0,
-        "On SIGTERM the agent answers `drain`, every journal is folded, and `/metrics` is served until one "
-        "scrape after the fold, or this long; a second SIGTERM exits at once.")
+        "On SIGTERM the agent answers `drain`, every journal is folded, and, if `/metrics` has been scraped "
+        "at least once, it is served until one scrape after the fold, or this long. Never scraped, the sidecar "
+        "exits right after the fold (nothing is coming for a final scrape): a pod that leaves before its first "
+        "scrape takes its journals' seconds with it. A second SIGTERM exits at once.")
     drain: DrainConfig = section(DrainConfig, "The drain before termination.")
     # Per pod, so not in the file the policy writes: the injection passes them on the command line.
     grace_period: float = flag(
