@@ -31,10 +31,10 @@ Per cell and way: requests sent, failed (by kind), kept-alive connections closed
 with how many a client retrying on a new connection got answered), answered by a pod after its app's
 SIGTERM, how each drain ended (from the operator's `Drained` Events), the time from a pod's deletion (as
 first seen, polling every 0.2 s) to its app's SIGTERM (median and slowest), and the seconds until the last
-leaving pod was gone. With Candor those seconds include what protects the
-requests beyond the app's departure: each new pod's `minReadySeconds` (the operator's ready window) and
-each leaving sidecar's hold for a final scrape (up to `finalScrapeTimeout`, here nothing scrapes the
-sidecars). Targets: 0 failed in every Candor cell; every Candor pod's SIGTERM at most 2 x agent-inter +
+leaving pod was gone. With Candor those seconds include each new pod's `minReadySeconds` (the operator's
+ready window: the endpoint's propagation to every HAProxy); a leaving sidecar holds for a final scrape only
+where something has scraped it (here nothing does, so none holds).
+Targets: 0 failed in every Candor cell; every Candor pod's SIGTERM at most 2 x agent-inter +
 1 s after its deletion; every way done sooner with Candor than with the sleep. Writes
 bench/results/departures.json; exits non-zero when one is missed.
 """
@@ -80,9 +80,11 @@ every Deployment while its pods leave in each way: rollout restart, scale 3 -> 1
 `kubectl drain` onto the other node, a one-replica rollout, `Recreate` (which no drain can make lossless:
 measured, not held to 0 failed), a deletion with HAProxy reloaded mid-drain, a deletion of the pods holding
 a 20 s request and a 20 s stream, and rollouts and deletions behind three HAProxys polling from three
-addresses and behind a controller 3 s late. `kept-alive closed` counts requests whose reused client
-connection was closed unanswered (an HAProxy reload closes idle ones), and how many a client retrying on a
-new connection got answered; they are not in `failed` unless that retry failed too. Needs root."""
+addresses and behind a controller 3 s late. With Candor the seconds include each new pod's
+`minReadySeconds` (nothing scrapes the sidecars here, so none holds for a final scrape). `kept-alive closed`
+counts requests whose reused client connection was closed unanswered (an HAProxy reload closes idle ones),
+and how many a client retrying on a new connection got answered; they are not in `failed` unless that retry
+failed too. Needs root."""
 
 REPLICAS = 3
 COMPARED = ("candor", "candor-bare", "plain", "plain-sleep")

@@ -152,7 +152,8 @@ class Passive:
 class Metrics:
     final_scrape_timeout: float = duration(
         "20s", "1s", "10m",
-        "After SIGTERM the sidecar serves /metrics until one scrape after its final fold, or this long.")
+        "After SIGTERM the sidecar serves /metrics until one scrape after its final fold, or this long; a "
+        "sidecar never scraped exits right after the fold.")
 
 
 @dataclass(frozen=True)
@@ -169,8 +170,8 @@ class Drain:
 
     def effective_max_wait(self, agent_interval: float) -> float:
         """The policy's maxWait, else three agent intervals and a second: every HAProxy polls within one
-        interval, one that stayed silent for two intervals and a second is not waited for, and the
-        sidecar's own preStop hook needs a moment to begin the drain."""
+        interval, one that stayed silent for an interval and a second is not waited for, and the
+        sidecar's own preStop hook needs a moment to begin the drain; the rest is room for a slow HAProxy."""
         return self.max_wait if self.max_wait is not None else 3 * agent_interval + 1.0
 
 

@@ -1,18 +1,30 @@
 """How long a new governed pod stays Ready before its Deployment may retire an old one: minReadySeconds.
 
-Ready is not yet "UP in every HAProxy". The EndpointSlice change reaches each ingress controller, which
-fills a server slot through HAProxy's runtime API (or reloads it); the new server then starts DOWN until
-`rise` checks pass (or, with haproxytech, shows UP at once and is taken DOWN if its first check fails),
-and the agent's first poll, within one `agent-inter`, sets its weight. A Deployment retires an old pod
-as soon as a new one is *available*, Ready for `minReadySeconds` (0 by default), so with the default
-every old pod can be gone before any new one takes requests. The operator raises the minReadySeconds of
-the governed Deployments it already watches to
+A Deployment retires an old pod as soon as a new one is *available*: Ready for `minReadySeconds` (0 by
+default). A governed pod is not Ready before its app accepts connections on its serving ports (the native
+sidecar's readiness, see serving), so what remains between its Ready and "taking requests in every HAProxy"
+is the endpoint's propagation, and nothing the policy sets:
 
-    rise × httpCheck.interval + agentCheck.interval + PROPAGATION   (rounded up to whole seconds)
+- The EndpointSlice controller publishes the new ready endpoint; each ingress controller's watch receives
+  it, batches it (haproxy-ingress waits 200 ms before a dynamic update) and makes one runtime-API call.
+- Both real controllers fill a slot with `set server B/S addr ...` then `set server B/S state ready`, and
+  HAProxy starts a server leaving maintenance as UP ("start OK but check immediately" in its source:
+  srv_clr_admin_flag sets check.health = rise), so the `rise` health checks add nothing. The agent's
+  first poll only sets a weight: the server already takes requests at its configured weight.
+  `slowStart` does not count either: it only ramps the weight of a server already in rotation. The one
+  exception is not worth a longer window on every rollout: HAProxy keeps an agent's verdict across a
+  slot's occupants (entering MAINT resets the health check, not the agent), so a slot whose last pod's
+  agent said `down` (an unhealthy pod) comes UP for its new pod only at the agent's first poll, within
+  one agentCheck.interval, while the other pods take the requests.
+- The old pod's removal reaches each controller after the new pod's addition (one ordered EndpointSlice
+  stream per controller), and the leaving pod keeps serving through its drain anyway (the drain waits
+  until every HAProxy heard `drain` or took the server out).
 
-and never lowers a user's higher value. minReadySeconds is not part of the pod template, so changing it
-restarts no pod; it makes each rollout step wait that much longer, nothing else. The value Candor set is
-recorded in the Deployment's `candor.io/min-ready-seconds` annotation, for whoever wonders where it came from.
+So the operator raises the minReadySeconds of the governed Deployments it already watches to
+ceil(PROPAGATION), and never lowers a user's higher value. minReadySeconds is not part of the pod
+template, so changing it restarts no pod; it makes each rollout step wait that much longer, nothing else.
+The value Candor set is recorded in the Deployment's `candor.io/min-ready-seconds` annotation, for whoever
+wonders where it came from.
 """
 
 from __future__ import annotations
@@ -24,19 +36,15 @@ from typing import Any
 
 from candor_operator.api_names import MIN_READY_ANNOTATION
 from candor_operator.kube import ApiError, KubeClient, path_for
-from candor_operator.policy_model import HealthPolicy
 
 logger = logging.getLogger("candor.operator")
 
 # The EndpointSlice controller, the controller's watch and its batching (haproxy-ingress waits 200 ms before
 # a dynamic update) and one runtime-API update: about a second on an idle cluster; two leave room.
 PROPAGATION = 2.0
-
-
-def min_ready_seconds(policy: HealthPolicy) -> int:
-    """The window between a pod's Ready and its first requests through every HAProxy, in whole seconds."""
-    check = policy.http_check
-    return math.ceil(check.rise * check.interval + policy.agent_check.interval + PROPAGATION)
+# The window between a governed pod's Ready and its first requests through every HAProxy, in whole seconds:
+# the same for every valid policy (see above for why none of its checks' periods count).
+MIN_READY_SECONDS = math.ceil(PROPAGATION)
 
 
 def needs_raise(deployment: Mapping[str, Any], wanted: int | None) -> bool:

@@ -20,7 +20,7 @@ from candor_operator.claims import PolicyView
 from candor_operator.injection import CONFIG_KEY, PolicyTarget
 from candor_operator.labels import selector_is_empty, selector_matches
 from candor_operator.policy import parse_policy
-from candor_operator.ready_window import min_ready_seconds
+from candor_operator.ready_window import MIN_READY_SECONDS
 from candor_operator.render import render_annotations, render_sidecar_config
 from candor_sidecar.config import parse_config
 from candor_sidecar.field_error import FieldError
@@ -134,7 +134,7 @@ def _summarize(body: Mapping[str, Any]) -> PolicySummary:
         drain_enabled=policy.drain.enabled,
         drain_max_wait=config.drain.max_wait,
     )
-    return PolicySummary(**base, annotations=annotations, target=target, min_ready_seconds=min_ready_seconds(policy),
+    return PolicySummary(**base, annotations=annotations, target=target, min_ready_seconds=MIN_READY_SECONDS,
                          sidecar_yaml=yaml.dump(sidecar, Dumper=_DUMPER, sort_keys=True, default_flow_style=False))
 
 

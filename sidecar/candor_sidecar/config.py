@@ -52,10 +52,10 @@ class DrainConfig:
     agent_interval: float = key(
         Duration(0.1, 3600.0), 2.0,
         "How often each HAProxy polls the agent: HAProxy's `agent-inter`, the policy's `agentCheck.interval`. "
-        "During a drain a load balancer that has not polled for two of these and a second has stopped polling "
-        "(it is not waited for), so an app container's wait normally ends within one interval and at most "
-        "2 × this + 1 s after its last poll. Load weights smooth each load figure with half of it as time "
-        "constant.")
+        "During a drain a load balancer that has not polled for one of these and a second has stopped polling "
+        "(HAProxy polls on a fixed timer; it is not waited for), so an app container's wait normally ends "
+        "within one interval and at most this + 1 s after the last poll of one that stopped. Load weights "
+        "smooth each load figure with half of it as time constant.")
     max_wait: float = key(
         Duration(0.0, 3600.0), 6.0,
         "The longest `GET /drain/wait` holds an app container's preStop hook (it then answers `timeout`); "
@@ -191,8 +191,10 @@ class SidecarConfig:
         "that is 2 s at worst and about half of it typically.")
     final_scrape_timeout: float = key(
         Duration(0.0, 3600.0), 20.0,
-        "On SIGTERM the agent answers `drain`, every journal is folded, and `/metrics` is served until one "
-        "scrape after the fold, or this long; a second SIGTERM exits at once.")
+        "On SIGTERM the agent answers `drain`, every journal is folded, and, if `/metrics` has been scraped "
+        "at least once, it is served until one scrape after the fold, or this long. Never scraped, the sidecar "
+        "exits right after the fold (nothing is coming for a final scrape): a pod that leaves before its first "
+        "scrape takes its journals' seconds with it. A second SIGTERM exits at once.")
     drain: DrainConfig = section(DrainConfig, "The drain before termination.")
     # Per pod, so not in the file the policy writes: the injection passes them on the command line.
     grace_period: float = flag(

@@ -93,6 +93,9 @@ class Sidecar:
                             if config.load_weight is not None else None)
         self._health_cache: dict[tuple[str | None, bool, bool], Response] = {}
         self.fold_done = False
+        # A /metrics answer has reached a scraper at least once: something scrapes this sidecar, so it will be
+        # back for a final scrape after the fold. Never scraped, nothing is coming: no hold at termination.
+        self.scraped = False
         self.final_scrape = asyncio.Event()
         self.stop_now = asyncio.Event()
         self.terminate = asyncio.Event()
@@ -295,7 +298,15 @@ class Sidecar:
             if len(flight.rendered) < 8:  # Accept headers are the client's: a handful of forms is plenty
                 flight.rendered[accept] = rendered
         body, content_type = rendered
-        return Response(200, body, content_type, after_sent=self.final_scrape.set if after_fold else None)
+        return Response(200, body, content_type,
+                        after_sent=self._final_scrape_sent if after_fold else self._scrape_sent)
+
+    def _scrape_sent(self) -> None:
+        self.scraped = True
+
+    def _final_scrape_sent(self) -> None:
+        self.scraped = True
+        self.final_scrape.set()
 
     # lifecycle ----------------------------------------------------------------------------------------
     def _on_signal(self) -> None:
@@ -395,6 +406,13 @@ class Sidecar:
         self.scrapes.shutdown()
 
     async def _final_sequence(self) -> None:
+        """Folds the journals, then holds for one scrape after the fold if anything has ever scraped us.
+
+        A sidecar never scraped has no scraper coming for a final one (Prometheus scrapes each target it
+        knows once per interval, so a pod it has found has been scraped): holding would only keep the pod
+        finalScrapeTimeout longer and slow every rollout. The cost: a pod that leaves before its first scrape
+        (it lived less than one scrape interval, or Prometheus had not found it yet) takes its journals'
+        seconds with it, folded but never read."""
         try:
             folded = await self._in_worker(self._fold)
         except Exception:
@@ -402,6 +420,10 @@ class Sidecar:
             folded = 0
         self.fold_done = True
         self._apply(await self._in_worker(self._evaluate_now))
+        if not self.scraped:
+            log.info("folded %d journals; /metrics was never scraped, so no final scrape is coming: exiting",
+                     folded)
+            return
         timeout = self.config.final_scrape_timeout
         log.info("folded %d journals; serving until one /metrics scrape or %.0fs", folded, timeout)
         try:

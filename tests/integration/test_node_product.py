@@ -169,9 +169,9 @@ def test_examples_run_with_the_native_sidecar_the_policy_is_ready_and_the_servic
     service = node_cluster.api("GET", "/api/v1/namespaces/default/services/resizer").ok()
     annotations = service["metadata"].get("annotations", {})
     assert any(key.startswith("haproxy.org/") for key in annotations), annotations
-    # The example policy: rise 2 x 2 s + agent 1 s + 2 s between a new pod's Ready and an old pod's retirement.
+    # The endpoint's propagation (2 s, whatever the policy) between a new pod's Ready and an old pod's retirement.
     deployment = node_cluster.api("GET", "/apis/apps/v1/namespaces/default/deployments/resizer").ok()
-    assert deployment["spec"].get("minReadySeconds") == 7, deployment["spec"]
+    assert deployment["spec"].get("minReadySeconds") == 2, deployment["spec"]
 
 
 # ------------------------------------------------------------------------------------------------- HAProxy

@@ -40,7 +40,7 @@ IMAGE = "registry.local/candor-sidecar:new"
 OLD_HASH = "0ld0ld0ld0ld0ld0"
 AUTOMATIC = ["a", "b", "c"]
 # The second one restarted is never let through: its rollout ends at this progress deadline, which the test
-# gives it then (it has to be above the minReadySeconds the policy sets: 1 s + 1 s + 2 s).
+# gives it then (it has to be above the minReadySeconds the operator sets: 2 s).
 DEADLINE = 10
 FAST_CHECKS = {"httpCheck": {"interval": "1s", "rise": 1}, "agentCheck": {"interval": "1s"}}
 

@@ -104,8 +104,9 @@ def test_sigterm_after_the_app_exited_answers_drain_not_down(tmp_path: Path) -> 
         app.signal(signal.SIGTERM)
         app.process.wait(10)  # type: ignore[union-attr]
         _until("agent says down", lambda: sidecar.agent_line().startswith("down # app exited"), 10)
+        assert sidecar.get("/metrics")[0] == 200  # scraped, as by Prometheus: it holds for a final scrape
         sidecar.signal(signal.SIGTERM)
         _until("agent says drain", lambda: sidecar.agent_line().startswith("drain"), 5)
         sidecar.wait_evaluations(2)  # later evaluations (the app still gone) never turn drain into down
         assert sidecar.agent_line().startswith("drain")
-        assert sidecar.wait(10) == 0  # no scrape came: exits after finalScrapeTimeout
+        assert sidecar.wait(10) == 0  # no scrape came after the fold: exits after finalScrapeTimeout

@@ -136,6 +136,7 @@ def test_agent_check_drives_haproxy_server_states(
     _poll("s1 UP after maintenance", lambda: status("s1") == "UP", AGENT_INTER + 3)
 
     # 4. SIGTERM of s2's sidecar: HAProxy drains s2 (no new traffic), s1 takes it all.
+    assert sidecar2.get("/metrics")[0] == 200  # scraped once, as by Prometheus: it holds for a final scrape
     sidecar2.signal(signal.SIGTERM)
     _poll("s2 DRAIN", lambda: status("s2") == "DRAIN", AGENT_INTER + 3)
     assert _who_answers(frontend, 6) == ["s1"] * 6

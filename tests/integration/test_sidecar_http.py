@@ -92,6 +92,7 @@ def test_metrics_negotiates_prometheus_text_and_openmetrics(tmp_path: Path) -> N
 def test_sigterm_drains_waits_for_one_scrape_then_exits_0(tmp_path: Path) -> None:
     with SidecarProcess(tmp_path / "state", config={"finalScrapeTimeout": "30s"}) as sidecar:
         assert sidecar.agent_line().startswith("up ")
+        assert sidecar.get("/metrics")[0] == 200  # scraped once, as by Prometheus: a final scrape will come
         sidecar.signal(signal.SIGTERM)
         deadline = time.monotonic() + 5
         while not sidecar.agent_line().startswith("drain"):
@@ -110,8 +111,9 @@ def test_sigterm_drains_waits_for_one_scrape_then_exits_0(tmp_path: Path) -> Non
         assert successor.agent_line().startswith("ready up ")
 
 
-def test_without_a_scrape_it_exits_after_final_scrape_timeout(tmp_path: Path) -> None:
+def test_scraped_before_but_not_after_sigterm_it_exits_after_final_scrape_timeout(tmp_path: Path) -> None:
     with SidecarProcess(tmp_path / "state", config={"finalScrapeTimeout": "2s"}) as sidecar:
+        assert sidecar.get("/metrics")[0] == 200
         started = time.monotonic()
         sidecar.signal(signal.SIGTERM)
         assert sidecar.wait(20) == 0
@@ -120,6 +122,7 @@ def test_without_a_scrape_it_exits_after_final_scrape_timeout(tmp_path: Path) ->
 
 def test_a_second_sigterm_exits_at_once(tmp_path: Path) -> None:
     with SidecarProcess(tmp_path / "state", config={"finalScrapeTimeout": "60s"}) as sidecar:
+        assert sidecar.get("/metrics")[0] == 200  # so the first SIGTERM holds for a final scrape
         sidecar.signal(signal.SIGTERM)
         deadline = time.monotonic() + 5
         while not sidecar.agent_line().startswith("drain"):

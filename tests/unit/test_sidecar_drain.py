@@ -5,7 +5,7 @@ from __future__ import annotations
 from candor_sidecar.agent_server import AgentPeers
 from candor_sidecar.drain.state import Drain, DrainEnd, DrainTally, DrainTimes
 
-TIMES = DrainTimes(poll_interval=2.0, max_wait=10.0, grace_period=30.0)  # window: 2 x 2 s + 1 s = 5 s
+TIMES = DrainTimes(poll_interval=2.0, max_wait=10.0, grace_period=30.0)  # window: 2 s + 1 s = 3 s
 
 
 def _drain(now: list[float]) -> tuple[Drain, AgentPeers]:
@@ -30,8 +30,8 @@ def test_every_polling_peer_must_hear_drain_after_it_began() -> None:
     peers.heard_drain("10.0.0.2", 98.6)  # heard an earlier drain (lifted since): does not count
     assert drain.begin("preStop") and not drain.begin("preStop")
     state = drain.state()
-    assert state.pending == {"10.0.0.1": 104.0, "10.0.0.2": 103.5}
-    assert state.next_change() == 103.5
+    assert state.pending == {"10.0.0.1": 102.0, "10.0.0.2": 101.5}
+    assert state.next_change() == 101.5
     now[0] = 101.0
     peers.record("10.0.0.1", 101.0)
     peers.heard_drain("10.0.0.1", 101.01)
@@ -51,8 +51,28 @@ def test_a_peer_silent_for_the_window_has_stopped_polling_and_is_not_waited_for(
     peers.record("10.0.0.1", 99.0)
     drain.begin("preStop")
     assert list(drain.state().pending) == ["10.0.0.1"]
-    assert not drain.state(now=104.0).done
-    assert drain.state(now=104.01).done  # 5 s without a poll: it took the server out of its checks
+    # HAProxy polls every interval on a fixed timer: its poll was due at 101.0; a second late, it has stopped.
+    assert not drain.state(now=102.0).done
+    assert drain.state(now=102.01).done  # 3 s without a poll: it took the server out of its checks
+
+
+def test_the_window_is_one_poll_interval_and_a_second() -> None:
+    assert TIMES.window == 3.0
+    assert DrainTimes(poll_interval=1.0).window == 2.0  # agent-inter 1 s: given up on 2 s after its last poll
+
+
+def test_a_peer_that_stopped_just_before_the_drain_is_counted_and_not_waited_for() -> None:
+    """A controller acts on the deletion as the kubelet's hooks do, often first: its HAProxy's last poll may
+    precede the drain by more than the window, and it is still one of the drain's load balancers."""
+    now = [100.0]
+    drain, peers, checkers = _drain_with_checkers(now)
+    peers.record("10.0.0.2", 96.5)  # polled at the deletion's moment; re-addressed since (3.5 s: past the window)
+    checkers.record("10.0.0.2", 96.0)
+    peers.record("10.0.0.9", 91.0)  # stopped 9 s before the drain: more than the hook's 5 s and the window
+    drain.begin("preStop")
+    assert drain.state().done  # nothing to wait for
+    assert [(end.address, end.end) for end in drain.ends()] == [("10.0.0.2", DrainEnd.REMOVED)]
+    assert TIMES.lookback == 8.0
 
 
 def test_a_new_peer_counts_once_it_heard_the_drain() -> None:
@@ -132,11 +152,12 @@ def test_a_drain_ended_by_removal_says_so() -> None:
     peers.record("10.0.0.2", 99.0)
     checkers.record("10.0.0.2", 99.5)  # its last check, before its next poll was due (101.0): then nothing
     drain.begin("preStop")
-    state = drain.state(now=104.5)
+    assert not drain.state(now=102.0).done  # one interval and a second after its last poll
+    state = drain.state(now=102.5)
     assert state.done
-    assert drain.describe(state, now=104.5) == ("drain heard by 0 load balancer(s); stopped polling and checking: "
-                                                "removed by 1: 10.0.0.2 4.50s after the drain began")
-    assert [(end.address, end.end, end.last_poll) for end in drain.ends(now=104.5)] == [
+    assert drain.describe(state, now=102.5) == ("drain heard by 0 load balancer(s); stopped polling and checking: "
+                                                "removed by 1: 10.0.0.2 2.50s after the drain began")
+    assert [(end.address, end.end, end.last_poll) for end in drain.ends(now=102.5)] == [
         ("10.0.0.2", DrainEnd.REMOVED, 99.0)]
 
 
@@ -150,8 +171,8 @@ def test_a_tally_says_who_heard_who_went_silent_and_who_is_still_awaited() -> No
     drain.begin("preStop")
     peers.record("10.0.0.1", 101.0)
     peers.heard_drain("10.0.0.1", 101.0)
-    now[0] = 104.5  # 10.0.0.2 and .3 last polled 5.5 s ago: past the 5 s window
-    peers.record("10.0.0.3", 104.0)
+    now[0] = 103.5  # 10.0.0.2 and .3 last polled 4.5 s ago: past the 3 s window
+    peers.record("10.0.0.3", 103.0)
     tally = drain.tally()
     # No /health checks recorded for .2: it stopped polling, and nothing says it stopped routing here.
     assert tally == DrainTally(("10.0.0.1",), (), ("10.0.0.2",), ("10.0.0.3",))

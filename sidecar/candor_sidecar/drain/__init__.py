@@ -6,9 +6,11 @@ GET of `/drain/wait`, which only waits: it returns once the drain has begun and 
 was polling this agent has heard `drain` since, and the kubelet sends the app SIGTERM only then.
 
 Who counts as a load balancer still to be told: every source address that polled the agent within
-`window` (two poll intervals and a second). One that stops polling for that long has taken the server out
-of its checks (MAINT, or the server removed): it sends no new requests either, so it is not waited for.
-So a wait normally ends after one poll interval, and never after more than `max_wait`.
+`window` (one poll interval and a second: HAProxy polls on a fixed timer, so a peer that misses its poll by
+more than a second has stopped). One that stops polling for that long has taken the server out of its checks
+(MAINT, re-addressed, or removed): it sends no new requests either, so it is not waited for. So a wait
+normally ends after one poll interval, at most one interval and a second after the last poll of a peer that
+stopped, and never after more than `max_wait`.
 
 A drain begun without a termination behind it (a hand-run `candor sidecar drain`) lifts itself after
 `lift_after`: the agent says `ready` again, as after maintenance.

@@ -37,8 +37,27 @@ class DrainTimes:
 
     @property
     def window(self) -> float:
-        """A peer that polled within this long is still polling; one that did not has stopped."""
-        return 2 * self.poll_interval + 1.0
+        """A peer that polled within this long is still polling; one that did not has stopped.
+
+        One poll interval and a second of lateness. HAProxy polls the agent on a fixed timer (`agent-inter`
+        after the previous check ended), so a peer still polling is back within an interval plus the
+        check's own duration; a second covers a loaded HAProxy or host. A second interval would wait on
+        every peer that stopped polling (haproxytech re-addresses a terminating pod's slot at once), and so
+        delay each app's SIGTERM, for little: a peer wrongly given up on (one that polls late) routes as
+        before until its poll, so at worst a request meets the app's departure, and the rendered backend
+        retries it on another server (`retry-on conn-failure`, and `empty-response` for idempotent methods,
+        with `option redispatch`).
+        """
+        return self.poll_interval + 1.0
+
+    @property
+    def lookback(self) -> float:
+        """How long before the drain began a peer's last poll still makes it one of the drain's load balancers:
+        the window, plus the START_WAIT the sidecar's own preStop hook may take to begin the drain. A
+        controller acts on the same deletion as the kubelet's hooks, often first (haproxytech re-addresses
+        the slot at once), so a peer polling when the pod was deleted is counted (as removed or silent, it
+        adds no wait) however late the hook began."""
+        return self.window + START_WAIT
 
     @property
     def wait_bound(self) -> float:
@@ -169,7 +188,7 @@ class Drain:
     def ends(self, now: float | None = None) -> tuple[PeerEnd, ...]:
         """How the wait for each load balancer of this drain ended (or stands), by address.
 
-        Its load balancers: every address that polled the agent within `window` before the drain began, or
+        Its load balancers: every address that polled the agent within `lookback` before the drain began, or
         since. Called when a wait returns; a peer still pending then counts as TIMED_OUT.
         """
         now = self.clock() if now is None else now
@@ -180,8 +199,8 @@ class Drain:
         checks = self.checkers.last_poll() if self.checkers is not None else {}
         ends = []
         for address, last_poll in sorted(self.peers.last_poll().items()):
-            if last_poll < began - window:
-                continue  # had stopped polling before this drain began
+            if last_poll < began - self.times.lookback:
+                continue  # had stopped polling before this pod's deletion
             heard = self.peers.heard_drain_at(address)
             if heard is not None and heard >= began:
                 end = DrainEnd.HEARD
