@@ -67,7 +67,7 @@ def test_a_drain_leaves_its_figures_and_the_sidecars_exit_keeps_them(
     assert sidecar.run_drain().returncode == 0
     wait.join(30)
     summary = wait_until(lambda: _summary(log), 30, "the drain's summary in the termination message file",
-                         hint=sidecar.logs())
+                         hint=f"its log: {sidecar.log_path}")
     assert (summary.outcome, summary.begun_by) == ("removed", "preStop"), summary
     assert (summary.heard, summary.removed, summary.silent, summary.timed_out) == (1, 1, 0, 0), summary
     assert 0 < summary.seconds <= 2 * AGENT_INTER + 1.5 and not summary.at_exit, summary
