@@ -3,8 +3,9 @@
 The sidecar holds no API credentials: it leaves its drain's summary in its container's termination message
 (candor_sidecar.drain.summary), which the kubelet copies into the pod's status when the container exits. The
 operator follows governed pods (label `candor.io/inject=true`, selected by the API server, so no other pod
-reaches it) with its own list-and-watch cache, and once the sidecar container shows `terminated` with a
-summary (on the pod's last status update or its deletion, whichever comes first) posts one Event on the pod:
+reaches it) with its own list-and-watch cache, and once the sidecar container of a leaving pod (being deleted,
+or ended: Succeeded, Failed, evicted) shows `terminated` with a summary (on the pod's last status update or its
+deletion, whichever comes first) posts one Event on the pod:
 
     Normal   Drained  drain took 2.13s (begun by preStop), outcome removed: heard by 1, removed by 2, stopped
                       polling 0, not heard in time 0 (of 3 HAProxys). Every HAProxy heard drain or took ...
@@ -13,8 +14,10 @@ Warning when the outcome is `silent` or `timeout` (an HAProxy may have sent requ
 `DrainUnreadable` (Warning) when the sidecar's termination message is not a summary. The message's first
 sentence is fixed (EVENT_PATTERN, read back by `read_event_message`) so a script can count how drains ended.
 
-Once per pod: the Event's name is the pod's name and uid, so a second post (another event of the same pod, a
-restarted operator's listing, another replica) finds it there and writes nothing. A standby replica posts none.
+A sidecar container restarted alone in a running pod (a failed liveness probe) drains too, but the pod stays:
+that is no departure, and posts nothing. Once per pod: the Event's name is the pod's name and uid, so a second
+post (another event of the same pod, a restarted operator's listing, another replica) finds it there and
+writes nothing. A standby replica posts none.
 """
 
 from __future__ import annotations
@@ -57,12 +60,13 @@ REMEMBERED = 4096  # pod uids this process posted for lately (the Event's name g
 
 @dataclass(frozen=True, slots=True)
 class SlimPod:
-    """What the cache keeps of a governed pod: who it is, and its sidecar's termination (None: running)."""
+    """What the cache keeps of a governed pod: who it is, whether it is leaving, and its sidecar's termination."""
 
     namespace: str
     name: str
     uid: str
-    message: str | None  # the sidecar container's termination message, once it has terminated
+    leaving: bool  # being deleted (deletionTimestamp), or ended (Succeeded, Failed)
+    message: str | None  # the sidecar container's termination message, once it has terminated (else None)
     finished_at: str
 
 
@@ -78,8 +82,9 @@ def slim_pod(pod: Mapping[str, Any]) -> SlimPod:
                 message = str(terminated.get("message") or "")
                 finished_at = str(terminated.get("finishedAt") or "")
             break
+    leaving = bool(metadata.get("deletionTimestamp")) or status.get("phase") in ("Succeeded", "Failed")
     return SlimPod(str(metadata.get("namespace") or ""), str(metadata.get("name") or ""),
-                   str(metadata.get("uid") or ""), message, finished_at)
+                   str(metadata.get("uid") or ""), leaving, message, finished_at)
 
 
 def event_message(summary: DrainSummary) -> str:
@@ -129,6 +134,8 @@ class DrainEvents:
             return
         if not pod.message or not pod.uid:
             return  # running, or a sidecar that left no summary (another release, or killed first)
+        if not (pod.leaving or event_type == "DELETED"):
+            return  # the sidecar restarted alone: the pod stays
         if await self._standing_by():
             return
         try:

@@ -134,6 +134,14 @@ def test_the_slim_pod_keeps_only_the_sidecars_termination() -> None:
     assert slim_pod({"metadata": {"name": "bare"}}).message is None
 
 
+def test_a_pod_is_leaving_once_marked_for_deletion_or_ended() -> None:
+    running = _pod([])
+    assert not slim_pod(running).leaving  # a sidecar restarted alone: the pod stays
+    assert slim_pod({**running, "metadata": {"name": "web", "deletionTimestamp": "2026-01-01T00:00:00Z"}}).leaving
+    for phase in ("Succeeded", "Failed"):
+        assert slim_pod({**running, "status": {"phase": phase}}).leaving
+
+
 def test_the_summary_is_written_over_the_file_the_kubelet_made(tmp_path: Path) -> None:
     log = tmp_path / "termination-log"
     log.write_text("")
