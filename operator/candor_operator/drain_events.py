@@ -50,7 +50,8 @@ MEANINGS = {
               "without being told.",
     "timeout": "An HAProxy still polling had not heard drain when the wait gave up (drain.maxWait).",
 }
-AT_EXIT = " The sidecar exited before the drain ended."
+AT_EXIT = ("The sidecar exited before the drain ended: the HAProxys still polling that had not heard drain count "
+           "as not heard in time.")
 EVENT_PATTERN = re.compile(
     r"drain took (?P<seconds>\d+(?:\.\d+)?)s \(begun by (?P<begun_by>\w+)\), outcome (?P<outcome>[a-z]+): "
     r"heard by (?P<heard>\d+), removed by (?P<removed>\d+), stopped polling (?P<silent>\d+), "
@@ -92,7 +93,7 @@ def event_message(summary: DrainSummary) -> str:
     return (f"drain took {summary.seconds:.2f}s (begun by {summary.begun_by}), outcome {summary.outcome}: "
             f"heard by {summary.heard}, removed by {summary.removed}, stopped polling {summary.silent}, "
             f"not heard in time {summary.timed_out} (of {balancers} HAProxy{'' if balancers == 1 else 's'}). "
-            f"{MEANINGS[summary.outcome]}{AT_EXIT if summary.at_exit else ''}")
+            f"{AT_EXIT if summary.at_exit else MEANINGS[summary.outcome]}")
 
 
 def drained_event(summary: DrainSummary) -> tuple[str, str, str]:
