@@ -1,5 +1,5 @@
-"""kopf registrations: the policy index, HealthPolicy reconcile/delete, the pod webhook; and the Service and
-Deployment caches with their event handlers.
+"""kopf registrations: the policy index, HealthPolicy reconcile/delete, the pod webhook; and the Service,
+Deployment and governed-pod caches with their event handlers.
 
 The handlers are thin: they pick the namespace's slice of each index and call the pure decision
 modules and the idempotent writers. Indices keep small summaries, not whole objects, so holding
@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from candor_operator import metrics, object_events, readiness, rollout, webhook
+from candor_operator import drain_events, metrics, object_events, readiness, rollout, webhook
 from candor_operator.api_names import CRD_VERSION, FINALIZER, GROUP, PLURAL
 from candor_operator.claims import Decision
 from candor_operator.credentials import LoginPacer, connection_info
@@ -78,6 +78,11 @@ class CandorOperator:
         self.policies = Informer("healthpolicies", lambda: self.client,
                                  lambda ns: path_for(f"{GROUP}/{CRD_VERSION}", PLURAL, ns), settings.namespaces,
                                  lambda body: summarize(plain(body)))
+        # Governed pods only (the API server selects them by label): each one's Drained Event once its sidecar
+        # has exited (candor_operator.drain_events).
+        self.drains = drain_events.DrainEvents(lambda: self.client, self._standing_by_lately)
+        self.pods = Informer("pods", lambda: self.client, lambda ns: path_for("v1", "pods", ns), settings.namespaces,
+                             drain_events.slim_pod, self.drains.pod_event, label_selector=drain_events.GOVERNED_PODS)
         checks: dict[str, readiness.Check] = {"watches": self.watches_problem}
         if settings.webhook.enabled:
             checks["webhook"] = self.webhook_problem
@@ -160,6 +165,7 @@ class CandorOperator:
         self.policies.start()
         self.services.start()
         self.deployments.start()
+        self.pods.start()
 
     async def informers_synced(self) -> None:
         """Until the Service and Deployment caches hold their first listing (kopf made policy handlers wait
@@ -176,7 +182,7 @@ class CandorOperator:
         return self._standby[1]
 
     async def close(self) -> None:
-        for informer in (self.services, self.deployments, self.policies):
+        for informer in (self.services, self.deployments, self.policies, self.pods):
             await informer.stop()
         if self.metrics_server is not None:
             await self.metrics_server.stop()

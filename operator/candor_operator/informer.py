@@ -1,4 +1,5 @@
-"""A list-and-watch cache of one kind of object (Services, Deployments), slimmed as it arrives, outside kopf.
+"""A list-and-watch cache of one kind of object (Services, Deployments, governed pods), slimmed as it arrives,
+outside kopf.
 
 Why not kopf's indices and event handlers: kopf runs every object it watches through its per-object machinery
 (a worker, a memory, a Body view, handler invocations), and until the initial listing of every index is done,
@@ -37,11 +38,14 @@ Handler = Callable[[str | None, dict[str, Any]], Awaitable[None]]  # (event type
 
 class Informer:
     """The slim objects at `path_of(namespace)` (None: the whole cluster) in `namespaces` (empty: the whole
-    cluster), kept current by list and watch; `handler` hears of each object listed or changed."""
+    cluster), kept current by list and watch; `handler` hears of each object listed or changed. With
+    `label_selector`, the API server sends only the objects it selects (it filters the watch too: an object
+    that stops matching arrives as DELETED)."""
 
     def __init__(self, kind: str, client: Callable[[], KubeClient], path_of: Callable[[str | None], str],
                  namespaces: Sequence[str], slim: Slim, handler: Handler | None = None,
-                 on_watching: Callable[[str], None] | None = None, page: int = PAGE) -> None:
+                 on_watching: Callable[[str], None] | None = None, page: int = PAGE,
+                 label_selector: str | None = None) -> None:
         # on_watching(kind): called when a watch is accepted after the first listing (for the readiness check)
         self.kind = kind
         self._client = client
@@ -49,6 +53,7 @@ class Informer:
         self._scopes: list[str | None] = list(namespaces) or [None]
         self._slim = slim
         self._page = str(page)
+        self._selection = {"labelSelector": label_selector} if label_selector else {}
         self._handler = handler
         self._on_watching = on_watching
         self._store: dict[str, dict[str, Any]] = {}  # namespace -> name -> slim object
@@ -106,7 +111,7 @@ class Informer:
     async def _list(self, scope: str | None) -> str:
         """Replaces the scope's objects with a fresh listing (in pages); the list's resourceVersion."""
         fresh: dict[str, dict[str, Any]] = {}
-        params = {"limit": self._page}
+        params = {"limit": self._page, **self._selection}
         while True:
             page = await self._client().request("GET", self._path_of(scope), params=params)
             for item in page.get("items") or []:
@@ -151,7 +156,7 @@ class Informer:
     async def _watch(self, scope: str | None, version: str) -> str | None:
         """Follows one watch stream; the version to watch on from, or None when a new list is needed."""
         params = {"resourceVersion": version, "allowWatchBookmarks": "true",
-                  "timeoutSeconds": str(int(WATCH_SECONDS * (1 + random.random())))}
+                  "timeoutSeconds": str(int(WATCH_SECONDS * (1 + random.random()))), **self._selection}
         async for event in self._client().watch(self._path_of(scope), params, timeout=2 * WATCH_SECONDS + 30,
                                                 opened=self._opened):
             kind, item = event.get("type"), event.get("object") or {}

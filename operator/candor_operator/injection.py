@@ -37,6 +37,7 @@ from candor_tracer.pod_contract import (
     SERVING_PATH,
     STATE_DIR,
     STATE_DIR_ENV,
+    TERMINATION_MESSAGE_PATH,
 )
 
 INJECTED = "injected"
@@ -217,6 +218,11 @@ def _sidecar_container(app_container: str, target: PolicyTarget, settings: Sidec
             "failureThreshold": 3,
         },
         **({"readinessProbe": readiness_probe(target)} if app_ports else {}),
+        # The sidecar leaves each drain's summary here; the kubelet copies the file into the pod's status, where
+        # the operator reads it for the pod's Drained Event. The kubelet's defaults, stated so that nothing
+        # (a policy of FallbackToLogsOnError would put log lines there) changes them unseen.
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "File",
         **({"lifecycle": {"preStop": {"exec": {"command": list(DRAIN_COMMAND)}}}} if target.drain_enabled else {}),
     }
 

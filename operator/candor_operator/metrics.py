@@ -1,4 +1,5 @@
-"""The operator's own Prometheus metrics (kopf has none): reconciles, admissions, governed pods, the active replica.
+"""The operator's own Prometheus metrics (kopf has none): reconciles, admissions, governed pods, the active replica,
+the Drained Events it posts.
 
 Everything lives in one registry of its own (`REGISTRY`), served by candor_operator.metrics_server. The
 webhook and the handlers call the small `admission`/`reconciled` functions at their decision points,
@@ -21,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from candor_operator.pod_census import PodCensus
+from candor_sidecar.drain.history import OUTCOMES
 from candor_sidecar.release import VERSION
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -51,6 +53,11 @@ UPGRADES_WAITING = Gauge(
     "candor_operator_sidecar_upgrades_waiting",
     "Governed Deployments (rollout: Automatic) whose pods run another sidecar release or image, waiting to be "
     "restarted one at a time.", registry=REGISTRY)
+# Drained Events posted on governed pods: the drain's outcome (candor_sidecar.drain.history.OUTCOMES), or
+# "unreadable" when the sidecar's termination message was not a drain summary (a DrainUnreadable Event).
+DRAIN_EVENT_OUTCOMES = (*OUTCOMES, "unreadable")
+DRAIN_EVENTS = Counter("candor_operator_drain_events", "Drained Events posted on governed pods, by how the drain "
+                       "ended.", ["outcome"], registry=REGISTRY)
 BUILD_INFO = Gauge("candor_operator_build_info", "Always 1; the labels say what runs.",
                    ["version", "kopf_version", "python_version", "sidecar_image"], registry=REGISTRY)
 
@@ -60,6 +67,8 @@ for _reason in SKIP_REASONS:
     ADMISSIONS.labels("skipped", _reason)
 ADMISSIONS.labels("injected", "")
 ADMISSIONS.labels("error", "")
+for _outcome in DRAIN_EVENT_OUTCOMES:
+    DRAIN_EVENTS.labels(_outcome)
 
 
 def admission(decision: str, reason: str = "") -> None:
@@ -73,6 +82,10 @@ def admission_timer() -> Iterator[None]:
         yield
     finally:
         ADMISSION_SECONDS.observe(time.perf_counter() - started)
+
+
+def drain_event(outcome: str) -> None:
+    DRAIN_EVENTS.labels(outcome).inc()
 
 
 def reconciled(result: str, seconds: float) -> None:

@@ -1,4 +1,5 @@
-"""Events on the Services and Deployments Candor changes outside a policy's reconcile.
+"""Events on the Services and Deployments Candor changes outside a policy's reconcile, and on the pods whose
+drain it reports (candor_operator.drain_events).
 
 Those objects are followed by candor_operator.informer, outside kopf's handlers, where `kopf.event` has no
 queue to post to; these Events are the same as kopf's (reason, message, type, the reporting component), posted
@@ -23,14 +24,17 @@ COMPONENT = "candor-operator"
 MAX_MESSAGE = 1024  # the API server refuses longer messages
 
 
-async def post(client: KubeClient, obj: Mapping[str, Any], type: str, reason: str, message: str) -> None:
-    """A core/v1 Event about `obj` (a whole object as watched: apiVersion, kind, metadata)."""
+async def post(client: KubeClient, obj: Mapping[str, Any], type: str, reason: str, message: str,
+               name: str | None = None, action: str = "Annotate") -> bool:
+    """A core/v1 Event about `obj` (a whole object as watched: apiVersion, kind, metadata); whether it was
+    written. `name`: the Event's own name, for an Event said once only: a second post of it (another replica,
+    a restarted operator) finds it there and writes nothing."""
     metadata = obj.get("metadata") or {}
     namespace = str(metadata.get("namespace") or "default")
     now = datetime.datetime.now(datetime.UTC).isoformat()
     body = {
-        "metadata": {"namespace": namespace, "generateName": "candor-"},
-        "type": type, "reason": reason, "message": message[:MAX_MESSAGE], "action": "Annotate",
+        "metadata": {"namespace": namespace, **({"name": name} if name else {"generateName": "candor-"})},
+        "type": type, "reason": reason, "message": message[:MAX_MESSAGE], "action": action,
         "reportingComponent": COMPONENT, "reportingInstance": COMPONENT, "source": {"component": COMPONENT},
         "involvedObject": {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "namespace": namespace,
                            "name": metadata.get("name"), "uid": metadata.get("uid")},
@@ -40,6 +44,10 @@ async def post(client: KubeClient, obj: Mapping[str, Any], type: str, reason: st
         await client.create(path_for("v1", "events", namespace), body)
     except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as error:
         if isinstance(error, ApiError) and error.namespace_terminating:
-            return  # the Service and its Events are going with the namespace: nothing to tell anyone
+            return False  # the object and its Events are going with the namespace: nothing to tell anyone
+        if isinstance(error, ApiError) and error.status == 409 and name:
+            return False  # said already
         logger.warning("Event %s on %s %s/%s not posted: %s", reason, obj.get("kind"), namespace,
                        metadata.get("name"), error)
+        return False
+    return True

@@ -78,11 +78,12 @@ NAMESPACED_RULES: list[dict[str, Any]] = [
     # The sidecar-config ConfigMap of each policy.
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch", "delete"]},
     # Counting governed pods and finding pods that missed the webhook, as metadata only (kube.list_metadata):
-    # RBAC cannot tell a metadata list from a full one, the operator never asks for the latter.
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    # RBAC cannot tell a metadata list from a full one. The one full list and watch is of governed pods only
+    # (label candor.io/inject=true): their sidecar's termination message, for the Drained Event. No get.
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
     # Deployments asking for injection (index) and rollout restarts (template annotation patch).
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "patch"]},
-    # Events on HealthPolicies.
+    # Events on HealthPolicies, on the Services and Deployments Candor changes, and on drained pods.
     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
 ]
 # Always cluster-wide: cluster-scoped kinds only, read-only but for kopf's one peering object.

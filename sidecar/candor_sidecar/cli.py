@@ -16,7 +16,7 @@ from typing import NoReturn
 
 from candor_sidecar.config import SidecarConfig, load_config, parse_config
 from candor_sidecar.field_error import FieldError
-from candor_tracer.pod_contract import CONTROL_SOCKET, CONTROL_SOCKET_ENV
+from candor_tracer.pod_contract import CONTROL_SOCKET, CONTROL_SOCKET_ENV, TERMINATION_MESSAGE_PATH
 
 CONFIG_ERROR_EXIT = 2
 DESCRIPTION = ("Run the pod sidecar: /health, HAProxy agent-check, /metrics from the journals, drain and flush on "
@@ -25,7 +25,8 @@ DESCRIPTION = ("Run the pod sidecar: /health, HAProxy agent-check, /metrics from
 
 def build_config(config_path: str | None, state_dir: str | None, http_port: int | None,
                  agent_port: int | None, grace_period: float | None = None,
-                 control_socket: str | None = None, app_ports: Sequence[int] | None = None) -> SidecarConfig:
+                 control_socket: str | None = None, app_ports: Sequence[int] | None = None,
+                 termination_message_path: str | None = None) -> SidecarConfig:
     config = load_config(config_path) if config_path else parse_config({})
     if state_dir is not None:
         state_dir = os.path.abspath(state_dir)
@@ -33,7 +34,8 @@ def build_config(config_path: str | None, state_dir: str | None, http_port: int 
         control_socket = os.path.abspath(control_socket)
     return config.with_overrides(state_dir=state_dir, http_port=http_port, agent_port=agent_port,
                                  grace_period=grace_period, control_socket=control_socket or None,
-                                 app_ports=tuple(app_ports) if app_ports else None)
+                                 app_ports=tuple(app_ports) if app_ports else None,
+                                 termination_message_path=termination_message_path)
 
 
 def parser(prog: str) -> argparse.ArgumentParser:
@@ -52,6 +54,10 @@ def parser(prog: str) -> argparse.ArgumentParser:
     flags.add_argument("--app-port", dest="app_ports", type=int, action="append", metavar="PORT",
                        help="A port the pod's Services send traffic to (repeatable): /health/app fails, and the "
                             "pod is not Ready, until each accepts a TCP connection on 127.0.0.1 (or $POD_IP).")
+    flags.add_argument("--termination-message-path", metavar="PATH",
+                       help=f"The container's termination message file, where each drain's summary is left for "
+                            f"the operator's Drained Event (default {TERMINATION_MESSAGE_PATH}; written only if it "
+                            f"exists; empty: none).")
     flags.add_argument("--log-format", choices=["text", "json"], default="text", help="(default: text)")
     flags.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
                        help="(default: info)")
@@ -89,7 +95,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "candor sidecar") -> NoR
     args = parser(prog).parse_args(argv)  # exits 2 on a bad flag, naming it
     try:
         config = build_config(args.config_path, args.state_dir, args.http_port, args.agent_port, args.grace_period,
-                              args.control_socket, args.app_ports)
+                              args.control_socket, args.app_ports, args.termination_message_path)
     except FieldError as error:
         print(f"candor sidecar: invalid config: {error}", file=sys.stderr)
         sys.exit(CONFIG_ERROR_EXIT)

@@ -38,7 +38,13 @@ from candor_sidecar.config_fields import (
 )
 from candor_sidecar.field_error import FieldError
 from candor_sidecar.strict_yaml import load_yaml_file
-from candor_tracer.pod_contract import DEFAULT_AGENT_PORT, DEFAULT_HTTP_PORT, PODINFO_DIR, STATE_DIR
+from candor_tracer.pod_contract import (
+    DEFAULT_AGENT_PORT,
+    DEFAULT_HTTP_PORT,
+    PODINFO_DIR,
+    STATE_DIR,
+    TERMINATION_MESSAGE_PATH,
+)
 
 
 @dataclass(frozen=True)
@@ -212,12 +218,24 @@ class SidecarConfig:
         "The ports the pod's Services send traffic to (repeatable; the injection resolves named target ports "
         "against the pod's containers): the `app:serving` check (`GET /health/app`, the injected "
         "readinessProbe's path) fails until each accepts a TCP connection.")
+    termination_message_path: str | None = flag(
+        "--termination-message-path", AbsolutePath(nullable=True), TERMINATION_MESSAGE_PATH,
+        "The container's termination message file (its `terminationMessagePath`; the kubelet's default, which "
+        "the injection states). When a drain ends (or at exit, one still under way) the sidecar writes its "
+        "summary there as one line of JSON, e.g. `{\"drain\":{\"seconds\":2.13,\"outcome\":\"removed\",...}}`; "
+        "the kubelet copies it into the pod's status and the operator posts it as the pod's `Drained` Event. "
+        "Written only into a file that exists (the kubelet creates it), so nothing is created outside "
+        "Kubernetes; a file that cannot be written is logged once at debug level. An empty value: none.")
 
     def with_overrides(self, *, state_dir: str | None = None, http_port: int | None = None,
                        agent_port: int | None = None, grace_period: float | None = None,
-                       control_socket: str | None = None, app_ports: tuple[int, ...] | None = None) -> SidecarConfig:
-        """The CLI flags win over the file."""
+                       control_socket: str | None = None, app_ports: tuple[int, ...] | None = None,
+                       termination_message_path: str | None = None) -> SidecarConfig:
+        """The CLI flags win over the file (`termination_message_path` "": none)."""
         result = self
+        if termination_message_path is not None:
+            result = replace(result, termination_message_path=read_flag(
+                SidecarConfig, "termination_message_path", termination_message_path or None))
         if app_ports is not None:
             result = replace(result, app_ports=read_flag(SidecarConfig, "app_ports", app_ports))
         if state_dir is not None:

@@ -29,6 +29,7 @@ from candor_sidecar.control import ControlServer
 from candor_sidecar.descriptors import ConnectionBudget, Exhaustion, is_exhaustion, probe_directory
 from candor_sidecar.drain.handshake import DrainHandshake
 from candor_sidecar.drain.state import DrainTimes
+from candor_sidecar.drain.termination_message import TerminationMessage
 from candor_sidecar.health import CONTENT_TYPE, health_document, select
 from candor_sidecar.http_server import HttpServer, Limits, Request, Response
 from candor_sidecar.load import LoadMeter
@@ -82,7 +83,8 @@ class Sidecar:
         self.exhaustion = Exhaustion()
         self.agent_server = AgentServer(self.agent, budget=self.agent_budget)
         times = DrainTimes(config.drain.agent_interval, config.drain.max_wait, config.grace_period)
-        self.handshake = DrainHandshake(self.agent, self.agent_server.peers, times)
+        self.handshake = DrainHandshake(self.agent, self.agent_server.peers, times,
+                                        TerminationMessage(config.termination_message_path))
         self.control: ControlServer | None = None
         self.evaluation: Evaluation | None = None
         self.evaluations = 0  # sequence number of self.evaluation: never goes back
@@ -373,6 +375,7 @@ class Sidecar:
         evaluator.cancel()
         terminated.cancel()
         stopped.cancel()
+        self.handshake.at_exit()  # the kubelet reads the termination message once the process has exited
         self._close()
         return status
 

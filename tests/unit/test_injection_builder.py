@@ -11,6 +11,7 @@ import pytest
 from candor_operator import injection
 from candor_operator.injection import PolicyTarget, SidecarSettings, inject
 from candor_operator.webhook import url, webhook_configuration
+from candor_sidecar.config import parse_config
 
 TARGET = PolicyTarget(policy="web", configmap="candor-sidecar-web", http_port=9898, agent_port=9999,
                       final_scrape_timeout=45.0)
@@ -115,6 +116,12 @@ def test_the_sidecar_begins_the_drain_in_its_own_prestop_hook_over_a_socket_only
     assert volumes["candor-control"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "1Mi"}
     for container in mutated["spec"]["containers"]:  # no app container can reach the control socket
         assert all(m["name"] != "candor-control" for m in container["volumeMounts"])
+
+
+def test_the_sidecar_leaves_its_drain_summary_where_the_kubelet_reads_it_as_a_file() -> None:
+    sidecar = inject(pod(), TARGET, SETTINGS)["spec"]["initContainers"][0]
+    assert sidecar["terminationMessagePath"] == parse_config({}).termination_message_path == "/dev/termination-log"
+    assert sidecar["terminationMessagePolicy"] == "File"  # never log lines in place of the summary
 
 
 def test_the_prestop_drain_without_flags_reaches_the_socket_the_injected_sidecar_opens(

@@ -28,6 +28,11 @@ CONTROL_SOCKET = f"{CONTROL_DIR}/sidecar.sock"
 DEFAULT_HTTP_PORT = 9898  # /health, /livez, /readyz, /metrics, /drain/wait
 DEFAULT_AGENT_PORT = 9999  # the HAProxy agent-check
 
+# The sidecar container's termination message file: the kubelet's default `terminationMessagePath`, which the
+# injection states explicitly. The sidecar leaves its last drain's summary there; the kubelet copies it into the
+# pod's status when the container exits, where the operator reads it (the sidecar holds no API credentials).
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+
 # The sidecar's endpoints that the pod's probes and hooks call (on the HTTP port).
 LIVENESS_PATH = "/livez"  # the sidecar container's livenessProbe
 SERVING_PATH = "/health/app"  # its readinessProbe: the app accepts connections on its serving ports

@@ -1,7 +1,8 @@
 """The sidecar's side of the drain handshake: it begins a drain (the preStop hook, or SIGTERM), lifts one
 that no termination followed, holds each app container's `/drain/wait` until every load balancer polling the
 agent has heard it or stopped polling, tells load balancers' `/health` checks from other requests, says where
-a drain stands in /health, and counts and times each drain for /metrics.
+a drain stands in /health, and counts and times each drain for /metrics and for the pod's `Drained` Event
+(its summary left in the container's termination message: candor_sidecar.drain.summary).
 
 Lives on the sidecar's event loop, like the agent it tells to answer `drain`.
 """
@@ -18,6 +19,8 @@ from candor_sidecar.agent_server import AgentPeers
 from candor_sidecar.drain.held_waits import HeldWaits
 from candor_sidecar.drain.history import DrainHistory
 from candor_sidecar.drain.state import START_WAIT, Drain, DrainTimes
+from candor_sidecar.drain.summary import DrainSummary
+from candor_sidecar.drain.termination_message import TerminationMessage
 from candor_sidecar.exposition import Family
 from candor_sidecar.health import iso_time
 from candor_sidecar.http_server import Request, Response
@@ -26,10 +29,14 @@ log = logging.getLogger("candor.sidecar")
 
 
 class DrainHandshake:
-    """`peers`: the agent's pollers, by source address (kept by the agent server)."""
+    """`peers`: the agent's pollers, by source address (kept by the agent server); `termination_message`: where
+    each drain's summary is left for the operator's Event (None: nowhere)."""
 
-    def __init__(self, agent: AgentState, peers: AgentPeers, times: DrainTimes) -> None:
+    def __init__(self, agent: AgentState, peers: AgentPeers, times: DrainTimes,
+                 termination_message: TerminationMessage | None = None) -> None:
         self.agent = agent
+        self.termination_message = termination_message or TerminationMessage(None)
+        self._summarized: float | None = None  # began_at of the drain whose summary was left last
         # Who checks /health, by address: a draining peer that stopped that too has removed the server.
         self.checkers = AgentPeers()
         self.drain = Drain(peers, times, checkers=self.checkers)
@@ -110,6 +117,19 @@ class DrainHandshake:
         log.info("drain ended (%s) after %.2fs: heard by %d, removed by %d, stopped polling %d, not heard in time %d",
                  tally.outcome, now - began, len(tally.heard), len(tally.removed), len(tally.silent),
                  len(tally.pending))
+        self._summarized = began
+        self.termination_message.write(DrainSummary.of(now - began, tally, self.drain.source).message())
+
+    def at_exit(self) -> None:
+        """The sidecar exits: a drain still under way (not ended yet) leaves its summary as it stands, its
+        load balancers not heard yet counted as not heard in time."""
+        began = self.drain.began_at
+        if began is None or self._summarized == began:
+            return
+        now = time.monotonic()
+        self._summarized = began
+        summary = DrainSummary.of(now - began, self.drain.tally(now), self.drain.source, at_exit=True)
+        self.termination_message.write(summary.message())
 
     def control(self) -> str:
         """`candor sidecar drain`: only a process in the sidecar container reaches it (see control)."""
