@@ -59,6 +59,8 @@ from typing import Any
 
 from bench.results import Results
 from bench.scratch import remove_scratch, scratch_dir
+from candor_operator.drain_events import read_event_message
+from candor_sidecar.drain.summary import DrainSummary
 from candor_sidecar.durations import parse_duration
 from harness.cluster.components import ensure_binaries
 from harness.cluster.control_plane import K8sCluster
@@ -181,7 +183,8 @@ class Row:
     load: Load
     to_sigterm: list[float]
     seconds: float
-    drains: dict[str, int] = field(default_factory=dict)  # how the cell's drains ended -> how many
+    drains: list[DrainSummary]  # the cell's drains, from the operator's Drained Events
+    unreported: int  # leaving Candor pods no Drained Event was seen for
     long: LongRequests | None = None
 
 
@@ -292,25 +295,26 @@ class Departure:
         getattr(self, kind.replace("-", "_"))()
 
 
-def drained_outcome(message: str) -> str:
-    """How a drain ended, from a `Drained` Event's message ("" when it says none)."""
-    for outcome in ("heard", "removed", "silent", "timeout", "unpolled"):
-        if f"({outcome})" in message:
-            return outcome
-    return ""
-
-
-def _drain_endings(cluster: K8sCluster, namespace: str, pods: list[str]) -> dict[str, dict[str, int]]:
-    """pod -> how its drain ended -> 1, from the operator's `Drained` Events (empty when none came)."""
+def _drain_summaries(cluster: K8sCluster, namespace: str, pods: list[str]) -> dict[str, DrainSummary]:
+    """pod -> its drain as the operator's `Drained` Event tells it (absent when none came)."""
     listed = cluster.api("GET", f"/api/v1/namespaces/{namespace}/events",
                          params={"fieldSelector": "reason=Drained"}).ok()["items"]
-    endings: dict[str, dict[str, int]] = {}
+    summaries = {}
     for event in listed:
         pod = event["involvedObject"]["name"]
-        outcome = drained_outcome(event.get("message", ""))
-        if pod in pods and outcome:
-            endings.setdefault(pod, {})[outcome] = 1
-    return endings
+        summary = read_event_message(event.get("message", ""))
+        if pod in pods and summary is not None:
+            summaries[pod] = summary
+    return summaries
+
+
+def _drains_text(drains: list[DrainSummary], unreported: int) -> str:
+    """How a cell's drains ended, HAProxy by HAProxy, summed over its leaving pods."""
+    if not drains and not unreported:
+        return "-"
+    text = (f"{len(drains)}: heard {sum(d.heard for d in drains)}, removed {sum(d.removed for d in drains)}, "
+            f"silent {sum(d.silent for d in drains)}, timed out {sum(d.timed_out for d in drains)}")
+    return text + (f"; {unreported} without an Event" if unreported else "")
 
 
 @contextlib.contextmanager
@@ -373,25 +377,19 @@ def _run_way(cluster: K8sCluster, namespace: str, controller: str, way: str, set
     cluster.wait_until(functools.partial(watch.all_gone, leaving), 60, "every leaving pod seen gone")
     # The operator posts each Drained Event once it sees the pod's sidecar terminated: a moment after.
     expected = [pod for pod in leaving if CELLS[watch.cell_of.get(pod, "plain")].inject]
-    with contextlib.suppress(TimeoutError):
-        cluster.wait_until(lambda: len(_drain_endings(cluster, namespace, expected)) >= len(expected), 15,
+    with contextlib.suppress(TimeoutError):  # a missing Event is shown in the table, not fatal
+        cluster.wait_until(lambda: len(_drain_summaries(cluster, namespace, expected)) >= len(expected), 15,
                            "a Drained Event for every leaving Candor pod")
-    endings = _drain_endings(cluster, namespace, expected)
+    summaries = _drain_summaries(cluster, namespace, expected)
     rows = []
     for cell in COMPARED:
         left = [pod for pod, when in watch.deleted.items() if watch.cell_of.get(pod) == cell and when >= began]
         to_sigterm = [terms[pod] - watch.deleted[pod] for pod in left if pod in terms]
         gone = [watch.gone[pod] for pod in left if pod in watch.gone]
-        drains: dict[str, int] = {}
-        for pod in left:
-            for outcome, count in endings.get(pod, {}).items():
-                drains[outcome] = drains.get(outcome, 0) + count
-        if CELLS[cell].inject:
-            unreported = len(left) - sum(drains.values())
-            if unreported:
-                drains["no Event"] = unreported
+        drains = [summaries[pod] for pod in left if pod in summaries]
+        unreported = len(left) - len(drains) if CELLS[cell].inject else 0
         rows.append(Row(controller, way, setup.label, cell, loads[cell], to_sigterm,
-                        max(gone, default=began) - began, drains, departure.long.get(cell)))
+                        max(gone, default=began) - began, drains, unreported, departure.long.get(cell)))
     if single:
         _scale(cluster, namespace, list(COMPARED), REPLICAS)
     return rows
@@ -425,7 +423,7 @@ def report(rows: list[Row], events: Path, results: Results) -> bool:
         closed_text = f"{len(closed)} ({sum(a.status == 200 for a in closed)})"
         late = len(answered_after_sigterm(row.load, events))
         terms = (f"{statistics.median(row.to_sigterm):.1f}/{max(row.to_sigterm):.1f}" if row.to_sigterm else "-")
-        drains = ", ".join(f"{k} {n}" for k, n in sorted(row.drains.items())) or "-"
+        drains = _drains_text(row.drains, row.unreported)
         long = f"{row.long.completed()}/{len(row.long.requests)}" if row.long is not None else "-"
         cells = (row.controller, row.way, row.setup, row.cell, len(row.load.answers), failed, closed_text, late,
                  drains, terms, f"{row.seconds:.1f}", long, failures)
