@@ -60,6 +60,7 @@ from typing import Any
 from bench.results import Results
 from bench.scratch import remove_scratch, scratch_dir
 from candor_operator.drain_events import read_event_message
+from candor_sidecar.drain.state import DrainTimes
 from candor_sidecar.drain.summary import DrainSummary
 from candor_sidecar.durations import parse_duration
 from harness.cluster.components import ensure_binaries
@@ -118,7 +119,9 @@ WAYS: dict[str, tuple[str, str]] = {
     "rollout-lag": ("rollout", "lagging"), "delete-lag": ("delete", "lagging"),
 }
 UNPROTECTED = {"recreate"}  # ways no drain can make lossless: measured, not held to 0 failed
-SIGTERM_TARGET = 2 * parse_duration(POLICY["agentCheck"]["interval"], "agentCheck.interval") + 1.0
+AGENT_INTER = parse_duration(POLICY["agentCheck"]["interval"], "agentCheck.interval")
+SIGTERM_TARGET = 2 * AGENT_INTER + 1.0
+LOOKBACK = DrainTimes(poll_interval=AGENT_INTER).lookback
 
 
 @dataclass
@@ -349,13 +352,18 @@ def run_controller(cluster: K8sCluster, controller: str, ways: list[str], events
     cluster.apply(*made, *budgets)
     _ready_replicas(cluster, namespace, list(COMPARED), REPLICAS)
     rows: list[Row] = []
+    closed = 0.0  # when the previous setup's HAProxys stopped
     with PodWatch(cluster, namespace) as watch:
         for setup_name, group in itertools.groupby(ways, key=lambda way: WAYS[way][1]):
             setup = SETUPS[setup_name]
             with _fronts(cluster, namespace, controller, setup, first) as fronts:
+                # A sidecar counts an address that polled within its lookback as one of a drain's load
+                # balancers: the HAProxys just stopped would show as `removed` in the next drains.
+                time.sleep(max(0.0, closed + LOOKBACK - time.monotonic()))
                 for way in group:
                     rows += _run_way(cluster, namespace, controller, way, setup, fronts, watch, first, events,
                                      rate)
+            closed = time.monotonic()
     cluster.api("DELETE", f"/api/v1/namespaces/{namespace}")
     return rows
 
