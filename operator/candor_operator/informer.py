@@ -125,10 +125,16 @@ class Informer:
             if not metadata.get("continue"):
                 break
             params["continue"] = str(metadata["continue"])
+        before = self._store if scope is None else {scope: self._store.get(scope, {})}
         if scope is None:
             self._store = fresh
         else:
             self._store[scope] = fresh.get(scope, {})
+        # A listing after a 410 replaces the cache: what was deleted in the gap left no watch event, so the
+        # handlers hear of it here (as DELETED, with the name alone), or they would count it forever.
+        for namespace, objects in before.items():
+            for name in objects.keys() - fresh.get(namespace, {}).keys():
+                await self._dispatch("DELETED", {"metadata": {"namespace": namespace, "name": name}})
         self._listed.add(scope)
         if len(self._listed) == len(self._scopes):
             self.synced.set()

@@ -3,6 +3,8 @@ controller removes the server) before the app gets SIGTERM (no request it sends 
 app, none fails), the sidecar gets SIGTERM after the app, and a last scrape of
 /metrics after that has every job second the app worked.
 
+The pod then gets the operator's `Drained` Event, from the summary the sidecar left as its termination message.
+
 The chart's webhook injects the pod; HAProxy's servers follow the Service's EndpointSlices as each real
 controller's do (harness/processes/endpoint_follower.py, haproxytech and haproxy-ingress) and ask the sidecar's
 agent. Observed from outside: HAProxy's stats
@@ -27,6 +29,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from candor_demo.truth import read_intervals
+from candor_operator.drain_events import read_event_message
 from harness.cluster.control_plane import K8sCluster
 from harness.cluster.helm import install_chart, uninstall_chart
 from harness.cluster.node import Node
@@ -103,6 +106,12 @@ class Observer:
             thread.join(5)
 
 
+def _drained_event(cluster: K8sCluster, namespace: str, pod: str) -> dict[str, Any] | None:
+    listed = cluster.api("GET", f"/api/v1/namespaces/{namespace}/events",
+                         params={"fieldSelector": f"reason=Drained,involvedObject.name={pod}"}).ok()["items"]
+    return listed[0] if listed else None
+
+
 @pytest.mark.parametrize("controller", [HAPROXYTECH, HAPROXY_INGRESS])
 def test_the_pod_leaves_haproxy_before_the_app_gets_sigterm_and_no_job_second_is_lost(
     node_cluster: K8sCluster, chart: None, tmp_path: Path, controller: str,
@@ -156,5 +165,12 @@ def test_the_pod_leaves_haproxy_before_the_app_gets_sigterm_and_no_job_second_is
               + ", ".join(f"{k} {v - deleted:+.2f}" for k, v in order.items())
               + f"; job seconds: truth {truth:.3f}, final scrape {final:.3f}")
         assert final == pytest.approx(truth, abs=0.05), (final, truth)
+        # The kubelet copied the sidecar's drain summary into the pod's status; the operator posted it on the pod.
+        event = node_cluster.wait_until(lambda: _drained_event(node_cluster, namespace, name), 30,
+                                        "the pod's Drained Event")
+        drained = read_event_message(event["message"])
+        assert drained is not None and event["type"] == "Normal", event
+        assert drained.outcome in ("heard", "removed") and drained.heard + drained.removed == 1, drained
+        assert drained.seconds <= app_sigterm - deleted, (drained, app_sigterm - deleted)
     finally:
         node_cluster.api("DELETE", f"/api/v1/namespaces/{namespace}")

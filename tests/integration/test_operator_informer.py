@@ -69,3 +69,30 @@ def test_the_cache_lists_in_pages_and_follows_changes(k8s_cluster: K8sCluster, k
             await client.close()
 
     asyncio.run(run())
+
+
+def test_a_listing_after_a_410_hands_on_what_was_deleted_in_the_gap(k8s_cluster: K8sCluster,
+                                                                      k8s_namespace: str) -> None:
+    """A watch too far behind (410 Gone) makes the cache list afresh; a Service deleted meanwhile left no watch
+    event, so that listing is what tells the handlers (the upgrade queue would count it forever)."""
+    cluster, ns = k8s_cluster, k8s_namespace
+    for name in ("kept", "gone"):
+        cluster.api("POST", f"/api/v1/namespaces/{ns}/services", service(name)).ok()
+    seen: list[tuple[str | None, str]] = []
+
+    async def handler(kind: str | None, body: dict[str, Any]) -> None:
+        seen.append((kind, body["metadata"]["name"]))
+
+    async def run() -> None:
+        client = KubeClient(lambda: connection_info(str(cluster.kubeconfig)))
+        informer = Informer("services", lambda: client, lambda scope: path_for("v1", "services", scope), [ns],
+                            slim_service, handler)
+        await informer._list(ns)  # as at start; no watch follows, as when it was cut off
+        await asyncio.to_thread(lambda: cluster.api("DELETE", f"/api/v1/namespaces/{ns}/services/gone").ok())
+        await informer._list(ns)  # what `_follow` does after a 410
+        await eventually(lambda: ("DELETED", "gone") in seen, "the deletion handed on")
+        assert sorted(s["metadata"]["name"] for s in informer.get(ns) or []) == ["kept"]
+        assert [entry for entry in seen if entry[0] == "DELETED"] == [("DELETED", "gone")]
+        await informer.stop()
+
+    asyncio.run(run())
