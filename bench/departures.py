@@ -416,11 +416,15 @@ def _failures(row: Row) -> tuple[int, str]:
     return failed, ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())) or "none"
 
 
+def _med_max(values: list[float]) -> str:
+    return f"{statistics.median(values):.1f}/{max(values):.1f}" if values else "-"
+
+
 def report(rows: list[Row], events: Path, results: Results) -> bool:
     """Prints the table and records it in `results`; True when a target was missed."""
     columns = ("controller", "way", "HAProxys", "cell", "sent", "failed", "kept-alive closed (retry ok)",
-               "after SIGTERM", "drains ended", "to SIGTERM med/max s", "seconds", "long requests ok",
-               "failures")
+               "after SIGTERM", "drains ended", "drain med/max s", "to SIGTERM med/max s", "seconds",
+               "long requests ok", "failures")
     table = results.table(*columns)
     print(" | ".join(columns))
     missed: list[str] = []
@@ -430,11 +434,12 @@ def report(rows: list[Row], events: Path, results: Results) -> bool:
         closed = row.load.closed_idle()
         closed_text = f"{len(closed)} ({sum(a.status == 200 for a in closed)})"
         late = len(answered_after_sigterm(row.load, events))
-        terms = (f"{statistics.median(row.to_sigterm):.1f}/{max(row.to_sigterm):.1f}" if row.to_sigterm else "-")
+        terms = _med_max(row.to_sigterm)
         drains = _drains_text(row.drains, row.unreported)
+        drain_seconds = _med_max([drain.seconds for drain in row.drains])
         long = f"{row.long.completed()}/{len(row.long.requests)}" if row.long is not None else "-"
         cells = (row.controller, row.way, row.setup, row.cell, len(row.load.answers), failed, closed_text, late,
-                 drains, terms, f"{row.seconds:.1f}", long, failures)
+                 drains, drain_seconds, terms, f"{row.seconds:.1f}", long, failures)
         print(" | ".join(str(cell) for cell in cells))
         table.add(*cells)
         done[(row.controller, row.way, row.cell)] = row.seconds
