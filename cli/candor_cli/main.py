@@ -10,6 +10,10 @@ import sys
 
 
 def main() -> None:
+    if sys.argv[1:3] == ["sidecar", "drain"]:  # the preStop hook: nothing else of Candor's loads (drain_hook)
+        from candor_sidecar.drain_hook import main as drain
+
+        drain(sys.argv[3:])
     if sys.argv[1:2] == ["sidecar"]:
         from candor_sidecar.no_openssl import keep_openssl_out
 

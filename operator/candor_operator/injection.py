@@ -48,7 +48,8 @@ STATE_VOLUME = "candor-state"
 PODINFO_VOLUME = "candor-podinfo"
 CONFIG_VOLUME = "candor-config"
 CONTROL_VOLUME = "candor-control"
-DRAIN_COMMAND = ["candor", "sidecar", "drain"]
+# The socket named: the hook then loads nothing but the stdlib (see candor_sidecar.drain_hook).
+DRAIN_COMMAND = ["candor", "sidecar", "drain", "--control-socket", CONTROL_SOCKET]
 CONFIG_DIR = "/etc/candor"
 CONFIG_KEY = "sidecar.yaml"
 

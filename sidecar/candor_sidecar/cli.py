@@ -16,7 +16,7 @@ from typing import NoReturn
 
 from candor_sidecar.config import SidecarConfig, load_config, parse_config
 from candor_sidecar.field_error import FieldError
-from candor_tracer.pod_contract import CONTROL_SOCKET, CONTROL_SOCKET_ENV, TERMINATION_MESSAGE_PATH
+from candor_tracer.pod_contract import CONTROL_SOCKET_ENV, TERMINATION_MESSAGE_PATH
 
 CONFIG_ERROR_EXIT = 2
 DESCRIPTION = ("Run the pod sidecar: /health, HAProxy agent-check, /metrics from the journals, drain and flush on "
@@ -64,33 +64,11 @@ def parser(prog: str) -> argparse.ArgumentParser:
     return flags
 
 
-def drain_parser(prog: str) -> argparse.ArgumentParser:
-    flags = argparse.ArgumentParser(
-        prog=f"{prog} drain",
-        description="Make the running sidecar answer `drain` (its container's preStop hook); returns at once. "
-                    "The app containers' preStop hooks (GET /drain/wait) hold each app's SIGTERM until every "
-                    "HAProxy has heard it. Only a process in the sidecar container can reach the socket.")
-    flags.add_argument("--control-socket", default=os.environ.get(CONTROL_SOCKET_ENV, CONTROL_SOCKET), metavar="PATH",
-                       help=f"The running sidecar's control socket (${CONTROL_SOCKET_ENV}; default {CONTROL_SOCKET}).")
-    return flags
-
-
-def drain(argv: Sequence[str], prog: str) -> NoReturn:
-    args = drain_parser(prog).parse_args(argv)
-    from candor_sidecar.control import ControlError, send_command
-
-    try:
-        answer = send_command(args.control_socket, "drain")
-    except ControlError as error:
-        print(f"{prog} drain: {error}", file=sys.stderr)
-        sys.exit(1)
-    print(answer)
-    sys.exit(0)
-
-
 def main(argv: Sequence[str] | None = None, prog: str = "candor sidecar") -> NoReturn:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["drain"]:
+        from candor_sidecar.drain_hook import main as drain
+
         drain(argv[1:], prog)
     args = parser(prog).parse_args(argv)  # exits 2 on a bad flag, naming it
     try:

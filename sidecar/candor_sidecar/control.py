@@ -20,14 +20,14 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 
+from candor_sidecar.control_client import ControlError, send_command
+
 log = logging.getLogger("candor.sidecar.control")
+
+__all__ = ["ControlError", "ControlServer", "send_command"]  # the client half lives in control_client
 
 MAX_LINE = 64  # bytes of one command
 DEADLINE = 2.0  # seconds a client has to send its command
-
-
-class ControlError(Exception):
-    """The control socket could not be reached or refused the command; the message says why."""
 
 
 def peer_uid(sock: socket.socket) -> int | None:
@@ -118,23 +118,3 @@ class ControlServer:
             self.server = None
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
-
-
-def send_command(path: str, command: str, timeout: float = 5.0) -> str:
-    """Send one command to a running sidecar; its one-line answer. ControlError if unreachable or refused."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        try:
-            sock.connect(path)
-            sock.sendall(command.encode("ascii") + b"\n")
-            chunks = []
-            while chunk := sock.recv(1024):
-                chunks.append(chunk)
-        except FileNotFoundError:
-            raise ControlError(f"no control socket at {path}: is the sidecar running in this container?") from None
-        except OSError as error:
-            raise ControlError(f"cannot talk to the sidecar at {path}: {error}") from None
-    answer = b"".join(chunks).decode("ascii", "replace").strip()
-    if not answer or answer.startswith("refused"):
-        raise ControlError(answer or f"the sidecar at {path} closed without answering")
-    return answer

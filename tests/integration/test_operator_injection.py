@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from candor_tracer.pod_contract import CONTROL_SOCKET
 from harness.cluster.control_plane import K8sCluster
 from harness.processes.operator_process import OperatorProcess
 from tests.cases.policy_cases import valid_spec
@@ -96,7 +97,8 @@ def assert_injected(pod: dict[str, Any], policy_name: str, final_scrape: float =
     assert spec["terminationGracePeriodSeconds"] >= final_scrape + 5
     assert pod["metadata"]["annotations"]["candor.io/status"] == "injected"
     # The drain handshake, as the API server stored it (a native sidecar may carry lifecycle hooks).
-    assert first["lifecycle"]["preStop"] == {"exec": {"command": ["candor", "sidecar", "drain"]}}
+    assert first["lifecycle"]["preStop"] == {"exec": {"command": ["candor", "sidecar", "drain",
+                                                                  "--control-socket", CONTROL_SOCKET]}}
     grace = first["command"][first["command"].index("--termination-grace-period") + 1]
     assert grace == str(spec["terminationGracePeriodSeconds"])
     assert {"name": "candor-control", "mountPath": "/run/candor-control"} in first["volumeMounts"]

@@ -12,6 +12,7 @@ from candor_operator import injection
 from candor_operator.injection import PolicyTarget, SidecarSettings, inject
 from candor_operator.webhook import url, webhook_configuration
 from candor_sidecar.config import parse_config
+from candor_tracer.pod_contract import CONTROL_SOCKET
 
 TARGET = PolicyTarget(policy="web", configmap="candor-sidecar-web", http_port=9898, agent_port=9999,
                       final_scrape_timeout=45.0)
@@ -108,7 +109,8 @@ def test_grace_period_covers_the_final_scrape_and_the_drain_wait_and_is_never_sh
 def test_the_sidecar_begins_the_drain_in_its_own_prestop_hook_over_a_socket_only_it_mounts() -> None:
     mutated = inject(pod(), TARGET, SETTINGS)
     sidecar = mutated["spec"]["initContainers"][0]
-    assert sidecar["lifecycle"] == {"preStop": {"exec": {"command": ["candor", "sidecar", "drain"]}}}
+    assert sidecar["lifecycle"] == {"preStop": {"exec": {"command": ["candor", "sidecar", "drain",
+                                                                     "--control-socket", CONTROL_SOCKET]}}}
     command = sidecar["command"]
     assert command[command.index("--control-socket") + 1] == "/run/candor-control/sidecar.sock"
     assert {"name": "candor-control", "mountPath": "/run/candor-control"} in sidecar["volumeMounts"]
@@ -124,9 +126,11 @@ def test_the_sidecar_leaves_its_drain_summary_where_the_kubelet_reads_it_as_a_fi
     assert sidecar["terminationMessagePolicy"] == "File"  # never log lines in place of the summary
 
 
-def test_the_prestop_drain_without_flags_reaches_the_socket_the_injected_sidecar_opens(
+def test_the_prestop_drain_reaches_the_socket_the_injected_sidecar_opens(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from candor_sidecar.cli import drain_parser, parser
+    from candor_sidecar.cli import parser
+    from candor_sidecar.drain_hook import _default_socket
+    from candor_sidecar.drain_hook import parser as drain_parser
 
     monkeypatch.delenv("CANDOR_CONTROL_SOCKET", raising=False)  # as in the pod: the injection sets no such env
     sidecar = inject(pod(), TARGET, SETTINGS)["spec"]["initContainers"][0]
@@ -134,6 +138,8 @@ def test_the_prestop_drain_without_flags_reaches_the_socket_the_injected_sidecar
     assert hook[:3] == ["candor", "sidecar", "drain"]
     drain_socket = drain_parser("candor sidecar").parse_args(hook[3:]).control_socket
     assert parser("candor sidecar").parse_args(sidecar["command"][2:]).control_socket == drain_socket
+    # Run by hand in the container, without the flag, it finds the same socket.
+    assert _default_socket() == drain_socket
 
 
 def test_every_app_container_waits_for_the_drain_in_an_http_prestop_hook() -> None:

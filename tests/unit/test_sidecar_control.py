@@ -57,3 +57,21 @@ async def test_a_line_too_long_is_refused_without_running_anything(tmp_path: Pat
 def test_no_socket_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ControlError, match=r"no control socket at .*: is the sidecar running in this container\?"):
         send_command(str(tmp_path / "missing.sock"), "drain")
+
+
+def test_the_drain_hook_loads_neither_asyncio_nor_the_tracer_nor_the_sidecar_config(tmp_path: Path) -> None:
+    """The preStop hook runs in the sidecar's cgroup (a few millicores) at every pod's termination and the
+    app's SIGTERM waits for it: `candor sidecar drain --control-socket PATH` imports the stdlib's socket alone."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\n"
+             "sys.argv = ['candor', 'sidecar', 'drain', '--control-socket', sys.argv[1]]\n"
+             "from candor_cli.main import main\n"
+             "try:\n    main()\nexcept SystemExit:\n    pass\n"
+             "print(' '.join(sorted(sys.modules)))\n")
+    done = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "missing.sock")], capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert "no control socket at" in done.stderr  # it did run the hook
+    loaded = set(done.stdout.split())
+    assert not loaded & {"asyncio", "candor_tracer", "candor_sidecar.config", "yaml", "click"}, sorted(loaded)
