@@ -28,14 +28,18 @@ class _Hello(BaseHTTPRequestHandler):
         pass
 
 
+def _config(front: int, servers: str) -> str:
+    """One frontend at `front` and backend `be` with `servers` (its server lines)."""
+    return (f"global\n    maxconn 100\ndefaults\n    mode http\n    timeout connect 1s\n    timeout client 10s\n"
+            f"    timeout server 10s\n    timeout http-keep-alive 10s\n"
+            f"frontend fe\n    bind 127.0.0.1:{front}\n    default_backend be\nbackend be\n{servers}")
+
+
 def test_a_reload_keeps_the_servers_state_and_closes_idle_client_connections() -> None:
     app = ThreadingHTTPServer(("127.0.0.2", 0), _Hello)  # not the slots' placeholder address
     threading.Thread(target=app.serve_forever, daemon=True).start()
     front = free_port()
-    config = (f"global\n    maxconn 100\ndefaults\n    mode http\n    timeout connect 1s\n    timeout client 10s\n"
-              f"    timeout server 10s\n    timeout http-keep-alive 10s\n"
-              f"frontend fe\n    bind 127.0.0.1:{front}\n    default_backend be\n"
-              f"backend be\n    server SRV_1 127.0.0.1:1 disabled\n    server SRV_2 127.0.0.1:1 disabled\n")
+    config = _config(front, "    server SRV_1 127.0.0.1:1 disabled\n    server SRV_2 127.0.0.1:1 disabled\n")
     try:
         with ReloadableHAProxy(config) as haproxy:
             # A slot filled through the runtime API, as a controller does between reloads.
@@ -80,10 +84,7 @@ def test_the_load_counts_a_kept_alive_connection_a_reload_closed_apart_and_retri
     app = ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
     threading.Thread(target=app.serve_forever, daemon=True).start()
     front = free_port()
-    config = (f"global\n    maxconn 100\ndefaults\n    mode http\n    timeout connect 1s\n    timeout client 10s\n"
-              f"    timeout server 10s\n    timeout http-keep-alive 10s\n"
-              f"frontend fe\n    bind 127.0.0.1:{front}\n    default_backend be\n"
-              f"backend be\n    server SRV_1 127.0.0.1:{app.server_address[1]}\n")
+    config = _config(front, f"    server SRV_1 127.0.0.1:{app.server_address[1]}\n")
     try:
         with ReloadableHAProxy(config) as haproxy, Load((front,), 40, kept_alive=1) as load:
             wait_until(lambda: len(load.answers) >= 20, 10, "kept-alive connections in the pool")

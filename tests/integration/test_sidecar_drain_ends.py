@@ -10,56 +10,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from candor_demo.haproxy_process import HAProxyProcess
-from harness.processes.ports import free_port
-from harness.processes.sidecar_process import AppProcess, SidecarProcess
-from harness.processes.waiting import wait_until
+from harness.processes.sidecar_process import SidecarProcess
+from harness.processes.two_balancers import polled_pod
 
 pytestmark = pytest.mark.integration
 
-SOURCES = {"lb1": "127.0.0.2", "lb2": "127.0.0.3"}
-AGENT_INTER = 1.0
-
-
-def _config(app: AppProcess, sidecar: SidecarProcess, source: str) -> str:
-    return f"""
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 5s
-    timeout server 5s
-
-frontend web
-    bind 127.0.0.1:{free_port()}
-    default_backend app
-
-backend app
-    option httpchk GET /health
-    server s1 127.0.0.1:{app.port} weight 100 check port {sidecar.http_port} inter 500ms rise 1 fall 3 \
-source {source} agent-check agent-addr 127.0.0.1 agent-port {sidecar.agent_port} agent-inter {AGENT_INTER:g}s
-"""
-
-
 @pytest.fixture
 def pod(tmp_path: Path) -> Iterator[tuple[SidecarProcess, dict[str, HAProxyProcess]]]:
-    config = {"slowStart": "0s", "evaluationInterval": "200ms", "finalScrapeTimeout": "1s",
-              "drain": {"agentInterval": f"{AGENT_INTER:g}s", "maxWait": "10s"}}
-    with ExitStack() as stack:
-        app = stack.enter_context(AppProcess(tmp_path / "state", "s1"))
-        sidecar = stack.enter_context(SidecarProcess(tmp_path / "state", config=config))
-        balancers = {name: stack.enter_context(HAProxyProcess(_config(app, sidecar, source)))
-                     for name, source in SOURCES.items()}
-
-        def polled() -> bool:
-            states = [lb.server_state("app", "s1") for lb in balancers.values()]
-            return all(s.base_status == "UP" and s.agent_status.startswith("L7") for s in states)
-
-        wait_until(polled, 20, "both HAProxys to see s1 UP after an agent poll")
+    with polled_pod(tmp_path / "state") as (sidecar, balancers):
         yield sidecar, balancers
 
 

@@ -8,16 +8,15 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from candor_demo.haproxy_process import HAProxyProcess
 from candor_sidecar.drain.summary import DrainSummary, parse_summary
-from harness.processes.sidecar_process import AppProcess, SidecarProcess
+from harness.processes.sidecar_process import SidecarProcess
+from harness.processes.two_balancers import AGENT_INTER, polled_pod
 from harness.processes.waiting import wait_until
-from tests.integration.test_sidecar_drain_ends import AGENT_INTER, SOURCES, _config
 
 pytestmark = pytest.mark.integration
 
@@ -36,20 +35,7 @@ def _summary(path: Path) -> DrainSummary | None:
 @pytest.fixture
 def pod(tmp_path: Path) -> Iterator[tuple[SidecarProcess, dict[str, HAProxyProcess], Path]]:
     log = _termination_log(tmp_path)
-    config = {"slowStart": "0s", "evaluationInterval": "200ms", "finalScrapeTimeout": "1s",
-              "drain": {"agentInterval": f"{AGENT_INTER:g}s", "maxWait": "10s"}}
-    with ExitStack() as stack:
-        app = stack.enter_context(AppProcess(tmp_path / "state", "s1"))
-        sidecar = stack.enter_context(SidecarProcess(tmp_path / "state", config=config,
-                                                     args=["--termination-message-path", str(log)]))
-        balancers = {name: stack.enter_context(HAProxyProcess(_config(app, sidecar, source)))
-                     for name, source in SOURCES.items()}
-
-        def polled() -> bool:
-            states = [lb.server_state("app", "s1") for lb in balancers.values()]
-            return all(s.base_status == "UP" and s.agent_status.startswith("L7") for s in states)
-
-        wait_until(polled, 20, "both HAProxys to see s1 UP after an agent poll")
+    with polled_pod(tmp_path / "state", ["--termination-message-path", str(log)]) as (sidecar, balancers):
         yield sidecar, balancers, log
 
 
