@@ -3,7 +3,7 @@ was polling the agent ended (DrainEnd), true whatever the ingress controller doe
 - HEARD: it read `drain` from the agent after the drain began (a controller that keeps the server until
   HAProxy's agent says so; haproxy-ingress, sometimes).
 - REMOVED: it stopped both polling the agent and checking `/health` (its last check came no later than
-  one poll interval after its last poll): the server was re-addressed, removed or put in MAINT by the
+  one poll interval and CHECK_SLACK after its last poll): the server was re-addressed, removed or put in MAINT by the
   controller (haproxytech drops a terminating endpoint before HAProxy's next poll), or that HAProxy is gone.
   It sends no new requests either way.
 - SILENT: it stopped polling the agent but was still seen checking `/health` where a poll was due, or was
@@ -21,6 +21,7 @@ from enum import Enum
 
 from candor_sidecar.agent_server import AgentPeers
 
+CHECK_SLACK = 0.5  # seconds a peer's last /health check may be recorded after its last poll's interval
 START_WAIT = 5.0  # seconds a wait gives the sidecar's own preStop hook to begin the drain (both start together)
 # Past the grace period the kubelet has killed the app (after at least 2 s more) and sent the sidecar SIGTERM,
 # so a drain still without one then has no termination behind it: it lifts itself this much later.
@@ -208,7 +209,10 @@ class Drain:
                 end = DrainEnd.TIMED_OUT
             else:
                 checked = checks.get(address)
-                still_checking = checked is None or checked > last_poll + interval
+                # Half a second of slack: the sidecar records a check when its loop reads it, and in its
+                # few-millicore cgroup on a busy node that can come late for a check sent just before the
+                # controller took the server out.
+                still_checking = checked is None or checked > last_poll + interval + CHECK_SLACK
                 end = DrainEnd.SILENT if still_checking else DrainEnd.REMOVED
             ends.append(PeerEnd(address, end, last_poll))
         return tuple(ends)
