@@ -45,17 +45,14 @@ import argparse
 import contextlib
 import functools
 import itertools
-import json
 import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bench.results import Results
 from bench.scratch import remove_scratch, scratch_dir
@@ -71,6 +68,7 @@ from harness.processes.drain_rig import CELLS, POLICY, Load, answered_after_sigt
 from harness.processes.endpoint_follower import CONTROLLERS
 from harness.processes.haproxy_reload import ReloadableHAProxy
 from harness.processes.long_requests import LongRequests
+from harness.processes.pod_departures import REPLICAS, Departure, Front, PodWatch, ready_replicas, scale
 from harness.processes.ports import free_port
 
 TITLE = "Departures: every way a pod leaves, on two nodes, under both controllers"
@@ -89,11 +87,9 @@ counts requests whose reused client connection was closed unanswered (an HAProxy
 and how many a client retrying on a new connection got answered; they are not in `failed` unless that retry
 failed too. Needs root."""
 
-REPLICAS = 3
 COMPARED = ("candor", "candor-bare", "plain", "plain-sleep")
 KEPT_ALIVE = 4  # every 4th request reuses a kept-alive client connection
 LAG = 3.0  # seconds the lagging controller acts behind the EndpointSlices
-LONG_SECONDS = 20.0
 # Three load balancers' source addresses: outside every node's pod subnet, added on the first node's bridge
 # (the pods' replies route back through it), and gone with the bridge when the node stops or is restored.
 SOURCES = ("10.244.76.1", "10.244.76.2", "10.244.76.3")
@@ -125,59 +121,6 @@ LOOKBACK = DrainTimes(poll_interval=AGENT_INTER).lookback
 
 
 @dataclass
-class PodWatch:
-    """When each pod of a namespace was first seen deleted and first seen gone (polled every 0.2 s)."""
-
-    cluster: K8sCluster
-    namespace: str
-    deleted: dict[str, float] = field(default_factory=dict)
-    gone: dict[str, float] = field(default_factory=dict)
-    cell_of: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            now = time.monotonic()
-            listed = self.cluster.api("GET", f"/api/v1/namespaces/{self.namespace}/pods")
-            if listed.status == 200:
-                present = set()
-                for pod in listed.body["items"]:
-                    name = pod["metadata"]["name"]
-                    present.add(name)
-                    self.cell_of[name] = pod["metadata"]["labels"].get("app", "")
-                    if pod["metadata"].get("deletionTimestamp"):
-                        self.deleted.setdefault(name, now)
-                for name in set(self.cell_of) - present:
-                    self.gone.setdefault(name, now)
-            self._stop.wait(0.2)
-
-    def all_gone(self, pods: list[str]) -> bool:
-        return all(pod in self.gone for pod in pods)
-
-    def all_deleted(self, pods: list[str]) -> bool:
-        return all(pod in self.deleted for pod in pods)
-
-    def __enter__(self) -> PodWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
-@dataclass
-class Front:
-    """One HAProxy in front of the cells: its frontend port per cell, and the process (for a reload)."""
-
-    ports: dict[str, int]
-    haproxy: ReloadableHAProxy
-
-
-@dataclass
 class Row:
     controller: str
     way: str
@@ -189,113 +132,6 @@ class Row:
     drains: list[DrainSummary]  # the cell's drains, from the operator's Drained Events
     unreported: int  # leaving Candor pods no Drained Event was seen for
     long: LongRequests | None = None
-
-
-def _ready_replicas(cluster: K8sCluster, namespace: str, cells: list[str], replicas: int) -> None:
-    def settled() -> bool:
-        for name in cells:
-            status = cluster.api("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}").body
-            want = status.get("spec", {}).get("replicas")
-            state = status.get("status", {})
-            if want != replicas or any(state.get(key) != replicas for key in ("replicas", "readyReplicas",
-                                                                              "updatedReplicas")):
-                return False
-        pods = cluster.api("GET", f"/api/v1/namespaces/{namespace}/pods").ok()["items"]
-        return len(pods) == replicas * len(cells)  # no leaving pod is still terminating
-
-    cluster.wait_until(settled, 300, f"{replicas} ready replicas of each cell and no pod terminating")
-
-
-def _scale(cluster: K8sCluster, namespace: str, cells: list[str], replicas: int) -> None:
-    cluster.kubectl("scale", "-n", namespace, f"--replicas={replicas}", *[f"deployment/{c}" for c in cells])
-    _ready_replicas(cluster, namespace, cells, replicas)
-
-
-@dataclass
-class Departure:
-    """One way pods leave, run against every cell of a namespace while the load runs."""
-
-    cluster: K8sCluster
-    namespace: str
-    cells: list[str]
-    first: Node
-    fronts: list[Front]
-    watch: PodWatch
-    long: dict[str, LongRequests] = field(default_factory=dict)
-
-    @property
-    def deployments(self) -> list[str]:
-        return [f"deployment/{cell}" for cell in self.cells]
-
-    def _pods(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.cluster.api("GET", f"/api/v1/namespaces/{self.namespace}/pods").ok()["items"]
-        return sorted(items, key=lambda pod: pod["metadata"]["name"])
-
-    def _delete(self, pods: list[str]) -> None:
-        self.cluster.kubectl("delete", "pod", "-n", self.namespace, "--wait=false", *pods)
-
-    def rollout(self) -> None:
-        self.cluster.kubectl("rollout", "restart", "-n", self.namespace, *self.deployments)
-        _ready_replicas(self.cluster, self.namespace, self.cells, REPLICAS)
-
-    def scale(self) -> None:
-        _scale(self.cluster, self.namespace, self.cells, 1)
-        _scale(self.cluster, self.namespace, self.cells, REPLICAS)
-
-    def delete(self) -> None:
-        one = {pod["metadata"]["labels"]["app"]: pod["metadata"]["name"] for pod in self._pods()}
-        self._delete(list(one.values()))
-        _ready_replicas(self.cluster, self.namespace, self.cells, REPLICAS)
-
-    def reload(self) -> None:
-        """`delete`, and every HAProxy reloaded once the deleted pods' drains are under way."""
-        one = {pod["metadata"]["labels"]["app"]: pod["metadata"]["name"] for pod in self._pods()}
-        self._delete(list(one.values()))
-        self.cluster.wait_until(lambda: self.watch.all_deleted(list(one.values())), 30, "the deletions seen")
-        time.sleep(1.0)  # the drains have begun (the preStop hooks run within this) and have not ended
-        for front in self.fronts:
-            front.haproxy.reload()
-        _ready_replicas(self.cluster, self.namespace, self.cells, REPLICAS)
-
-    def long_requests(self) -> None:
-        """`delete` of the pod holding a 20 s request and a 20 s stream of each cell; they must complete."""
-        held = {}
-        for cell in self.cells:
-            pod = next(p for p in self._pods() if p["metadata"]["labels"]["app"] == cell)
-            long = LongRequests(self.fronts[0].ports[cell], pod["status"]["podIP"], LONG_SECONDS)
-            long.land_on_the_pod()
-            self.long[cell], held[cell] = long, pod["metadata"]["name"]
-        self._delete(list(held.values()))
-        _ready_replicas(self.cluster, self.namespace, self.cells, REPLICAS)
-        for long in self.long.values():
-            long.wait(LONG_SECONDS + 30)
-
-    def node_drain(self) -> None:
-        # --delete-emptydir-data: an injected pod has the sidecar's state volume (an emptyDir; its journals are
-        # folded into the final scrape at termination), which kubectl drain refuses to evict without it.
-        self.cluster.kubectl("drain", self.first.name, f"--pod-selector=app in ({','.join(self.cells)})",
-                             "--timeout=600s", "--delete-emptydir-data", timeout=620)
-        _ready_replicas(self.cluster, self.namespace, self.cells, REPLICAS)
-        self.cluster.kubectl("uncordon", self.first.name)
-
-    def single_rollout(self) -> None:
-        """A one-replica Deployment rolled (scaled to one before, and back to three after, by `_run_way`)."""
-        self.cluster.kubectl("rollout", "restart", "-n", self.namespace, *self.deployments)
-        _ready_replicas(self.cluster, self.namespace, self.cells, 1)
-
-    def recreate(self) -> None:
-        def strategy(kind: dict[str, Any]) -> None:
-            for deployment in self.deployments:  # the strategy is not in the pod template: patching it rolls nothing
-                self.cluster.kubectl("patch", "-n", self.namespace, deployment, "--type=merge",
-                                     "-p", json.dumps({"spec": {"strategy": kind}}))
-
-        strategy({"type": "Recreate", "rollingUpdate": None})
-        self.cluster.kubectl("rollout", "restart", "-n", self.namespace, *self.deployments)
-        _ready_replicas(self.cluster, self.namespace, self.cells, REPLICAS)
-        strategy({"type": "RollingUpdate"})
-
-    def run(self, kind: str) -> None:
-        getattr(self, kind.replace("-", "_"))()
 
 
 def _drain_summaries(cluster: K8sCluster, namespace: str, pods: list[str]) -> dict[str, DrainSummary]:
@@ -350,7 +186,7 @@ def run_controller(cluster: K8sCluster, controller: str, ways: list[str], events
                 "metadata": {"name": cell, "namespace": namespace},
                 "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": cell}}}} for cell in COMPARED]
     cluster.apply(*made, *budgets)
-    _ready_replicas(cluster, namespace, list(COMPARED), REPLICAS)
+    ready_replicas(cluster, namespace, list(COMPARED), REPLICAS)
     rows: list[Row] = []
     closed = 0.0  # when the previous setup's HAProxys stopped
     with PodWatch(cluster, namespace) as watch:
@@ -373,7 +209,7 @@ def _run_way(cluster: K8sCluster, namespace: str, controller: str, way: str, set
     departure = Departure(cluster, namespace, list(COMPARED), first, fronts, watch)
     single = WAYS[way][0] == "single-rollout"
     if single:
-        _scale(cluster, namespace, list(COMPARED), 1)
+        scale(cluster, namespace, list(COMPARED), 1)
     began = time.monotonic()
     with contextlib.ExitStack() as running:
         loads = {cell: running.enter_context(Load(tuple(front.ports[cell] for front in fronts), rate,
@@ -399,7 +235,7 @@ def _run_way(cluster: K8sCluster, namespace: str, controller: str, way: str, set
         rows.append(Row(controller, way, setup.label, cell, loads[cell], to_sigterm,
                         max(gone, default=began) - began, drains, unreported, departure.long.get(cell)))
     if single:
-        _scale(cluster, namespace, list(COMPARED), REPLICAS)
+        scale(cluster, namespace, list(COMPARED), REPLICAS)
     return rows
 
 

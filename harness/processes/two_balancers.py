@@ -20,7 +20,9 @@ SIDECAR_CONFIG = {"slowStart": "0s", "evaluationInterval": "200ms", "finalScrape
                   "drain": {"agentInterval": f"{AGENT_INTER:g}s", "maxWait": "10s"}}
 
 
-def haproxy_config(app: AppProcess, sidecar: SidecarProcess, source: str) -> str:
+def haproxy_config(app: AppProcess, sidecar: SidecarProcess, source: str, agent_inter: float = AGENT_INTER,
+                   check_inter: str = "500ms") -> str:
+    """One HAProxy in front of the app, checking the sidecar's /health and polling its agent from `source`."""
     return f"""
 defaults
     mode http
@@ -34,8 +36,8 @@ frontend web
 
 backend app
     option httpchk GET /health
-    server s1 127.0.0.1:{app.port} weight 100 check port {sidecar.http_port} inter 500ms rise 1 fall 3 \
-source {source} agent-check agent-addr 127.0.0.1 agent-port {sidecar.agent_port} agent-inter {AGENT_INTER:g}s
+    server s1 127.0.0.1:{app.port} weight 100 check port {sidecar.http_port} inter {check_inter} rise 1 fall 3 \
+source {source} agent-check agent-addr 127.0.0.1 agent-port {sidecar.agent_port} agent-inter {agent_inter:g}s
 """
 
 

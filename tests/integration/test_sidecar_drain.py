@@ -26,8 +26,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from candor_demo.haproxy_process import HAProxyProcess
-from harness.processes.ports import free_port
 from harness.processes.sidecar_process import ROOT, AppProcess, SidecarProcess
+from harness.processes.two_balancers import haproxy_config
 from harness.processes.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -38,22 +38,7 @@ MAX_WAIT = 12.0
 
 
 def _haproxy_config(app: AppProcess, sidecar: SidecarProcess, source: str, agent_inter: float) -> str:
-    return f"""
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 5s
-    timeout server 5s
-
-frontend web
-    bind 127.0.0.1:{free_port()}
-    default_backend app
-
-backend app
-    option httpchk GET /health
-    server s1 127.0.0.1:{app.port} weight 100 check port {sidecar.http_port} inter 1s rise 1 fall 3 source {source} \
-agent-check agent-addr 127.0.0.1 agent-port {sidecar.agent_port} agent-inter {agent_inter:g}s
-"""
+    return haproxy_config(app, sidecar, source, agent_inter, check_inter="1s")
 
 
 @dataclass
