@@ -94,5 +94,5 @@ class LongRequests:
 
     def failures(self) -> list[str]:
         """The kind of failure of each long request that did not complete."""
-        return [f"/{r.kind} {r.error or f'HTTP {r.status}' if r.status != 200 else 'cut short'}"
+        return [f"/{r.kind} " + ("cut short" if r.status == 200 else r.error or f"HTTP {r.status}")
                 for r in self.requests if not r.complete]
